@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Host prerequisites for telegen: Debian packages, kernel-header links for BCC,
+# tracefs. Idempotent: every step checks before it acts. Needs root.
+set -euo pipefail
+
+PKGS=(bpfcc-tools python3-bpfcc libbpfcc bpftool linux-perf linux-headers-amd64
+      golang-go debuginfod elfutils binutils gcc g++ make python3-venv)
+
+log() { printf 'setup-host: %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  log "not root: skipping system set-up (BPF features need root anyway)"
+  exit 0
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# BCC compiles against /lib/modules/$(uname -r)/build. Debian ships headers for
+# its own kernels only; the newest one compiles fine for this kernel (MACHINE.md).
+KREL=$(uname -r)
+if [ ! -e "/lib/modules/$KREL/build/Makefile" ]; then
+  H=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1 || true)
+  if [ -n "$H" ]; then
+    mkdir -p "/lib/modules/$KREL"
+    ln -sfn "$H" "/lib/modules/$KREL/build"
+    ln -sfn "${H%-amd64}-common" "/lib/modules/$KREL/source"
+    log "linked kernel headers $H for $KREL"
+  else
+    log "WARNING: no linux-headers found; BCC will not compile"
+  fi
+fi
+
+if ! mountpoint -q /sys/kernel/tracing; then
+  mount -t tracefs nodev /sys/kernel/tracing && log "mounted tracefs"
+fi
+if [ -d /sys/kernel/debug ] && ! mountpoint -q /sys/kernel/debug; then
+  mount -t debugfs nodev /sys/kernel/debug 2>/dev/null || true
+fi
+exit 0

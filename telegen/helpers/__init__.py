@@ -1,0 +1,1 @@
+"""Shared machinery for components: tickers, batching, exporter queue + retry."""

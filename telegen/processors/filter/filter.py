@@ -1,0 +1,84 @@
+"""Hide frames and drop rare stacks, in place."""
+
+from __future__ import annotations
+
+from telegen.component import Consumer, CreateSettings, Host
+from telegen.pdata import Frame, Profile, Profiles, Sample
+from telegen.processors.filter.config import FilterConfig
+
+
+class FilterProcessor:
+    mutates_data = True
+
+    def __init__(self, settings: CreateSettings, config: FilterConfig,
+                 next_consumer: Consumer) -> None:
+        self._next = next_consumer
+        self._hide = config.compiled()
+        self._min = config.min_samples
+        t = settings.telemetry
+        self._hidden = t.counter("processor_filter_frames_hidden")
+        self._dropped = t.counter("processor_dropped_samples")
+        self._memo: dict[Frame, Frame | None] = {}
+
+    def start(self, host: Host) -> None:
+        pass
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        pass
+
+    def consume(self, profiles: Profiles) -> None:
+        for profile in profiles:
+            self._filter(profile)
+        self._next.consume(profiles)
+
+    def _filter(self, profile: Profile) -> None:
+        count_idx = _count_index(profile)
+        kept: list[Sample] = []
+        for s in profile:
+            if self._min > 1 and s.values[count_idx] < self._min:
+                self._dropped.add(1)
+                continue
+            if self._hide is not None:
+                s.stack = self._hide_frames(s.stack)
+            kept.append(s)
+        profile.replace_samples(kept)
+
+    def _hide_frames(self, stack: tuple[Frame, ...]) -> tuple[Frame, ...]:
+        out = []
+        changed = False
+        for f in stack:
+            g = self._memo[f] if f in self._memo else self._hide_frame(f)
+            if g is not f:
+                changed = True
+                self._hidden.add(1)
+            if g is not None:
+                out.append(g)
+        return tuple(out) if changed else stack
+
+    def _hide_frame(self, frame: Frame) -> Frame | None:
+        """Drop hidden functions from a frame; None when nothing of it is left."""
+        assert self._hide is not None
+        match = self._hide.match
+        result: Frame | None
+        if not frame.lines:
+            result = None if match(frame.name) else frame
+        else:
+            lines = tuple(ln for ln in frame.lines if not match(ln.function))
+            if len(lines) == len(frame.lines):
+                result = frame
+            elif lines:
+                result = frame.with_lines(lines)
+            else:
+                result = None
+        if len(self._memo) > 100_000:
+            self._memo.clear()
+        self._memo[frame] = result
+        return result
+
+
+def _count_index(profile: Profile) -> int:
+    """The value column that counts samples (``*/count``), else the first."""
+    for i, vt in enumerate(profile.sample_types):
+        if vt.unit == "count":
+            return i
+    return 0

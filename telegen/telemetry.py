@@ -1,0 +1,138 @@
+"""The agent's own counters: per component, logged at shutdown and served as
+Prometheus text on ``service.telemetry.metrics.address`` when enabled."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger("telegen.telemetry")
+
+
+class Counter:
+    __slots__ = ("value", "_lock")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self.value += n
+
+
+class Gauge:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def set(self, v: float) -> None:
+        self.value = v
+
+
+class ComponentTelemetry:
+    """Counters of one component; names follow Collector metric names."""
+
+    def __init__(self, registry: Registry, kind: str, component: str) -> None:
+        self._registry = registry
+        self.kind = kind
+        self.component = component
+
+    def counter(self, name: str, **labels: str) -> Counter:
+        return self._registry.counter(name, kind=self.kind, component=self.component, **labels)
+
+    def gauge(self, name: str, **labels: str) -> Gauge:
+        return self._registry.gauge(name, kind=self.kind, component=self.component, **labels)
+
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._counters: dict[Key, Counter] = {}
+        self._gauges: dict[Key, Gauge] = {}
+        self._lock = threading.Lock()
+
+    def for_component(self, kind: str, component: str) -> ComponentTelemetry:
+        return ComponentTelemetry(self, kind, component)
+
+    def counter(self, name: str, **labels: str) -> Counter:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            return self._counters.setdefault(key, Counter())
+
+    def gauge(self, name: str, **labels: str) -> Gauge:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            return self._gauges.setdefault(key, Gauge())
+
+    def snapshot(self) -> dict[str, float]:
+        """``name{label="v",...}`` → value, for logs and tests."""
+        with self._lock:
+            items = [(k, c.value) for k, c in self._counters.items()]
+            items += [(k, g.value) for k, g in self._gauges.items()]
+        return {_series(name, labels): v for (name, labels), v in sorted(items)}
+
+    def prometheus_text(self) -> str:
+        lines: list[str] = []
+        with self._lock:
+            groups = [("counter", self._counters), ("gauge", self._gauges)]
+            seen: set[str] = set()
+            for kind, table in groups:
+                for (name, labels), metric in sorted(table.items()):
+                    full = "telegen_" + name
+                    if full not in seen:
+                        seen.add(full)
+                        lines.append(f"# TYPE {full} {kind}")
+                    lines.append(f"{_series(full, labels)} {metric.value}")
+        return "\n".join(lines) + "\n"
+
+    def log_summary(self, logger: logging.Logger = log) -> None:
+        for series, value in self.snapshot().items():
+            if value:
+                logger.info("telemetry %s = %s", series, value)
+
+
+def _series(name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    if not labels:
+        return name
+    body = ",".join(f'{k}="{v}"' for k, v in labels)
+    return f"{name}{{{body}}}"
+
+
+class MetricsServer:
+    """Serves ``/metrics`` in Prometheus text format on a background thread."""
+
+    def __init__(self, registry: Registry, host: str, port: int) -> None:
+        reg = registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body = reg.prometheus_text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.address = self._server.server_address
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="telemetry-metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
