@@ -1,0 +1,1 @@
+"""Test doubles and builders for real test inputs (used by tests and benchmarks)."""
