@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class PermanentError(Exception):
     """Data that can never be consumed (bad input, rejected by a backend): drop it."""
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     RECEIVER = "receiver"
     PROCESSOR = "processor"
     EXPORTER = "exporter"
@@ -100,7 +100,8 @@ class CreateSettings:
     logger: logging.Logger
 
 
-# create(settings, config, next_consumer) -> Component (next_consumer is None for exporters/extensions)
+# create(settings, config, next_consumer) -> Component
+# (next_consumer is None for exporters and extensions)
 CreateFunc = Callable[[CreateSettings, Any, "Consumer | None"], Any]
 
 

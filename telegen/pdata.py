@@ -18,14 +18,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Union
+from enum import StrEnum
 
-LabelValue = Union[str, int]
+LabelValue = str | int
 Labels = tuple[tuple[str, LabelValue], ...]
 
 
-class FrameKind(str, Enum):
+class FrameKind(StrEnum):
     NATIVE = "native"
     KERNEL = "kernel"
     PYTHON = "python"

@@ -16,5 +16,5 @@ FACTORY = Factory(
     config_type=FilterConfig,
     create=_create,
     schema="processors/filter.json",
-    description="hide frames matching glob patterns (as pprof -hide); drop stacks below min_samples",
+    description="hide frames by glob (as pprof -hide); drop stacks below min_samples",
 )

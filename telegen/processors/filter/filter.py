@@ -6,6 +6,8 @@ from telegen.component import Consumer, CreateSettings, Host
 from telegen.pdata import Frame, Profile, Profiles, Sample
 from telegen.processors.filter.config import FilterConfig
 
+_KEEP = object()   # memo marker: frame unchanged
+
 
 class FilterProcessor:
     mutates_data = True
@@ -18,7 +20,7 @@ class FilterProcessor:
         t = settings.telemetry
         self._hidden = t.counter("processor_filter_frames_hidden")
         self._dropped = t.counter("processor_dropped_samples")
-        self._memo: dict[Frame, Frame | None] = {}
+        self._memo: dict[Frame, Frame | None | object] = {}
 
     def start(self, host: Host) -> None:
         pass
@@ -48,24 +50,27 @@ class FilterProcessor:
         changed = False
         for f in stack:
             g = self._memo[f] if f in self._memo else self._hide_frame(f)
-            if g is not f:
-                changed = True
-                self._hidden.add(1)
+            if g is _KEEP:
+                out.append(f)
+                continue
+            changed = True
+            self._hidden.add(1)
             if g is not None:
                 out.append(g)
         return tuple(out) if changed else stack
 
-    def _hide_frame(self, frame: Frame) -> Frame | None:
-        """Drop hidden functions from a frame; None when nothing of it is left."""
+    def _hide_frame(self, frame: Frame) -> Frame | None | object:
+        """The frame without hidden functions: None when nothing is left, _KEEP
+        when nothing was hidden."""
         assert self._hide is not None
         match = self._hide.match
-        result: Frame | None
+        result: Frame | None | object
         if not frame.lines:
-            result = None if match(frame.name) else frame
+            result = None if match(frame.name) else _KEEP
         else:
             lines = tuple(ln for ln in frame.lines if not match(ln.function))
             if len(lines) == len(frame.lines):
-                result = frame
+                result = _KEEP
             elif lines:
                 result = frame.with_lines(lines)
             else:

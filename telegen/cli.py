@@ -1,0 +1,151 @@
+"""Command line: the only place that exits.
+
+Exit codes: 0 success, 1 runtime failure (a component could not start, a file
+could not be read), 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from telegen import __version__
+from telegen.component import ConfigError, Kind
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _die(code: int, message: str) -> int:
+    print(f"telegen: {message}", file=sys.stderr)
+    return code
+
+
+def _load(path: str | None):  # type: ignore[no-untyped-def]
+    from telegen import config
+
+    return config.load_file(path) if path else config.load_default()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from telegen.service import Service, StartError
+
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _die(EXIT_CONFIG, f"invalid config {args.config or '<embedded default>'}: {exc}")
+    level = args.log_level or cfg.telemetry.log_level
+    logging.getLogger().setLevel(_LEVELS.get(level, logging.INFO))
+    for warning in cfg.warnings:
+        logging.getLogger("telegen.config").warning("%s", warning)
+    if not args.config:
+        logging.getLogger("telegen").info("no -c given: running the embedded default config")
+    try:
+        service = Service(cfg)
+        service.run(args.duration)
+    except StartError as exc:
+        return _die(EXIT_FAILURE, str(exc))
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _die(EXIT_CONFIG, f"invalid config {args.config}: {exc}")
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    names = ", ".join(cfg.pipelines) or "none"
+    print(f"{args.config or '<embedded default>'}: OK ({len(cfg.pipelines)} pipelines: {names})")
+    return EXIT_OK
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from telegen.formats.pprof import decode
+    from telegen.formats.top import render_top
+
+    try:
+        with open(args.file, "rb") as fh:
+            profile = decode(fh.read())
+    except (OSError, ValueError) as exc:
+        return _die(EXIT_FAILURE, f"cannot read {args.file}: {exc}")
+    try:
+        print(render_top(profile, sample_type=args.type, n=args.n), end="")
+    except KeyError as exc:
+        return _die(EXIT_CONFIG, str(exc.args[0]))
+    return EXIT_OK
+
+
+def cmd_components(args: argparse.Namespace) -> int:
+    from telegen import registry
+
+    for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
+        types = registry.types(kind)
+        print(f"{kind.section}:")
+        for t in types:
+            factory = registry.get(kind, t)
+            assert factory is not None
+            print(f"  {t:<14} {factory.stability:<8} {factory.description}")
+        if not types:
+            print("  (none)")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from telegen.doctor import run_checks
+
+    checks = run_checks()
+    for c in checks:
+        status = "PASS" if c.ok else "FAIL"
+        print(f"[{status}] {c.name}: {c.detail}")
+        if not c.ok and c.fix:
+            print(f"       fix: {c.fix}")
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILURE
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="telegen", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"telegen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
+    run.add_argument("--duration", type=float, help="stop after SECONDS (flushing everything)")
+    run.add_argument("--log-level", choices=sorted(_LEVELS))
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a config file and exit")
+    val.add_argument("-c", "--config", required=True)
+    val.set_defaults(func=cmd_validate)
+
+    top = sub.add_parser("top", help="the Flat/Cum table of a pprof file")
+    top.add_argument("file")
+    top.add_argument("--type", help="sample type, e.g. cpu or alloc_space (default: the file's)")
+    top.add_argument("-n", type=int, default=10, help="rows (default 10)")
+    top.set_defaults(func=cmd_top)
+
+    comp = sub.add_parser("components", help="list the component types in this build")
+    comp.set_defaults(func=cmd_components)
+
+    doc = sub.add_parser("doctor", help="check this host can run the eBPF profiler")
+    doc.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

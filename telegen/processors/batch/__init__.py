@@ -1,0 +1,1 @@
+"""Processor ``batch``: merge windows of the same profile type and resource."""
