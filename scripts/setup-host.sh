@@ -3,8 +3,13 @@
 # tracefs. Idempotent: every step checks before it acts. Needs root.
 set -euo pipefail
 
-PKGS=(bpfcc-tools python3-bpfcc libbpfcc bpftool linux-perf linux-headers-amd64
-      golang-go debuginfod elfutils binutils gcc g++ make python3-venv)
+# --runtime: only what the agent needs (the Docker image); default: also what
+# the test suite and benchmarks use (Go, compilers, debuginfod, perf).
+RUNTIME_PKGS=(bpfcc-tools python3-bpfcc libbpfcc bpftool linux-headers-amd64
+              elfutils binutils python3-venv)
+DEV_PKGS=(linux-perf golang-go debuginfod gcc g++ make)
+PKGS=("${RUNTIME_PKGS[@]}")
+[ "${1:-}" = "--runtime" ] || PKGS+=("${DEV_PKGS[@]}")
 
 log() { printf 'setup-host: %s\n' "$*"; }
 
@@ -40,7 +45,11 @@ if [ ! -e "/lib/modules/$KREL/build/Makefile" ]; then
 fi
 
 if ! mountpoint -q /sys/kernel/tracing; then
-  mount -t tracefs nodev /sys/kernel/tracing && log "mounted tracefs"
+  if mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; then
+    log "mounted tracefs"
+  else
+    log "WARNING: could not mount tracefs at /sys/kernel/tracing (off-CPU needs it)"
+  fi
 fi
 if [ -d /sys/kernel/debug ] && ! mountpoint -q /sys/kernel/debug; then
   mount -t debugfs nodev /sys/kernel/debug 2>/dev/null || true
