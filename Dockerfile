@@ -12,7 +12,7 @@ RUN apt-get update -qq \
 COPY scripts/setup-host.sh scripts/setup-host.sh
 RUN bash scripts/setup-host.sh --runtime && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN make install PYTHON=/usr/bin/python3 && rm -rf /root/.cache
+RUN make install PYTHON=/usr/bin/python3 SETUP_ARGS=--runtime && rm -rf /root/.cache
 COPY config-examples/production.yaml /etc/telegen/config.yaml
 # Kernel-header links and tracefs depend on the host kernel: made at start.
 ENTRYPOINT ["/opt/telegen/scripts/docker-entrypoint.sh"]

@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed
 PPROF_PB := telegen/formats/profile_pb2.py
 BCC_LINK := $(VENV)/.bcc-linked
 ARGS   ?=
+SETUP_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test install host lint bench clean
@@ -21,7 +22,7 @@ test: install
 install: host $(STAMP) $(PPROF_PB) $(BCC_LINK)
 
 host:
-	@bash scripts/setup-host.sh
+	@bash scripts/setup-host.sh $(SETUP_ARGS)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
