@@ -1,0 +1,35 @@
+/* Process lifecycle, so user space captures metadata early and releases it
+ * when a process is gone: exec (image replaced) and exit (leader). */
+#include "telegen.h"
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+#ifdef WATCH_EXEC
+    /* process_names targeting: every exec may be a new match */
+    seen.delete(&tgid);
+    emit_control(EV_EXEC, tgid);
+#else
+    if (seen.lookup(&tgid)) {
+        seen.delete(&tgid);
+        emit_control(EV_EXEC, tgid);
+    }
+#endif
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+#ifdef OFF_CPU
+    off_starts.delete(&tid);
+#endif
+    if (tid != tgid)
+        return 0;
+    if (seen.lookup(&tgid)) {
+        seen.delete(&tgid);
+        emit_control(EV_EXIT, tgid);
+    }
+    return 0;
+}

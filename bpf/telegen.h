@@ -1,0 +1,223 @@
+/* Shared definitions for telegen's BPF programs (compiled by BCC).
+ *
+ * Options arrive as -D cflags from telegen/receivers/ebpf/bpf_loader.py:
+ *   MAX_STACKS        entries of each stack map (one map per generation)
+ *   MAX_COUNTS        entries of each counts map (one map per generation)
+ *   MAX_THREADS       pending off-CPU records (LRU, one per blocked thread)
+ *   MAX_PROCS         processes remembered as "seen" (LRU)
+ *   STACK_DEPTH       frames kept per stack (kernel limit: 127)
+ *   SELF_TGID         the agent's pid, skipped unless SELF_PROFILE is defined
+ *   FILTER_TARGETS    only tgids in the `targets` map are profiled
+ *   INCLUDE_KERNEL    also walk kernel stacks
+ *   TIMESTAMPS        emit one event per sample (timestamp + thread) as well
+ *   OFFCPU_MIN_NS     off-CPU intervals shorter than this are not recorded
+ *
+ * Counting happens in the kernel. User space flips `control[0]` (the window
+ * sequence number); programs write to the counts/stack maps of generation
+ * (seq & 1), so user space reads and clears the other generation while
+ * sampling carries on. No kernel struct is read by offset: only helper
+ * results, tracepoint fields (from tracefs formats) and perf_event ctx regs.
+ */
+#ifndef TELEGEN_BPF_H
+#define TELEGEN_BPF_H
+
+#include <uapi/linux/ptrace.h>
+#include <uapi/linux/bpf_perf_event.h>
+#include <linux/sched.h>
+
+#ifndef STACK_DEPTH
+#define STACK_DEPTH 127
+#endif
+
+/* Stats slots (per-CPU counters, never cleared; user space takes deltas). */
+enum telegen_stat {
+    ST_CPU_SAMPLES = 0,
+    ST_OFFCPU_EVENTS,
+    ST_USTACK_EFAULT,
+    ST_USTACK_EEXIST,
+    ST_USTACK_ENOMEM,
+    ST_USTACK_OTHER,
+    ST_KSTACK_EFAULT,
+    ST_KSTACK_EEXIST,
+    ST_KSTACK_ENOMEM,
+    ST_KSTACK_OTHER,
+    ST_COUNTS_FULL,
+    ST_STARTS_FULL,
+    ST_EVENTS_LOST,
+    ST_SEEN_FULL,
+    ST_OFFCPU_BELOW_THRESHOLD,
+    ST_NSTATS,
+};
+
+#define KEY_USER_MODE 1   /* the sample interrupted user code: user[0] is exact */
+
+struct sample_key {
+    u32 pid;          /* tgid */
+    u32 tid;
+    s32 user_stack;   /* stack id, or -errno */
+    s32 kernel_stack; /* stack id, or -errno (or -ENOENT when not collected) */
+    u32 stack_seq;    /* window whose stack map holds the ids */
+    u32 flags;
+    char comm[TASK_COMM_LEN];
+};
+
+struct offcpu_value {
+    u64 ns;
+    u64 count;
+};
+
+struct offcpu_start {
+    u64 ts;
+    struct sample_key key;
+};
+
+enum event_kind {
+    EV_NEW_PROC = 1,   /* first sample of a tgid: capture its metadata now */
+    EV_EXEC = 2,       /* tgid replaced its image: metadata is stale */
+    EV_EXIT = 3,       /* thread-group leader exited */
+    EV_CPU_SAMPLE = 4, /* TIMESTAMPS only */
+    EV_OFFCPU_SAMPLE = 5,
+};
+
+struct event {
+    u32 kind;
+    u32 count_seq;     /* window whose counts map got this sample */
+    u64 ts;            /* CLOCK_MONOTONIC ns */
+    u64 value;
+    struct sample_key key;
+};
+
+struct stack_trace_t {
+    u64 ip[STACK_DEPTH];
+};
+
+BPF_ARRAY(control, u32, 1);
+BPF_PERCPU_ARRAY(stats, u64, ST_NSTATS);
+BPF_TABLE("stacktrace", int, struct stack_trace_t, stacks0, MAX_STACKS);
+BPF_TABLE("stacktrace", int, struct stack_trace_t, stacks1, MAX_STACKS);
+BPF_HASH(targets, u32, u8, MAX_PROCS);
+BPF_HASH(excluded, u32, u8, 1024);
+BPF_TABLE("lru_hash", u32, u8, seen, MAX_PROCS);
+BPF_RINGBUF_OUTPUT(events, EVENTS_PAGES);
+
+static __always_inline void stat_add(u32 slot, u64 n)
+{
+    u64 *v = stats.lookup(&slot);
+    if (v)
+        *v += n;
+}
+
+static __always_inline u32 current_seq(void)
+{
+    u32 zero = 0;
+    u32 *seq = control.lookup(&zero);
+    return seq ? *seq : 0;
+}
+
+/* Whether this tgid is profiled (the agent itself, idle and excluded pids are not). */
+static __always_inline int wanted(u32 tgid)
+{
+    if (tgid == 0)
+        return 0;
+#ifndef SELF_PROFILE
+    if (tgid == SELF_TGID)
+        return 0;
+#endif
+    if (excluded.lookup(&tgid))
+        return 0;
+#ifdef FILTER_TARGETS
+    if (!targets.lookup(&tgid))
+        return 0;
+#endif
+    return 1;
+}
+
+static __always_inline void emit_control(u32 kind, u32 tgid)
+{
+    struct event *ev = events.ringbuf_reserve(sizeof(struct event));
+    if (!ev) {
+        stat_add(ST_EVENTS_LOST, 1);
+        return;
+    }
+    struct event zero = {};
+    zero.kind = kind;
+    zero.ts = bpf_ktime_get_ns();
+    zero.key.pid = tgid;
+    __builtin_memcpy(ev, &zero, sizeof(zero));
+    events.ringbuf_submit(ev, 0);
+}
+
+/* First sample of a process: tell user space to capture its metadata while it lives. */
+static __always_inline void note_process(u32 tgid)
+{
+    if (seen.lookup(&tgid))
+        return;
+    u8 one = 1;
+    if (seen.insert(&tgid, &one) == 0)
+        emit_control(EV_NEW_PROC, tgid);
+}
+
+static __always_inline void count_stack_error(int id, u32 efault, u32 eexist, u32 enomem,
+                                              u32 other)
+{
+    if (id >= 0)
+        return;
+    if (id == -EFAULT)
+        stat_add(efault, 1);
+    else if (id == -EEXIST)
+        stat_add(eexist, 1);
+    else if (id == -ENOMEM)
+        stat_add(enomem, 1);
+    else
+        stat_add(other, 1);
+}
+
+/* Fill key->user_stack/kernel_stack from the generation's stack map.
+ * Kernel stacks of user-mode samples are -EFAULT by nature and not counted;
+ * user stacks of kernel-mode samples are -EFAULT for kernel threads, ditto. */
+static __always_inline void walk_stacks(void *ctx, struct sample_key *key, u32 seq, int user_mode)
+{
+    int uid, kid = -ENOENT;
+    if (seq & 1) {
+        uid = stacks1.get_stackid(ctx, BPF_F_USER_STACK);
+#ifdef INCLUDE_KERNEL
+        if (!user_mode)
+            kid = stacks1.get_stackid(ctx, 0);
+#endif
+    } else {
+        uid = stacks0.get_stackid(ctx, BPF_F_USER_STACK);
+#ifdef INCLUDE_KERNEL
+        if (!user_mode)
+            kid = stacks0.get_stackid(ctx, 0);
+#endif
+    }
+    if (user_mode || uid != -EFAULT)
+        count_stack_error(uid, ST_USTACK_EFAULT, ST_USTACK_EEXIST, ST_USTACK_ENOMEM,
+                          ST_USTACK_OTHER);
+    if (!user_mode)
+        count_stack_error(kid == -ENOENT ? 0 : kid, ST_KSTACK_EFAULT, ST_KSTACK_EEXIST,
+                          ST_KSTACK_ENOMEM, ST_KSTACK_OTHER);
+    key->user_stack = uid;
+    key->kernel_stack = kid;
+    key->stack_seq = seq;
+}
+
+static __always_inline void emit_sample(u32 kind, u32 seq, u64 ts, u64 value,
+                                        struct sample_key *key)
+{
+#ifdef TIMESTAMPS
+    struct event *ev = events.ringbuf_reserve(sizeof(struct event));
+    if (!ev) {
+        stat_add(ST_EVENTS_LOST, 1);
+        return;
+    }
+    ev->kind = kind;
+    ev->count_seq = seq;
+    ev->ts = ts;
+    ev->value = value;
+    __builtin_memcpy(&ev->key, key, sizeof(*key));
+    events.ringbuf_submit(ev, 0);
+#endif
+}
+
+#endif /* TELEGEN_BPF_H */

@@ -1,0 +1,14 @@
+"""Process metadata from /proc: mappings, executable, command line, build-ids,
+container ids. Pure library code (no BPF knowledge), shared by the ebpf
+receiver and the symbolizer. Paths go through ``/proc/PID/root`` so files of
+processes in containers are read from their own mount namespace."""
+
+from telegen.procinfo.buildid import BuildIdCache, read_build_id
+from telegen.procinfo.container import container_id_from_cgroup
+from telegen.procinfo.maps import MapEntry, parse_maps
+from telegen.procinfo.process import ProcessCache, ProcessInfo, read_process
+
+__all__ = [
+    "BuildIdCache", "MapEntry", "ProcessCache", "ProcessInfo", "container_id_from_cgroup",
+    "parse_maps", "read_build_id", "read_process",
+]

@@ -1,0 +1,176 @@
+"""Per-process metadata, captured once and cached (bounded) until the process exits."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+from telegen.pdata import Mapping
+from telegen.procinfo.buildid import BuildIdCache
+from telegen.procinfo.container import container_id_from_cgroup
+from telegen.procinfo.maps import MapEntry, parse_maps
+
+_DELETED = " (deleted)"
+
+
+@dataclass
+class ProcessInfo:
+    pid: int
+    comm: str = ""
+    exe: str = ""                      # as seen inside the process's mount namespace
+    cmdline: tuple[str, ...] = ()
+    container_id: str = ""
+    mappings: tuple[Mapping, ...] = ()  # executable mappings, by address
+    captured_ns: int = 0
+    exited: bool = False
+    _starts: list[int] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._starts = [m.start for m in self.mappings]
+
+    def find_mapping(self, address: int) -> Mapping | None:
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i >= 0:
+            m = self.mappings[i]
+            if address < m.limit:
+                return m
+        return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def read_process(pid: int, *, proc: str = "/proc",
+                 build_ids: BuildIdCache | None = None) -> ProcessInfo | None:
+    """Everything we keep about ``pid``; None when it is gone (or a kernel thread
+    whose maps cannot be read is returned with no mappings)."""
+    base = f"{proc}/{pid}"
+    maps_text = _read(f"{base}/maps")
+    if maps_text is None:
+        return None
+    comm = (_read(f"{base}/comm") or "").strip()
+    try:
+        exe = os.readlink(f"{base}/exe")
+    except OSError:
+        exe = ""
+    cmdline = tuple(a for a in (_read(f"{base}/cmdline") or "").split("\0") if a)
+    container = container_id_from_cgroup(_read(f"{base}/cgroup") or "")
+    cache = build_ids or BuildIdCache(64)
+    mappings = tuple(_mapping(e, base, cache) for e in parse_maps(maps_text) if e.executable)
+    return ProcessInfo(pid=pid, comm=comm, exe=exe.removesuffix(_DELETED), cmdline=cmdline,
+                       container_id=container, mappings=mappings,
+                       captured_ns=time.time_ns())
+
+
+def _mapping(e: MapEntry, base: str, build_ids: BuildIdCache) -> Mapping:
+    build_id = ""
+    path = e.path
+    if e.is_file:
+        if e.deleted:
+            path = path.removesuffix(_DELETED)
+            # the file is gone from the tree, but the mapping still reaches it
+            build_id = build_ids.get(f"{base}/map_files/{e.start:x}-{e.end:x}")
+        else:
+            build_id = build_ids.get(f"{base}/root{path}")
+    return Mapping(start=e.start, limit=e.end, offset=e.offset, file=path, build_id=build_id)
+
+
+class ProcessCache:
+    """Thread-safe, bounded ``pid -> ProcessInfo``.
+
+    Exited processes stay until ``release_exited()`` has been called twice
+    after the exit (so the window that still holds their samples can resolve
+    them); least recently used entries are evicted beyond ``maxsize``.
+    """
+
+    def __init__(self, maxsize: int = 8192, *, proc: str = "/proc",
+                 build_ids: BuildIdCache | None = None,
+                 refresh_interval_s: float = 5.0) -> None:
+        self._proc = proc
+        self._build_ids = build_ids or BuildIdCache()
+        self._cache: LRUCache[int, ProcessInfo] = LRUCache(maxsize)
+        self._lock = threading.Lock()
+        self._exited_new: set[int] = set()
+        self._exited_old: set[int] = set()
+        self._refresh_interval_ns = int(refresh_interval_s * 1e9)
+
+    @property
+    def build_ids(self) -> BuildIdCache:
+        return self._build_ids
+
+    def capture(self, pid: int) -> ProcessInfo | None:
+        """(Re)read ``pid`` now; keeps the old entry if the process is already gone."""
+        info = read_process(pid, proc=self._proc, build_ids=self._build_ids)
+        with self._lock:
+            if info is None:
+                return self._cache.get(pid)
+            self._exited_new.discard(pid)
+            self._exited_old.discard(pid)
+            self._cache[pid] = info
+        return info
+
+    def get(self, pid: int, *, capture: bool = True) -> ProcessInfo | None:
+        with self._lock:
+            info = self._cache.get(pid)
+        if info is None and capture:
+            info = self.capture(pid)
+        return info
+
+    def find_mapping(self, pid: int, address: int) -> Mapping | None:
+        """The mapping holding ``address``; re-reads the maps of a live process
+        once per refresh interval when the address is new (dlopen, JIT)."""
+        info = self.get(pid)
+        if info is None:
+            return None
+        m = info.find_mapping(address)
+        if m is None and not info.exited and \
+                time.time_ns() - info.captured_ns > self._refresh_interval_ns:
+            fresh = self.capture(pid)
+            if fresh is not None:
+                m = fresh.find_mapping(address)
+        return m
+
+    def invalidate(self, pid: int) -> None:
+        """The process replaced its image (exec): forget what we knew."""
+        with self._lock:
+            self._cache.pop(pid, None)
+
+    def mark_exited(self, pid: int) -> None:
+        with self._lock:
+            info = self._cache.get(pid)
+            if info is not None:
+                info.exited = True
+                self._exited_new.add(pid)
+
+    def release_exited(self) -> int:
+        """Drop processes marked exited before the previous call; returns how many."""
+        with self._lock:
+            gone = self._exited_old
+            for pid in gone:
+                info = self._cache.get(pid)
+                if info is not None and info.exited:
+                    del self._cache[pid]
+            self._exited_old, self._exited_new = self._exited_new, set()
+            return len(gone)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return list(self._cache.keys())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    def __contains__(self, pid: object) -> bool:
+        with self._lock:
+            return pid in self._cache
