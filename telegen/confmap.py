@@ -62,7 +62,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
         if key in result:
             mark = key_node.start_mark
             raise ConfigError("", f"YAML error at line {mark.line + 1}, column {mark.column + 1}: "
-                                  f"duplicate key {key!r}; keep only one")
+                                  f"duplicate key \"{key}\"; keep only one")
         result[key] = loader.construct_object(value_node, deep=deep)
     return result
 

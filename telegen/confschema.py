@@ -169,7 +169,9 @@ def translate_error(error: ValidationError, base: str) -> ConfigError:
     if v == "maxLength":
         return ConfigError(path, f"must be at most {arg} characters")
     if v == "pattern":
-        return ConfigError(path, f"invalid value {show(value)} (must match {arg})")
+        want = schema.get("x-expected") if isinstance(schema, dict) else None
+        return ConfigError(path, f"invalid value {show(value)}: expected {want}" if want else
+                           f"invalid value {show(value)} (must match {arg})")
     if v is None or schema is False:
         return ConfigError(path, "this key is not allowed here")
     return ConfigError(path, " ".join(error.message.split())[:200])
