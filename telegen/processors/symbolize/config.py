@@ -1,0 +1,40 @@
+"""Processor ``symbolize``: addresses → function, file, line (see telegen.symbols)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from telegen.symbols.debuginfod import default_cache_dir, urls_from_env
+
+
+@dataclass
+class SymbolizeConfig:
+    # Demangle C++ (Itanium) names: ``_ZN2ns5Klass6methodEi`` → ``ns::Klass::method(int)``.
+    demangle_cpp: bool = True
+    # Demangle Rust names (legacy ``_ZN…17h<hash>E`` and v0 ``_R…``), hashes removed.
+    demangle_rust: bool = True
+    # Keep kernel frames, named from /proc/kallsyms; false removes them from stacks.
+    include_kernel: bool = False
+    # debuginfod servers asked for debug files by build-id; default: $DEBUGINFOD_URLS.
+    debuginfod_urls: list[str] = field(default_factory=urls_from_env)
+    # Where downloaded debug files are kept (<dir>/<build-id>/debuginfo).
+    debuginfod_cache_dir: str = field(default_factory=default_cache_dir)
+    # Per-request timeout for debuginfod, seconds.
+    debuginfod_timeout: float = field(default=5.0, metadata={"duration": True})
+    # Roots searched for separate debug files (.build-id/xx/yyyy.debug, debuglink).
+    debug_dirs: list[str] = field(default_factory=lambda: ["/usr/lib/debug"])
+    # Number of parsed object files (ELF + debug file: symbol tables, DWARF
+    # indexes) kept in memory, least recently used evicted. Resolved addresses
+    # are cached separately, 2048 per object slot (262144 by default).
+    cache_size: int = 128
+
+    def validate(self) -> None:
+        if self.debuginfod_timeout <= 0:
+            raise ValueError(f"debuginfod_timeout must be > 0 (got {self.debuginfod_timeout})")
+        if self.cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1 (got {self.cache_size})")
+        for url in self.debuginfod_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"debuginfod_urls: {url!r} is not an http(s) URL")
+        for d in self.debug_dirs:
+            if not d:
+                raise ValueError("debug_dirs: empty path; remove it")

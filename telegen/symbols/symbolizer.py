@@ -1,0 +1,230 @@
+"""The facade: address → :class:`Resolution`, with the caches that make the
+warm path one dict look-up.
+
+Caches (all bounded):
+
+* objects — parsed ELF/debug files (symbol tables, DWARF CU indexes) per
+  build-id, or per path+mtime+size when a file has no build-id: an LRU of
+  ``cache_size`` entries; evicted files are closed;
+* results — per (object key, file offset) for native code, per address for
+  the kernel, per (pid, address) for JIT code: an LRU of ``result_cache_size``;
+* (pid, path) → object key, so a mapping without a build-id opens its file once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+from telegen.symbols.debuginfod import DebuginfodClient, default_cache_dir, urls_from_env
+from telegen.symbols.demangle import Demangler, language
+from telegen.symbols.dwarf import DwarfLine
+from telegen.symbols.kallsyms import KernelSymbols
+from telegen.symbols.objects import ObjectSymbols
+from telegen.symbols.perfmap import PerfMap
+from telegen.symbols.types import UNKNOWN, CounterLike, Resolution, SymLine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SymbolizerOptions:
+    demangle_cpp: bool = True
+    demangle_rust: bool = True
+    debug_dirs: Sequence[str] = ("/usr/lib/debug",)
+    debuginfod_urls: Sequence[str] | None = None      # None: $DEBUGINFOD_URLS
+    debuginfod_cache_dir: str = field(default_factory=default_cache_dir)
+    debuginfod_timeout_s: float = 5.0
+    debuginfod_max_size: int = 1 << 30
+    debuginfod_negative_ttl_s: float = 600.0
+    cache_size: int = 128                 # parsed object files kept
+    result_cache_size: int = 1 << 18      # resolved addresses kept
+    proc_root: str = "/proc"
+    kallsyms_path: str = "/proc/kallsyms"
+
+
+def is_anonymous(file: str) -> bool:
+    """Mappings with no file behind them: where JIT code lives."""
+    return (not file or file.startswith("[anon") or file.startswith("//anon")
+            or file.startswith("/memfd:"))
+
+
+class Symbolizer:
+    """Thread-safe. Use :meth:`native`, :meth:`kernel` and :meth:`jit`."""
+
+    def __init__(self, options: SymbolizerOptions | None = None, *,
+                 counters: Mapping[str, CounterLike] | None = None) -> None:
+        self.options = opts = options or SymbolizerOptions()
+        urls = urls_from_env() if opts.debuginfod_urls is None else list(opts.debuginfod_urls)
+        self.debuginfod = DebuginfodClient(
+            urls, opts.debuginfod_cache_dir, timeout_s=opts.debuginfod_timeout_s,
+            max_size=opts.debuginfod_max_size, negative_ttl_s=opts.debuginfod_negative_ttl_s,
+            counters={k[len("debuginfod_"):]: v for k, v in (counters or {}).items()
+                      if k.startswith("debuginfod_")}) if urls else None
+        self.demangler = Demangler(cpp=opts.demangle_cpp, rust=opts.demangle_rust)
+        self._objects: _ClosingLRU = _ClosingLRU(max(1, opts.cache_size))
+        self._results: LRUCache[tuple[object, ...], Resolution] = LRUCache(
+            max(16, opts.result_cache_size))
+        self._keys: LRUCache[tuple[int, str], str] = LRUCache(max(64, opts.cache_size * 16))
+        self._perfmaps: LRUCache[int, PerfMap | None] = LRUCache(max(8, opts.cache_size))
+        self._kernel: KernelSymbols | None = None
+        self._kernel_loaded = False
+        self._lock = threading.RLock()
+
+    # -- native code ---------------------------------------------------------------
+    def native(self, address: int, *, file: str, start: int, offset: int,
+               build_id: str = "", pid: int = 0) -> Resolution:
+        """Resolve ``address`` (a process virtual address inside the mapping
+        ``[start, …)`` of ``file`` at file ``offset``)."""
+        file_offset = address - start + offset
+        key = build_id or self._keys.get((pid, file))
+        if key is not None:
+            hit = self._results.get((key, file_offset))
+            if hit is not None:
+                return hit
+        with self._lock:
+            obj, key = self._object(file, build_id, pid)
+            if obj is None:
+                return UNKNOWN
+            res = self._resolve_native(obj, file_offset)
+            self._results[(key, file_offset)] = res
+            return res
+
+    def _resolve_native(self, obj: ObjectSymbols, file_offset: int) -> Resolution:
+        vaddr = obj.to_vaddr(file_offset)
+        answer = obj.lookup(vaddr) if vaddr is not None else None
+        if answer is None:
+            return Resolution((), "unknown", obj.has_functions, obj.has_dwarf,
+                              obj.has_dwarf, obj.has_dwarf)
+        source, raw = answer
+        return Resolution(self._lines(raw), source, True, obj.has_dwarf, obj.has_dwarf,
+                          obj.has_dwarf)
+
+    def _lines(self, raw: list[DwarfLine]) -> tuple[SymLine, ...]:
+        out = []
+        for system, plain, file, line, decl in raw:
+            if language(system):
+                function = self.demangler.demangle(system)
+            else:
+                function = plain or system
+            out.append(SymLine(function, file, line, system if system != function else "",
+                               decl))
+        return tuple(out)
+
+    def _object(self, file: str, build_id: str, pid: int) -> tuple[ObjectSymbols | None, str]:
+        path = self._host_path(file, pid)
+        if build_id:
+            obj = self._objects.get(build_id)
+            if obj is None:
+                obj = self._open(path, build_id, pid)
+                self._objects[build_id] = obj
+            return (obj if obj.usable else None), build_id
+        if path is None:
+            return None, ""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None, ""
+        obj = None
+        known = self._keys.get((pid, file))
+        if known is not None:
+            obj = self._objects.get(known)
+            key = known
+        if obj is None:
+            obj = self._open(path, "", pid)
+            key = obj.build_id or f"{os.path.realpath(path)}:{st.st_mtime_ns}:{st.st_size}"
+            self._objects[key] = obj
+        self._keys[(pid, file)] = key
+        return (obj if obj.usable else None), key
+
+    def _open(self, path: str | None, build_id: str, pid: int) -> ObjectSymbols:
+        root = f"{self.options.proc_root}/{pid}/root" if pid else ""
+        return ObjectSymbols(path, build_id, debug_dirs=self.options.debug_dirs, root=root,
+                             debuginfod=self.debuginfod)
+
+    def _host_path(self, file: str, pid: int) -> str | None:
+        """The file as this process can open it: through /proc/PID/root first
+        (the process's own mount namespace — containers), then as named."""
+        if not file or file.startswith("["):
+            return None
+        if file.endswith(" (deleted)"):
+            file = file[: -len(" (deleted)")]
+        if pid:
+            cand = f"{self.options.proc_root}/{pid}/root{file}"
+            if os.path.isfile(cand):
+                return cand
+        return file if os.path.isfile(file) else None
+
+    # -- kernel --------------------------------------------------------------------
+    def kernel(self, address: int) -> Resolution:
+        hit = self._results.get(("k", address))
+        if hit is not None:
+            return hit
+        with self._lock:
+            if not self._kernel_loaded:
+                self._kernel_loaded = True
+                try:
+                    self._kernel = KernelSymbols(self.options.kallsyms_path)
+                except OSError as exc:
+                    log.warning("kernel symbols unavailable: %s", exc)
+            found = self._kernel.lookup(address) if self._kernel else None
+            if found is None:
+                res = UNKNOWN
+            else:
+                name, module, _start = found
+                shown = f"{name} [{module}]" if module else name
+                res = Resolution((SymLine(shown, "", 0, name if module else ""),),
+                                 "kallsyms", True)
+            self._results[("k", address)] = res
+            return res
+
+    # -- JIT -----------------------------------------------------------------------
+    def jit(self, address: int, pid: int) -> Resolution:
+        """JIT code from ``/tmp/perf-PID.map`` (also through /proc/PID/root/tmp)."""
+        if not pid:
+            return UNKNOWN
+        hit = self._results.get(("j", pid, address))
+        if hit is not None:
+            return hit
+        with self._lock:
+            pm = self._perfmap(pid)
+            found = pm.lookup(address) if pm is not None else None
+            if found is None:
+                return UNKNOWN    # not cached: the map may grow and name it later
+            res = Resolution((SymLine(found[0]),), "perfmap", True)
+            self._results[("j", pid, address)] = res
+            return res
+
+    def _perfmap(self, pid: int) -> PerfMap | None:
+        pm = self._perfmaps.get(pid)
+        if pm is None:
+            name = f"perf-{pid}.map"
+            for cand in (f"/tmp/{name}", f"{self.options.proc_root}/{pid}/root/tmp/{name}"):
+                if os.path.isfile(cand):
+                    pm = PerfMap(cand)
+                    self._perfmaps[pid] = pm
+                    break
+        return pm
+
+    def close(self) -> None:
+        with self._lock:
+            self._objects.clear()
+            self.demangler.close()
+
+
+class _ClosingLRU(LRUCache[str, ObjectSymbols]):
+    """An LRU of object files that closes what it evicts."""
+
+    def popitem(self) -> tuple[str, ObjectSymbols]:
+        key, obj = super().popitem()
+        obj.close()
+        return key, obj
+
+    def clear(self) -> None:
+        while self:
+            self.popitem()
