@@ -27,6 +27,7 @@ import yaml
 from telegen.component import ConfigError
 
 _REF_RE = re.compile(r"\$\$|\$\{([^}]*)\}")
+_RAW_REF_RE = re.compile(r"\$\{[^}\n]*\}")
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_RE = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h)"
@@ -71,7 +72,40 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 
 def load_yaml(text: str) -> Any:
-    """Parse one YAML document; syntax errors become a one-line ConfigError."""
+    """Parse one YAML document; syntax errors become a one-line ConfigError.
+
+    ``${...}`` references are swapped for plain placeholders while parsing (and
+    restored after), because ``{`` may not appear in a plain scalar inside a
+    flow collection: ``pids: [${env:PID}]`` must still load."""
+    nonce = 0
+    while f"__telegen{nonce}_" in text:
+        nonce += 1
+    prefix = f"__telegen{nonce}_"
+    refs: list[str] = []
+
+    def protect(m: re.Match[str]) -> str:
+        refs.append(m.group(0))
+        return f"{prefix}{len(refs) - 1}__"
+
+    protected = _RAW_REF_RE.sub(protect, text)
+    tree = _parse(protected)
+    if not refs:
+        return tree
+    placeholder = re.compile(re.escape(prefix) + r"(\d+)__")
+    return _restore(tree, lambda s: placeholder.sub(lambda m: refs[int(m.group(1))], s), prefix)
+
+
+def _restore(tree: Any, fix: Any, prefix: str) -> Any:
+    if isinstance(tree, dict):
+        return {_restore(k, fix, prefix): _restore(v, fix, prefix) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_restore(v, fix, prefix) for v in tree]
+    if isinstance(tree, str) and prefix in tree:
+        return fix(tree)
+    return tree
+
+
+def _parse(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
@@ -104,9 +138,12 @@ def _expand_string(text: str, env: Mapping[str, str], path: str) -> Any:
         if value == "":
             return ""
         try:
-            return yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
+        if parsed is None and value.strip() not in ("null", "Null", "NULL", "~"):
+            return value  # e.g. "#tag": text, not a YAML comment
+        return parsed
     return _REF_RE.sub(lambda m: "$" if m.group(0) == "$$" else _resolve(m.group(1), env, path),
                        text)
 

@@ -86,7 +86,7 @@ class _Translator:
                       f"include yet; ignored")
             return False
         self.plan.setdefault((kind, type_), {})
-        self.out.origins.setdefault(f"{kind.section}::{type_}/{NAME}", ROOT)
+        self.out.origins.setdefault(f"{kind.section}::{type_}/{NAME}", warn_path)
         return True
 
     def put(self, kind: Kind, type_: str, key: str, value: Any, seed_path: str,
