@@ -1,0 +1,113 @@
+"""Real Go profiles (runtime/pprof) against telegen's pprof codec and top table,
+with ``go tool pprof`` as the judge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from telegen.formats.pprof import decode, encode
+from telegen.formats.top import TopRow, top_rows
+from telegen.pdata import Profile
+from telegen.testing.goprog import (
+    CPUHOG_SOURCE,
+    build_go_program,
+    go_available,
+    go_pprof,
+    run_go_program,
+)
+from telegen.testing.pprof_checks import parse_pprof_top, profile_state, synthetic_profiles
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not go_available(), reason="needs the `go` command (golang-go)"),
+]
+
+
+@pytest.fixture(scope="module")
+def go_profiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    binary = build_go_program(CPUHOG_SOURCE, cache_dir=tmp_path_factory.mktemp("gocache"))
+    out = tmp_path_factory.mktemp("cpuhog")
+    run_go_program(binary, [str(out), "2", "1"])
+    files = {p.name: p for p in sorted(out.iterdir())}
+    assert set(files) == {"cpu-000.pb.gz", "cpu-001.pb.gz", "heap.pb.gz"}
+    return files
+
+
+def assert_top_agrees(path: Path, profile: Profile, sample_type: str | None = None) -> None:
+    args = ["-top", "-nodecount=10", "-symbolize=none"]
+    if sample_type:
+        args.append(f"-sample_index={sample_type}")
+    theirs = parse_pprof_top(go_pprof(*args, str(path)))
+    ours: list[TopRow] = top_rows(profile, sample_type, n=10)
+    assert theirs, "go tool pprof printed no rows"
+    assert [r.name for r in ours] == [r.name for r in theirs]
+    for mine, go in zip(ours, theirs, strict=True):
+        assert abs(mine.flat - go.flat) <= go.tolerance, (mine, go)
+        assert abs(mine.cum - go.cum) <= go.tolerance, (mine, go)
+
+
+@pytest.mark.parametrize("name", ["cpu-000.pb.gz", "cpu-001.pb.gz", "heap.pb.gz"])
+def test_go_profile_decodes_and_round_trips(go_profiles: dict[str, Path], name: str,
+                                            tmp_path: Path) -> None:
+    original = go_profiles[name]
+    profile = decode(original.read_bytes())
+    assert len(profile) > 0
+    again = decode(encode(profile))
+    assert profile_state(again) == profile_state(profile)
+    functions = {ln.function for s in profile for f in s.stack for ln in f.lines}
+    assert "main.main" in functions
+    assert any(fn.startswith("runtime.") for fn in functions)
+    if name.startswith("cpu"):
+        assert profile.name == "cpu"
+        assert {"main.burn", "main.churn"} <= functions
+        assert any(len(f.lines) > 1 for s in profile for f in s.stack), "no inlined frames"
+    else:
+        assert profile.name == "inuse"
+        assert [str(t) for t in profile.sample_types] == [
+            "alloc_objects/count", "alloc_space/bytes", "inuse_objects/count",
+            "inuse_space/bytes"]
+
+
+@pytest.mark.parametrize("name", ["cpu-000.pb.gz", "cpu-001.pb.gz", "heap.pb.gz"])
+def test_top_rows_agree_with_go_tool_pprof(go_profiles: dict[str, Path], name: str,
+                                           tmp_path: Path) -> None:
+    profile = decode(go_profiles[name].read_bytes())
+    assert_top_agrees(go_profiles[name], profile)
+    reencoded = tmp_path / ("re-" + name)
+    reencoded.write_bytes(encode(profile))
+    assert_top_agrees(reencoded, profile)
+    if name == "heap.pb.gz":
+        assert_top_agrees(go_profiles[name], profile, "alloc_space")
+        assert_top_agrees(reencoded, profile, "alloc_objects")
+
+
+def test_go_reads_reencoded_go_profile_identically(go_profiles: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    original = go_profiles["cpu-000.pb.gz"]
+    reencoded = tmp_path / "re.pb.gz"
+    reencoded.write_bytes(encode(decode(original.read_bytes())))
+    raw_a = go_pprof("-raw", "-symbolize=none", str(original))
+    raw_b = go_pprof("-raw", "-symbolize=none", str(reencoded))
+    samples_a = raw_a.split("Samples:")[1].split("Locations")[0]
+    samples_b = raw_b.split("Samples:")[1].split("Locations")[0]
+    assert sorted(samples_a.split("\n")) == sorted(samples_b.split("\n"))
+    top_a = go_pprof("-top", "-symbolize=none", str(original)).split("flat%", 1)[1]
+    top_b = go_pprof("-top", "-symbolize=none", str(reencoded)).split("flat%", 1)[1]
+    assert top_a == top_b
+
+
+@pytest.mark.parametrize("profile", synthetic_profiles(), ids=lambda p: p.name)
+def test_go_tool_pprof_reads_synthetic_profiles(profile: Profile, tmp_path: Path) -> None:
+    path = tmp_path / f"{profile.name}.pb.gz"
+    path.write_bytes(encode(profile))
+    raw = go_pprof("-raw", "-symbolize=none", str(path))
+    assert "Samples:" in raw and "Locations" in raw
+    assert_top_agrees(path, profile)
+    header = go_pprof("-top", "-symbolize=none", str(path))
+    for key, value in profile.resource.items():
+        assert f"resource:{key}=" in header and str(value) in header
+    if profile.name == "cpu":
+        assert "parse_digit (inline)" in header
+        assert "[[kernel.kallsyms]]" in header
