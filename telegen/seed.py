@@ -77,27 +77,28 @@ class _Translator:
         if message not in self.out.warnings:
             self.out.warnings.append(message)
 
-    def include(self, kind: Kind, type_: str, warn_path: str) -> bool:
+    def include(self, kind: Kind, type_: str, warn_path: str, ignored: str = "ignored") -> bool:
         """Plan component ``type_/agent``; warn at ``warn_path`` when it is missing."""
         if registry.get(kind, type_) is None:
             if f'{kind.value} "{type_}"' not in self.missing:
                 self.missing.append(f'{kind.value} "{type_}"')
             self.warn(f'{warn_path}: needs {kind.value} "{type_}", which this build does not '
-                      f"include yet; ignored")
+                      f"include yet; {ignored}")
             return False
         self.plan.setdefault((kind, type_), {})
         self.out.origins.setdefault(f"{kind.section}::{type_}/{NAME}", warn_path)
         return True
 
     def put(self, kind: Kind, type_: str, key: str, value: Any, seed_path: str,
-            warn_path: str | None = None, target: str | None = None) -> None:
+            warn_path: str | None = None, target: str | None = None,
+            ignored: str = "ignored") -> None:
         """Set ``target`` (default ``key``) on ``type_/agent`` to ``value``."""
         target = target or key
         requested = value is not False
         factory = registry.get(kind, type_)
         if factory is None:
             if requested:
-                self.include(kind, type_, warn_path or seed_path)
+                self.include(kind, type_, warn_path or seed_path, ignored)
             return
         names = {f.name for f in dataclasses.fields(factory.config_type)}
         if target not in names:
@@ -173,7 +174,9 @@ def _receivers(t: _Translator, p: dict[str, Any]) -> None:
 
     for key in _GO_SWITCHES:
         if key in p:
-            t.put(rk, "go", key, p[key], f"{ROOT}::{key}")
+            shared = bool(t.plan.get((rk, "ebpf"), {}).get(key))
+            t.put(rk, "go", key, p[key], f"{ROOT}::{key}",
+                  ignored="ignored for Go programs" if shared else "ignored")
     go = t.plan.get((rk, "go"))
     if go is not None and not any(go.get(k) for k in _GO_SWITCHES):
         del t.plan[(rk, "go")]
