@@ -297,8 +297,8 @@ class _Decoder:
                                      f"unknown function {ln.function_id}")
                 lines.append(Line(function=fn[0], system_name=fn[1], file=fn[2], line=ln.line,
                                   start_line=fn[3]))
-            mapping, kind = mappings[loc.mapping_id]
-            frames[loc.id] = Frame(kind, loc.address, mapping, tuple(lines))
+            mapped, kind = mappings[loc.mapping_id]
+            frames[loc.id] = Frame(kind, loc.address, mapped, tuple(lines))
         return frames
 
     def labels(self, raw: Any) -> tuple[tuple[tuple[str, LabelValue], ...], SpanLink | None]:

@@ -111,3 +111,64 @@ def test_go_tool_pprof_reads_synthetic_profiles(profile: Profile, tmp_path: Path
     if profile.name == "cpu":
         assert "parse_digit (inline)" in header
         assert "[[kernel.kallsyms]]" in header
+
+
+def test_receiver_to_pprof_file_exporter_keeps_go_profiles_intact(
+        go_profiles: dict[str, Path], tmp_path: Path) -> None:
+    import logging
+
+    from telegen.component import ComponentID, CreateSettings, Kind
+    from telegen.exporters.pprof_file.config import PprofFileConfig
+    from telegen.exporters.pprof_file.exporter import PprofFileExporter
+    from telegen.receivers.pprof.config import PprofReceiverConfig
+    from telegen.receivers.pprof.receiver import PprofReceiver
+    from telegen.telemetry import Registry
+    from telegen.testing.sink import Sink
+
+    reg, sink = Registry(), Sink()
+    log = logging.getLogger("t")
+    rx = PprofReceiver(CreateSettings(ComponentID("pprof"), Kind.RECEIVER,
+                                      reg.for_component("receiver", "pprof"), log),
+                       PprofReceiverConfig(paths=[str(go_profiles["heap.pb.gz"].parent / "*")]),
+                       sink)
+    assert rx.scan() == 3
+    out = tmp_path / "out"
+    exp = PprofFileExporter(CreateSettings(ComponentID("pprof_file"), Kind.EXPORTER,
+                                           reg.for_component("exporter", "pprof_file"), log),
+                            PprofFileConfig(directory=str(out)))
+    exp.start(host=None)  # type: ignore[arg-type]
+    for batch in sink.batches:
+        exp.consume(batch)
+    written = sorted(out.iterdir())
+    assert len(written) == 3
+    for path in written:
+        profile = decode(path.read_bytes())
+        assert_top_agrees(path, profile)
+    heap_out = next(p for p in written if p.name.startswith("inuse-"))
+    mine = go_pprof("-top", "-symbolize=none", str(heap_out)).split("flat%", 1)[1]
+    theirs = go_pprof("-top", "-symbolize=none", str(go_profiles["heap.pb.gz"]))
+    assert mine == theirs.split("flat%", 1)[1]
+
+
+def test_merged_window_file_is_valid_for_go(tmp_path: Path) -> None:
+    import logging
+
+    from telegen.component import ComponentID, CreateSettings, Kind
+    from telegen.exporters.pprof_file.config import PprofFileConfig
+    from telegen.exporters.pprof_file.exporter import PprofFileExporter
+    from telegen.pdata import Profiles
+    from telegen.telemetry import Registry
+
+    cpu_a = synthetic_profiles()[0]
+    cpu_b = synthetic_profiles()[0]
+    cpu_b.resource["process.pid"] = 777
+    exp = PprofFileExporter(CreateSettings(ComponentID("pprof_file"), Kind.EXPORTER,
+                                           Registry().for_component("exporter", "f"),
+                                           logging.getLogger("t")),
+                            PprofFileConfig(directory=str(tmp_path)))
+    exp.start(host=None)  # type: ignore[arg-type]
+    exp.consume(Profiles([cpu_a, cpu_b]))
+    (path,) = tmp_path.iterdir()
+    raw = go_pprof("-raw", "-symbolize=none", str(path))
+    assert "process.pid:[4242]" in raw and "process.pid:[777]" in raw
+    assert_top_agrees(path, decode(path.read_bytes()))
