@@ -42,6 +42,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     off_starts.delete(&next);
     if (delta < OFFCPU_MIN_NS) {
         stat_add(ST_OFFCPU_BELOW_THRESHOLD, 1);
+        stat_add(ST_OFFCPU_BELOW_NS, delta);
         return 0;
     }
     struct offcpu_value zero = {}, *v;

@@ -46,6 +46,7 @@ enum telegen_stat {
     ST_EVENTS_LOST,
     ST_SEEN_FULL,
     ST_OFFCPU_BELOW_THRESHOLD,
+    ST_OFFCPU_BELOW_NS,
     ST_NSTATS,
 };
 
@@ -95,6 +96,11 @@ BPF_ARRAY(control, u32, 1);
 BPF_PERCPU_ARRAY(stats, u64, ST_NSTATS);
 BPF_TABLE("stacktrace", int, struct stack_trace_t, stacks0, MAX_STACKS);
 BPF_TABLE("stacktrace", int, struct stack_trace_t, stacks1, MAX_STACKS);
+/* Second chance for stacks whose bucket in stacksN is taken by another stack
+ * (stack maps do not chain: -EEXIST). Ids from here carry OVERFLOW_BIT. */
+BPF_TABLE("stacktrace", int, struct stack_trace_t, overflow0, MAX_STACKS / 4);
+BPF_TABLE("stacktrace", int, struct stack_trace_t, overflow1, MAX_STACKS / 4);
+#define OVERFLOW_BIT (1 << 30)
 BPF_HASH(targets, u32, u8, MAX_PROCS);
 BPF_HASH(excluded, u32, u8, 1024);
 BPF_TABLE("lru_hash", u32, u8, seen, MAX_PROCS);
@@ -175,22 +181,23 @@ static __always_inline void count_stack_error(int id, u32 efault, u32 eexist, u3
 /* Fill key->user_stack/kernel_stack from the generation's stack map.
  * Kernel stacks of user-mode samples are -EFAULT by nature and not counted;
  * user stacks of kernel-mode samples are -EFAULT for kernel threads, ditto. */
+static __always_inline int stack_id(void *ctx, u32 seq, u64 flags)
+{
+    int id = (seq & 1) ? stacks1.get_stackid(ctx, flags) : stacks0.get_stackid(ctx, flags);
+    if (id != -EEXIST)
+        return id;
+    int id2 = (seq & 1) ? overflow1.get_stackid(ctx, flags) : overflow0.get_stackid(ctx, flags);
+    return id2 >= 0 ? (id2 | OVERFLOW_BIT) : id2;
+}
+
 static __always_inline void walk_stacks(void *ctx, struct sample_key *key, u32 seq, int user_mode)
 {
     int uid, kid = -ENOENT;
-    if (seq & 1) {
-        uid = stacks1.get_stackid(ctx, BPF_F_USER_STACK);
+    uid = stack_id(ctx, seq, BPF_F_USER_STACK);
 #ifdef INCLUDE_KERNEL
-        if (!user_mode)
-            kid = stacks1.get_stackid(ctx, 0);
+    if (!user_mode)
+        kid = stack_id(ctx, seq, 0);
 #endif
-    } else {
-        uid = stacks0.get_stackid(ctx, BPF_F_USER_STACK);
-#ifdef INCLUDE_KERNEL
-        if (!user_mode)
-            kid = stacks0.get_stackid(ctx, 0);
-#endif
-    }
     if (user_mode || uid != -EFAULT)
         count_stack_error(uid, ST_USTACK_EFAULT, ST_USTACK_EEXIST, ST_USTACK_ENOMEM,
                           ST_USTACK_OTHER);

@@ -85,7 +85,7 @@ class LoadedBpf:
                 f"cannot import bcc ({exc}); doctor check 'bcc' fails: install "
                 "python3-bpfcc and link it into the venv (make install)") from exc
         try:
-            self.bpf: Any = BPF(text=options.source(), cflags=options.cflags())
+            self.bpf: Any = BPF(text=options.source().encode(), cflags=options.cflags())
         except Exception as exc:
             raise BpfLoadError(f"BPF compile/load failed: {exc}; run `telegen doctor` "
                                "(checks 'kernel headers', 'bpf syscall', 'capabilities')"
@@ -94,7 +94,7 @@ class LoadedBpf:
             if options.cpu:
                 self.bpf.attach_perf_event(
                     ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
-                    fn_name="on_cpu_sample", sample_freq=options.sample_rate, cpu=-1)
+                    fn_name=b"on_cpu_sample", sample_freq=options.sample_rate, cpu=-1)
         except Exception as exc:
             self.close()
             raise BpfLoadError(f"attaching the cpu-clock perf event failed: {exc}; "
@@ -102,10 +102,10 @@ class LoadedBpf:
         # TRACEPOINT_PROBEs (sched_switch, exec, exit) attach automatically at load.
 
     def table(self, name: str) -> Any:
-        return self.bpf[name]
+        return self.bpf[name.encode()]
 
     def set_seq(self, seq: int) -> None:
-        ctl = self.bpf["control"]
+        ctl = self.bpf[b"control"]
         ctl[ctl.Key(0)] = ctl.Leaf(seq & 0xFFFFFFFF)
 
     def program_ids(self) -> list[int]:

@@ -1,0 +1,1 @@
+"""Receiver ``ebpf``: CPU and off-CPU profiles of real processes through BCC."""

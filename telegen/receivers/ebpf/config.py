@@ -1,0 +1,85 @@
+"""Configuration of the ``ebpf`` receiver (key names follow the seed document)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+UNWINDERS = ("auto", "frame_pointer", "dwarf")
+MEMORY_MODES = ("alloc", "inuse")
+
+
+@dataclass
+class EbpfConfig:
+    # CPU sampling frequency per CPU (Hz). 99 avoids lock-step with 100 Hz timers.
+    sample_rate: int = 99
+    # Length of one profile window: counts are read, cleared and emitted this often.
+    duration: float = field(default=10.0, metadata={"duration": True})
+    cpu: bool = True
+    off_cpu: bool = True
+    # Off-CPU intervals shorter than this are not recorded as samples (their
+    # number and total time are still counted, and noted in each profile's
+    # comments). 1ms keeps profiles about real waits (I/O, locks, sleeps)
+    # rather than sub-millisecond scheduler hand-offs; set 0 to keep all.
+    off_cpu_threshold: float = field(default=0.001, metadata={"duration": True})
+    # Targeting: the whole host when both lists are empty.
+    pids: list[int] = field(default_factory=list)
+    process_names: list[str] = field(default_factory=list)   # regex on comm or exe path
+    exclude_pids: list[int] = field(default_factory=list)
+    include_kernel: bool = False
+    # Keep a unix-ns timestamp (and the tid) per sample (for trace-span linking).
+    timestamps: bool = False
+    # Memory and lock profiles: accepted for configuration compatibility, not
+    # implemented in this build (a warning is logged when enabled).
+    memory: bool = False
+    memory_mode: str = "alloc"
+    mutex: bool = False
+    # Entries of each stack map (two are kept, one per window generation).
+    max_stacks: int = 16384
+    # The agent never profiles itself unless asked.
+    self_profile: bool = False
+    # auto == frame_pointer in this build; dwarf is the next unwinder.
+    unwinding: str = "auto"
+
+    def validate(self) -> None:
+        if not 1 <= self.sample_rate <= 10000:
+            raise ValueError(f"sample_rate must be between 1 and 10000 (got {self.sample_rate})")
+        if self.duration < 0.1:
+            raise ValueError(f"duration must be at least 100ms (got {self.duration}s)")
+        if self.off_cpu_threshold < 0:
+            raise ValueError("off_cpu_threshold must not be negative")
+        if not 256 <= self.max_stacks <= 1 << 20:
+            raise ValueError(f"max_stacks must be between 256 and 1048576 (got {self.max_stacks})")
+        for name, pids in (("pids", self.pids), ("exclude_pids", self.exclude_pids)):
+            for pid in pids:
+                if not isinstance(pid, int) or pid <= 0:
+                    raise ValueError(f"{name}: process ids are positive integers (got {pid!r})")
+        if len(self.exclude_pids) > 1024:
+            raise ValueError("exclude_pids: at most 1024 entries")
+        for pattern in self.process_names:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"process_names: invalid regular expression "
+                                 f"{pattern!r}: {exc}") from None
+        if self.memory_mode not in MEMORY_MODES:
+            raise ValueError(f"memory_mode must be one of {', '.join(MEMORY_MODES)} "
+                             f"(got {self.memory_mode!r})")
+        if self.unwinding not in UNWINDERS:
+            raise ValueError(f"unwinding must be one of {', '.join(UNWINDERS)} "
+                             f"(got {self.unwinding!r})")
+        if self.unwinding == "dwarf":
+            raise ValueError("unwinding: dwarf is not yet available in this build; use "
+                             "auto or frame_pointer (binaries need -fno-omit-frame-pointer)")
+        if not (self.cpu or self.off_cpu or self.memory or self.mutex):
+            raise ValueError("nothing to collect: enable at least one of cpu, off_cpu")
+
+    @property
+    def targeted(self) -> bool:
+        """True when only chosen processes are profiled (pids or process_names)."""
+        return bool(self.pids or self.process_names)
+
+    def name_pattern(self) -> re.Pattern[str] | None:
+        if not self.process_names:
+            return None
+        return re.compile("|".join(f"(?:{p})" for p in self.process_names))

@@ -1,0 +1,46 @@
+"""The BPF ``struct sample_key`` as a hashable Python value."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, NamedTuple
+
+KEY_USER_MODE = 1
+TASK_COMM_LEN = 16
+
+
+class CSampleKey(ctypes.Structure):
+    """Mirror of ``struct sample_key`` in bpf/telegen.h."""
+
+    _fields_ = [("pid", ctypes.c_uint32), ("tid", ctypes.c_uint32),
+                ("user_stack", ctypes.c_int32), ("kernel_stack", ctypes.c_int32),
+                ("stack_seq", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("comm", ctypes.c_char * TASK_COMM_LEN)]
+
+
+class CEvent(ctypes.Structure):
+    """Mirror of ``struct event`` in bpf/telegen.h."""
+
+    _fields_ = [("kind", ctypes.c_uint32), ("count_seq", ctypes.c_uint32),
+                ("ts", ctypes.c_uint64), ("value", ctypes.c_uint64), ("key", CSampleKey)]
+
+
+class RawKey(NamedTuple):
+    pid: int
+    tid: int
+    user_stack: int      # stack id or -errno
+    kernel_stack: int    # stack id, -errno, or -ENOENT when not collected
+    stack_seq: int
+    flags: int
+    comm: str
+
+    @property
+    def user_mode(self) -> bool:
+        return bool(self.flags & KEY_USER_MODE)
+
+
+def raw_key(k: Any) -> RawKey:
+    raw = k.comm
+    comm = (raw if isinstance(raw, bytes) else bytes(raw)).split(b"\0", 1)[0]
+    return RawKey(int(k.pid), int(k.tid), int(k.user_stack), int(k.kernel_stack),
+                  int(k.stack_seq), int(k.flags), comm.decode("utf-8", "replace"))

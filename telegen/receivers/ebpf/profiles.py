@@ -1,0 +1,103 @@
+"""One window's raw counts to pdata profiles (``cpu`` and ``off_cpu``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from telegen.pdata import CPU, OFF_CPU, Frame, Profile, ValueType, make_labels
+from telegen.procinfo import ProcessCache
+from telegen.receivers.ebpf.bpf_loader import STACK_DEPTH
+from telegen.receivers.ebpf.frames import build_stack
+from telegen.receivers.ebpf.keys import RawKey
+from telegen.receivers.ebpf.window import MapReader, WindowData
+
+NS = 1_000_000_000
+
+
+class ProfileBuilder:
+    def __init__(self, *, reader: MapReader, processes: ProcessCache, sample_rate: int,
+                 include_kernel: bool, resource: dict[str, str | int],
+                 count_stack_problem: Callable[[str, int], None]) -> None:
+        self._reader = reader
+        self._procs = processes
+        self._period = NS // sample_rate
+        self._include_kernel = include_kernel
+        self._resource = resource
+        self._problem = count_stack_problem
+        self._stack_memo: dict[tuple[int, int, int, int, int], tuple[tuple[Frame, ...], str]] = {}
+        self._label_memo: dict[tuple[int, int, str], tuple] = {}   # type: ignore[type-arg]
+
+    def cpu(self, w: WindowData, stamps: dict[RawKey, list[int]]) -> Profile:
+        p = Profile(name="cpu", sample_types=CPU, period_type=ValueType("cpu", "nanoseconds"),
+                    period=self._period, start_ns=w.start_ns,
+                    duration_ns=w.end_ns - w.start_ns, resource=self._resource,
+                    default_sample_type="cpu")
+        for key, count in w.cpu:
+            p.add(self._stack(key, count), [count, count * self._period], self._labels(key),
+                  stamps.get(key, ()))
+        return p
+
+    def off_cpu(self, w: WindowData, stamps: dict[RawKey, list[int]],
+                threshold_ns: int) -> Profile:
+        p = Profile(name="off_cpu", sample_types=OFF_CPU,
+                    period_type=ValueType("off_cpu", "nanoseconds"), period=1,
+                    start_ns=w.start_ns, duration_ns=w.end_ns - w.start_ns,
+                    resource=self._resource, default_sample_type="off_cpu")
+        for key, ns, count in w.off_cpu:
+            p.add(self._stack(key, count), [count, ns], self._labels(key),
+                  stamps.get(key, ()))
+        below = w.stats.get("offcpu_below_threshold", 0)
+        if threshold_ns and below:
+            p.comments.append(
+                f"off_cpu_threshold {threshold_ns / 1e6:g}ms: {below} shorter intervals "
+                f"({w.stats.get('offcpu_below_ns', 0) / 1e6:.1f}ms in all) not shown")
+        return p
+
+    def reset(self) -> None:
+        """Forget per-window memos (stack ids are reused across windows)."""
+        self._stack_memo.clear()
+        if len(self._label_memo) > 65536:
+            self._label_memo.clear()
+
+    def _labels(self, key: RawKey) -> tuple:   # type: ignore[type-arg]
+        memo_key = (key.pid, key.tid, key.comm)
+        labels = self._label_memo.get(memo_key)
+        if labels is None:
+            info = self._procs.get(key.pid)
+            exe = info.exe if info else ""
+            container = info.container_id if info else ""
+            labels = make_labels(pid=key.pid, tid=key.tid, comm=key.comm,
+                                 **{"process.executable": exe, "container.id": container})
+            if info is not None:     # do not memoize a miss: metadata may come later
+                self._label_memo[memo_key] = labels
+        return labels
+
+    def _stack(self, key: RawKey, samples: int) -> tuple[Frame, ...]:
+        """Frames of ``key``'s stack; stack problems are counted per sample."""
+        memo_key = (key.pid, key.stack_seq, key.user_stack, key.kernel_stack, key.flags)
+        hit = self._stack_memo.get(memo_key)
+        if hit is None:
+            hit = self._build(key)
+            self._stack_memo[memo_key] = hit
+        stack, problem = hit
+        if problem:
+            self._problem(problem, samples)
+        return stack
+
+    def _build(self, key: RawKey) -> tuple[tuple[Frame, ...], str]:
+        user, problem = self._reader.user_stack(key)
+        if problem == "none":
+            problem = ""
+        truncated = user is not None and len(user) >= STACK_DEPTH
+        if truncated:
+            problem = "truncated"
+        kernel = self._reader.kernel_stack(key) if self._include_kernel else ()
+        pid = key.pid
+        procs = self._procs
+
+        def find(addr: int):   # type: ignore[no-untyped-def]
+            return procs.find_mapping(pid, addr)
+
+        stack = build_stack(kernel=kernel, user=user, user_mode=key.user_mode,
+                            find_mapping=find, truncated=truncated)
+        return stack, problem

@@ -1,0 +1,191 @@
+"""The ``ebpf`` receiver: loads the BPF programs, owns the window ticker and
+the event thread, and emits one ``cpu`` and one ``off_cpu`` profile per window."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from telegen.component import ComponentID, Consumer, CreateSettings, Host
+from telegen.pdata import Profile, Profiles
+from telegen.procinfo import ProcessCache
+from telegen.receivers.ebpf.accounting import Accounting
+from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
+from telegen.receivers.ebpf.config import EbpfConfig
+from telegen.receivers.ebpf.events import EventReader
+from telegen.receivers.ebpf.profiles import ProfileBuilder
+from telegen.receivers.ebpf.stacks import FramePointerStacks
+from telegen.receivers.ebpf.targets import Targets
+from telegen.receivers.ebpf.window import MapReader
+
+PROCESS_CACHE_SIZE = 8192
+
+
+class EbpfReceiver:
+    def __init__(self, settings: CreateSettings, config: EbpfConfig,
+                 next_consumer: Consumer) -> None:
+        self._settings = settings
+        self._config = config
+        self._next = next_consumer
+        self._log = settings.logger
+        self._acct = Accounting(settings.telemetry)
+        self._procs = ProcessCache(PROCESS_CACHE_SIZE)
+        self._lock = threading.Lock()        # one window at a time (ticker vs shutdown)
+        self._stop = threading.Event()
+        self._started = False
+        self._shut = False
+        self._bpf: LoadedBpf | None = None
+        self._events: EventReader | None = None
+        self._reader: MapReader | None = None
+        self._builder: ProfileBuilder | None = None
+        self._thread: threading.Thread | None = None
+        self.startup_s = 0.0
+        self._targets = Targets(pids=config.pids, pattern=config.name_pattern(),
+                                exclude_pids=config.exclude_pids, self_pid=os.getpid(),
+                                self_profile=config.self_profile)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self, host: Host) -> None:
+        """Fails fast (doctor checks, BPF compile/attach); takes 2-6 s (BCC/LLVM)."""
+        from telegen import doctor
+
+        t0 = time.monotonic()
+        self._host = host
+        self._warn_unimplemented()
+        doctor.require(doctor.EBPF_PROFILING)
+        c = self._config
+        self._bpf = LoadedBpf(BpfOptions(
+            cpu=c.cpu, off_cpu=c.off_cpu, sample_rate=c.sample_rate, max_stacks=c.max_stacks,
+            max_counts=c.max_stacks, include_kernel=c.include_kernel, timestamps=c.timestamps,
+            filter_targets=self._targets.filtering, watch_exec=bool(c.process_names),
+            self_profile=c.self_profile, off_cpu_threshold_ns=int(c.off_cpu_threshold * 1e9)))
+        try:
+            bpf = self._bpf
+            self._targets.install(bpf.table("targets"), bpf.table("excluded"))
+            stacks = FramePointerStacks((bpf.table("stacks0"), bpf.table("stacks1")),
+                                        (bpf.table("overflow0"), bpf.table("overflow1")))
+            self._reader = MapReader(bpf, stacks, cpu=c.cpu, off_cpu=c.off_cpu)
+            self._builder = ProfileBuilder(
+                reader=self._reader, processes=self._procs, sample_rate=c.sample_rate,
+                include_kernel=c.include_kernel, resource=self._resource(stacks.name),
+                count_stack_problem=self._acct.stack_problem)
+            self._events = EventReader(bpf.bpf, on_new_process=self._on_new_process,
+                                       on_exec=self._on_exec, on_exit=self._on_exit,
+                                       on_error=self._on_error)
+            self._events.start()
+        except Exception:
+            self._bpf.close()
+            raise
+        self._thread = threading.Thread(target=self._run, name=f"ebpf-window[{self._id}]",
+                                        daemon=True)
+        self._thread.start()
+        self._started = True
+        self.startup_s = time.monotonic() - t0
+        self._log.info("ebpf receiver started in %.1fs: cpu=%s off_cpu=%s %d Hz, window %gs, "
+                       "%s", self.startup_s, c.cpu, c.off_cpu, c.sample_rate, c.duration,
+                       "targeted" if self._targets.filtering else "whole host")
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Emit the last (partial) window, detach, release. Idempotent."""
+        with self._lock:
+            if self._shut:
+                return
+            self._shut = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+        if self._started:
+            self._window()
+        if self._events is not None:
+            self._events.stop()
+        if self._bpf is not None:
+            self._bpf.close()
+        self._bpf = None
+
+    # -- the window loop -------------------------------------------------------------
+    @property
+    def _id(self) -> ComponentID:
+        return self._settings.id
+
+    def _run(self) -> None:
+        next_at = time.monotonic() + self._config.duration
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at += self._config.duration
+            self._window()
+
+    def _window(self) -> None:
+        """Close the current window and send its profiles. Never raises."""
+        with self._lock:
+            try:
+                profiles = self._collect()
+            except Exception as exc:
+                self._on_error(exc)
+                return
+        if profiles is None or not len(profiles):
+            return
+        try:
+            self._next.consume(profiles)
+        except Exception as exc:
+            self._log.warning("ebpf: downstream rejected a window: %s", exc)
+            self._acct.errors.add(1)
+
+    def _collect(self) -> Profiles | None:
+        reader, builder, events = self._reader, self._builder, self._events
+        if reader is None or builder is None or events is None:
+            return None
+        c = self._config
+        closed, start, end = reader.flip()
+        out: list[Profile] = []
+        try:
+            events.drain()
+            data = reader.read(closed, start, end)
+            self._acct.window_stats(data.stats)
+            if c.cpu:
+                out.append(builder.cpu(data, events.take_timestamps("cpu", closed)))
+            if c.off_cpu:
+                out.append(builder.off_cpu(data, events.take_timestamps("off_cpu", closed),
+                                           int(c.off_cpu_threshold * 1e9)))
+        finally:
+            reader.finish(closed)
+            builder.reset()
+            self._procs.release_exited()
+            self._targets.rescan()
+        for p in out:
+            self._acct.accepted[p.name].add(sum(s.values[0] for s in p))
+        self._acct.processes.set(len(self._procs))
+        self._acct.targets.set(len(self._targets))
+        return Profiles(out)
+
+    # -- events ----------------------------------------------------------------------
+    def _on_new_process(self, pid: int) -> None:
+        if pid not in self._procs:
+            self._procs.capture(pid)
+
+    def _on_exec(self, pid: int) -> None:
+        self._procs.invalidate(pid)
+        self._targets.on_exec(pid)
+
+    def _on_exit(self, pid: int) -> None:
+        self._procs.mark_exited(pid)
+        self._targets.on_exit(pid)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._acct.errors.add(1)
+        self._log.error("ebpf receiver: %s: %s", type(exc).__name__, exc,
+                        exc_info=self._log.isEnabledFor(logging.DEBUG))
+
+    # -- helpers ---------------------------------------------------------------------
+    def _resource(self, unwinder: str) -> dict[str, str | int]:
+        return {"host.name": socket.gethostname(), "os.type": "linux",
+                "telegen.receiver": str(self._id), "telegen.unwinder": unwinder}
+
+    def _warn_unimplemented(self) -> None:
+        c = self._config
+        for name, on in (("memory", c.memory), ("mutex", c.mutex)):
+            if on:
+                self._acct.not_implemented.add(1)
+                self._log.warning("receivers::%s: %s profiling is not implemented in this "
+                                  "build yet; the option is accepted and ignored", self._id, name)

@@ -1,0 +1,149 @@
+"""Reading one closed window out of the kernel.
+
+User space flips the sequence number in ``control[0]``; programs then write
+to the other generation's counts and stack maps. After a short grace period
+(BPF programs run for microseconds), the closed generation is read and
+cleared without racing the programs.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegen.receivers.ebpf.bpf_loader import STACK_DEPTH, LoadedBpf
+from telegen.receivers.ebpf.keys import RawKey, raw_key
+from telegen.receivers.ebpf.stacks import StackRef, StackSource
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 0.01
+STAT_NAMES = (
+    "cpu_samples", "offcpu_events",
+    "ustack_efault", "ustack_eexist", "ustack_enomem", "ustack_other",
+    "kstack_efault", "kstack_eexist", "kstack_enomem", "kstack_other",
+    "counts_full", "starts_full", "events_lost", "seen_full",
+    "offcpu_below_threshold", "offcpu_below_ns",
+)
+
+
+@dataclass
+class WindowData:
+    seq: int
+    start_ns: int
+    end_ns: int
+    cpu: list[tuple[RawKey, int]] = field(default_factory=list)            # samples
+    off_cpu: list[tuple[RawKey, int, int]] = field(default_factory=list)   # ns, intervals
+    stats: dict[str, int] = field(default_factory=dict)                    # deltas
+
+
+def drain(table: Any) -> list[tuple[Any, Any]]:
+    """All entries of an inactive map, deleted as they are read."""
+    try:
+        return [(k, v) for k, v in table.items_lookup_and_delete_batch()]
+    except Exception:   # kernels/maps without batch ops
+        items = list(table.items())
+        for k, _ in items:
+            try:
+                del table[k]
+            except KeyError:
+                pass
+        return items
+
+
+def _int(v: Any) -> int:
+    return int(v.value) if hasattr(v, "value") else int(v)
+
+
+class MapReader:
+    def __init__(self, loaded: LoadedBpf, stacks: StackSource, *, cpu: bool,
+                 off_cpu: bool) -> None:
+        self._bpf = loaded
+        self._stacks = stacks
+        self._cpu = cpu
+        self._off = off_cpu
+        self.seq = 0
+        self._stats_prev = [0] * len(STAT_NAMES)
+        self._window_start = time.time_ns()
+
+    def flip(self) -> tuple[int, int, int]:
+        """Close the current window; returns (closed seq, its start, its end) in unix ns."""
+        closed = self.seq
+        self.seq += 1
+        self._bpf.set_seq(self.seq)
+        end = time.time_ns()
+        start, self._window_start = self._window_start, end
+        time.sleep(GRACE_S)
+        return closed, start, end
+
+    def read(self, closed: int, start_ns: int, end_ns: int) -> WindowData:
+        data = WindowData(closed, start_ns, end_ns)
+        g = closed & 1
+        self._stacks.begin(closed)
+        if self._cpu:
+            for k, v in drain(self._bpf.table(f"cpu_counts{g}")):
+                data.cpu.append((raw_key(k), _int(v)))
+        if self._off:
+            for k, v in drain(self._bpf.table(f"off_counts{g}")):
+                data.off_cpu.append((raw_key(k), int(v.ns), int(v.count)))
+        data.stats = self.stats_delta()
+        return data
+
+    def finish(self, closed: int) -> None:
+        """Keep stacks that pending off-CPU intervals still need; clear the rest."""
+        self._stacks.end(closed, self._still_needed(closed))
+
+    def _still_needed(self, closed: int) -> set[StackRef]:
+        needed: set[StackRef] = set()
+        if not self._off:
+            return needed
+        keys: list[Any] = []
+        try:
+            keys.extend(v.key for _, v in self._bpf.table("off_starts").items())
+            keys.extend(self._bpf.table(f"off_counts{self.seq & 1}").keys())
+        except Exception:
+            log.exception("scanning pending off-CPU records failed")
+        for k in keys:
+            seq = int(k.stack_seq)
+            if seq == closed or (seq - closed) & 0xFFFFFFFF > 0x7FFFFFFF:   # closed or older
+                for sid in (int(k.user_stack), int(k.kernel_stack)):
+                    if sid >= 0:
+                        needed.add((seq, sid))
+        return needed
+
+    def stats_delta(self) -> dict[str, int]:
+        table = self._bpf.table("stats")
+        now = []
+        for i in range(len(STAT_NAMES)):
+            try:
+                now.append(int(sum(table[table.Key(i)])))
+            except Exception:
+                now.append(0)
+        delta = {name: n - p for name, n, p in zip(STAT_NAMES, now, self._stats_prev,
+                                                    strict=True)}
+        self._stats_prev = now
+        return delta
+
+    def user_stack(self, key: RawKey) -> tuple[tuple[int, ...] | None, str]:
+        """The user addresses of a sample and, when they are missing, why
+        ("" when fine, "none" for kernel threads, "expired", "failed")."""
+        sid = key.user_stack
+        if sid == -errno.EFAULT and not key.user_mode:
+            return (), "none"
+        if sid < 0:
+            return None, "failed"
+        addrs = self._stacks.addresses(key.stack_seq, sid)
+        if addrs is None:
+            return None, "expired"
+        return addrs, ""
+
+    def kernel_stack(self, key: RawKey) -> tuple[int, ...]:
+        if key.kernel_stack < 0:
+            return ()
+        return self._stacks.addresses(key.stack_seq, key.kernel_stack) or ()
+
+
+__all__ = ["STACK_DEPTH", "MapReader", "WindowData", "drain"]
