@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 from collections.abc import Callable
@@ -113,7 +114,7 @@ class Factory:
 
     type: str
     kind: Kind
-    config_type: type
+    config_type: builtins.type[Any]
     create: CreateFunc
     schema: str
     description: str = ""

@@ -87,6 +87,7 @@ class Frame:
     address: int
     mapping: Mapping | None
     lines: tuple[Line, ...]
+    _hash: int
 
     def __init__(self, kind: FrameKind = FrameKind.NATIVE, address: int = 0,
                  mapping: Mapping | None = None, lines: tuple[Line, ...] = ()) -> None:

@@ -72,22 +72,24 @@ class Registry:
     def snapshot(self) -> dict[str, float]:
         """``name{label="v",...}`` → value, for logs and tests."""
         with self._lock:
-            items = [(k, c.value) for k, c in self._counters.items()]
+            items: list[tuple[Key, float]] = [(k, c.value) for k, c in self._counters.items()]
             items += [(k, g.value) for k, g in self._gauges.items()]
         return {_series(name, labels): v for (name, labels), v in sorted(items)}
 
     def prometheus_text(self) -> str:
         lines: list[str] = []
         with self._lock:
-            groups = [("counter", self._counters), ("gauge", self._gauges)]
+            groups: list[tuple[str, list[tuple[Key, float]]]] = [
+                ("counter", [(k, c.value) for k, c in self._counters.items()]),
+                ("gauge", [(k, g.value) for k, g in self._gauges.items()])]
             seen: set[str] = set()
             for kind, table in groups:
-                for (name, labels), metric in sorted(table.items()):
+                for (name, labels), value in sorted(table):
                     full = "telegen_" + name
                     if full not in seen:
                         seen.add(full)
                         lines.append(f"# TYPE {full} {kind}")
-                    lines.append(f"{_series(full, labels)} {metric.value}")
+                    lines.append(f"{_series(full, labels)} {value}")
         return "\n".join(lines) + "\n"
 
     def log_summary(self, logger: logging.Logger = log) -> None:

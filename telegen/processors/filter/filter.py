@@ -55,7 +55,7 @@ class FilterProcessor:
                 continue
             changed = True
             self._hidden.add(1)
-            if g is not None:
+            if isinstance(g, Frame):
                 out.append(g)
         return tuple(out) if changed else stack
 
