@@ -1,0 +1,1 @@
+"""Benchmarks: agent overhead against a reference workload."""

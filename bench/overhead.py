@@ -1,0 +1,151 @@
+"""Overhead of the ebpf receiver, measured side by side in one run.
+
+For each sample rate (19, 49, 99 Hz; cpu + off_cpu, whole host) the
+reference workload (bench/workloads/bench_work.c: one compute thread per
+CPU plus a thread switching 1000x/s) runs once without the agent and once
+with it. Reported: workload throughput relative to its baseline, the
+agent's CPU (user+system from /proc/PID/stat while the workload runs), the
+BPF programs' run time (kernel.bpf_stats_enabled, run_time_ns from the
+agent's prog fdinfo), RSS, start-up time. Prints a markdown table.
+
+    python -m bench.overhead [--seconds 15] [--rates 19,49,99]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from telegen.testing.workloads import build, parse_report
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+@dataclass
+class Result:
+    rate: int
+    baseline: float
+    with_agent: float
+    agent_cpu_s: float
+    bpf_s: float
+    bpf_runs: int
+    seconds: float
+    rss_mb: float
+    startup_s: float
+    ready_s: float
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK     # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bpf_run_time(pid: int) -> tuple[int, int]:
+    """Sum of run_time_ns / run_cnt over the BPF programs the agent holds."""
+    ns = cnt = 0
+    fd_dir = Path(f"/proc/{pid}/fdinfo")
+    for fd in fd_dir.iterdir():
+        try:
+            text = fd.read_text()
+        except OSError:
+            continue
+        if "prog_type:" not in text:
+            continue
+        for line in text.splitlines():
+            if line.startswith("run_time_ns:"):
+                ns += int(line.split()[1])
+            elif line.startswith("run_cnt:"):
+                cnt += int(line.split()[1])
+    return ns, cnt
+
+
+def run_workload(binary: Path, seconds: float, threads: int) -> float:
+    out = subprocess.run([str(binary), str(seconds), str(threads)], capture_output=True,
+                         text=True, check=True).stdout
+    return float(parse_report(out)["iters_per_s"])
+
+
+def measure(binary: Path, rate: int, seconds: float, threads: int,
+            window_s: float) -> Result:
+    baseline = run_workload(binary, seconds, threads)
+    t0 = time.monotonic()
+    agent = subprocess.Popen([sys.executable, "-m", "bench.agent", "--rate", str(rate),
+                              "--duration", str(window_s)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+    assert agent.stdout is not None and agent.stdin is not None
+    line = agent.stdout.readline().split()
+    if not line or line[0] != "ready":
+        agent.kill()
+        raise RuntimeError(f"agent did not start: {line}")
+    ready_s = time.monotonic() - t0
+    time.sleep(1.0)   # let the first events (process metadata capture) settle
+    cpu0, (bpf0, runs0) = proc_cpu_s(agent.pid), bpf_run_time(agent.pid)
+    w0 = time.monotonic()
+    with_agent = run_workload(binary, seconds, threads)
+    elapsed = time.monotonic() - w0
+    cpu1, (bpf1, runs1) = proc_cpu_s(agent.pid), bpf_run_time(agent.pid)
+    rss = rss_mb(agent.pid)
+    agent.stdin.close()
+    agent.wait(60)
+    return Result(rate, baseline, with_agent, cpu1 - cpu0, (bpf1 - bpf0) / 1e9,
+                  runs1 - runs0, elapsed, rss, float(line[1]), ready_s)
+
+
+def table(results: list[Result], ncpu: int) -> str:
+    rows = ["| rate | workload throughput | agent CPU (user+sys) | BPF run time | "
+            "total per profiled CPU | agent RSS | start-up (load / process ready) |",
+            "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        agent_pct = 100 * r.agent_cpu_s / r.seconds
+        bpf_pct = 100 * r.bpf_s / r.seconds
+        per_cpu = (agent_pct + bpf_pct) / ncpu
+        rows.append(
+            f"| {r.rate} Hz | {100 * r.with_agent / r.baseline:.1f}% of baseline | "
+            f"{agent_pct:.2f}% of a core | {bpf_pct:.2f}% of a core "
+            f"({r.bpf_runs / r.seconds:.0f} runs/s) | {per_cpu:.2f}% | {r.rss_mb:.0f} MB | "
+            f"{r.startup_s:.1f} s / {r.ready_s:.1f} s |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--rates", default="19,49,99")
+    ap.add_argument("--window", type=float, default=5.0, help="receiver duration (s)")
+    args = ap.parse_args()
+    ncpu = os.cpu_count() or 1
+    stats_before = BPF_STATS.read_text().strip() if BPF_STATS.exists() else None
+    try:
+        if stats_before is not None:
+            BPF_STATS.write_text("1")
+        with tempfile.TemporaryDirectory() as tmp:
+            binary = build("bench_work", tmp, source_dir=HERE / "workloads")
+            results = [measure(binary, int(rate), args.seconds, ncpu, args.window)
+                       for rate in args.rates.split(",")]
+    finally:
+        if stats_before is not None:
+            BPF_STATS.write_text(stats_before)
+    print(f"{ncpu} CPUs, {args.seconds:g} s per run, cpu + off_cpu, whole host, "
+          f"{args.window:g} s windows; workload: {ncpu} compute threads + 1000 "
+          f"sleeps/s\n")
+    print(table(results, ncpu))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from telegen import doctor
+from telegen.receivers.ebpf.targets import Targets, process_matches
+
+
+class FakeMap(dict):
+    class Key(int):
+        pass
+
+    class Leaf(int):
+        pass
+
+
+def fake_proc(tmp_path: Path, procs: dict[int, tuple[str, str]]) -> str:
+    for pid, (comm, exe) in procs.items():
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "comm").write_text(comm + "\n")
+        (d / "exe").symlink_to(exe)
+    return str(tmp_path)
+
+
+def test_targets_by_name_pid_and_exclusions(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, {10: ("nginx", "/usr/sbin/nginx"),
+                                11: ("python3", "/usr/bin/python3.11"),
+                                12: ("bash", "/usr/bin/bash"),
+                                13: ("nginx", "/usr/sbin/nginx")})
+    t = Targets(pids=[12], pattern=re.compile("nginx|python3\\.11$"), exclude_pids=[13],
+                self_pid=11, self_profile=False, proc=proc)
+    targets, excluded = FakeMap(), FakeMap()
+    t.install(targets, excluded)
+    assert set(targets) == {10, 12}          # 11 is the agent, 13 excluded
+    assert set(excluded) == {13}
+    assert t.wanted(10) and t.wanted(12) and not t.wanted(11) and not t.wanted(13)
+    # a new process matching by exe path
+    fake_proc(tmp_path, {20: ("worker", "/usr/sbin/nginx")})
+    t.on_exec(20)
+    assert 20 in targets
+    t.on_exit(20)
+    assert 20 not in targets
+    t.on_exit(12)                            # explicit pids stay targeted
+    assert 12 in targets
+
+
+def test_process_matches_missing_process(tmp_path: Path) -> None:
+    assert not process_matches(999, re.compile("."), str(tmp_path))
+
+
+def test_whole_host_installs_only_exclusions() -> None:
+    t = Targets(pids=[], pattern=None, exclude_pids=[5], self_pid=1, self_profile=False)
+    targets, excluded = FakeMap(), FakeMap()
+    t.install(targets, excluded)
+    assert not t.filtering and not targets and set(excluded) == {5}
+    assert t.wanted(42) and not t.wanted(1)
+
+
+def test_doctor_checks_have_fixes_and_require_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = doctor.run_checks()
+    assert [c.name for c in checks] == list(doctor.CHECKS)
+    for c in checks:
+        assert c.line().startswith("PASS" if c.ok else "FAIL")
+    monkeypatch.setitem(doctor.CHECKS, "tracefs", lambda: doctor.Check(
+        "tracefs", False, "not mounted", "mount -t tracefs nodev /sys/kernel/tracing"))
+    with pytest.raises(doctor.DoctorError) as err:
+        doctor.require(["tracefs"])
+    assert "mount -t tracefs" in str(err.value) and "FAIL" in str(err.value)
+    monkeypatch.setitem(doctor.CHECKS, "btf", lambda: 1 / 0)
+    [broken] = doctor.run_checks(["btf"])
+    assert not broken.ok and "ZeroDivisionError" in broken.detail
+
+
+def test_capabilities_from_status(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapEff:\t000001ffffffffff\n")
+    assert doctor._cap_eff(str(status)) >> doctor.CAP_BPF & 1
+    status.write_text("CapEff:\t0000000000000000\n")
+    assert doctor._cap_eff(str(status)) == 0
