@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,11 @@ def test_build_id_matches_readelf(brief: Path) -> None:
 def test_read_process_of_a_live_child(brief: Path) -> None:
     child = subprocess.Popen([str(brief), "3000"])
     try:
+        deadline = time.monotonic() + 5
         info = read_process(child.pid)
+        while info is not None and info.exe != str(brief) and time.monotonic() < deadline:
+            time.sleep(0.01)       # fork done, exec not yet
+            info = read_process(child.pid)
         assert info is not None
         assert info.comm == "tg_brief"
         assert info.exe == str(brief)
@@ -92,6 +97,7 @@ def test_read_process_of_a_live_child(brief: Path) -> None:
 def test_cache_keeps_exited_process_for_one_more_window(brief: Path) -> None:
     cache = ProcessCache(maxsize=4)
     child = subprocess.Popen([str(brief), "3000"])
+    time.sleep(0.2)
     info = cache.capture(child.pid)
     child.kill()
     child.wait()
