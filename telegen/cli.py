@@ -80,6 +80,11 @@ def cmd_top(args: argparse.Namespace) -> int:
 def cmd_components(args: argparse.Namespace) -> int:
     from telegen import registry
 
+    if args.reference:
+        from telegen.reference import reference
+
+        print(reference())
+        return EXIT_OK
     for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
         types = registry.types(kind)
         print(f"{kind.section}:")
@@ -130,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     top.set_defaults(func=cmd_top)
 
     comp = sub.add_parser("components", help="list the component types in this build")
+    comp.add_argument("--reference", action="store_true",
+                      help="print every component's settings as the README's markdown reference")
     comp.set_defaults(func=cmd_components)
 
     doc = sub.add_parser("doctor", help="check this host can run the eBPF profiler")
@@ -145,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:          # `telegen top x | head`
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":
