@@ -74,7 +74,8 @@ def test_read_process_of_a_live_child(brief: Path) -> None:
     try:
         deadline = time.monotonic() + 5
         info = read_process(child.pid)
-        while info is not None and (info.exe != str(brief) or not info.cmdline) \
+        while info is not None and (info.exe != str(brief) or not info.cmdline or not any(
+                m.file == str(brief) for m in info.mappings)) \
                 and time.monotonic() < deadline:
             time.sleep(0.01)       # fork done, exec not yet
             info = read_process(child.pid)
