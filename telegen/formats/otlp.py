@@ -1,0 +1,417 @@
+"""OTLP profiles (``opentelemetry.proto.profiles.v1development``, proto v1.10)
+encoding of :class:`telegen.pdata.Profile`, both directions, in one place.
+
+Encoding builds one :class:`ProfilesDictionary` per request: strings,
+functions, mappings, locations, stacks, links and attributes are interned once
+and index 0 of every table is the zero value (``string_table[0] == ""``).
+OTLP allows one sample type per Profile, so a pdata profile with N value
+columns becomes N OTLP profiles that share time, period and attributes; the
+decoder joins consecutive profiles like that back into one pdata profile.
+
+Conventions (OTel semantic conventions where one exists):
+
+* resource attributes go to ``Resource.attributes``; each resource gets one
+  ``ResourceProfiles`` with one ``ScopeProfiles`` (scope ``telegen``);
+* the frame kind is the location attribute ``profile.frame.type`` (``native``,
+  ``kernel``, ``cpython``, ``jvm``, ``go``; telegen's ``jit`` / ``truncated``
+  are custom values);
+* ``Mapping.build_id`` is ``process.executable.build_id.gnu`` and the pprof
+  ``has_*`` flags are ``pprof.mapping.has_*`` mapping attributes;
+* comments are ``pprof.profile.comment``; the pdata profile name and default
+  sample type are ``telegen.profile.name`` / ``telegen.profile.default_sample_type``;
+* per-sample timestamps keep their count: a sample with N timestamps carries N
+  values that add up to its total (spread evenly), so totals stay exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from opentelemetry.proto.collector.profiles.v1development import (  # type: ignore[import-untyped]
+    profiles_service_pb2 as svc,
+)
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.profiles.v1development import (  # type: ignore[import-untyped]
+    profiles_pb2 as pb,
+)
+
+from telegen import __version__
+from telegen.pdata import (
+    Frame,
+    FrameKind,
+    LabelValue,
+    Line,
+    Mapping,
+    Profile,
+    Sample,
+    SpanLink,
+    ValueType,
+    infer_profile_name,
+)
+
+__all__ = ["OtlpError", "encode_request", "decode_request", "parse_request", "svc", "pb",
+           "FRAME_TYPE", "service_name"]
+
+ExportRequest = Any   # svc.ExportProfilesServiceRequest (generated, untyped)
+
+FRAME_TYPE = "profile.frame.type"
+BUILD_ID = "process.executable.build_id.gnu"
+COMMENT = "pprof.profile.comment"
+NAME = "telegen.profile.name"
+DEFAULT_TYPE = "telegen.profile.default_sample_type"
+SCOPE = "telegen"
+_HAS = ("has_functions", "has_filenames", "has_line_numbers", "has_inline_frames")
+_KIND_TO_TYPE = {FrameKind.PYTHON: "cpython"}
+_TYPE_TO_KIND = {"cpython": FrameKind.PYTHON, **{k.value: k for k in FrameKind}}
+
+
+class OtlpError(ValueError):
+    """The message is not a valid OTLP profiles request."""
+
+
+def service_name(resource: dict[str, LabelValue], configured: str = "") -> str:
+    """``service.name``: configured, else the resource's own, else the OTel
+    default ``unknown_service:<executable>``."""
+    if configured:
+        return configured
+    if resource.get("service.name"):
+        return str(resource["service.name"])
+    exe = resource.get("process.executable.name")
+    return f"unknown_service:{exe}" if exe else "unknown_service"
+
+
+# -- encode ------------------------------------------------------------------------
+def encode_request(profiles: Iterable[Profile], *, service: str | None = None) -> ExportRequest:
+    """One export request for ``profiles``. With ``service`` not None, every
+    resource gets ``service.name`` (see :func:`service_name`)."""
+    enc = _Encoder()
+    req = svc.ExportProfilesServiceRequest()
+    scopes: dict[tuple[object, ...], Any] = {}
+    for p in profiles:
+        resource = dict(p.resource)
+        if service is not None:
+            resource["service.name"] = service_name(resource, service)
+        key = tuple(sorted((k, repr(v)) for k, v in resource.items()))
+        scope = scopes.get(key)
+        if scope is None:
+            rp = req.resource_profiles.add()
+            for k, v in resource.items():
+                rp.resource.attributes.add(key=k, value=_any_value(v))
+            scope = scopes[key] = rp.scope_profiles.add()
+            scope.scope.name, scope.scope.version = SCOPE, __version__
+        enc.add_profile(scope, p)
+    req.dictionary.CopyFrom(enc.d)
+    return req
+
+
+def _any_value(v: object) -> Any:
+    if isinstance(v, bool):
+        return common_pb2.AnyValue(bool_value=v)
+    if isinstance(v, int):
+        return common_pb2.AnyValue(int_value=v)
+    if isinstance(v, float):
+        return common_pb2.AnyValue(double_value=v)
+    if isinstance(v, list | tuple):
+        arr = common_pb2.ArrayValue(values=[_any_value(x) for x in v])
+        return common_pb2.AnyValue(array_value=arr)
+    return common_pb2.AnyValue(string_value=str(v))
+
+
+class _Encoder:
+    """Interns everything into one dictionary; every table starts with its zero value."""
+
+    def __init__(self) -> None:
+        self.d = pb.ProfilesDictionary()
+        self.strings: dict[str, int] = {"": 0}
+        self.d.string_table.append("")
+        for table in (self.d.mapping_table, self.d.location_table, self.d.function_table,
+                      self.d.link_table, self.d.attribute_table, self.d.stack_table):
+            table.add()
+        self.attrs: dict[tuple[str, str, object], int] = {}
+        self.functions: dict[tuple[str, str, str, int], int] = {}
+        self.mappings: dict[Mapping, int] = {}
+        self.locations: dict[Frame, int] = {}
+        self.stacks: dict[tuple[int, ...], int] = {(): 0}
+        self.links: dict[tuple[bytes, bytes], int] = {(b"", b""): 0}
+
+    def s(self, text: str) -> int:
+        idx = self.strings.get(text)
+        if idx is None:
+            idx = self.strings[text] = len(self.d.string_table)
+            self.d.string_table.append(text)
+        return idx
+
+    def attr(self, key: str, value: object) -> int:
+        k = (key, type(value).__name__, tuple(value) if isinstance(value, list) else value)
+        idx = self.attrs.get(k)
+        if idx is None:
+            idx = self.attrs[k] = len(self.d.attribute_table)
+            self.d.attribute_table.add(key_strindex=self.s(key), value=_any_value(value))
+        return idx
+
+    def function(self, ln: Line) -> int:
+        key = (ln.function, ln.system_name, ln.file, ln.start_line)
+        idx = self.functions.get(key)
+        if idx is None:
+            idx = self.functions[key] = len(self.d.function_table)
+            self.d.function_table.add(name_strindex=self.s(ln.function),
+                                      system_name_strindex=self.s(ln.system_name),
+                                      filename_strindex=self.s(ln.file),
+                                      start_line=ln.start_line)
+        return idx
+
+    def mapping(self, m: Mapping | None) -> int:
+        if m is None:
+            return 0
+        idx = self.mappings.get(m)
+        if idx is None:
+            idx = self.mappings[m] = len(self.d.mapping_table)
+            attrs = [self.attr(BUILD_ID, m.build_id)] if m.build_id else []
+            attrs += [self.attr("pprof.mapping." + f, True) for f in _HAS if getattr(m, f)]
+            self.d.mapping_table.add(memory_start=m.start, memory_limit=m.limit,
+                                     file_offset=m.offset, filename_strindex=self.s(m.file),
+                                     attribute_indices=attrs)
+        return idx
+
+    def location(self, f: Frame) -> int:
+        idx = self.locations.get(f)
+        if idx is None:
+            idx = self.locations[f] = len(self.d.location_table)
+            kind = _KIND_TO_TYPE.get(f.kind, f.kind.value)
+            loc = self.d.location_table.add(mapping_index=self.mapping(f.mapping),
+                                            address=f.address,
+                                            attribute_indices=[self.attr(FRAME_TYPE, kind)])
+            for ln in f.lines:
+                loc.lines.add(function_index=self.function(ln), line=ln.line)
+        return idx
+
+    def stack(self, frames: tuple[Frame, ...]) -> int:
+        key = tuple(self.location(f) for f in frames)
+        idx = self.stacks.get(key)
+        if idx is None:
+            idx = self.stacks[key] = len(self.d.stack_table)
+            self.d.stack_table.add(location_indices=key)
+        return idx
+
+    def link(self, link: SpanLink | None) -> int:
+        if link is None:
+            return 0
+        try:
+            key = (bytes.fromhex(link.trace_id), bytes.fromhex(link.span_id))
+        except ValueError:
+            return 0
+        idx = self.links.get(key)
+        if idx is None:
+            idx = self.links[key] = len(self.d.link_table)
+            self.d.link_table.add(trace_id=key[0], span_id=key[1])
+        return idx
+
+    def add_profile(self, scope: Any, p: Profile) -> None:
+        attrs = [self.attr(NAME, p.name)]
+        if p.default_sample_type:
+            attrs.append(self.attr(DEFAULT_TYPE, p.default_sample_type))
+        if p.comments:
+            attrs.append(self.attr(COMMENT, list(p.comments)))
+        rows = []
+        for s in p:
+            labels = [self.attr(k, v) for k, v in s.labels]
+            link = self.link(s.link)
+            if s.link is not None and link == 0:   # not hex: keep it readable as attributes
+                labels += [self.attr("trace_id", s.link.trace_id),
+                           self.attr("span_id", s.link.span_id)]
+            rows.append((self.stack(s.stack), labels, link, s))
+        for i, vt in enumerate(p.sample_types):
+            out = scope.profiles.add(time_unix_nano=p.start_ns, duration_nano=p.duration_ns,
+                                     period=p.period, attribute_indices=attrs)
+            out.sample_type.type_strindex = self.s(vt.type)
+            out.sample_type.unit_strindex = self.s(vt.unit)
+            if p.period_type is not None:
+                out.period_type.type_strindex = self.s(p.period_type.type)
+                out.period_type.unit_strindex = self.s(p.period_type.unit)
+            for stack, labels, link, s in rows:
+                n = len(s.timestamps)
+                values = _spread(s.values[i], n) if n else [s.values[i]]
+                out.samples.add(stack_index=stack, attribute_indices=labels, link_index=link,
+                                values=values, timestamps_unix_nano=s.timestamps)
+
+
+def _spread(total: int, n: int) -> list[int]:
+    """``n`` integers adding up to ``total``, as even as possible."""
+    base, extra = divmod(total, n)
+    return [base + 1 if i < extra else base for i in range(n)]
+
+
+# -- decode ------------------------------------------------------------------------
+def parse_request(data: bytes) -> ExportRequest:
+    """Parse serialized ``ExportProfilesServiceRequest`` bytes; raises OtlpError."""
+    req = svc.ExportProfilesServiceRequest()
+    try:
+        req.ParseFromString(data)
+    except Exception as exc:  # DecodeError, RuntimeError from the upb backend
+        raise OtlpError(f"not an OTLP profiles request: {exc}") from None
+    return req
+
+
+def decode_request(req: ExportRequest) -> list[Profile]:
+    """pdata profiles of a request; raises :class:`OtlpError` for any index out
+    of range or a shape the spec forbids."""
+    return _Decoder(req.dictionary).profiles(req.resource_profiles)
+
+
+def value_type(strings: list[str], vt: Any) -> ValueType:
+    return ValueType(_at(strings, vt.type_strindex, "value type"),
+                     _at(strings, vt.unit_strindex, "value type unit"))
+
+
+def _at(table: list[str], idx: int, what: str) -> str:
+    if 0 <= idx < len(table):
+        return table[idx]
+    raise OtlpError(f"{what} refers to string {idx}, string_table has {len(table)}")
+
+
+def frame_kind(frame_type: str) -> FrameKind:
+    return _TYPE_TO_KIND.get(frame_type, FrameKind.NATIVE)
+
+
+def _value(v: Any) -> object:
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return str(v.string_value)
+    if which == "int_value":
+        return int(v.int_value)
+    if which == "bool_value":
+        return bool(v.bool_value)
+    if which == "double_value":
+        return float(v.double_value)
+    if which == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if which == "bytes_value":
+        return bytes(v.bytes_value).hex()
+    return ""
+
+
+def _sorted(labels: list[tuple[str, LabelValue]]) -> tuple[tuple[str, LabelValue], ...]:
+    try:
+        return tuple(sorted(labels))
+    except TypeError:  # str and int values under one key
+        return tuple(sorted(labels, key=lambda kv: (kv[0], isinstance(kv[1], str), str(kv[1]))))
+
+
+def _label(v: object) -> LabelValue:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v if isinstance(v, str) else repr(v)
+
+
+class _Decoder:
+    def __init__(self, d: Any) -> None:
+        self.strings: list[str] = list(d.string_table) or [""]
+        if self.strings[0] != "":
+            raise OtlpError('string_table[0] must be ""')
+        self.attrs = [(_at(self.strings, a.key_strindex, "attribute key"), _value(a.value))
+                      for a in d.attribute_table]
+        self.functions = [Line(function=_at(self.strings, f.name_strindex, "function name"),
+                               system_name=_at(self.strings, f.system_name_strindex,
+                                               "function system name"),
+                               file=_at(self.strings, f.filename_strindex, "function file"),
+                               start_line=f.start_line) for f in d.function_table]
+        self.mappings: list[Mapping | None] = [self.mapping(m) for m in d.mapping_table]
+        if self.mappings:
+            self.mappings[0] = None
+        self.frames = [self.frame(loc) for loc in d.location_table]
+        self.stacks = [tuple(self._get(self.frames, i, "stack location")
+                             for i in st.location_indices) for st in d.stack_table]
+        self.links: list[SpanLink | None] = [None] + [
+            SpanLink(bytes(ln.trace_id).hex(), bytes(ln.span_id).hex())
+            for ln in list(d.link_table)[1:]]
+
+    @staticmethod
+    def _get(table: list[Any], idx: int, what: str) -> Any:
+        if 0 <= idx < len(table):
+            return table[idx]
+        raise OtlpError(f"{what} index {idx} out of range (table has {len(table)})")
+
+    def attr_list(self, indices: Iterable[int], what: str) -> list[tuple[str, object]]:
+        return [self._get(self.attrs, i, what + " attribute") for i in indices]
+
+    def mapping(self, m: Any) -> Mapping:
+        attrs = dict(self.attr_list(m.attribute_indices, "mapping"))
+        flags = {f: bool(attrs.get("pprof.mapping." + f)) for f in _HAS}
+        return Mapping(start=m.memory_start, limit=m.memory_limit, offset=m.file_offset,
+                       file=_at(self.strings, m.filename_strindex, "mapping file"),
+                       build_id=str(attrs.get(BUILD_ID, "")), **flags)
+
+    def frame(self, loc: Any) -> Frame:
+        attrs = dict(self.attr_list(loc.attribute_indices, "location"))
+        lines = []
+        for ln in loc.lines:
+            fn = self._get(self.functions, ln.function_index, "line function")
+            lines.append(Line(fn.function, fn.file, ln.line, fn.system_name, fn.start_line))
+        mapping = self._get(self.mappings, loc.mapping_index, "location mapping")
+        kind = str(attrs.get(FRAME_TYPE, ""))
+        return Frame(frame_kind(kind) if kind else FrameKind.NATIVE, loc.address, mapping,
+                     tuple(lines))
+
+    def profiles(self, resource_profiles: Iterable[Any]) -> list[Profile]:
+        out: list[Profile] = []
+        for rp in resource_profiles:
+            resource = {kv.key: _label(_value(kv.value)) for kv in rp.resource.attributes}
+            for sp in rp.scope_profiles:
+                group: list[Any] = []
+                for prof in sp.profiles:
+                    if group and not self._joins(group, prof):
+                        out.append(self.build(group, resource))
+                        group = []
+                    group.append(prof)
+                if group:
+                    out.append(self.build(group, resource))
+        return out
+
+    def _key(self, p: Any) -> tuple[object, ...]:
+        return (p.time_unix_nano, p.duration_nano, p.period, p.HasField("period_type"),
+                p.period_type.type_strindex, p.period_type.unit_strindex,
+                sorted(p.attribute_indices))
+
+    def _joins(self, group: list[Any], p: Any) -> bool:
+        types = {(g.sample_type.type_strindex, g.sample_type.unit_strindex) for g in group}
+        return (self._key(group[0]) == self._key(p) and
+                (p.sample_type.type_strindex, p.sample_type.unit_strindex) not in types)
+
+    def build(self, group: list[Any], resource: dict[str, LabelValue]) -> Profile:
+        first = group[0]
+        attrs = dict(self.attr_list(first.attribute_indices, "profile"))
+        types = [value_type(self.strings, g.sample_type) for g in group]
+        comments = attrs.get(COMMENT, [])
+        profile = Profile(
+            name=str(attrs.get(NAME) or infer_profile_name(types)), sample_types=types,
+            period_type=value_type(self.strings, first.period_type)
+            if first.HasField("period_type") else None,
+            period=first.period, start_ns=first.time_unix_nano,
+            duration_ns=first.duration_nano, resource=resource,
+            default_sample_type=str(attrs.get(DEFAULT_TYPE, "")),
+            comments=[str(c) for c in comments] if isinstance(comments, list) else [str(comments)])
+        rows: dict[tuple[object, ...], tuple[list[int], list[int], Sample, int]] = {}
+        for col, g in enumerate(group):
+            for i, s in enumerate(g.samples):
+                if s.values and s.timestamps_unix_nano and \
+                        len(s.values) != len(s.timestamps_unix_nano):
+                    raise OtlpError(f"sample {i}: {len(s.values)} values but "
+                                    f"{len(s.timestamps_unix_nano)} timestamps")
+                stack = self._get(self.stacks, s.stack_index, "sample stack")
+                link = self._get(self.links, s.link_index, "sample link")
+                labels = _sorted([(k, _label(v)) for k, v in
+                                  self.attr_list(s.attribute_indices, "sample")])
+                key = (stack, labels, link)
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = ([0] * len(types), [],
+                                       Sample(stack, [], labels, [], link), col)
+                row[0][col] += sum(s.values) if s.values else len(s.timestamps_unix_nano)
+                if col == row[3]:   # every column repeats the timestamps: take one
+                    row[1].extend(s.timestamps_unix_nano)
+        for values, stamps, sample, _ in rows.values():
+            profile.add(sample.stack, values, sample.labels, stamps, sample.link)
+        return profile
