@@ -21,6 +21,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from telegen.component import ConfigError
 from telegen.confmap import DURATION_HINT, is_duration, join, parse_duration
@@ -52,9 +54,16 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+def _retrieve(uri: str) -> Resource:
+    """``$ref`` to another file names it relative to ``telegen/schema`` (e.g.
+    ``helpers/exporterhelper.json#/$defs/sending_queue``): shared fragments."""
+    return Resource.from_contents(load_schema(uri), default_specification=DRAFT202012)
+
+
 @cache
 def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name), format_checker=FORMAT_CHECKER)
+    return Draft202012Validator(load_schema(name), format_checker=FORMAT_CHECKER,
+                                registry=Registry(retrieve=_retrieve))  # type: ignore[call-arg]
 
 
 def validate(instance: Any, schema_name: str, path: str = "") -> None:

@@ -1,0 +1,59 @@
+"""Settings every queued exporter shares, with the Collector's key names.
+
+An exporter config embeds them as nested dataclasses::
+
+    sending_queue: QueueConfig = field(default_factory=QueueConfig)
+    retry_on_failure: RetryConfig = field(default_factory=RetryConfig)
+
+and its JSON schema refers to ``helpers/exporterhelper.json#/$defs/...``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class QueueConfig:
+    # Queue requests and send them from background threads; off: send in the
+    # caller's thread (a slow backend then delays the pipeline).
+    enabled: bool = True
+    # Most requests waiting (a request is one export call: one window).
+    queue_size: int = 1000
+    # Threads sending in parallel.
+    num_consumers: int = 2
+    # A directory: keep the queue there, one file per request, so it survives
+    # restarts and crashes. Empty: in memory.
+    storage: str = ""
+
+    def validate(self, path: str = "sending_queue") -> None:
+        if self.queue_size < 1:
+            raise ValueError(f"{path}::queue_size must be >= 1 (got {self.queue_size})")
+        if self.num_consumers < 1:
+            raise ValueError(f"{path}::num_consumers must be >= 1 (got {self.num_consumers})")
+
+
+@dataclass
+class RetryConfig:
+    enabled: bool = True
+    # First wait after a failure; each next wait is multiplier times longer,
+    # capped at max_interval, and jittered by +-randomization_factor.
+    initial_interval: float = field(default=5.0, metadata={"duration": True})
+    max_interval: float = field(default=30.0, metadata={"duration": True})
+    # Give up on a request after this long (0: never).
+    max_elapsed_time: float = field(default=300.0, metadata={"duration": True})
+    multiplier: float = 1.5
+    randomization_factor: float = 0.5
+
+    def validate(self, path: str = "retry_on_failure") -> None:
+        if self.initial_interval <= 0:
+            raise ValueError(f"{path}::initial_interval must be > 0 "
+                             f"(got {self.initial_interval}s)")
+        if self.max_interval < self.initial_interval:
+            raise ValueError(f"{path}::max_interval ({self.max_interval}s) must be >= "
+                             f"initial_interval ({self.initial_interval}s)")
+        if self.multiplier < 1:
+            raise ValueError(f"{path}::multiplier must be >= 1 (got {self.multiplier})")
+        if not 0 <= self.randomization_factor < 1:
+            raise ValueError(f"{path}::randomization_factor must be in [0, 1) "
+                             f"(got {self.randomization_factor})")
