@@ -1,0 +1,1 @@
+"""Receiver ``go``: scrape Go runtime profiles from ``net/http/pprof`` endpoints."""
