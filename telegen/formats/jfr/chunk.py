@@ -127,11 +127,11 @@ class Chunk:
 
     def _event_bounds(self, pos: int) -> tuple[Cursor, int, int]:
         cur = self.cursor(pos)
-        size = cur.int()
+        size = cur.i32()
         if size <= 0 or pos + size > len(self.data):
             raise cur.error(f"event size {size} does not fit in the chunk")
         cur.end = pos + size
-        return cur, cur.long(), pos + size
+        return cur, cur.i64(), pos + size
 
     def _read_metadata(self, pos: int) -> Metadata:
         cur, type_id, end = self._event_bounds(pos)
@@ -140,7 +140,8 @@ class Chunk:
         return read_metadata(cur, end)
 
     def _read_pools(self) -> None:
-        pos, delta, seen = 0, self.header.cp_offset, set()
+        pos, delta = 0, self.header.cp_offset
+        seen: set[int] = set()
         while delta != 0:
             pos += delta
             if pos in seen or len(seen) > _MAX_CHECKPOINTS or not 0 < pos < len(self.data):
@@ -150,16 +151,16 @@ class Chunk:
             cur, type_id, _ = self._event_bounds(pos)
             if type_id != CHECKPOINT_TYPE:
                 raise cur.error(f"constant-pool chain points at an event of type {type_id}")
-            cur.long()                       # start
-            cur.long()                       # duration
-            delta = cur.long()
+            cur.i64()                       # start
+            cur.i64()                       # duration
+            delta = cur.i64()
             cur.u8()                         # checkpoint type (flush, statics, thread...)
             for _ in range(cur.count("constant pools")):
-                class_id = cur.long()
+                class_id = cur.i64()
                 reader = self.decoders.for_class(class_id)
                 pool = self.pools.setdefault(class_id, {})
                 for _ in range(cur.count("constant-pool entries")):
-                    key = cur.long()
+                    key = cur.i64()
                     value = reader(cur)
                     pool.setdefault(key, value)
 

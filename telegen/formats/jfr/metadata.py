@@ -89,9 +89,9 @@ def read_metadata(cur: Cursor, end: int) -> Metadata:
     """Parse the metadata event whose body starts at ``cur`` (after size and
     type id); ``end`` bounds it."""
     cur.end = min(cur.end, end)
-    start_ticks = cur.long()
-    cur.long()                       # duration
-    metadata_id = cur.long()
+    start_ticks = cur.i64()
+    cur.i64()                       # duration
+    metadata_id = cur.i64()
     n = cur.count("metadata strings")
     strings = [cur.plain_string() for _ in range(n)]
     budget = [_MAX_ELEMENTS]
@@ -111,11 +111,11 @@ def _element(cur: Cursor, strings: list[str], depth: int, budget: list[int]) -> 
     budget[0] -= 1
     if budget[0] < 0:
         raise cur.error("too many metadata elements")
-    name = _string(strings, cur.int(), cur)
+    name = _string(strings, cur.i32(), cur)
     attrs: dict[str, str] = {}
     for _ in range(cur.count("metadata attributes")):
-        key = _string(strings, cur.int(), cur)
-        attrs[key] = _string(strings, cur.int(), cur)
+        key = _string(strings, cur.i32(), cur)
+        attrs[key] = _string(strings, cur.i32(), cur)
     children = [_element(cur, strings, depth + 1, budget)
                 for _ in range(cur.count("metadata children"))]
     return Element(name, attrs, children)

@@ -101,28 +101,28 @@ class Cursor:
         self.pos = pos
         return _signed64(result) if result >> 63 else result
 
-    def long(self) -> int:
+    def i64(self) -> int:
         if self.compressed:
             return self.varint()
         return int(_I64.unpack_from(self.data, self._need(8))[0])
 
-    def int(self) -> int:
+    def i32(self) -> int:
         if self.compressed:
             v = self.varint() & 0xFFFFFFFF
             return v - (1 << 32) if v & (1 << 31) else v
         return int(_I32.unpack_from(self.data, self._need(4))[0])
 
-    def short(self) -> int:
+    def i16(self) -> int:
         if self.compressed:
             v = self.varint() & 0xFFFF
             return v - (1 << 16) if v & (1 << 15) else v
         return int(_I16.unpack_from(self.data, self._need(2))[0])
 
     def char(self) -> str:
-        code = self.short() & 0xFFFF
+        code = self.i16() & 0xFFFF
         return chr(code)
 
-    def byte(self) -> int:
+    def i8(self) -> int:
         b = self.data[self._need(1)]
         return b - 256 if b > 127 else b
 
@@ -132,10 +132,10 @@ class Cursor:
     def boolean(self) -> bool:
         return self.data[self._need(1)] != 0
 
-    def float(self) -> float:
+    def f32(self) -> float:
         return float(_F32.unpack_from(self.data, self._need(4))[0])
 
-    def double(self) -> float:
+    def f64(self) -> float:
         return float(_F64.unpack_from(self.data, self._need(8))[0])
 
     def raw_i16(self) -> int:
@@ -150,7 +150,7 @@ class Cursor:
     def count(self, what: str) -> int:
         """A length or element count: non-negative, and no larger than the
         bytes left (every element takes at least one byte)."""
-        n = self.int()
+        n = self.i32()
         if n < 0 or n > _MAX_COUNT or n > self.end - self.pos:
             raise self.error(f"implausible {what} count {n}")
         return n
@@ -163,7 +163,7 @@ class Cursor:
         if enc == 1:
             return ""
         if enc == 2:
-            return PoolString(self.long())
+            return PoolString(self.i64())
         if enc in (3, 5):
             n = self.count("string bytes")
             if n > _MAX_STRING:
@@ -175,7 +175,7 @@ class Cursor:
             n = self.count("chars")
             if n > _MAX_STRING:
                 raise self.error(f"string of {n} chars is too long")
-            chars = [self.short() & 0xFFFF for _ in range(n)]
+            chars = [self.i16() & 0xFFFF for _ in range(n)]
             try:
                 return "".join(map(chr, chars)).encode("utf-16", "surrogatepass").decode(
                     "utf-16", "replace")

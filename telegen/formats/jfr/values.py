@@ -20,13 +20,13 @@ Reader = Callable[[Cursor], Any]
 
 _PRIMITIVE_READERS: dict[str, Reader] = {
     "boolean": Cursor.boolean,
-    "byte": Cursor.byte,
+    "byte": Cursor.i8,
     "char": Cursor.char,
-    "short": Cursor.short,
-    "int": Cursor.int,
-    "long": Cursor.long,
-    "float": Cursor.float,
-    "double": Cursor.double,
+    "short": Cursor.i16,
+    "int": Cursor.i32,
+    "long": Cursor.i64,
+    "float": Cursor.f32,
+    "double": Cursor.f64,
     "java.lang.String": Cursor.string,
 }
 
@@ -62,7 +62,7 @@ class Decoders:
         return _struct_reader(fields)
 
     def _field(self, owner: ClassDesc, fd: FieldDesc) -> Reader:
-        element: Reader = Cursor.long if fd.constant_pool else self.for_class(fd.type_id)
+        element: Reader = Cursor.i64 if fd.constant_pool else self.for_class(fd.type_id)
         if not fd.array:
             return element
         return _array_reader(element, f"{owner.name}.{fd.name}")
