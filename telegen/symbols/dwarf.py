@@ -56,14 +56,14 @@ class _CUIndex:
         """Outermost function first, then each inlined callee holding ``addr``."""
         i = bisect_right(self.func_starts, addr) - 1
         best: _Func | None = None
-        while i >= 0:   # ranges may nest or overlap; take the narrowest holder
+        for _ in range(16):   # top-level ranges rarely nest: look a few entries back
+            if i < 0:
+                break
             lo, hi, f = self.funcs[i]
             if lo <= addr < hi:
                 best = f
                 break
             i -= 1
-            if i >= 0 and addr - self.funcs[i][0] > 1 << 24:
-                break
         if best is None:
             return []
         out = [best]
@@ -136,13 +136,13 @@ class DwarfSymbols:
                 return int(off)
         starts, spans = self._cu_range_index()
         i = bisect_right(starts, vaddr) - 1
-        while i >= 0:
+        for _ in range(64):   # CU ranges may overlap (LTO); bounded look-back
+            if i < 0:
+                break
             lo, hi, off = spans[i]
             if lo <= vaddr < hi:
                 return off
             i -= 1
-            if i >= 0 and vaddr - spans[i][0] > 1 << 26:
-                break
         return None
 
     def _cu_range_index(self) -> tuple[list[int], list[tuple[int, int, int]]]:

@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from native_programs import C_PROGRAM
 
 from telegen.component import ComponentID, CreateSettings, Kind
 from telegen.pdata import CPU, Frame, Profile, Profiles, make_labels
@@ -12,8 +13,6 @@ from telegen.processors.symbolize.symbolize import SymbolizeProcessor
 from telegen.telemetry import Registry
 from telegen.testing.native import compile_c
 from telegen.testing.sink import Sink
-
-from native_programs import C_PROGRAM
 
 
 class Harness:

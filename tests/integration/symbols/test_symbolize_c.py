@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from native_programs import C_PROGRAM
 
 from telegen.pdata import Frame, FrameKind
 from telegen.symbols.elf import ElfFile, read_build_id
@@ -25,8 +26,6 @@ from telegen.testing.native import (
     read_maps,
     split_debug,
 )
-
-from native_programs import C_PROGRAM
 
 pytestmark = pytest.mark.slow
 

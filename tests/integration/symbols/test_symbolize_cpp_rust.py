@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from native_programs import CPP_PROGRAM, RUST_PROGRAM
 
 from telegen.testing.native import LiveProcess, compile_c, compile_rust, nm, process_frame
-
-from native_programs import CPP_PROGRAM, RUST_PROGRAM
 
 pytestmark = pytest.mark.slow
 

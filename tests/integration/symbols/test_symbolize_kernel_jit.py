@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from native_programs import NODE_PROGRAM
 
 from telegen.pdata import Frame, FrameKind, Mapping
 from telegen.symbols.kallsyms import KernelSymbols
 from telegen.testing.native import LiveProcess, read_maps
-
-from native_programs import NODE_PROGRAM
 
 pytestmark = pytest.mark.slow
 
