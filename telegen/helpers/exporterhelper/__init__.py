@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from telegen.component import CreateSettings, Host
-from telegen.helpers.exporterhelper.config import QueueConfig, RetryConfig
+from telegen.helpers.exporterhelper.config import QueueConfig, RetryConfig, TLSConfig
 from telegen.helpers.exporterhelper.queue import MemoryQueue, PersistentQueue, Request
 from telegen.helpers.exporterhelper.retry import (
     Backoff,
@@ -29,7 +29,7 @@ from telegen.pdata import Profiles
 
 __all__ = [
     "Backoff", "MemoryQueue", "PersistentQueue", "QueueConfig", "QueueFullError",
-    "QueuedExporter", "QueuedSender", "Request", "RetryConfig", "RetryableError",
+    "QueuedExporter", "QueuedSender", "Request", "RetryConfig", "RetryableError", "TLSConfig",
     "grpc_error", "http_error", "parse_retry_after",
 ]
 

@@ -57,3 +57,27 @@ class RetryConfig:
         if not 0 <= self.randomization_factor < 1:
             raise ValueError(f"{path}::randomization_factor must be in [0, 1) "
                              f"(got {self.randomization_factor})")
+
+
+@dataclass
+class TLSConfig:
+    # Plain text (no TLS). For gRPC an ``http://`` endpoint implies it.
+    insecure: bool = False
+    # PEM files: the CA to trust (default: the system's), and a client
+    # certificate + key for mutual TLS.
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def validate(self, path: str = "tls") -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError(f"{path}: cert_file and key_file go together; set both or neither")
+
+    def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(ca, key, cert) file contents; raises OSError naming a missing file."""
+        def load(name: str) -> bytes | None:
+            if not name:
+                return None
+            with open(name, "rb") as f:
+                return f.read()
+        return load(self.ca_file), load(self.key_file), load(self.cert_file)

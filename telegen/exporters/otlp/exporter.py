@@ -1,0 +1,88 @@
+"""Send each batch as one OTLP ``ExportProfilesServiceRequest`` over gRPC.
+
+The request is encoded when the batch arrives (``telegen.formats.otlp``) and
+queued as bytes, so the on-disk queue stores exactly what goes on the wire.
+Errors are classified as the Collector does (see ``exporterhelper.retry``);
+a ``RetryInfo`` in the status details sets the next delay. Partial success
+(``rejected_profiles``) is logged and counted as
+``exporter_partial_success_rejected_profiles``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from telegen.component import CreateSettings
+from telegen.exporters.otlp.config import OtlpExporterConfig
+from telegen.formats.otlp import encode_request, svc
+from telegen.helpers.exporterhelper import QueuedExporter, Request, grpc_error
+from telegen.helpers.exporterhelper.rpcstatus import retry_delay
+from telegen.pdata import Profiles
+
+EXPORT_METHOD = ("/opentelemetry.proto.collector.profiles.v1development."
+                 "ProfilesService/Export")
+_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class OtlpExporter(QueuedExporter):
+    def __init__(self, settings: CreateSettings, config: OtlpExporterConfig) -> None:
+        super().__init__(settings, config.sending_queue, config.retry_on_failure)
+        self._config = config
+        self._id = str(settings.id)
+        self._channel: grpc.Channel | None = None
+        self._export: Any = None
+        self._metadata = [(k.lower(), v) for k, v in config.headers.items()]
+        self._compression = (grpc.Compression.Gzip if config.compression == "gzip"
+                             else grpc.Compression.NoCompression)
+        self._rejected = settings.telemetry.counter("exporter_partial_success_rejected_profiles")
+
+    def open(self) -> None:
+        target, secure = self._config.target()
+        options = [("grpc.max_send_message_length", _MAX_MESSAGE),
+                   ("grpc.max_receive_message_length", _MAX_MESSAGE)]
+        if secure:
+            ca, key, cert = self._config.tls.read()   # fails start-up if a file is missing
+            creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                                 certificate_chain=cert)
+            self._channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._export = self._channel.unary_unary(
+            EXPORT_METHOD, request_serializer=None,
+            response_deserializer=svc.ExportProfilesServiceResponse.FromString)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def requests(self, profiles: Profiles) -> Iterable[Request]:
+        if not len(profiles):
+            return []
+        msg = encode_request(profiles, service=self._config.service_name)
+        return [Request(msg.SerializeToString(), profiles.sample_count(),
+                        {"profiles": str(len(profiles))})]
+
+    def send(self, request: Request) -> None:
+        if self._export is None:
+            raise RuntimeError(f"{self._id}: not started")
+        try:
+            response, _ = self._export.with_call(
+                request.payload, timeout=self._config.timeout, metadata=self._metadata,
+                compression=self._compression)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            trailers = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+            raise grpc_error(code.value[0], f"export to {self._config.endpoint} failed: "
+                             f"{code.name} {details}", retry_delay(trailers)) from None
+        partial = response.partial_success
+        if partial.rejected_profiles:
+            self._rejected.add(partial.rejected_profiles)
+            self.log.warning("%s: backend rejected %d profiles: %s", self._id,
+                             partial.rejected_profiles, partial.error_message)
+        elif partial.error_message:
+            self.log.info("%s: backend says: %s", self._id, partial.error_message)

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from telegen.component import Factory, Kind
+from telegen.exporters.otlp.config import OtlpExporterConfig
+
+
+def _create(settings, config, next_consumer):  # type: ignore[no-untyped-def]
+    from telegen.exporters.otlp.exporter import OtlpExporter
+
+    return OtlpExporter(settings, config)
+
+
+def make_factory(type_: str) -> Factory:
+    return Factory(
+        type=type_,
+        kind=Kind.EXPORTER,
+        config_type=OtlpExporterConfig,
+        create=_create,
+        schema="exporters/otlp.json",
+        description="send OTLP profiles (v1development) over gRPC, queued (optionally on "
+                    "disk) with retries",
+    )
+
+
+FACTORY = make_factory("otlp")

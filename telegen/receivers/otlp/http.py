@@ -1,0 +1,139 @@
+"""OTLP/HTTP profiles: ``POST /v1development/profiles`` with a protobuf
+(``application/x-protobuf``) or JSON (``application/json``) body, optionally
+``Content-Encoding: gzip``. Errors answer with a ``google.rpc.Status`` body
+in the request's encoding; 400 malformed, 415 other media types, 503 when the
+pipeline is busy (retry)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import json_format
+
+from telegen.formats.otlp import OtlpError, svc
+from telegen.helpers.exporterhelper.rpcstatus import Status
+
+if TYPE_CHECKING:
+    from telegen.receivers.otlp.receiver import OtlpReceiver
+
+PATH = "/v1development/profiles"
+MAX_BODY = 64 * 1024 * 1024
+_PROTO, _JSON = "application/x-protobuf", "application/json"
+
+
+class HttpServer:
+    def __init__(self, receiver: OtlpReceiver, endpoint: str, name: str) -> None:
+        host, _, port = endpoint.rpartition(":")
+        handler = _handler(receiver)
+        self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)),
+                                           handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name,
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _hex_ids_to_base64(doc: Any) -> None:
+    """OTLP/JSON writes trace and span ids as hex; protobuf JSON wants base64."""
+    links = (doc.get("dictionary") or {}).get("linkTable") or []
+    for link in links:
+        for key in ("traceId", "spanId"):
+            if isinstance(link, dict) and isinstance(link.get(key), str):
+                try:
+                    link[key] = base64.b64encode(bytes.fromhex(link[key])).decode()
+                except ValueError:
+                    pass
+
+
+def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._reply(405, _PROTO, b"", {"Allow": "POST"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            try:
+                self._post()
+            except Exception as exc:   # never let one request hurt the server
+                receiver.refuse(f"unexpected: {exc}")
+                self._error(500, _PROTO, f"internal error: {exc}")
+
+        def _post(self) -> None:
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0 or length > MAX_BODY:
+                receiver.refuse(f"body of {length} bytes")
+                self._error(413, _PROTO, f"body larger than {MAX_BODY} bytes")
+                self.close_connection = True
+                return
+            body = self.rfile.read(length)
+            if self.path.split("?")[0] != PATH:
+                self._error(404, _PROTO, f"unknown path; POST to {PATH}")
+                return
+            if ctype not in (_PROTO, _JSON):
+                receiver.refuse(f"content type {ctype!r}")
+                self._error(415, _PROTO, f"unsupported content type {ctype!r}; use "
+                                         f"{_PROTO} or {_JSON}")
+                return
+            try:
+                if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
+                    body = gzip.decompress(body)
+                request = None
+                if ctype == _JSON:
+                    doc = json.loads(body)
+                    if not isinstance(doc, dict):
+                        raise ValueError("the JSON body must be an object")
+                    _hex_ids_to_base64(doc)
+                    request = json_format.ParseDict(doc, svc.ExportProfilesServiceRequest())
+            except (OSError, EOFError, zlib.error, ValueError, json_format.ParseError) as exc:
+                receiver.refuse(str(exc))
+                self._error(400, ctype, f"malformed request: {exc}")
+                return
+            try:
+                reply = receiver.accept(body, request) if request is None else \
+                    receiver.accept(request=request)
+            except OtlpError as exc:
+                self._error(400, ctype, str(exc))
+                return
+            except Exception as exc:
+                self._error(503, ctype, str(exc), {"Retry-After": "1"})
+                return
+            if ctype == _JSON:
+                reply = b"{}"
+            self._reply(200, ctype, reply)
+
+        def _error(self, code: int, ctype: str, message: str,
+                   headers: dict[str, str] | None = None) -> None:
+            status = Status(code=3 if code < 500 else 14, message=message[:500])
+            body = (json_format.MessageToJson(status).encode() if ctype == _JSON
+                    else bytes(status.SerializeToString()))
+            self._reply(code, ctype if ctype in (_PROTO, _JSON) else _PROTO, body, headers)
+
+        def _reply(self, code: int, ctype: str, body: bytes,
+                   headers: dict[str, str] | None = None) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
