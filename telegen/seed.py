@@ -4,7 +4,8 @@ The block becomes pipeline ``profiles/agent`` built from components named
 ``<type>/agent``:
 
     receivers   ebpf (cpu, off_cpu, memory, memory_mode, mutex, sample_rate,
-                duration, include_kernel), go (goroutine, block, mutex),
+                duration, include_kernel), go (goroutine, block, mutex; with
+                discovery on and cpu off, as ebpf samples Go programs' CPU),
                 jfr (java.*), python (python.*)
     processors  symbolize (symbols.*) -> filter (filters.*) -> batch (upload_interval
                 as timeout)
@@ -180,6 +181,10 @@ def _receivers(t: _Translator, p: dict[str, Any]) -> None:
     go = t.plan.get((rk, "go"))
     if go is not None and not any(go.get(k) for k in _GO_SWITCHES):
         del t.plan[(rk, "go")]
+    elif go is not None:
+        # the seed names no Go endpoints: find them; CPU is the ebpf receiver's job
+        t.put(rk, "go", "discovery", True, ROOT)
+        t.put(rk, "go", "cpu", False, ROOT)
 
     for block, switch, type_ in (("java", "jfr_enabled", "jfr"), ("python", "enabled", "python")):
         if block not in p or (p[block] or {}).get(switch, True) is False:

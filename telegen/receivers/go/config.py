@@ -60,11 +60,19 @@ class GoReceiverConfig:
     # One scrape of every target per interval; cumulative profiles become
     # per-interval deltas.
     interval: float = field(default=10.0, metadata={"duration": True})
-    cpu: bool = True           # /debug/pprof/profile?seconds=cpu_seconds
-    memory: bool = False       # /debug/pprof/heap -> inuse (snapshot) + alloc (delta)
-    goroutine: bool = False    # /debug/pprof/goroutine (snapshot)
-    mutex: bool = False        # /debug/pprof/mutex (delta)
-    block: bool = False        # /debug/pprof/block (delta)
+    # CPU profile over cpu_seconds (/debug/pprof/profile). Off when built from the
+    # seed's agent.profiling block, where the ebpf receiver samples Go programs' CPU.
+    cpu: bool = True
+    # Heap (/debug/pprof/heap): in-use space as a snapshot, allocations as deltas.
+    memory: bool = False
+    # Goroutine stacks and counts (/debug/pprof/goroutine), a snapshot.
+    goroutine: bool = False
+    # Lock contention (/debug/pprof/mutex) as deltas; the program must enable it
+    # with runtime.SetMutexProfileFraction.
+    mutex: bool = False
+    # Blocking on channels, locks, select (/debug/pprof/block) as deltas; the
+    # program must enable it with runtime.SetBlockProfileRate.
+    block: bool = False
     # CPU profile window; 0 means the whole interval. Go takes whole seconds,
     # so it is rounded down and capped at the interval minus a margin of
     # min(1s, interval/10), leaving time to fetch before the next one starts.
