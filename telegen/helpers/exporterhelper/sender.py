@@ -116,6 +116,7 @@ class QueuedSender:
                     return
                 continue
             handle, request = item
+            self._update_gauge()
             try:
                 self._deliver(request, handle)
             except Exception:

@@ -1,0 +1,165 @@
+"""Real backends on loopback for tests: an OTLP profiles gRPC server built from
+the official ``opentelemetry-proto`` service, and an HTTP server playing
+Pyroscope ``/ingest``. Both record what they receive and can be told to fail."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.profiles.v1development import (  # type: ignore[import-untyped]
+    profiles_service_pb2 as svc,
+)
+from opentelemetry.proto.collector.profiles.v1development import (  # type: ignore[import-untyped]
+    profiles_service_pb2_grpc as svc_grpc,
+)
+
+from telegen.helpers.exporterhelper.rpcstatus import DETAILS_KEY, status_details
+
+
+@dataclass
+class Failure:
+    """Answer the next ``times`` calls with ``code`` (and RetryInfo ``delay_s``)."""
+
+    code: grpc.StatusCode
+    times: int
+    delay_s: float | None = None
+
+
+@dataclass
+class Received:
+    request: Any
+    metadata: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
+
+
+class OtlpBackend(svc_grpc.ProfilesServiceServicer):  # type: ignore[misc]
+    """``ProfilesService/Export`` on 127.0.0.1:``port``; restartable on the same port."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.received: list[Received] = []
+        self.failures: list[Failure] = []
+        self.attempts: list[float] = []
+        self.partial_rejected = 0
+        self._lock = threading.Lock()
+        self._server: grpc.Server | None = None
+
+    def start(self) -> OtlpBackend:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                             options=[("grpc.so_reuseport", 0)])
+        svc_grpc.add_ProfilesServiceServicer_to_server(self, server)
+        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if not self.port:
+            raise OSError("OtlpBackend: cannot bind")
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=0).wait(5)
+            self._server = None
+
+    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        with self._lock:
+            self.attempts.append(time.monotonic())
+            if self.failures:
+                f = self.failures[0]
+                f.times -= 1
+                if f.times <= 0:
+                    self.failures.pop(0)
+                if f.delay_s is not None:
+                    context.set_trailing_metadata(
+                        ((DETAILS_KEY, status_details(f.code.value[0], "test", f.delay_s)),))
+                context.abort(f.code, "test backend failure")
+            self.received.append(Received(request, dict(context.invocation_metadata())))
+            response = svc.ExportProfilesServiceResponse()
+            if self.partial_rejected:
+                response.partial_success.rejected_profiles = self.partial_rejected
+                response.partial_success.error_message = "test rejects some"
+            return response
+
+    def requests(self) -> list[Any]:
+        with self._lock:
+            return [r.request for r in self.received]
+
+
+@dataclass
+class Ingest:
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    profile: bytes          # the multipart "profile" field (or the raw body)
+    at: float = field(default_factory=time.monotonic)
+
+
+class PyroscopeServer:
+    """Plays Pyroscope ``POST /ingest`` (and records any other POST as generic)."""
+
+    def __init__(self) -> None:
+        self.ingested: list[Ingest] = []
+        self.attempts: list[float] = []
+        # Called per request; returns (status, headers) to fail it, or None.
+        self.fail: Callable[[int], tuple[int, dict[str, str]] | None] = lambda n: None
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with server._lock:
+                    server.attempts.append(time.monotonic())
+                    n = len(server.attempts)
+                failure = server.fail(n)
+                if failure is not None:
+                    status, headers = failure
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                url = urllib.parse.urlsplit(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                ctype = self.headers.get("Content-Type", "")
+                data = body
+                if ctype.startswith("multipart/form-data"):
+                    msg = BytesParser(policy=HTTP).parsebytes(
+                        f"Content-Type: {ctype}\r\n\r\n".encode() + body)
+                    data = b""
+                    for part in msg.iter_parts():
+                        if part.get_param("name", header="content-disposition") == "profile":
+                            payload = part.get_payload(decode=True)
+                            data = payload if isinstance(payload, bytes) else b""
+                with server._lock:
+                    server.ingested.append(Ingest(url.path, query, dict(self.headers), data))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="test-pyroscope", daemon=True)
+
+    def start(self) -> PyroscopeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
