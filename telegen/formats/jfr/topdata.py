@@ -135,7 +135,7 @@ class ProfileBuilder:
             collector = chunk.text(event.get("name")) or "unknown"
             cause = chunk.text(event.get("cause")) or "unknown"
             pause = _timespan_ns(event, "sumOfPauses")
-            stack = (self._frame(JavaFrame(cause, "", 0, 0, "")),
+            stack: tuple[Frame, ...] = (self._frame(JavaFrame(cause, "", 0, 0, "")),
                      self._frame(JavaFrame(collector, "", 0, 0, "")))
             return ("gc", stack, [1, pause], make_labels(collector=collector, cause=cause))
         thread = view.thread(v.get("sampledThread", v.get("eventThread")))

@@ -1,0 +1,126 @@
+"""Finding JVMs: by pid, by name, or by discovery (a ``java`` launcher
+executable, or a HotSpot ``hsperfdata_<user>/<pid>`` file in the process's
+own /tmp, reached through /proc/PID/root so JVMs in containers are found)."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class JvmProcess:
+    pid: int
+    nspid: int          # the pid inside the JVM's own pid namespace
+    comm: str
+    exe: str
+    cmdline: tuple[str, ...]
+    uid: int
+    gid: int
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def read_jvm(pid: int, proc: str = "/proc") -> JvmProcess | None:
+    status = _read(f"{proc}/{pid}/status")
+    if status is None:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    try:
+        nspid = int(fields.get("NSpid", str(pid)).split()[-1])
+        uid = int(fields.get("Uid", "0").split()[1])
+        gid = int(fields.get("Gid", "0").split()[1])
+    except (ValueError, IndexError):
+        nspid, uid, gid = pid, 0, 0
+    try:
+        exe = os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        exe = ""
+    cmdline = tuple(a for a in (_read(f"{proc}/{pid}/cmdline") or "").split("\0") if a)
+    comm = (_read(f"{proc}/{pid}/comm") or "").strip()
+    return JvmProcess(pid, nspid, comm, exe, cmdline, uid, gid)
+
+
+def looks_like_jvm(p: JvmProcess, proc: str = "/proc") -> bool:
+    if os.path.basename(p.exe.removesuffix(" (deleted)")) == "java":
+        return True
+    pattern = f"{proc}/{p.pid}/root/tmp/hsperfdata_*/{p.nspid}"
+    try:
+        return bool(glob.glob(pattern))
+    except OSError:
+        return False
+
+
+def is_jdk_tool(p: JvmProcess) -> bool:
+    """A JDK launcher other than ``java`` (jcmd, jfr, javac, jps...)."""
+    exe = p.exe.removesuffix(" (deleted)")
+    base = os.path.basename(exe)
+    return base != "java" and os.path.basename(os.path.dirname(exe)) == "bin" and \
+        os.path.exists(os.path.join(os.path.dirname(exe), "java"))
+
+
+def name_tokens(p: JvmProcess) -> set[str]:
+    """Names a JVM answers to: comm, launcher name, main class (and its last
+    dotted part) or jar file name."""
+    tokens = {p.comm, os.path.basename(p.exe)}
+    args = list(p.cmdline[1:])
+    skip_next = False
+    for arg in args:
+        if skip_next:
+            skip_next = False
+            continue
+        if arg in ("-cp", "-classpath", "--class-path", "-p", "--module-path"):
+            skip_next = True
+            continue
+        if arg.startswith("-"):
+            continue
+        tokens.add(os.path.basename(arg))
+        tokens.add(arg.rsplit(".", 1)[-1] if not arg.endswith(".jar") else arg)
+        tokens.add(arg.split("/", 1)[-1])     # module/main.Class
+        break                                 # the rest are the program's arguments
+    for i, arg in enumerate(args):
+        if arg == "-jar" and i + 1 < len(args):
+            tokens.add(os.path.basename(args[i + 1]))
+    tokens.discard("")
+    return tokens
+
+
+def all_pids(proc: str = "/proc") -> list[int]:
+    try:
+        return sorted(int(d) for d in os.listdir(proc) if d.isdigit())
+    except OSError:
+        return []
+
+
+def find_jvms(*, pids: list[int], names: list[str], discover: bool,
+              proc: str = "/proc", self_pid: int | None = None) -> list[JvmProcess]:
+    """JVMs to record now. Listed pids are taken as they are (jcmd will tell
+    if one is not a JVM); names and discovery only pick processes that look
+    like JVMs."""
+    me = os.getpid() if self_pid is None else self_pid
+    found: dict[int, JvmProcess] = {}
+    for pid in pids:
+        p = read_jvm(pid, proc)
+        if p is not None:
+            found[pid] = p
+    if names or (discover and not pids):
+        wanted = set(names)
+        for pid in all_pids(proc):
+            if pid in found or pid == me:
+                continue
+            p = read_jvm(pid, proc)
+            if p is None or not p.cmdline or not looks_like_jvm(p, proc):
+                continue
+            if wanted and not wanted & name_tokens(p):
+                continue
+            if is_jdk_tool(p):
+                continue       # jcmd (ours too), jfr, javac... are JVMs as well
+            found[pid] = p
+    return [found[p] for p in sorted(found)]
