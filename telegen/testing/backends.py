@@ -98,7 +98,7 @@ class OtlpBackend(svc_grpc.ProfilesServiceServicer):  # type: ignore[misc]
 class Ingest:
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: dict[str, str]      # names lower-cased
     profile: bytes          # the multipart "profile" field (or the raw body)
     at: float = field(default_factory=time.monotonic)
 
@@ -144,8 +144,9 @@ class PyroscopeServer:
                         if part.get_param("name", header="content-disposition") == "profile":
                             payload = part.get_payload(decode=True)
                             data = payload if isinstance(payload, bytes) else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
                 with server._lock:
-                    server.ingested.append(Ingest(url.path, query, dict(self.headers), data))
+                    server.ingested.append(Ingest(url.path, query, headers, data))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
