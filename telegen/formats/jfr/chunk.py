@@ -21,14 +21,16 @@ before it, 0 ending the chain::
 
 from __future__ import annotations
 
+import hashlib
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from telegen.formats.jfr.errors import JfrError
 from telegen.formats.jfr.metadata import ClassDesc, Metadata, read_metadata
-from telegen.formats.jfr.reader import Cursor, PoolString
+from telegen.formats.jfr.reader import Cursor, PoolString, make_cursor
 from telegen.formats.jfr.values import Decoders
 
 MAGIC = b"FLR\0"
@@ -38,6 +40,9 @@ CHECKPOINT_TYPE = 1
 _HEADER = struct.Struct(">4sHHqqqqqqqBBBB")
 _MAX_CHECKPOINTS = 1 << 16
 _MAX_RESOLVE_DEPTH = 16
+_METADATA_CACHE_SIZE = 4
+_METADATA_CACHE: dict[tuple[bool, bytes], tuple[Metadata, Decoders]] = {}
+_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +121,13 @@ class Chunk:
         self.data = data
         self.pools: dict[int, dict[int, Any]] = {}
         self.metadata_positions = {header.metadata_offset}
-        self.metadata = self._read_metadata(header.metadata_offset)
-        self.decoders = Decoders(self.metadata)
+        self.metadata, self.decoders = self._cached_metadata(header.metadata_offset)
         self._read_pools()
 
     # -- structure -----------------------------------------------------------------
     def cursor(self, pos: int = 0, end: int | None = None) -> Cursor:
-        return Cursor(self.data, pos, end, base=self.header.offset,
-                      compressed=self.header.compressed)
+        return make_cursor(self.data, pos, end, base=self.header.offset,
+                           compressed=self.header.compressed)
 
     def _event_bounds(self, pos: int) -> tuple[Cursor, int, int]:
         cur = self.cursor(pos)
@@ -138,6 +142,28 @@ class Chunk:
         if type_id != METADATA_TYPE:
             raise cur.error(f"metadata offset points at an event of type {type_id}")
         return read_metadata(cur, end)
+
+    def _cached_metadata(self, pos: int) -> tuple[Metadata, Decoders]:
+        """Chunks of one recording repeat the same metadata: parse it (and
+        compile its decoders) once, keyed by its bytes after the timestamps."""
+        cur, type_id, end = self._event_bounds(pos)
+        if type_id != METADATA_TYPE:
+            raise cur.error(f"metadata offset points at an event of type {type_id}")
+        cur.i64()
+        cur.i64()
+        key = (self.header.compressed, hashlib.sha1(self.data[cur.pos:end]).digest())
+        with _CACHE_LOCK:
+            hit = _METADATA_CACHE.pop(key, None)
+            if hit is not None:
+                _METADATA_CACHE[key] = hit
+                return hit
+        metadata = self._read_metadata(pos)
+        made = (metadata, Decoders(metadata, self.header.compressed))
+        with _CACHE_LOCK:
+            _METADATA_CACHE[key] = made
+            while len(_METADATA_CACHE) > _METADATA_CACHE_SIZE:
+                del _METADATA_CACHE[next(iter(_METADATA_CACHE))]
+        return made
 
     def _read_pools(self) -> None:
         pos, delta = 0, self.header.cp_offset
@@ -169,10 +195,16 @@ class Chunk:
         """(type id, event start, body start, end) for every event, checkpoints
         and metadata included, in file order."""
         pos, end = HEADER_SIZE, len(self.data)
+        cur = self.cursor(pos)
         while pos < end:
-            cur, type_id, next_pos = self._event_bounds(pos)
-            yield type_id, pos, cur.pos, next_pos
-            pos = next_pos
+            cur.pos, cur.end = pos, end
+            size = cur.i32()
+            if size <= 0 or pos + size > end:
+                raise cur.error(f"event size {size} does not fit in the chunk")
+            cur.end = pos + size
+            type_id = cur.i64()
+            yield type_id, pos, cur.pos, pos + size
+            pos += size
 
     def type_name(self, type_id: int) -> str:
         if type_id == METADATA_TYPE:
@@ -185,6 +217,7 @@ class Chunk:
     def events(self, names: frozenset[str] | set[str] | None = None) -> Iterator[Event]:
         """Decoded events, optionally only those named; others are skipped by size."""
         wanted: dict[int, ClassDesc | None] = {}
+        cur = self.cursor()
         for type_id, start, body, end in self.raw_events():
             if type_id == METADATA_TYPE:
                 if start not in self.metadata_positions:
@@ -201,16 +234,19 @@ class Chunk:
                     desc = None
                 wanted[type_id] = desc
             if desc is not None:
-                values = self.decoders.for_class(type_id)(self.cursor(body, end))
+                cur.pos, cur.end = body, end
+                values = self.decoders.for_class(type_id)(cur)
                 yield Event(desc, values, self)
 
     def _merge_metadata(self, start: int) -> None:
         """A metadata event other than the header's: add any classes it adds."""
         self.metadata_positions.add(start)
         newer = self._read_metadata(start)
-        for class_id, desc in newer.classes.items():
-            self.metadata.classes.setdefault(class_id, desc)
-            self.metadata.by_name.setdefault(desc.name, desc)
+        old = self.metadata            # shared through the cache: never mutate it
+        classes = {**newer.classes, **old.classes}
+        self.metadata = Metadata(old.id, old.start_ticks, classes,
+                                 {d.name: d for d in classes.values()}, old.region)
+        self.decoders = Decoders(self.metadata, self.header.compressed)
 
     # -- time ----------------------------------------------------------------------
     def ticks_to_ns(self, ticks: int) -> int:

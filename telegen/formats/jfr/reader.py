@@ -175,6 +175,11 @@ class Cursor:
             n = self.count("chars")
             if n > _MAX_STRING:
                 raise self.error(f"string of {n} chars is too long")
+            if self.compressed:        # all chars < 0x80: one byte each
+                raw = self.data[self.pos:self.pos + n]
+                if len(raw) == n and raw.isascii():
+                    self.pos += n
+                    return raw.decode("ascii")
             chars = [self.i16() & 0xFFFF for _ in range(n)]
             try:
                 return "".join(map(chr, chars)).encode("utf-16", "surrogatepass").decode(
@@ -189,3 +194,35 @@ class Cursor:
         if isinstance(s, PoolString):
             raise self.error("constant-pool string where an inline string is required")
         return s or ""
+
+
+class VarCursor(Cursor):
+    """A cursor over a chunk with compressed integers: int, long, short and
+    char are all varints (fast path for one-byte values inlined)."""
+
+    __slots__ = ()
+
+    def i64(self) -> int:
+        pos = self.pos
+        if pos < self.end:
+            b = self.data[pos]
+            if b < 0x80:
+                self.pos = pos + 1
+                return b
+        return self.varint()
+
+    def i32(self) -> int:
+        pos = self.pos
+        if pos < self.end:
+            b = self.data[pos]
+            if b < 0x80:
+                self.pos = pos + 1
+                return b
+        v = self.varint() & 0xFFFFFFFF
+        return v - (1 << 32) if v & (1 << 31) else v
+
+
+def make_cursor(data: bytes, pos: int = 0, end: int | None = None, *, base: int = 0,
+                compressed: bool = True) -> Cursor:
+    cls = VarCursor if compressed else Cursor
+    return cls(data, pos, end, base=base, compressed=compressed)

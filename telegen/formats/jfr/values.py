@@ -9,41 +9,44 @@ into the pool of the field's type (resolved later, see ``Chunk.resolve``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from telegen.formats.jfr.errors import JfrError
 from telegen.formats.jfr.metadata import ClassDesc, FieldDesc, Metadata
-from telegen.formats.jfr.reader import Cursor
+from telegen.formats.jfr.reader import Cursor, VarCursor
 
 Reader = Callable[[Cursor], Any]
 
-_PRIMITIVE_READERS: dict[str, Reader] = {
-    "boolean": Cursor.boolean,
-    "byte": Cursor.i8,
-    "char": Cursor.char,
-    "short": Cursor.i16,
-    "int": Cursor.i32,
-    "long": Cursor.i64,
-    "float": Cursor.f32,
-    "double": Cursor.f64,
-    "java.lang.String": Cursor.string,
-}
+
+
+def _primitive_readers(cls: type[Cursor]) -> dict[str, Reader]:
+    return {"boolean": cls.boolean, "byte": cls.i8, "char": cls.char, "short": cls.i16,
+            "int": cls.i32, "long": cls.i64, "float": cls.f32, "double": cls.f64,
+            "java.lang.String": cls.string}
+
+
+_READERS = {True: _primitive_readers(VarCursor), False: _primitive_readers(Cursor)}
 
 
 class Decoders:
     """Readers for the classes of one metadata, compiled on first use."""
 
-    def __init__(self, metadata: Metadata) -> None:
+    def __init__(self, metadata: Metadata, compressed: bool = True) -> None:
         self.metadata = metadata
+        self._primitives = _READERS[compressed]
+        self._i64 = self._primitives["long"]
         self._readers: dict[int, Reader] = {}
         self._building: set[int] = set()
+        self._lock = threading.RLock()
 
     def for_class(self, class_id: int) -> Reader:
         reader = self._readers.get(class_id)
         if reader is None:
-            reader = self._build(class_id)
-            self._readers[class_id] = reader
+            with self._lock:          # decoders are shared by chunks of one recording
+                reader = self._build(class_id)
+                self._readers[class_id] = reader
         return reader
 
     def _build(self, class_id: int) -> Reader:
@@ -51,7 +54,7 @@ class Decoders:
         if desc is None:
             raise JfrError(f"no metadata for type id {class_id}")
         if desc.is_primitive:
-            return _PRIMITIVE_READERS[desc.name]
+            return self._primitives[desc.name]
         if class_id in self._building:
             raise JfrError(f"type {desc.name} contains itself inline; cannot be decoded")
         self._building.add(class_id)
@@ -62,7 +65,7 @@ class Decoders:
         return _struct_reader(fields)
 
     def _field(self, owner: ClassDesc, fd: FieldDesc) -> Reader:
-        element: Reader = Cursor.i64 if fd.constant_pool else self.for_class(fd.type_id)
+        element: Reader = self._i64 if fd.constant_pool else self.for_class(fd.type_id)
         if not fd.array:
             return element
         return _array_reader(element, f"{owner.name}.{fd.name}")
