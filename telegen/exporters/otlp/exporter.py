@@ -41,8 +41,14 @@ class OtlpExporter(QueuedExporter):
 
     def open(self) -> None:
         target, secure = self._config.target()
+        # gRPC's own reconnect backoff grows to 120 s; keep it within the retry
+        # interval so a backend that comes back is used by the next retry.
+        reconnect_ms = int(max(1.0, self._config.retry_on_failure.max_interval) * 1000)
         options = [("grpc.max_send_message_length", _MAX_MESSAGE),
-                   ("grpc.max_receive_message_length", _MAX_MESSAGE)]
+                   ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                   ("grpc.initial_reconnect_backoff_ms", min(1000, reconnect_ms)),
+                   ("grpc.min_reconnect_backoff_ms", min(1000, reconnect_ms)),
+                   ("grpc.max_reconnect_backoff_ms", reconnect_ms)]
         if secure:
             ca, key, cert = self._config.tls.read()   # fails start-up if a file is missing
             creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
