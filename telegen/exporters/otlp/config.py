@@ -14,6 +14,7 @@ class OtlpExporterConfig:
     # host:port of the OTLP gRPC server (an OpenTelemetry Collector, Pyroscope,
     # ...). ``http://`` in front means plain text, ``https://`` TLS.
     endpoint: str = ""
+    # insecure (plain text), ca_file, cert_file + key_file (mutual TLS).
     tls: TLSConfig = field(default_factory=TLSConfig)
     # Sent with every request (e.g. authorization); names are lower-cased.
     headers: dict[str, str] = field(default_factory=dict)
@@ -23,7 +24,11 @@ class OtlpExporterConfig:
     # service.name of every resource (default: the process's own, else
     # unknown_service:<executable>).
     service_name: str = ""
+    # Collector exporterhelper settings: {enabled, queue_size, num_consumers,
+    # storage (a directory: the queue survives restarts and crashes)}.
     sending_queue: QueueConfig = field(default_factory=QueueConfig)
+    # {enabled, initial_interval, max_interval, max_elapsed_time, multiplier,
+    # randomization_factor}; gRPC codes classed as the Collector does.
     retry_on_failure: RetryConfig = field(default_factory=RetryConfig)
 
     def validate(self) -> None:

@@ -14,10 +14,10 @@ def _default_protocols() -> dict[str, Any]:
 
 @dataclass
 class OtlpReceiverConfig:
-    # Which servers to run; list only the ones you want (Collector style):
-    #   protocols: {grpc: {endpoint: 0.0.0.0:4317}, http: {}}
-    # grpc: endpoint (127.0.0.1:4317), max_recv_msg_size_mib (16)
-    # http: endpoint (127.0.0.1:4318), path /v1development/profiles
+    # Servers to run, Collector style; list only the ones you want, e.g.
+    # {grpc: {endpoint: 0.0.0.0:4317}}. grpc: endpoint (127.0.0.1:4317),
+    # max_recv_msg_size_mib (16). http: endpoint (127.0.0.1:4318), serving
+    # POST /v1development/profiles (protobuf or JSON).
     protocols: dict[str, Any] = field(default_factory=_default_protocols)
 
     def validate(self) -> None:
