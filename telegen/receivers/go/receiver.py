@@ -90,6 +90,11 @@ class GoReceiver:
     def targets(self) -> list[Target]:
         return list(self._targets)
 
+    def in_flight(self) -> int:
+        """Scrape jobs submitted and not finished yet."""
+        with self._state_lock:
+            return sum(1 for f in self._inflight.values() if not f.done())
+
     # -- scheduling ----------------------------------------------------------------
     def _run(self) -> None:
         interval = self._config.interval
