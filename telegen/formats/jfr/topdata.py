@@ -92,7 +92,7 @@ class ProfileBuilder:
         self.start_ns = 0
         self.end_ns = 0
         self.events = 0
-        self._pending: list[Pending] = []
+        self._profiles: dict[str, Profile] = {}
         self._names = frozenset(n for t in self.types for n in EVENTS[t]) | {"jdk.ActiveSetting"}
         self._frames: dict[JavaFrame, Frame] = {}
         self._stacks: dict[tuple[JavaFrame, ...], tuple[Frame, ...]] = {}
@@ -118,7 +118,11 @@ class ProfileBuilder:
             got = self._convert(event, view)
             if got is not None:
                 pending.append(got)
-        self._pending.extend(pending)
+        for kind, stack, values, labels in pending:      # merged now: memory stays bounded
+            prof = self._profiles.get(kind)
+            if prof is None:
+                prof = self._profiles[kind] = self._profile(kind, 0)
+            prof.add(stack, values, labels)
         self.events += len(pending)
         if period:
             self.period_ns = period
@@ -143,7 +147,7 @@ class ProfileBuilder:
                              tid=thread.os_id or None)
         stack = self._stack(view.stack_trace(v.get("stackTrace")))
         if name == "jdk.ExecutionSample":
-            return ("cpu", stack, [1, 0], labels)          # period filled in at build
+            return ("cpu", stack, [1, 0], labels)          # ns filled in by build()
         if name == "jdk.ObjectAllocationSample":
             return ("alloc", stack, [1, _int(v.get("weight"))], labels)
         if name == "jdk.ObjectAllocationInNewTLAB":
@@ -177,15 +181,18 @@ class ProfileBuilder:
     def build(self) -> list[Profile]:
         """One profile per requested type that saw events (cpu first)."""
         period = self.period_ns or self.default_period_ns
-        profiles: dict[str, Profile] = {}
-        for kind, stack, values, labels in self._pending:
-            p = profiles.get(kind)
+        out = []
+        for kind in self.types:
+            p = self._profiles.get(kind)
             if p is None:
-                p = profiles[kind] = self._profile(kind, period)
+                continue
+            p.start_ns, p.duration_ns = self.start_ns, max(self.end_ns - self.start_ns, 0)
             if kind == "cpu":
-                values = [values[0], values[0] * period]
-            p.add(stack, values, labels)
-        return [profiles[t] for t in self.types if t in profiles]
+                p.period = period
+                for sample in p:
+                    sample.values[1] = sample.values[0] * period
+            out.append(p)
+        return out
 
     def _profile(self, kind: str, period: int) -> Profile:
         types = _SAMPLE_TYPES[kind]
