@@ -177,8 +177,8 @@ class GoReceiver:
             for endpoint in endpoints:
                 if self._stop.is_set():
                     return
-                reason = self._scrape_one(target, endpoint)
-                self._set_state(target, lane, reason)
+                reason, detail = self._scrape_one(target, endpoint)
+                self._set_state(target, lane, reason, detail)
                 if reason in _STOP_REASONS:
                     return
         except Aborted:
@@ -187,7 +187,8 @@ class GoReceiver:
             self._errors["internal"].add(1)
             self._log.exception("%s: scraping %s failed", self._name, target.url)
 
-    def _scrape_one(self, target: Target, endpoint: Endpoint) -> str:
+    def _scrape_one(self, target: Target, endpoint: Endpoint) -> tuple[str, str]:
+        """(state, detail): state is "ok" or the failure reason."""
         cfg = self._config
         url = f"{target.url}/{endpoint.path}"
         timeout = cfg.timeout
@@ -199,7 +200,7 @@ class GoReceiver:
             raw = self._scraper.fetch_profile(url, timeout)
         except ScrapeError as exc:
             self._errors[exc.reason].add(1)
-            return f"{exc.reason}: {exc.detail}"
+            return exc.reason, exc.detail
         now = time.time_ns()
         self._scrapes[endpoint.path].add(1)
         out: list[Profile] = []
@@ -219,7 +220,7 @@ class GoReceiver:
                 out.append(profile)
         if out and not self._stop.is_set():
             self._emit(out)
-        return _OK
+        return _OK, ""
 
     def _emit(self, profiles: list[Profile]) -> None:
         n = sum(len(p) for p in profiles)
@@ -232,7 +233,8 @@ class GoReceiver:
         self._accepted_profiles.add(len(profiles))
         self._accepted_samples.add(n)
 
-    def _set_state(self, target: Target, lane: str, state: str) -> None:
+    def _set_state(self, target: Target, lane: str, state: str, detail: str) -> None:
+        """Log when a target's state (ok, or the failure reason) changes, per lane."""
         key = (target.url, lane)
         with self._state_lock:
             before = self._states.get(key)
@@ -243,5 +245,6 @@ class GoReceiver:
         if state == _OK:
             self._log.info("%s: %s: scraping %s works again", self._name, target.url, what)
         else:
-            self._log.warning("%s: %s: scraping %s failed (%s); retrying every %gs",
-                              self._name, target.url, what, state, self._config.interval)
+            self._log.warning("%s: %s: scraping %s failed (%s: %s); retrying every %gs",
+                              self._name, target.url, what, state, detail,
+                              self._config.interval)

@@ -9,7 +9,7 @@
 //     (block profile)
 //   - main.burnCPU: a CPU-bound loop, run under pprof.Do with label
 //     span_id=SPAN (CPU profile, labels)
-//   - main.allocate: allocates 4 KiB buffers, keeping the last 256 (heap)
+//   - main.allocate: allocates 4 KiB buffers, keeping the last 4096 (16 MiB in use)
 //
 // Usage: goservice [PORT [N [HOLDERS]]]   (PORT 0: any free port)
 //
@@ -38,7 +38,7 @@ var (
 	mu      sync.Mutex
 	shared  int
 	total   float64
-	kept    [256][]byte
+	kept    [4096][]byte
 	keptIdx int
 )
 
