@@ -6,8 +6,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
 #ifdef WATCH_EXEC
-    /* process_names targeting: every exec may be a new match */
+    /* process_names targeting: every exec may be a new match, so the tgid is
+     * unclassified (profiled) again until user space decides */
     seen.delete(&tgid);
+    targets.delete(&tgid);
     emit_control(EV_EXEC, tgid);
 #else
     if (seen.lookup(&tgid)) {
@@ -27,6 +29,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     if (tid != tgid)
         return 0;
+#ifdef WATCH_EXEC
+    targets.delete(&tgid);    /* a later process with this pid starts unclassified */
+#endif
     if (seen.lookup(&tgid)) {
         seen.delete(&tgid);
         emit_control(EV_EXIT, tgid);

@@ -7,7 +7,11 @@
  *   MAX_PROCS         processes remembered as "seen" (LRU)
  *   STACK_DEPTH       frames kept per stack (kernel limit: 127)
  *   SELF_TGID         the agent's pid, skipped unless SELF_PROFILE is defined
- *   FILTER_TARGETS    only tgids in the `targets` map are profiled
+ *   FILTER_TARGETS    only tgids the `targets` map says yes to are profiled
+ *   WATCH_EXEC        process_names targeting: a tgid user space has not
+ *                     classified yet is profiled until it is (so the first
+ *                     milliseconds of a new process are not lost); user
+ *                     space drops what it then classifies as unwanted
  *   INCLUDE_KERNEL    also walk kernel stacks
  *   TIMESTAMPS        emit one event per sample (timestamp + thread) as well
  *   OFFCPU_MIN_NS     off-CPU intervals shorter than this are not recorded
@@ -101,7 +105,9 @@ BPF_TABLE("stacktrace", int, struct stack_trace_t, stacks1, MAX_STACKS);
 BPF_TABLE("stacktrace", int, struct stack_trace_t, overflow0, MAX_STACKS / 4);
 BPF_TABLE("stacktrace", int, struct stack_trace_t, overflow1, MAX_STACKS / 4);
 #define OVERFLOW_BIT (1 << 30)
-BPF_HASH(targets, u32, u8, MAX_PROCS);
+#define TARGET_YES 1
+#define TARGET_NO 2
+BPF_TABLE("lru_hash", u32, u8, targets, MAX_PROCS);
 BPF_HASH(excluded, u32, u8, 1024);
 BPF_TABLE("lru_hash", u32, u8, seen, MAX_PROCS);
 BPF_RINGBUF_OUTPUT(events, EVENTS_PAGES);
@@ -132,8 +138,14 @@ static __always_inline int wanted(u32 tgid)
     if (excluded.lookup(&tgid))
         return 0;
 #ifdef FILTER_TARGETS
-    if (!targets.lookup(&tgid))
+    u8 *target = targets.lookup(&tgid);
+#ifdef WATCH_EXEC
+    if (target && *target == TARGET_NO)
         return 0;
+#else
+    if (!target || *target != TARGET_YES)
+        return 0;
+#endif
 #endif
     return 1;
 }

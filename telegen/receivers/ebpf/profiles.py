@@ -17,13 +17,15 @@ NS = 1_000_000_000
 class ProfileBuilder:
     def __init__(self, *, reader: MapReader, processes: ProcessCache, sample_rate: int,
                  include_kernel: bool, resource: dict[str, str | int],
-                 count_stack_problem: Callable[[str, int], None]) -> None:
+                 count_stack_problem: Callable[[str, int], None],
+                 wanted: Callable[[int], bool] = lambda pid: True) -> None:
         self._reader = reader
         self._procs = processes
         self._period = NS // sample_rate
         self._include_kernel = include_kernel
         self._resource = resource
         self._problem = count_stack_problem
+        self._wanted = wanted
         self._stack_memo: dict[tuple[int, int, int, int, int], tuple[tuple[Frame, ...], str]] = {}
         self._label_memo: dict[tuple[int, int, str], tuple] = {}   # type: ignore[type-arg]
 
@@ -33,6 +35,8 @@ class ProfileBuilder:
                     duration_ns=w.end_ns - w.start_ns, resource=self._resource,
                     default_sample_type="cpu")
         for key, count in w.cpu:
+            if not self._wanted(key.pid):
+                continue
             p.add(self._stack(key, count), [count, count * self._period], self._labels(key),
                   stamps.get(key, ()))
         return p
@@ -44,6 +48,8 @@ class ProfileBuilder:
                     start_ns=w.start_ns, duration_ns=w.end_ns - w.start_ns,
                     resource=self._resource, default_sample_type="off_cpu")
         for key, ns, count in w.off_cpu:
+            if not self._wanted(key.pid):
+                continue
             p.add(self._stack(key, count), [count, ns], self._labels(key),
                   stamps.get(key, ()))
         below = w.stats.get("offcpu_below_threshold", 0)

@@ -71,7 +71,7 @@ class EbpfReceiver:
             self._builder = ProfileBuilder(
                 reader=self._reader, processes=self._procs, sample_rate=c.sample_rate,
                 include_kernel=c.include_kernel, resource=self._resource(stacks.name),
-                count_stack_problem=self._acct.stack_problem)
+                count_stack_problem=self._acct.stack_problem, wanted=self._targets.wanted)
             self._events = EventReader(bpf.bpf, on_new_process=self._on_new_process,
                                        on_exec=self._on_exec, on_exit=self._on_exit,
                                        on_error=self._on_error)
@@ -152,7 +152,7 @@ class EbpfReceiver:
             reader.finish(closed)
             builder.reset()
             self._procs.release_exited()
-            self._targets.rescan()
+            self._targets.end_window()
         for p in out:
             self._acct.accepted[p.name].add(sum(s.values[0] for s in p))
         self._acct.processes.set(len(self._procs))
@@ -161,6 +161,8 @@ class EbpfReceiver:
 
     # -- events ----------------------------------------------------------------------
     def _on_new_process(self, pid: int) -> None:
+        if self._targets.pattern is not None and not self._targets.classify(pid):
+            return                      # sampled while unclassified; dropped at read time
         if pid not in self._procs:
             self._procs.capture(pid)
 

@@ -1,15 +1,20 @@
 """Which processes are profiled.
 
 Filtering happens in BPF: ``excluded`` (exclude_pids) is always consulted,
-the agent's own pid is compiled in (``SELF_TGID``), and when ``pids`` or
-``process_names`` are given only tgids present in the ``targets`` hash are
-sampled. Keeping the check in the kernel means an untargeted process costs
-one hash lookup per sample or context switch, and no stack walk or map
-entry at all — user-space filtering would pay both for every process on the
-host. User space keeps ``targets`` current: explicit pids once, name matches
-from a /proc scan at start, on every exec event (so new processes are picked
-up within milliseconds) and from a rescan each window (processes that
-forked without exec).
+the agent's own pid is compiled in (``SELF_TGID``), and with ``pids`` or
+``process_names`` the ``targets`` map says yes (1) or no (2) per tgid, so an
+unwanted process costs one hash lookup per sample or context switch and no
+stack walk.
+
+``pids`` alone: only those tgids are marked yes; nothing else is sampled.
+
+``process_names``: a tgid the map does not know yet is sampled *until user
+space has classified it* (the BPF side's WATCH_EXEC). Its first sample sends
+a new-process event; user space matches comm/exe and writes yes or no, and
+drops samples of processes it classified no when it reads the window (events
+are drained before the counts are read, so every sampled pid is classified by
+then). An exec makes the tgid unclassified again. So a process is profiled
+from its first scheduled moment, with no /proc polling.
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+YES, NO = 1, 2
 
-def process_matches(pid: int, pattern: re.Pattern[str], proc: str = "/proc") -> bool:
-    """Whether ``pattern`` is found in the process's comm or executable path."""
+
+def process_matches(pid: int, pattern: re.Pattern[str], proc: str = "/proc") -> bool | None:
+    """Whether ``pattern`` is found in the process's comm or executable path;
+    None when the process is gone (nothing to decide on)."""
     try:
         with open(f"{proc}/{pid}/comm", "rb") as f:
             comm = f.read().decode("utf-8", "replace").strip()
     except OSError:
-        return False
+        return None
     if pattern.search(comm):
         return True
     try:
@@ -36,13 +44,6 @@ def process_matches(pid: int, pattern: re.Pattern[str], proc: str = "/proc") -> 
     except OSError:
         return False
     return bool(pattern.search(exe.removesuffix(" (deleted)")))
-
-
-def list_pids(proc: str = "/proc") -> list[int]:
-    try:
-        return [int(n) for n in os.listdir(proc) if n.isdigit()]
-    except OSError:
-        return []
 
 
 class Targets:
@@ -56,7 +57,11 @@ class Targets:
         self.self_profile = self_profile
         self.proc = proc
         self._targets: Any = None
-        self._matched: set[int] = set()
+        self._decided: dict[int, bool] = {}      # pid -> wanted, for name targeting
+        # Decisions about exited processes are kept until the windows that may
+        # still hold their samples have been read (as ProcessCache does).
+        self._exited_new: set[int] = set()
+        self._exited_old: set[int] = set()
 
     @property
     def filtering(self) -> bool:
@@ -70,53 +75,68 @@ class Targets:
             return
         self._targets = targets_map
         for pid in self.pids:
-            self._add(pid)
-        self.rescan()
+            self._write(pid, True)
+
+    def _excluded(self, pid: int) -> bool:
+        return pid in self.exclude or (pid == self.self_pid and not self.self_profile)
 
     def wanted(self, pid: int) -> bool:
-        if pid in self.exclude or (pid == self.self_pid and not self.self_profile):
+        """Whether samples of ``pid`` belong in the profile (read-time filter)."""
+        if self._excluded(pid):
             return False
-        if not self.filtering:
+        if not self.filtering or pid in self.pids:
             return True
-        return pid in self.pids or pid in self._matched
+        if self.pattern is None:
+            return False
+        decided = self._decided.get(pid)
+        if decided is None:
+            decided = self.classify(pid)
+        return decided
 
-    def rescan(self) -> None:
-        """Match every running process against ``process_names``."""
-        if self.pattern is None or self._targets is None:
-            return
-        for pid in list_pids(self.proc):
-            if pid not in self._matched and process_matches(pid, self.pattern, self.proc):
-                self._add(pid)
+    def classify(self, pid: int) -> bool:
+        """Decide (again) whether a process is wanted and tell the BPF side. A
+        process already gone keeps its last decision: an exiting task is still
+        scheduled once more after its exit event, and that must not undo it."""
+        if self._excluded(pid):
+            want = False
+        elif pid in self.pids:
+            want = True
+        elif self.pattern is None:
+            want = False
+        else:
+            matched = process_matches(pid, self.pattern, self.proc)
+            if matched is None:
+                return self._decided.get(pid, False)
+            want = matched
+        if self.pattern is not None:
+            self._decided[pid] = want
+            self._exited_new.discard(pid)
+            self._exited_old.discard(pid)
+        if self._targets is not None:
+            self._write(pid, want)
+        return want
 
     def on_exec(self, pid: int) -> None:
-        if self.pattern is None or self._targets is None:
-            return
-        if process_matches(pid, self.pattern, self.proc):
-            self._add(pid)
-        elif pid in self._matched and pid not in self.pids:
-            self._remove(pid)      # exec'd into something we do not want
+        if self.pattern is not None:
+            self.classify(pid)
 
     def on_exit(self, pid: int) -> None:
-        if pid in self._matched and pid not in self.pids:
-            self._remove(pid)
+        if pid in self._decided:
+            self._exited_new.add(pid)
 
-    def _add(self, pid: int) -> None:
-        if pid in self.exclude or (pid == self.self_pid and not self.self_profile):
-            return
-        if pid in self._matched:
-            return
-        try:
-            self._targets[self._targets.Key(pid)] = self._targets.Leaf(1)
-            self._matched.add(pid)
-        except Exception as exc:      # map full: counted by the caller via the log
-            log.warning("cannot target pid %d: %s", pid, exc)
+    def end_window(self) -> None:
+        """Forget processes that exited before the previous window closed."""
+        for pid in self._exited_old:
+            self._decided.pop(pid, None)
+        self._exited_old, self._exited_new = self._exited_new, set()
 
-    def _remove(self, pid: int) -> None:
-        self._matched.discard(pid)
+    def _write(self, pid: int, want: bool) -> None:
         try:
-            del self._targets[self._targets.Key(pid)]
-        except (KeyError, Exception):
-            pass
+            self._targets[self._targets.Key(pid)] = self._targets.Leaf(YES if want else NO)
+        except Exception as exc:     # an LRU map does not fill up; anything else is logged
+            log.warning("cannot mark pid %d in the targets map: %s", pid, exc)
 
     def __len__(self) -> int:
-        return len(self._matched)
+        """Processes currently targeted."""
+        return len(self.pids) + sum(1 for p, w in self._decided.items()
+                                    if w and p not in self.pids)

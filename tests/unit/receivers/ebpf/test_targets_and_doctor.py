@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from telegen import doctor
-from telegen.receivers.ebpf.targets import Targets, process_matches
+from telegen.receivers.ebpf.targets import NO, YES, Targets, process_matches
 
 
 class FakeMap(dict):
@@ -20,8 +20,9 @@ class FakeMap(dict):
 def fake_proc(tmp_path: Path, procs: dict[int, tuple[str, str]]) -> str:
     for pid, (comm, exe) in procs.items():
         d = tmp_path / str(pid)
-        d.mkdir()
+        d.mkdir(exist_ok=True)
         (d / "comm").write_text(comm + "\n")
+        (d / "exe").unlink(missing_ok=True)
         (d / "exe").symlink_to(exe)
     return str(tmp_path)
 
@@ -35,17 +36,34 @@ def test_targets_by_name_pid_and_exclusions(tmp_path: Path) -> None:
                 self_pid=11, self_profile=False, proc=proc)
     targets, excluded = FakeMap(), FakeMap()
     t.install(targets, excluded)
-    assert set(targets) == {10, 12}          # 11 is the agent, 13 excluded
+    assert dict(targets) == {12: YES}        # explicit pids at once; names on first sight
     assert set(excluded) == {13}
+    # first sight of each process (the BPF new-process event) classifies it
+    for pid in (10, 11, 12, 13):
+        t.classify(pid)
+    assert dict(targets) == {10: YES, 11: NO, 12: YES, 13: NO}   # 11 is the agent
     assert t.wanted(10) and t.wanted(12) and not t.wanted(11) and not t.wanted(13)
-    # a new process matching by exe path
+    # a process seen before it was classified is decided at read time
+    fake_proc(tmp_path, {30: ("nginx", "/usr/sbin/nginx"), 31: ("sh", "/bin/sh")})
+    assert t.wanted(30) and not t.wanted(31)
+    # exec may change the answer
+    fake_proc(tmp_path, {20: ("worker", "/usr/bin/sleep")})
+    t.classify(20)
+    assert targets[20] == NO
     fake_proc(tmp_path, {20: ("worker", "/usr/sbin/nginx")})
     t.on_exec(20)
-    assert 20 in targets
+    assert targets[20] == YES and t.wanted(20)
+    # after exit, the decision outlives the windows that may hold its samples
     t.on_exit(20)
-    assert 20 not in targets
-    t.on_exit(12)                            # explicit pids stay targeted
-    assert 12 in targets
+    (tmp_path / "20" / "comm").unlink()
+    t.end_window()
+    assert t.wanted(20)
+    t.end_window()
+    assert not t.wanted(20)                  # forgotten, and the process is gone
+    t.on_exit(12)
+    t.end_window()
+    t.end_window()
+    assert t.wanted(12)                      # explicit pids stay targeted
 
 
 def test_process_matches_missing_process(tmp_path: Path) -> None:
