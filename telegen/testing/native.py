@@ -114,8 +114,9 @@ class LiveProcess:
     """Runs a program until the context exits; waits for its first stdout line."""
 
     def __init__(self, args: Sequence[str], *, ready_timeout_s: float = 20.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.args = list(args)
+        self.cwd = cwd            # where the program may drop files (node's v8 logs)
         self.ready_timeout_s = ready_timeout_s
         self.env = env
         self.proc: subprocess.Popen[str] | None = None
@@ -130,7 +131,7 @@ class LiveProcess:
         import selectors
 
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True,
-                                     env=self.env)
+                                     env=self.env, cwd=self.cwd)
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)

@@ -65,7 +65,7 @@ def test_node_perf_basic_prof_names(tmp_path: Path, harness) -> None:
     script = tmp_path / "hot.js"
     script.write_text(NODE_PROGRAM)
     h = harness()
-    with LiveProcess([node, "--perf-basic-prof", str(script)]) as live:
+    with LiveProcess([node, "--perf-basic-prof", str(script)], cwd=str(tmp_path)) as live:
         perf_map = Path(f"/tmp/perf-{live.pid}.map")
         try:
             # ask before the function exists in the map: the reader must re-read later
