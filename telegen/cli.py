@@ -77,6 +77,45 @@ def cmd_top(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_flamegraph(args: argparse.Namespace) -> int:
+    from telegen.formats.render import RenderError, load_merged, write_flamegraph
+
+    try:
+        profile = load_merged(args.files)
+        report = write_flamegraph(profile, args.output, sample_type=args.type,
+                                  min_fraction=args.min_fraction / 100, inverted=args.icicle,
+                                  group_by=args.group_by or ())
+    except RenderError as exc:
+        return _die(EXIT_FAILURE, str(exc))
+    except KeyError as exc:
+        return _die(EXIT_CONFIG, str(exc.args[0]))
+    except OSError as exc:
+        return _die(EXIT_FAILURE, f"cannot write {args.output}: {exc}")
+    note = f" ({report.describe()})" if report is not None else ""
+    print(f"wrote {args.output}{note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from telegen.formats.diff import render_diff
+    from telegen.formats.render import RenderError, load_merged, write_diff
+
+    try:
+        base, new = load_merged([args.base]), load_merged([args.new])
+        print(render_diff(base, new, sample_type=args.type, n=args.n), end="")
+        if args.output:
+            write_diff(base, new, args.output, sample_type=args.type,
+                       min_fraction=args.min_fraction / 100, inverted=args.icicle)
+            print(f"wrote {args.output}", file=sys.stderr)
+    except RenderError as exc:
+        return _die(EXIT_FAILURE, str(exc))
+    except KeyError as exc:
+        return _die(EXIT_CONFIG, str(exc.args[0]))
+    except OSError as exc:
+        return _die(EXIT_FAILURE, f"cannot write {args.output}: {exc}")
+    return EXIT_OK
+
+
 def cmd_components(args: argparse.Namespace) -> int:
     from telegen import registry
 
@@ -134,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("-n", type=int, default=10, help="rows (default 10)")
     top.set_defaults(func=cmd_top)
 
+    fg = sub.add_parser("flamegraph", help="flame graph of pprof files (.html, .svg, .folded)")
+    fg.add_argument("files", nargs="+", metavar="FILE", help="pprof files (merged)")
+    fg.add_argument("-o", "--output", required=True,
+                    help="out.html (interactive), out.svg (static) or out.folded")
+    fg.add_argument("--group-by", action="append", metavar="LABEL",
+                    help="label that becomes the outermost frames, e.g. comm (repeatable)")
+    diff = sub.add_parser("diff", help="compare two pprof files: Flat/Cum deltas (+ -o graph)")
+    diff.add_argument("base")
+    diff.add_argument("new")
+    diff.add_argument("-o", "--output", help="differential flame graph, .html or .svg")
+    diff.add_argument("-n", type=int, default=20, help="rows (default 20)")
+    for cmd, func in ((fg, cmd_flamegraph), (diff, cmd_diff)):
+        cmd.add_argument("--type", help="sample type, e.g. cpu or alloc_space")
+        cmd.add_argument("--icicle", action="store_true", help="root at the top")
+        cmd.add_argument("--min-fraction", type=float, default=0.01, metavar="PCT",
+                         help="hide frames below PCT%% of the total (default 0.01)")
+        cmd.set_defaults(func=func)
+
     comp = sub.add_parser("components", help="list the component types in this build")
     comp.add_argument("--reference", action="store_true",
                       help="print every component's settings as the README's markdown reference")
@@ -141,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="check this host can run the eBPF profiler")
     doc.set_defaults(func=cmd_doctor)
+
+    from telegen.extensions.spanstore import cli as span_cli
+    span_cli.add_parser(sub).set_defaults(func=span_cli.cmd_span)
     return p
 
 

@@ -103,15 +103,26 @@ def render_html(profile: Profile, *, sample_type: str | None = None, title: str 
     ``sample_filter`` keeps only some samples (e.g. one process or one span);
     ``extra_html`` (trusted markup) goes above the graph, e.g. navigation links.
     """
+    return flamegraph_page(profile, sample_type=sample_type, title=title,
+                           min_fraction=min_fraction, group_by=group_by, inverted=inverted,
+                           sample_filter=sample_filter, top_n=top_n, extra_html=extra_html)[0]
+
+
+def flamegraph_page(profile: Profile, *, sample_type: str | None = None, title: str = "",
+                    min_fraction: float = DEFAULT_MIN_FRACTION, group_by: Sequence[str] = (),
+                    inverted: bool = False, sample_filter: SampleFilter | None = None,
+                    top_n: int = 20, extra_html: str = "") -> tuple[str, PruneReport]:
+    """:func:`render_html` and the report of what pruning hid."""
     idx = profile.value_index(sample_type)
     vt = profile.sample_types[idx]
     root = build_tree(profile, sample_type, group_by=group_by, sample_filter=sample_filter)
     report = prune(root, min_fraction)
     table = top_table(profile, sample_type, top_n, sample_filter)
-    return render_tree_page(
+    page = render_tree_page(
         root, unit=vt.unit, title=title or f"{profile.name} profile ({vt})",
         summary=table.caption, report=report, tables=[table], inverted=inverted,
         extra_html=extra_html)
+    return page, report
 
 
 def render_tree_page(root: Node, *, unit: str, title: str, summary: str = "",
