@@ -119,3 +119,6 @@ class Factory:
     schema: str
     description: str = ""
     stability: str = "alpha"
+    # Pipeline signals the component handles: "profiles" (``consume``) and/or
+    # "traces" (``consume_traces``, see ``telegen.ptrace``).
+    signals: tuple[str, ...] = ("profiles",)

@@ -28,16 +28,21 @@ __all__ = [
 
 DEFAULT_SOURCE = "<embedded default>"
 SIGNAL = "profiles"
+TRACES = "traces"        # only to feed span linking and forward traces on unchanged
 _PIPELINE_KINDS = (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER)
-_OTHER_SIGNALS = ("traces", "metrics", "logs")
+_OTHER_SIGNALS = ("metrics", "logs")
 
 
 @dataclass
 class PipelineConfig:
-    id: str                       # "profiles" or "profiles/name"
+    id: str                       # "profiles[/name]" or "traces[/name]"
     receivers: list[ComponentID]
     processors: list[ComponentID]
     exporters: list[ComponentID]
+
+    @property
+    def signal(self) -> str:
+        return self.id.partition("/")[0]
 
 
 @dataclass
@@ -166,12 +171,15 @@ def _pipeline_id(key: object, path: str) -> str:
     text = str(key)
     signal, sep, name = text.partition("/")
     if signal in _OTHER_SIGNALS:
-        raise ConfigError(path, f"telegen runs only profiles pipelines, not {signal}; rename "
-                                f"it to \"profiles\" or \"profiles/<name>\" (send {signal} "
+        raise ConfigError(path, f"telegen runs only profiles pipelines (and traces pipelines "
+                                f"that forward spans), not {signal}; rename it to "
+                                f"\"profiles\" or \"profiles/<name>\" (send {signal} "
                                 f"to an OpenTelemetry Collector)")
-    if signal != SIGNAL or (sep and (not name or "/" in name or any(c.isspace() for c in name))):
+    bad_name = sep and (not name or "/" in name or any(c.isspace() for c in name))
+    if signal not in (SIGNAL, TRACES) or bad_name:
         raise ConfigError(path, f"invalid pipeline id \"{text}\": use \"profiles\" or "
-                                f"\"profiles/<name>\"{did_you_mean(signal, [SIGNAL])}")
+                                f"\"profiles/<name>\" (or traces[/<name>] to forward traces)"
+                                f"{did_you_mean(signal, [SIGNAL, TRACES])}")
     return text
 
 
@@ -195,6 +203,7 @@ def _pipelines(raw: dict[Any, Any],
                 if cid in ids:
                     raise ConfigError(join(path, kind.section),
                                       f"lists {kind.value} \"{cid}\" twice; remove one")
+                _check_signal(kind, cid, pid, path)
                 ids.append(cid)
             lists[kind] = ids
         for kind in (Kind.RECEIVER, Kind.EXPORTER):
@@ -205,6 +214,17 @@ def _pipelines(raw: dict[Any, Any],
                                         processors=lists[Kind.PROCESSOR],
                                         exporters=lists[Kind.EXPORTER])
     return pipelines
+
+
+def _check_signal(kind: Kind, cid: ComponentID, pipeline: str, path: str) -> None:
+    signal = pipeline.partition("/")[0]
+    factory = registry.get(kind, cid.type)
+    if factory is None or signal in factory.signals:
+        return
+    able = [t for t in registry.types(kind)
+            if signal in getattr(registry.get(kind, t), "signals", ())]
+    raise ConfigError(path, f"{kind.value} \"{cid}\" does not handle {signal}; {kind.value}s "
+                            f"for {signal} pipelines: {', '.join(able) or 'none'}")
 
 
 def _service_extensions(raw: list[Any],

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telegen import registry
-from telegen.component import ComponentID, Consumer, CreateSettings, Kind
+from telegen.component import ComponentID, Consumer, CreateSettings, Kind, PermanentError
 from telegen.config import Config
 from telegen.fanout import Fanout
 from telegen.pdata import Profiles
+from telegen.ptrace import Traces, TracesConsumer
 from telegen.telemetry import MetricsServer, Registry
 
 log = logging.getLogger("telegen.service")
@@ -54,28 +55,49 @@ class _Observed:
 
 class _ReceiverGuard:
     """What a receiver hands data to: errors downstream are counted and logged
-    (once per distinct message per minute), never raised into the receiver."""
+    (once per distinct message per minute), never raised into the receiver.
+    ``traces_enabled`` tells a receiver that also speaks traces whether it is
+    in a ``traces`` pipeline (``consume_traces``)."""
 
-    def __init__(self, cid: ComponentID, next_consumer: Consumer, telemetry: Registry) -> None:
+    def __init__(self, cid: ComponentID, next_consumer: Consumer | None, telemetry: Registry,
+                 traces: list[TracesConsumer] | None = None) -> None:
         self._next = next_consumer
+        self._traces = traces or []
+        self.traces_enabled = bool(self._traces)
         self._cid = cid
         self.mutates_data = False
         self._accepted = telemetry.counter("receiver_sent_samples", component=str(cid))
         self._refused = telemetry.counter("receiver_refused_samples", component=str(cid))
+        self._spans_sent = telemetry.counter("receiver_sent_spans", component=str(cid))
+        self._spans_refused = telemetry.counter("receiver_refused_spans", component=str(cid))
         self._last_logged: dict[str, float] = {}
 
     def consume(self, profiles: Profiles) -> None:
         n = profiles.sample_count()
         try:
+            if self._next is None:
+                raise PermanentError("this receiver is in no profiles pipeline")
             self._next.consume(profiles)
             self._accepted.add(n)
         except Exception as exc:
             self._refused.add(n)
-            msg = str(exc)
-            now = time.monotonic()
-            if now - self._last_logged.get(msg, -1e9) > 60:
-                self._last_logged[msg] = now
-                log.error("%s: downstream failed, %d samples dropped: %s", self._cid, n, msg)
+            self._log_once(f"downstream failed, {n} samples dropped: {exc}")
+
+    def consume_traces(self, traces: Traces) -> None:
+        for consumer in self._traces:   # each exporter queues on its own: one failing is not all
+            try:
+                consumer.consume_traces(traces)
+                self._spans_sent.add(traces.span_count)
+            except Exception as exc:
+                self._spans_refused.add(traces.span_count)
+                self._log_once(f"traces downstream failed, {traces.span_count} spans "
+                               f"dropped: {exc}")
+
+    def _log_once(self, msg: str) -> None:
+        now = time.monotonic()
+        if now - self._last_logged.get(msg, -1e9) > 60:
+            self._last_logged[msg] = now
+            log.error("%s: %s", self._cid, msg)
 
 
 @dataclass
@@ -133,15 +155,19 @@ class Service:
         for cid in self.config.extensions:
             self._extensions.append(self._create(Kind.EXTENSION, cid, None))
         exporters: dict[ComponentID, Consumer] = {}
+        raw: dict[ComponentID, Any] = {}
         for p in pipelines.values():
             for cid in p.exporters:
                 if cid not in exporters:
                     built = self._create(Kind.EXPORTER, cid, None)
                     self._exporters.append(built)
+                    raw[cid] = built.component
                     exporters[cid] = _Observed(built.component, Kind.EXPORTER, cid,
                                                self.telemetry)
         heads: dict[str, Consumer] = {}
         for pid, p in pipelines.items():
+            if p.signal != "profiles":
+                continue
             outs = [exporters[c] for c in p.exporters]
             nxt: Consumer = outs[0] if len(outs) == 1 else Fanout(outs)
             chain: list[_Built] = []
@@ -155,9 +181,14 @@ class Service:
         for p in pipelines.values():
             receiver_ids += [r for r in p.receivers if r not in receiver_ids]
         for cid in receiver_ids:
-            firsts = [heads[pid] for pid, p in pipelines.items() if cid in p.receivers]
-            target: Consumer = firsts[0] if len(firsts) == 1 else Fanout(firsts)
-            guard = _ReceiverGuard(cid, target, self.telemetry)
+            firsts = [heads[pid] for pid, p in pipelines.items()
+                      if cid in p.receivers and pid in heads]
+            target: Consumer | None = (firsts[0] if len(firsts) == 1 else
+                                       Fanout(firsts) if firsts else None)
+            # traces pipelines: receivers -> exporters (forwarding), no processors
+            forward = [raw[e] for p in pipelines.values()
+                       if p.signal == "traces" and cid in p.receivers for e in p.exporters]
+            guard = _ReceiverGuard(cid, target, self.telemetry, list(dict.fromkeys(forward)))
             self._receivers.append(self._create(Kind.RECEIVER, cid, guard))
 
     def components(self) -> list[_Built]:

@@ -18,7 +18,8 @@ def make_factory(type_: str) -> Factory:
         create=_create,
         schema="exporters/otlp.json",
         description="send OTLP profiles (v1development) over gRPC, queued (optionally on "
-                    "disk) with retries",
+                    "disk) with retries; in traces pipelines, forward OTLP traces unchanged",
+        signals=("profiles", "traces"),
     )
 
 

@@ -19,6 +19,11 @@ class OtlpReceiverConfig:
     # max_recv_msg_size_mib (16). http: endpoint (127.0.0.1:4318), serving
     # POST /v1development/profiles (protobuf or JSON).
     protocols: dict[str, Any] = field(default_factory=_default_protocols)
+    # An extension id (e.g. spanstore): OTLP traces (gRPC TraceService, HTTP
+    # POST /v1/traces) are accepted and their spans kept there for the
+    # spanlink processor. Traces are also accepted when the receiver is in a
+    # traces pipeline, which forwards them unchanged to its exporters.
+    spanstore: str = ""
 
     def validate(self) -> None:
         if not self.protocols:

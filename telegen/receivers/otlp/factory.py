@@ -17,5 +17,7 @@ FACTORY = Factory(
     create=_create,
     schema="receivers/otlp.json",
     description="accept OTLP profiles (v1development) over gRPC (ProfilesService, :4317) "
-                "and HTTP (/v1development/profiles, :4318)",
+                "and HTTP (/v1development/profiles, :4318); OTLP traces for span linking "
+                "(spanstore) and forwarding (traces pipelines)",
+    signals=("profiles", "traces"),
 )

@@ -1,4 +1,5 @@
-"""OTLP/HTTP profiles: ``POST /v1development/profiles`` with a protobuf
+"""OTLP/HTTP profiles: ``POST /v1development/profiles`` (and, when the receiver
+takes traces, ``POST /v1/traces``) with a protobuf
 (``application/x-protobuf``) or JSON (``application/json``) body, optionally
 ``Content-Encoding: gzip``. Errors answer with a ``google.rpc.Status`` body
 in the request's encoding; 400 malformed, 415 other media types, 503 when the
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from telegen.formats.otlp import OtlpError, svc
+from telegen.formats.otlp_traces import traces_from_json
 from telegen.helpers.exporterhelper.rpcstatus import Status
+from telegen.receivers.otlp.traces import TRACES_PATH
 
 if TYPE_CHECKING:
     from telegen.receivers.otlp.receiver import OtlpReceiver
@@ -84,8 +87,11 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             body = self.rfile.read(length)
-            if self.path.split("?")[0] != PATH:
-                self._error(404, _PROTO, f"unknown path; POST to {PATH}")
+            path = self.path.split("?")[0]
+            traces = path == TRACES_PATH and receiver.traces.enabled
+            if path != PATH and not traces:
+                self._error(404, _PROTO, f"unknown path; POST to {PATH}" + (
+                    f" or {TRACES_PATH}" if receiver.traces.enabled else ""))
                 return
             if ctype not in (_PROTO, _JSON):
                 receiver.refuse(f"content type {ctype!r}")
@@ -96,7 +102,9 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
                     body = gzip.decompress(body)
                 request = None
-                if ctype == _JSON:
+                if ctype == _JSON and traces:
+                    request = traces_from_json(json.loads(body))
+                elif ctype == _JSON:
                     doc = json.loads(body)
                     if not isinstance(doc, dict):
                         raise ValueError("the JSON body must be an object")
@@ -106,9 +114,9 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 receiver.refuse(str(exc))
                 self._error(400, ctype, f"malformed request: {exc}")
                 return
+            accept = receiver.traces.accept if traces else receiver.accept
             try:
-                reply = receiver.accept(body, request) if request is None else \
-                    receiver.accept(request=request)
+                reply = accept(body, request) if request is None else accept(request=request)
             except OtlpError as exc:
                 self._error(400, ctype, str(exc))
                 return

@@ -20,6 +20,7 @@ from telegen.component import Consumer, CreateSettings, Host, PermanentError
 from telegen.formats.otlp import OtlpError, decode_request, parse_request, svc
 from telegen.pdata import Profiles
 from telegen.receivers.otlp.config import OtlpReceiverConfig
+from telegen.receivers.otlp.traces import TRACE_SERVICE, TracesIntake
 
 SERVICE = "opentelemetry.proto.collector.profiles.v1development.ProfilesService"
 
@@ -43,11 +44,14 @@ class OtlpReceiver:
         self._grpc: grpc.Server | None = None
         self._http: Any = None
         self._last_log = -1e9
+        self.traces = TracesIntake(self._id, config.spanstore, next_consumer, t,
+                                   settings.logger, self.refuse)
         self.grpc_port = 0
         self.http_port = 0
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, host: Host) -> None:
+        self.traces.bind(host)
         endpoint = self._config.grpc_endpoint()
         if endpoint is not None:
             size = self._config.grpc_max_recv_bytes()
@@ -57,8 +61,14 @@ class OtlpReceiver:
                 options=[("grpc.max_receive_message_length", size)])
             handler = grpc.unary_unary_rpc_method_handler(
                 self._grpc_export, request_deserializer=None, response_serializer=None)
-            server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+            handlers = [grpc.method_handlers_generic_handler(SERVICE, {"Export": handler})]
+            if self.traces.enabled:
+                trace_handler = grpc.unary_unary_rpc_method_handler(
+                    self._grpc_export_traces, request_deserializer=None,
+                    response_serializer=None)
+                handlers.append(grpc.method_handlers_generic_handler(
+                    TRACE_SERVICE, {"Export": trace_handler}))
+            server.add_generic_rpc_handlers(tuple(handlers))
             try:
                 port = server.add_insecure_port(endpoint)
             except RuntimeError as exc:
@@ -124,6 +134,13 @@ class OtlpReceiver:
         if now - self._last_log > 60:
             self._last_log = now
             self._log.warning("%s: refused a malformed OTLP request: %s", self._id, reason)
+
+    def _grpc_export_traces(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return self.traces.accept(data)
+        except OtlpError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:500])
+        raise AssertionError("unreachable")   # context.abort always raises
 
     def _grpc_export(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         try:

@@ -1,0 +1,64 @@
+"""The ``spanstore`` extension: one per agent, reached through the Host by
+the ``otlp`` receiver (which adds spans) and the ``spanlink`` processor
+(which looks spans up and records the samples it linked)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from telegen.component import CreateSettings, Host
+from telegen.extensions.spanstore.config import SpanStoreConfig
+from telegen.extensions.spanstore.profiles import SpanProfiles
+from telegen.extensions.spanstore.server import SpanViewServer
+from telegen.extensions.spanstore.store import SpanIndex
+from telegen.pdata import Profile, Sample
+from telegen.ptrace import SpanRecord
+
+
+class SpanStore:
+    def __init__(self, settings: CreateSettings, config: SpanStoreConfig) -> None:
+        self._config = config
+        self._id = str(settings.id)
+        self._log = settings.logger
+        self._telemetry = settings.telemetry
+        self._spans_gauge = settings.telemetry.gauge("spanstore_spans")
+        self.index = SpanIndex(retention_s=config.retention, max_spans=config.max_spans,
+                               on_count=self._on_span_count)
+        self.profiles = SpanProfiles(max_spans=config.max_profiled_spans,
+                                     max_samples=config.max_samples_per_span,
+                                     on_count=self.count)
+        self._server: SpanViewServer | None = None
+        self.port = 0
+
+    def count(self, name: str, n: int) -> None:
+        self._telemetry.counter(f"spanstore_{name}").add(n)
+
+    def _on_span_count(self, name: str, n: int) -> None:
+        self.count(f"{name}_spans" if name != "added" else "spans_added", n)
+
+    # -- component ---------------------------------------------------------------
+    def start(self, host: Host) -> None:
+        if self._config.endpoint:
+            try:
+                self._server = SpanViewServer(self, self._config.endpoint,
+                                              f"extension-{self._id}-http")
+            except OSError as exc:
+                raise OSError(f"cannot listen on {self._config.endpoint}: {exc}") from None
+            self.port = self._server.port
+            self._server.start()
+            self._log.info("%s: per-span view on http://127.0.0.1:%d/spans/<span_id>",
+                           self._id, self.port)
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    # -- used by the otlp receiver and the spanlink processor -----------------------
+    def add_spans(self, spans: Iterable[SpanRecord]) -> None:
+        self.index.add(spans)
+        self._spans_gauge.set(len(self.index))
+
+    def record(self, profile: Profile, samples: Iterable[Sample]) -> None:
+        self.profiles.record(profile, samples)
+

@@ -1,0 +1,129 @@
+"""The loopback per-span view, for a tracing UI to link to:
+
+* ``GET /spans`` — the newest spans with linked samples (JSON);
+* ``GET /spans/<span_id>`` — HTML: the seed's Flat/Cum table and a flame graph;
+* ``GET /spans/<span_id>/top`` — the table as text (``?type=cpu&n=10``);
+* ``GET /spans/<span_id>/profile`` — the span's samples as gzipped pprof
+  (``?type=off_cpu`` for another profile type; default cpu, else the first).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.parse
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+from telegen.formats.pprof import encode
+from telegen.formats.top import render_top
+from telegen.pdata import Profile
+
+if TYPE_CHECKING:
+    from telegen.extensions.spanstore.extension import SpanStore
+
+_PATH = re.compile(r"^/spans/([0-9a-fA-F]{16})(/top|/profile)?/?$")
+
+
+def choose(profiles: list[Profile], type_name: str | None) -> Profile | None:
+    """The profile of type ``type_name`` (``cpu``, ``off_cpu``...), default cpu."""
+    for want in ([type_name] if type_name else ["cpu"]):
+        for p in profiles:
+            if p.name == want or any(want in (vt.type, str(vt)) for vt in p.sample_types):
+                return p
+    return None if type_name else (profiles[0] if profiles else None)
+
+
+class SpanViewServer:
+    def __init__(self, store: SpanStore, endpoint: str, name: str) -> None:
+        host, _, port = endpoint.rpartition(":")
+        self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)),
+                                           _handler(store))
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name,
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _page(store: SpanStore, span_id: str, profile: Profile, query: dict[str, str]) -> str:
+    from telegen.extensions.spanstore.flame import render_svg
+
+    span = store.index.get(span_id)
+    link = store.profiles.link(span_id)
+    title = f"span {span_id}"
+    facts = [f"trace {link.trace_id if link else '?'}"]
+    if span is not None:
+        title += f" {span.name}"
+        facts.append(f"{(span.end_ns - span.start_ns) / 1e6:.1f} ms on pid {span.pid} "
+                     f"tid {span.tid}")
+    table = render_top(profile, n=int(query.get("n", "20")))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"</head><body><h1>{escape(title)}</h1><p>{escape(', '.join(facts))} — "
+            f"<a href='/spans/{span_id}/profile?type={profile.name}'>pprof</a></p>"
+            f"<pre>{escape(table)}</pre>{render_svg(profile, title=profile.name)}"
+            f"</body></html>\n")
+
+
+def _handler(store: SpanStore) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            try:
+                self._get()
+            except Exception as exc:   # one bad request must not hurt the server
+                store.count("view_errors", 1)
+                self._reply(500, "text/plain", f"internal error: {exc}\n".encode())
+
+        def _get(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            query = dict(urllib.parse.parse_qsl(url.query))
+            if url.path.rstrip("/") == "/spans":
+                spans = [{"trace_id": link.trace_id, "span_id": link.span_id,
+                          "samples": counts} for link, counts in store.profiles.recent()]
+                self._reply(200, "application/json", json.dumps(spans).encode())
+                return
+            m = _PATH.match(url.path)
+            if m is None:
+                self._reply(404, "text/plain", b"use /spans/<16-hex-digit span id>\n")
+                return
+            span_id, what = m.group(1).lower(), m.group(2) or ""
+            profile = choose(store.profiles.profiles(span_id), query.get("type"))
+            if profile is None:
+                self._reply(404, "text/plain", f"no samples linked to span {span_id}"
+                            f"{' of type ' + query['type'] if 'type' in query else ''}\n"
+                            .encode())
+                return
+            if what == "/profile":
+                self._reply(200, "application/octet-stream", encode(profile),
+                            {"Content-Disposition": f"attachment; filename={span_id}.pb.gz"})
+            elif what == "/top":
+                text = render_top(profile, n=int(query.get("n", "10")))
+                self._reply(200, "text/plain; charset=utf-8", text.encode())
+            else:
+                page = _page(store, span_id, profile, query)
+                self._reply(200, "text/html; charset=utf-8", page.encode())
+
+        def _reply(self, code: int, ctype: str, body: bytes,
+                   headers: dict[str, str] | None = None) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler

@@ -1,0 +1,1 @@
+"""Processor ``spanlink``: link samples to the trace span active on their thread."""
