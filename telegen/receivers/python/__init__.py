@@ -1,0 +1,1 @@
+"""Receiver ``python``: sample CPython processes from outside (py-spy engine)."""

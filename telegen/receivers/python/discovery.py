@@ -1,0 +1,122 @@
+"""Finding CPython processes: by pid, by name, or by discovery (an executable
+named like a CPython interpreter, ``python``, ``python3``, ``python3.12``...,
+or one that maps ``libpython3.X``), supported versions 3.8-3.13 when the
+version can be told from the executable or library name."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+SUPPORTED = ((3, 8), (3, 13))
+_EXE = re.compile(r"^python(\d+(?:\.(\d+))?)?t?(?:-dbg)?$")
+_LIB = re.compile(r"/libpython(\d+)\.(\d+)t?(?:d)?\.so")
+
+
+@dataclass(frozen=True)
+class PythonProcess:
+    pid: int
+    comm: str
+    exe: str
+    cmdline: tuple[str, ...]
+    version: tuple[int, int] | None     # None when it cannot be told
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def read_process(pid: int, proc: str = "/proc") -> PythonProcess | None:
+    comm = _read(f"{proc}/{pid}/comm")
+    if comm is None:
+        return None
+    try:
+        exe = os.readlink(f"{proc}/{pid}/exe").removesuffix(" (deleted)")
+    except OSError:
+        exe = ""
+    cmdline = tuple(a for a in (_read(f"{proc}/{pid}/cmdline") or "").split("\0") if a)
+    return PythonProcess(pid, comm.strip(), exe, cmdline, _version(pid, exe, proc))
+
+
+def _version(pid: int, exe: str, proc: str) -> tuple[int, int] | None:
+    m = _EXE.match(os.path.basename(exe))
+    if m and m.group(2):
+        major, minor = m.group(1).split(".")[:2]
+        return int(major), int(minor)
+    maps = _read(f"{proc}/{pid}/maps") or ""
+    lib = _LIB.search(maps)
+    return (int(lib.group(1)), int(lib.group(2))) if lib else None
+
+
+def is_cpython(p: PythonProcess) -> bool:
+    """An interpreter executable (not a tool that embeds Python), of a supported version."""
+    if not _EXE.match(os.path.basename(p.exe)):
+        return False
+    if p.version is None:
+        return True
+    return SUPPORTED[0] <= p.version <= SUPPORTED[1]
+
+
+def name_tokens(p: PythonProcess) -> set[str]:
+    """Names a process answers to: comm, interpreter name, the script (path and
+    base name, with and without ``.py``) or the ``-m`` module."""
+    tokens = {p.comm, os.path.basename(p.exe)}
+    args = list(p.cmdline[1:])
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg == "-m":
+            if i + 1 < len(args):
+                tokens.add(args[i + 1])
+            break
+        if arg == "-c":
+            break
+        if arg in ("-X", "-W", "-Q"):
+            skip = True
+            continue
+        if arg.startswith("-"):
+            continue
+        base = os.path.basename(arg)
+        tokens.update({arg, base, base.removesuffix(".py")})
+        break
+    tokens.discard("")
+    return tokens
+
+
+def all_pids(proc: str = "/proc") -> list[int]:
+    try:
+        return sorted(int(d) for d in os.listdir(proc) if d.isdigit())
+    except OSError:
+        return []
+
+
+def find_pythons(*, pids: list[int], names: list[str], discovery: bool,
+                 proc: str = "/proc", self_pid: int | None = None) -> list[PythonProcess]:
+    """Processes to sample now. Listed pids are taken as they are (the engine
+    tells when one is not Python); names and discovery pick CPython
+    interpreters only, never the agent itself."""
+    me = os.getpid() if self_pid is None else self_pid
+    found: dict[int, PythonProcess] = {}
+    for pid in pids:
+        p = read_process(pid, proc)
+        if p is not None:
+            found[pid] = p
+    if names or (discovery and not pids):
+        wanted = set(names)
+        for pid in all_pids(proc):
+            if pid in found or pid == me:
+                continue
+            p = read_process(pid, proc)
+            if p is None or not p.cmdline or not is_cpython(p):
+                continue
+            if wanted and not wanted & name_tokens(p):
+                continue
+            found[pid] = p
+    return [found[p] for p in sorted(found)]
