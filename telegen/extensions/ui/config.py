@@ -1,0 +1,35 @@
+"""Extension ``ui``: a local web view of recent windows and pprof_file directories."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class UiConfig:
+    # host:port to serve on; keep it on loopback (the pages show code paths).
+    # Port 0 picks a free port (logged at start).
+    endpoint: str = "127.0.0.1:4041"
+    # pprof_file directories to browse (read-only), e.g. ["./profiles"].
+    directories: list[str] = field(default_factory=list)
+    # Recent windows kept in memory (fed by a `ui` exporter); oldest dropped first.
+    max_windows: int = 360
+    # Server-side pruning: frames below this fraction of the total are hidden
+    # (and counted on the page).
+    min_fraction: float = 0.0001
+    # Link target of a span id; {span_id} is replaced (the per-span view).
+    span_url: str = "/spans/{span_id}"
+
+    def validate(self) -> None:
+        host, sep, port = self.endpoint.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"endpoint must be host:port, e.g. 127.0.0.1:4041 "
+                             f"(got {self.endpoint!r})")
+        if self.max_windows < 1:
+            raise ValueError(f"max_windows must be >= 1 (got {self.max_windows})")
+        if not 0 <= self.min_fraction < 0.5:
+            raise ValueError(f"min_fraction must be in [0, 0.5) (got {self.min_fraction})")
+        if "{span_id}" not in self.span_url:
+            raise ValueError(f"span_url must contain {{span_id}} (got {self.span_url!r})")
+        for d in self.directories:
+            if not d:
+                raise ValueError("directories: empty path; remove it")

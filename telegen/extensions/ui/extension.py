@@ -1,0 +1,124 @@
+"""Extension ``ui``: serves the web view on loopback.
+
+Data in: the extension owns a :class:`~telegen.extensions.ui.store.Catalog`;
+the ``ui`` exporter (put it in any pipeline, ``extension: ui``) adds every
+window to it, and the configured ``pprof_file`` directories are read on
+demand. Other components may mount pages under a prefix with
+:meth:`UiExtension.add_route` (the per-span view ``/spans/`` does), so a
+tracing UI links to one port.
+
+One server thread (``telegen-ui``) accepts; requests are handled on short
+threads (``ThreadingHTTPServer``); shutdown stops it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from telegen.component import CreateSettings, Host
+from telegen.extensions.ui import pages
+from telegen.extensions.ui.config import UiConfig
+from telegen.extensions.ui.store import Catalog
+
+# handler(path, query) -> (status, content type, body)
+RouteHandler = Callable[[str, dict[str, str]], tuple[int, str, bytes]]
+
+
+class UiExtension:
+    def __init__(self, settings: CreateSettings, config: UiConfig) -> None:
+        self._config = config
+        self._log = settings.logger
+        self.store = Catalog(max_windows=config.max_windows, directories=config.directories)
+        self._routes: dict[str, RouteHandler] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        t = settings.telemetry
+        self._requests = t.counter("ui_requests")
+        self._errors = t.counter("ui_request_errors")
+        self.address: tuple[str, int] = ("", 0)
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, host: Host) -> None:
+        bind, _, port = self._config.endpoint.rpartition(":")
+        handler = _handler_class(self)
+        self._server = ThreadingHTTPServer((bind, int(port)), handler)  # raises: fail fast
+        self._server.daemon_threads = True
+        self._server.timeout = 0.2       # handle_request returns so the Event is seen
+        self.address = self._server.server_address[:2]  # type: ignore[assignment]
+        self._thread = threading.Thread(target=self._serve, name="telegen-ui", daemon=True)
+        self._thread.start()
+        self._log.info("ui on http://%s:%d/", *self.address)
+
+    def _serve(self) -> None:
+        assert self._server is not None
+        while not self._stopped.is_set():
+            self._server.handle_request()
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        if self._server is None or self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(min(timeout_s, 5.0))
+        self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address[0]}:{self.address[1]}"
+
+    # -- routing -----------------------------------------------------------------
+    def add_route(self, prefix: str, handler: RouteHandler) -> None:
+        """Serve every path under ``prefix`` (e.g. ``/spans/``) with ``handler``."""
+        self._routes[prefix] = handler
+
+    def respond(self, path: str, query: dict[str, str]) -> tuple[int, str, bytes]:
+        self._requests.add(1)
+        cfg = self._config
+        try:
+            for prefix, handler in self._routes.items():
+                if path.startswith(prefix):
+                    return handler(path, query)
+            if path == "/":
+                return pages.index(self.store, query)
+            if path == "/flamegraph":
+                return pages.flamegraph(self.store, query, min_fraction=cfg.min_fraction,
+                                        span_url=cfg.span_url)
+            if path == "/diff":
+                return pages.diff(self.store, query, min_fraction=cfg.min_fraction)
+            if path == "/top":
+                return pages.top(self.store, query)
+            if path == "/profile.pb.gz":
+                return pages.profile_pprof(self.store, query)
+            return 404, "text/plain", b"not found\n"
+        except LookupError as exc:
+            return 404, "text/plain; charset=utf-8", f"{exc}\n".encode()
+        except (pages.BadRequest, KeyError, ValueError) as exc:
+            return 400, "text/plain; charset=utf-8", f"{exc}\n".encode()
+        except Exception as exc:     # never crash the agent over a page
+            self._errors.add(1)
+            self._log.exception("ui: %s failed", path)
+            return 500, "text/plain; charset=utf-8", f"internal error: {exc}\n".encode()
+
+
+def _handler_class(ext: UiExtension) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "telegen-ui"
+
+        def do_GET(self) -> None:  # noqa: N802
+            parts = urlsplit(self.path)
+            status, ctype, body = ext.respond(parts.path, dict(parse_qsl(parts.query)))
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+    return Handler
