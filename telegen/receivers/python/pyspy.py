@@ -69,7 +69,7 @@ class PySpyRecording:
             args.append("--native")
         if options.nonblocking:
             args.append("--nonblocking")
-        self._seconds = options.seconds
+        self._stopped = False
         with open(self._err_path, "wb") as err:
             try:
                 self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
@@ -85,6 +85,7 @@ class PySpyRecording:
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self._stopped = True
             try:
                 self._proc.send_signal(signal.SIGINT)     # py-spy writes what it has
             except OSError:
@@ -102,6 +103,8 @@ class PySpyRecording:
                 from None
         try:
             data = _load(self._out)
+            if data is None and self._stopped and rc == -signal.SIGINT:
+                return []       # stopped before py-spy set up its Ctrl-C handler
             if data is None:
                 raise EngineError(*_failure(self._err_path, rc))
             return parse_speedscope(data)
