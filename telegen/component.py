@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib
 import logging
 import re
 from collections.abc import Callable
@@ -122,3 +123,20 @@ class Factory:
     # Pipeline signals the component handles: "profiles" (``consume``) and/or
     # "traces" (``consume_traces``, see ``telegen.ptrace``).
     signals: tuple[str, ...] = ("profiles",)
+
+
+def lazy(target: str) -> CreateFunc:
+    """A create function for ``"package.module:Class"`` that imports the module
+    on first use, so listing or validating components loads no heavy code (BCC,
+    gRPC...). Exporters and extensions are built as ``Class(settings, config)``,
+    receivers and processors as ``Class(settings, config, next_consumer)``."""
+    module_name, _, class_name = target.partition(":")
+
+    def create(settings: CreateSettings, config: Any, next_consumer: Consumer | None) -> Any:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        if settings.kind in (Kind.EXPORTER, Kind.EXTENSION):
+            return cls(settings, config)
+        return cls(settings, config, next_consumer)
+
+    create.__qualname__ = f"lazy({target})"
+    return create

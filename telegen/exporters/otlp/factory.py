@@ -1,13 +1,7 @@
 from __future__ import annotations
 
-from telegen.component import Factory, Kind
+from telegen.component import Factory, Kind, lazy
 from telegen.exporters.otlp.config import OtlpExporterConfig
-
-
-def _create(settings, config, next_consumer):  # type: ignore[no-untyped-def]
-    from telegen.exporters.otlp.exporter import OtlpExporter
-
-    return OtlpExporter(settings, config)
 
 
 def make_factory(type_: str) -> Factory:
@@ -15,7 +9,7 @@ def make_factory(type_: str) -> Factory:
         type=type_,
         kind=Kind.EXPORTER,
         config_type=OtlpExporterConfig,
-        create=_create,
+        create=lazy("telegen.exporters.otlp.exporter:OtlpExporter"),
         schema="exporters/otlp.json",
         description="send OTLP profiles (v1development) over gRPC, queued (optionally on "
                     "disk) with retries; in traces pipelines, forward OTLP traces unchanged",

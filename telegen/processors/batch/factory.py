@@ -1,20 +1,13 @@
 from __future__ import annotations
 
-from telegen.component import Factory, Kind
+from telegen.component import Factory, Kind, lazy
 from telegen.processors.batch.config import BatchConfig
-
-
-def _create(settings, config, next_consumer):  # type: ignore[no-untyped-def]
-    from telegen.processors.batch.batch import BatchProcessor
-
-    return BatchProcessor(settings, config, next_consumer)
-
 
 FACTORY = Factory(
     type="batch",
     kind=Kind.PROCESSOR,
     config_type=BatchConfig,
-    create=_create,
+    create=lazy("telegen.processors.batch.batch:BatchProcessor"),
     schema="processors/batch.json",
     description="merge profiles of one type and resource over `timeout`, aggregating stacks",
 )
