@@ -6,7 +6,8 @@ exceeded (oldest arrival first). Per thread they sit in a list sorted by start
 time; a lookup bisects to the last span starting at or before ``t`` and walks
 back no further than the longest span seen on that thread, so it costs
 O(log n + spans overlapping t). The innermost active span is the covering
-span that started last (on a tie: the one that ends first).
+span that started last (on a tie: the one that ends first; on equal
+intervals: the child, by parent id).
 
 Late spans: the ``spanlink`` processor reports the newest sample timestamp it
 has already sent on (:meth:`SpanIndex.mark_released`); a span that arrives
@@ -54,7 +55,8 @@ class _ThreadSpans:
             span = self.spans[i]
             if span.start_ns < earliest or (best is not None and span.start_ns < best.start_ns):
                 break
-            if t_ns < span.end_ns and (best is None or span.end_ns < best.end_ns):
+            if t_ns < span.end_ns and (best is None or span.end_ns < best.end_ns or (
+                    span.end_ns == best.end_ns and span.parent_span_id == best.span_id)):
                 best = span
             i -= 1
         return best

@@ -15,6 +15,7 @@ exports the workload's known intervals as OTLP spans (``thread.id``,
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -125,7 +126,7 @@ def _run_workload_and_export(binary: Path, ports: dict[str, int]) -> tuple[
             for ss in rs["scopeSpans"]:
                 for s in ss["spans"]:
                     for key in ("traceId", "spanId"):
-                        s[key] = __import__("base64").b64decode(s[key]).hex()
+                        s[key] = base64.b64decode(s[key]).hex()
         http = urllib.request.Request(f"http://127.0.0.1:{ports['http']}/v1/traces",
                                       data=json.dumps(doc).encode(),
                                       headers={"Content-Type": "application/json"})
@@ -161,8 +162,7 @@ def _events(backend: OtlpBackend, pid: int) -> list[tuple[int, int, str, str, in
     return out
 
 
-def test_samples_link_to_the_spans_active_on_their_threads(tmp_path: Path,
-                                                           bin_dir: Path) -> None:
+def test_samples_link_to_the_spans_active_on_their_threads(tmp_path: Path) -> None:
     binary = workloads.build("tg_spans", tmp_path)
     profiles_backend = OtlpBackend().start()
     trace_backend = TraceBackend().start()
