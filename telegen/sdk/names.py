@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 
-_ROOTS = re.compile(r"/(?:site-packages|dist-packages|lib/python\d+(?:\.\d+)?t?)/")
+_ROOTS = re.compile(r"/(?:site-packages|dist-packages|lib/python\d+(?:\.\d+)?t?)(?=/)")
 _cache: dict[str, str] = {}
 
 
@@ -31,7 +31,7 @@ def module_from_path(path: str) -> str:
         mod = path.strip("<>") or "unknown"
     else:
         roots = list(_ROOTS.finditer(path))
-        rel = path[roots[-1].end():] if roots else os.path.basename(path)
+        rel = path[roots[-1].end() + 1:] if roots else os.path.basename(path)
         rel = re.sub(r"\.pyw?$", "", rel)
         if rel.endswith("/__init__"):
             rel = rel[: -len("/__init__")]
