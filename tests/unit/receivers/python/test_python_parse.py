@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from telegen.sdk.names import function_name, module_from_path
 TESTDATA = Path(__file__).resolve().parents[3] / "testdata" / "python"
 
 
-def load(name: str) -> dict[str, object]:
+def load(name: str) -> dict[str, Any]:
     data = json.loads((TESTDATA / name).read_text())
     assert isinstance(data, dict)
     return data
@@ -27,7 +28,7 @@ def test_twohot_stacks_leaf_first_with_counts() -> None:
     data = load("pyspy-twohot-3.12.json")
     stacks = parse_speedscope(data)
     total = sum(s.count for s in stacks)
-    raw_total = sum(len(p["samples"]) for p in data["profiles"])   # type: ignore[index]
+    raw_total = sum(len(p["samples"]) for p in data["profiles"])
     assert total == raw_total > 50
     leaves = {s.frames[0].function for s in stacks}
     assert leaves <= {"Worker.hot_a", "Worker.hot_b"}
@@ -60,7 +61,8 @@ def test_profile_from_stacks() -> None:
     assert prof.totals()[0] == sum(s.count for s in stacks)
     assert prof.totals()[1] == prof.totals()[0] * 20_000_000
     sample = next(s for s in prof if dict(s.labels)["thread_name"] == "spinner")
-    assert dict(sample.labels)["pid"] == 42 and dict(sample.labels)["tid"] > 0
+    labels = dict(sample.labels)
+    assert labels["pid"] == 42 and isinstance(labels["tid"], int) and labels["tid"] > 0
     kinds = {f.kind for s in prof for f in s.stack}
     assert kinds == {FrameKind.PYTHON, FrameKind.NATIVE}
     names = {f.name for s in prof for f in s.stack if f.kind is FrameKind.PYTHON}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,7 +24,8 @@ from telegen.telemetry import Registry
 from telegen.testing.settings import counter, create_settings
 from telegen.testing.sink import Sink
 
-STACK = (RawFrame("Worker.run", "/srv/app/worker.py", 12), RawFrame("<module>", "/srv/app/worker.py", 30))
+STACK = (RawFrame("Worker.run", "/srv/app/worker.py", 12),
+         RawFrame("<module>", "/srv/app/worker.py", 30))
 
 
 @dataclass
@@ -64,9 +66,9 @@ class ScriptedEngine:
 
 
 @pytest.fixture
-def target() -> subprocess.Popen[bytes]:
+def target() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(["sleep", "30"])
-    yield proc   # type: ignore[misc]
+    yield proc
     proc.kill()
     proc.wait()
 
