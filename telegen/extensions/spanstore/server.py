@@ -1,7 +1,8 @@
 """The loopback per-span view, for a tracing UI to link to:
 
 * ``GET /spans`` — the newest spans with linked samples (JSON);
-* ``GET /spans/<span_id>`` — HTML: the seed's Flat/Cum table and a flame graph;
+* ``GET /spans/<span_id>`` — HTML: the flame graph and the seed's Flat/Cum table
+  (``telegen.formats.flamegraph``);
 * ``GET /spans/<span_id>/top`` — the table as text (``?type=cpu&n=10``);
 * ``GET /spans/<span_id>/profile`` — the span's samples as gzipped pprof
   (``?type=off_cpu`` for another profile type; default cpu, else the first).
@@ -55,22 +56,21 @@ class SpanViewServer:
 
 
 def _page(store: SpanStore, span_id: str, profile: Profile, query: dict[str, str]) -> str:
-    from telegen.extensions.spanstore.flame import render_svg
+    """The flame-graph page (``telegen.formats.flamegraph``: graph + Flat/Cum
+    table) with the span's facts and a pprof download link above it."""
+    from telegen.formats.flamegraph import render_html
 
     span = store.index.get(span_id)
     link = store.profiles.link(span_id)
-    title = f"span {span_id}"
+    title = f"span {span_id}" + (f" {span.name}" if span is not None else "")
     facts = [f"trace {link.trace_id if link else '?'}"]
     if span is not None:
-        title += f" {span.name}"
         facts.append(f"{(span.end_ns - span.start_ns) / 1e6:.1f} ms on pid {span.pid} "
                      f"tid {span.tid}")
-    table = render_top(profile, n=int(query.get("n", "20")))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"</head><body><h1>{escape(title)}</h1><p>{escape(', '.join(facts))} — "
-            f"<a href='/spans/{span_id}/profile?type={profile.name}'>pprof</a></p>"
-            f"<pre>{escape(table)}</pre>{render_svg(profile, title=profile.name)}"
-            f"</body></html>\n")
+    extra = (f"<p>{escape(', '.join(facts))} — <a href='/spans/{span_id}/profile"
+             f"?type={escape(profile.name)}'>pprof</a></p>")
+    return render_html(profile, title=f"{title} ({profile.name})",
+                       top_n=int(query.get("n", "20")), extra_html=extra)
 
 
 def _handler(store: SpanStore) -> type[BaseHTTPRequestHandler]:

@@ -48,7 +48,7 @@ def _config(tmp: Path, ports: dict[str, int], pprof_dir: Path) -> Path:
     cfg.write_text(f"""
 receivers:
   ebpf:
-    sample_rate: 99
+    sample_rate: 199
     duration: 1s
     off_cpu: false
     timestamps: true
@@ -192,7 +192,7 @@ def test_samples_link_to_the_spans_active_on_their_threads(tmp_path: Path) -> No
             assert first_row.split()[-1] == span["function"], out
             page = urllib.request.urlopen(f"http://{view}/spans/{span['span_id']}",
                                           timeout=5).read().decode()
-            assert span["function"] in page and "<svg" in page
+            assert span["function"] in page and span["span_id"] in page
         metrics = scrape(ports["metrics"])
     finally:
         agent.send_signal(signal.SIGTERM)
@@ -225,7 +225,7 @@ def test_samples_link_to_the_spans_active_on_their_threads(tmp_path: Path) -> No
           f"(linked {outside_linked}); per-span share min {min(shares.values()):.3f}, "
           f"samples per span {sorted(inside.values())}")
     assert set(inside) == set(by_id), "a span got no samples at all"
-    assert all(n >= 10 for n in inside.values())
+    assert all(n >= 5 for n in inside.values()), "too few samples to judge a span"
     assert min(shares.values()) >= 0.90
     assert outside >= 20 and outside_linked == 0
 
