@@ -6,6 +6,7 @@ REPORT_PATH every 0.5 s and at exit. Works on CPython 3.6+.
 """
 import json
 import os
+import random
 import sys
 import time
 
@@ -36,10 +37,12 @@ def main():
     stop = time.monotonic() + seconds
     last = 0.0
     while time.monotonic() < stop:
+        # budgets vary (same 2:1 ratio) so a fixed sampling rate cannot alias with the cycle
+        budget = random.randint(3_000_000, 12_000_000)
         t0 = time.thread_time_ns()
-        w.hot_a(20_000_000)
+        w.hot_a(2 * budget)
         t1 = time.thread_time_ns()
-        w.hot_b(10_000_000)
+        w.hot_b(budget)
         t2 = time.thread_time_ns()
         spent["hot_a"] += t1 - t0
         spent["hot_b"] += t2 - t1
