@@ -8,7 +8,6 @@ import glob
 import json
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
