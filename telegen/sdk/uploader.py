@@ -85,7 +85,11 @@ class Uploader:
         buf = self.sampler.drain()
         if buf.counts:
             n = sum(buf.counts.values())
-            data = self.encode(buf)
+            try:
+                data = self.encode(buf)
+            except Exception:
+                self.stats.dropped_samples += n
+                raise
             self.pending.append((data, n))
             while len(self.pending) > self.max_pending:
                 _, lost = self.pending.popleft()
