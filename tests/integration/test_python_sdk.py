@@ -149,8 +149,8 @@ def test_asyncio_off_shows_no_await_chains(agent: Any, tmp_path: Path) -> None:
     out: Path = agent["out"]
     before = {p.resource.get("process.pid") for p in profiles_of(out)}
     report = run_app(agent["endpoint"], False, 2.0, tmp_path / "off.json")
-    assert wait_until(lambda: bool({p.resource.get("process.pid") for p in profiles_of(out)} - before),
-                      10)
+    assert wait_until(
+        lambda: bool({p.resource.get("process.pid") for p in profiles_of(out)} - before), 10)
     pid = _app_pid(profiles_of(out), {x for x in before if isinstance(x, int)})
     profiles = collect(out, pid)
     assert sum(p.totals()[0] for p in profiles) == report["stats"]["samples"] > 100
