@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
+
 from telegen.component import ComponentID, Kind
 from telegen.extensions.spanstore.config import SpanStoreConfig
 from telegen.extensions.spanstore.extension import SpanStore
@@ -21,7 +23,15 @@ from telegen.telemetry import Registry
 from telegen.testing.settings import counter, create_settings
 from telegen.testing.sink import Sink
 
-T0 = time.time_ns()
+T0 = time.time_ns()     # reset before every test: spans older than the retention expire
+
+
+@pytest.fixture(autouse=True)
+def _fresh_epoch() -> None:
+    global T0
+    T0 = time.time_ns()
+
+
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 LEAF = (Frame(FrameKind.NATIVE, 1, None, (Line("work"),)),)
 
