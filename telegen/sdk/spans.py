@@ -74,6 +74,8 @@ class SpanTracker:
         return stack[-1] if stack else None
 
     def for_task(self, task: Any) -> Link | None:
+        if not self._tasks:             # common case: no task is in a span
+            return None
         try:
             stack = self._tasks.get(task)
         except TypeError:
