@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from telegen.reference import BEGIN, END, reference
+from telegen.config.reference import BEGIN, END, reference
 
 readme = Path(__file__).resolve().parents[1] / "README.md"
 text = readme.read_text()

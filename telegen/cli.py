@@ -120,7 +120,7 @@ def cmd_components(args: argparse.Namespace) -> int:
     from telegen import registry
 
     if args.reference:
-        from telegen.reference import reference
+        from telegen.config.reference import reference
 
         print(reference())
         return EXIT_OK

@@ -1,11 +1,11 @@
-"""``${env:...}`` expansion, YAML loading and durations (telegen.confmap)."""
+"""``${env:...}`` expansion, YAML loading and durations (telegen.config.expand)."""
 
 from __future__ import annotations
 
 import pytest
 
 from telegen.component import ConfigError
-from telegen.confmap import expand, is_duration, load_yaml, parse_duration
+from telegen.config.expand import expand, is_duration, load_yaml, parse_duration
 
 
 def _x(value: object, env: dict[str, str] | None = None) -> object:

@@ -1,5 +1,5 @@
 """Schema validation, error translation and component config building
-(telegen.confschema)."""
+(telegen.config.schema)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from telegen import registry
 from telegen.component import ConfigError, Factory, Kind
 from telegen.config import build_component_config
-from telegen.confschema import did_you_mean, expected, validate
+from telegen.config.schema import did_you_mean, expected, validate
 from telegen.processors.filter.config import FilterConfig
 
 

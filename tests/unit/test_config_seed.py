@@ -1,4 +1,4 @@
-"""Translation of the seed document's ``agent.profiling`` block (telegen.seed)."""
+"""Translation of the seed document's ``agent.profiling`` block (telegen.config.seed)."""
 
 from __future__ import annotations
 

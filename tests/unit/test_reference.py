@@ -4,7 +4,7 @@ from pathlib import Path
 
 from telegen import registry
 from telegen.component import Kind
-from telegen.reference import BEGIN, END, readme_block, reference
+from telegen.config.reference import BEGIN, END, readme_block, reference
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

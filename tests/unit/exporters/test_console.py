@@ -6,7 +6,7 @@ import pytest
 
 from telegen import registry
 from telegen.component import ComponentID, ConfigError, CreateSettings, Kind
-from telegen.confschema import build_component_config
+from telegen.config.schema import build_component_config
 from telegen.exporters.console.config import ConsoleConfig
 from telegen.exporters.console.console import ConsoleExporter
 from telegen.pdata import ALLOC, CPU, Frame, FrameKind, Line, Profile, Profiles

@@ -8,7 +8,7 @@ import pytest
 
 from telegen import registry
 from telegen.component import ComponentID, ConfigError, CreateSettings, Kind
-from telegen.confschema import build_component_config
+from telegen.config.schema import build_component_config
 from telegen.exporters.pprof_file.config import PprofFileConfig
 from telegen.exporters.pprof_file.exporter import PprofFileExporter
 from telegen.formats.pprof import decode

@@ -10,7 +10,7 @@ import pytest
 
 from telegen import registry
 from telegen.component import ComponentID, ConfigError, CreateSettings, Kind
-from telegen.confschema import build_component_config
+from telegen.config.schema import build_component_config
 from telegen.formats.pprof import encode
 from telegen.receivers.pprof.config import PprofReceiverConfig
 from telegen.receivers.pprof.receiver import PprofReceiver

@@ -5,7 +5,7 @@ import pytest
 from telegen import registry
 from telegen.component import ComponentID, ConfigError, Kind
 from telegen.config import load_text
-from telegen.confschema import build_component_config
+from telegen.config.schema import build_component_config
 from telegen.receivers.go.config import GoReceiverConfig, GoTarget, normalize_endpoint
 
 PATH = "receivers::go"

@@ -25,7 +25,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from telegen.component import ConfigError
-from telegen.confmap import DURATION_HINT, is_duration, join, parse_duration
+from telegen.config.expand import DURATION_HINT, is_duration, join, parse_duration
 
 FORMAT_CHECKER = FormatChecker()
 FORMAT_CHECKER.checks("duration")(is_duration)

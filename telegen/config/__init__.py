@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from telegen import registry, seed
+from telegen import registry
 from telegen.component import ComponentID, ConfigError, Kind
-from telegen.confmap import expand, join, load_yaml, parse_duration
-from telegen.confschema import build_component_config, did_you_mean, show, validate
+from telegen.config import seed
+from telegen.config.expand import expand, join, load_yaml, parse_duration
+from telegen.config.schema import build_component_config, did_you_mean, show, validate
 
 __all__ = [
     "Config", "ConfigError", "PipelineConfig", "TelemetryConfig", "build_component_config",
