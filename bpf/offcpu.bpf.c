@@ -24,7 +24,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
         start.key.pid = tgid;
         start.key.tid = tid;
         bpf_get_current_comm(&start.key.comm, sizeof(start.key.comm));
-        walk_stacks(args, &start.key, seq, 0);
+        walk_stacks_ex(args, &start.key, seq, 0, CAPTURE_BUDGETED);
         if (off_starts.update(&start.key.tid, &start) != 0)
             stat_add(ST_STARTS_FULL, 1);
     }

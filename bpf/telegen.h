@@ -15,6 +15,9 @@
  *   INCLUDE_KERNEL    also walk kernel stacks
  *   TIMESTAMPS        emit one event per sample (timestamp + thread) as well
  *   OFFCPU_MIN_NS     off-CPU intervals shorter than this are not recorded
+ *   USER_STACKS       (unwinding auto/dwarf) copy user stacks for CFI unwinding in
+ *                     user space (capture_user_stack below); needs USTACK_PAGES,
+ *                     USNAP_ENTRIES, USNAP_BUDGET
  *
  * Counting happens in the kernel. User space flips `control[0]` (the window
  * sequence number); programs write to the counts/stack maps of generation
@@ -51,10 +54,17 @@ enum telegen_stat {
     ST_SEEN_FULL,
     ST_OFFCPU_BELOW_THRESHOLD,
     ST_OFFCPU_BELOW_NS,
+    ST_USNAP_EMITTED,    /* user stacks copied to user space */
+    ST_USNAP_DEDUPED,    /* ... already copied: the earlier copy's id was reused */
+    ST_USNAP_THROTTLED,  /* budget exhausted: frame pointers instead (truncated) */
+    ST_USNAP_LOST,       /* ring buffer full: frame pointers instead (truncated) */
+    ST_USNAP_FAULT,      /* stack unreadable: frame pointers instead */
     ST_NSTATS,
 };
 
 #define KEY_USER_MODE 1   /* the sample interrupted user code: user[0] is exact */
+#define KEY_FP_FALLBACK 2 /* a user stack copy was wanted but failed: user_stack is a
+                             frame-pointer stack id, counted truncated */
 
 struct sample_key {
     u32 pid;          /* tgid */
@@ -202,10 +212,186 @@ static __always_inline int stack_id(void *ctx, u32 seq, u64 flags)
     return id2 >= 0 ? (id2 | OVERFLOW_BIT) : id2;
 }
 
-static __always_inline void walk_stacks(void *ctx, struct sample_key *key, u32 seq, int user_mode)
+
+/* ---- user stack copies for CFI unwinding (USER_STACKS) -------------------------
+ * capture_user_stack() copies the current task's user registers (ip, sp, bp,
+ * from its pt_regs, so it works from perf events, tracepoints and uprobes
+ * alike) and up to USTACK_MAX bytes of stack from sp to the `ustacks` ring.
+ * It returns a snapshot id (USNAP_BIT set) for the key's user_stack field.
+ * Dedupe: a stack whose (tgid, ip, sp, bp, hash of the USNAP_HASH_WORDS words
+ * at sp) was copied before reuses that copy's id (LRU `usnap_seen`), so a
+ * thread blocking over and over at the same place is copied and unwound once.
+ * Budgeted callers (off-CPU: switch-outs far outnumber samples) get at most
+ * USNAP_BUDGET new copies per CPU per second. */
+#define CAPTURE_BUDGETED 1
+
+#ifdef USER_STACKS
+#define USTACK_MAX 16384
+#define USNAP_HASH_WORDS 64
+#define USNAP_BIT (1 << 29)
+
+struct ustack_hdr {
+    u32 snap_id;
+    u32 pid;
+    u32 tid;
+    u32 len;          /* bytes of data[] */
+    u64 ip;
+    u64 sp;
+    u64 bp;
+};
+
+struct ustack_rec {
+    struct ustack_hdr hdr;
+    u8 data[USTACK_MAX];
+};
+
+struct usnap_key {
+    u32 pid;
+    u32 pad;
+    u64 ip;
+    u64 sp;
+    u64 bp;
+    u64 hash;
+};
+
+struct usnap_budget {
+    u64 second;
+    u64 used;
+};
+
+BPF_PERCPU_ARRAY(ustack_scratch, struct ustack_rec, 1);
+BPF_PERCPU_ARRAY(ustack_ctr, u32, 1);
+BPF_PERCPU_ARRAY(usnap_budget, struct usnap_budget, 1);
+BPF_TABLE("lru_hash", struct usnap_key, u32, usnap_seen, USNAP_ENTRIES);
+BPF_RINGBUF_OUTPUT(ustacks, USTACK_PAGES);
+
+static __always_inline int user_regs(u64 *ip, u64 *sp, u64 *bp)
 {
-    int uid, kid = -ENOENT;
+    /* pt_regs is the x86-64 syscall/interrupt entry frame (ABI, as in ptrace) */
+    struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(
+        (struct task_struct *)bpf_get_current_task_btf());
+    if (!r)
+        return -EFAULT;
+    if (bpf_probe_read_kernel(ip, sizeof(*ip), &r->ip) ||
+        bpf_probe_read_kernel(sp, sizeof(*sp), &r->sp) ||
+        bpf_probe_read_kernel(bp, sizeof(*bp), &r->bp))
+        return -EFAULT;
+    if (*sp == 0 || (s64)*ip < 0)       /* kernel thread: no user context */
+        return -EFAULT;
+    return 0;
+}
+
+static __always_inline int over_budget(void)
+{
+    u32 zero = 0;
+    struct usnap_budget *b = usnap_budget.lookup(&zero);
+    if (!b)
+        return 1;
+    u64 second = bpf_ktime_get_ns() / 1000000000ULL;
+    if (b->second != second) {
+        b->second = second;
+        b->used = 0;
+    }
+    if (b->used >= USNAP_BUDGET)
+        return 1;
+    b->used++;
+    return 0;
+}
+
+static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags)
+{
+    u64 ip, sp, bp;
+    if (user_regs(&ip, &sp, &bp))
+        return -EFAULT;
+    u32 zero = 0;
+    struct ustack_rec *rec = ustack_scratch.lookup(&zero);
+    if (!rec)
+        return -ENOMEM;
+    struct usnap_key k = {};
+    k.pid = tgid;
+    k.ip = ip;
+    k.sp = sp;
+    k.bp = bp;
+    if (bpf_probe_read_user(rec->data, USNAP_HASH_WORDS * 8, (void *)sp) == 0) {
+        u64 h = 0xcbf29ce484222325ULL;
+        u64 *w = (u64 *)rec->data;
+        for (int i = 0; i < USNAP_HASH_WORDS; i++)
+            h = (h ^ w[i]) * 0x100000001b3ULL;
+        k.hash = h | 1;
+        u32 *known = usnap_seen.lookup(&k);
+        if (known) {
+            stat_add(ST_USNAP_DEDUPED, 1);
+            return *known;
+        }
+    }
+    if ((flags & CAPTURE_BUDGETED) && over_budget()) {
+        stat_add(ST_USNAP_THROTTLED, 1);
+        return -EBUSY;
+    }
+    u32 len = USTACK_MAX;
+    if (bpf_probe_read_user(rec->data, USTACK_MAX, (void *)sp) != 0) {
+        /* the stack's top is nearer than USTACK_MAX: read up to a page boundary */
+        u32 to_page = 4096 - (sp & 4095);
+        len = 0;
+        for (int pages = 3; pages >= 0; pages--) {
+            u32 n = to_page + pages * 4096;
+            if (n > USTACK_MAX)
+                n = USTACK_MAX;
+            if (bpf_probe_read_user(rec->data, n, (void *)sp) == 0) {
+                len = n;
+                break;
+            }
+        }
+        if (len == 0) {
+            stat_add(ST_USNAP_FAULT, 1);
+            return -EFAULT;
+        }
+    }
+    u32 *ctr = ustack_ctr.lookup(&zero);
+    if (!ctr)
+        return -ENOMEM;
+    u32 id = USNAP_BIT | ((bpf_get_smp_processor_id() & 0xFF) << 20) | (*ctr & 0xFFFFF);
+    *ctr += 1;
+    rec->hdr.snap_id = id;
+    rec->hdr.pid = tgid;
+    rec->hdr.tid = tid;
+    rec->hdr.len = len;
+    rec->hdr.ip = ip;
+    rec->hdr.sp = sp;
+    rec->hdr.bp = bp;
+    u64 size = sizeof(struct ustack_hdr) + len;
+    if (size > sizeof(struct ustack_rec))
+        return -EINVAL;
+    if (ustacks.ringbuf_output(rec, size, 0) != 0) {
+        stat_add(ST_USNAP_LOST, 1);
+        return -ENOSPC;
+    }
+    stat_add(ST_USNAP_EMITTED, 1);
+    if (k.hash)
+        usnap_seen.update(&k, &id);
+    return id;
+}
+#endif /* USER_STACKS */
+
+/* Fill key->user_stack/kernel_stack. With USER_STACKS the user stack is a copy
+ * for CFI unwinding (a snapshot id); frame pointers when the copy fails
+ * (KEY_FP_FALLBACK marks that, except for tasks without user context).
+ * `capture`: 0 or CAPTURE_BUDGETED. Any program may call this. */
+static __always_inline void walk_stacks_ex(void *ctx, struct sample_key *key, u32 seq,
+                                           int user_mode, int capture)
+{
+    int uid = -ENOENT, kid = -ENOENT;
+#ifdef USER_STACKS
+    uid = capture_user_stack(key->pid, key->tid, capture);
+    if (uid < 0) {
+        int err = uid;
+        uid = stack_id(ctx, seq, BPF_F_USER_STACK);
+        if (err != -EFAULT || uid >= 0)
+            key->flags |= KEY_FP_FALLBACK;
+    }
+#else
     uid = stack_id(ctx, seq, BPF_F_USER_STACK);
+#endif
 #ifdef INCLUDE_KERNEL
     if (!user_mode)
         kid = stack_id(ctx, seq, 0);
@@ -219,6 +405,11 @@ static __always_inline void walk_stacks(void *ctx, struct sample_key *key, u32 s
     key->user_stack = uid;
     key->kernel_stack = kid;
     key->stack_seq = seq;
+}
+
+static __always_inline void walk_stacks(void *ctx, struct sample_key *key, u32 seq, int user_mode)
+{
+    walk_stacks_ex(ctx, key, seq, user_mode, 0);
 }
 
 static __always_inline void emit_sample(u32 kind, u32 seq, u64 ts, u64 value,

@@ -35,7 +35,8 @@ def compile_c(source: str, out: Path, *, flags: Sequence[str] = ("-O2", "-g"),
 
 
 def compile_rust(source: str, out: Path, *, mangling: str = "v0", opt: str = "1",
-                 debuginfo: int = 0, crate_name: str = "rdemo") -> Path:
+                 debuginfo: int = 0, crate_name: str = "rdemo",
+                 extra: Sequence[str] = ()) -> Path:
     """Compile a one-file Rust program. ``mangling``: 'v0' or 'legacy' (the default scheme)."""
     rustc = shutil.which("rustc") or os.path.expanduser("~/.cargo/bin/rustc")
     if not os.path.exists(rustc):
@@ -43,7 +44,7 @@ def compile_rust(source: str, out: Path, *, mangling: str = "v0", opt: str = "1"
     src = out.with_suffix(".rs")
     src.write_text(source)
     args = [rustc, "--edition=2021", "--crate-name", crate_name, "-C", f"opt-level={opt}",
-            "-C", f"debuginfo={debuginfo}", "-o", str(out), str(src)]
+            "-C", f"debuginfo={debuginfo}", *extra, "-o", str(out), str(src)]
     if mangling == "v0":
         args[1:1] = ["-C", "symbol-mangling-version=v0"]
     _run(args)

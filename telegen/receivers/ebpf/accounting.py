@@ -40,7 +40,19 @@ class Accounting:
         elif problem == "expired":
             self.stack_error("expired", n)
 
+    def unwound(self, process: str, outcome: str, n: int) -> None:
+        """CFI unwinding, per process (comm) and sample: full / truncated / error."""
+        name = {"full": "ebpf_unwind_full", "truncated": "ebpf_unwind_truncated"}.get(
+            outcome, "ebpf_unwind_errors")
+        self._t.counter(name, process=process).add(n)
+        if outcome == "truncated":
+            self.truncated.add(n)
+
     def window_stats(self, stats: dict[str, int]) -> None:
+        for stat in ("usnap_emitted", "usnap_deduped", "usnap_throttled", "usnap_lost",
+                     "usnap_fault"):
+            if stats.get(stat):
+                self._t.counter("ebpf_unwind_copies", result=stat[6:]).add(stats[stat])
         for stat, (stack, kind) in _STACK_ERRORS.items():
             n = stats.get(stat, 0)
             if n:

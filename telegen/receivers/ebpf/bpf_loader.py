@@ -20,6 +20,9 @@ STACK_DEPTH = 127            # PERF_MAX_STACK_DEPTH: the kernel's own limit
 MAX_PROCS = 16384
 MAX_THREADS = 32768
 EVENT_RING_PAGES = 64        # 256 KiB ring for control + timestamp events
+USTACK_RING_PAGES = 1024     # 4 MiB ring for user stack copies (CFI unwinding)
+USNAP_ENTRIES = 8192         # remembered stack copies (dedupe, bpf/telegen.h)
+USNAP_BUDGET = 100           # new off-CPU stack copies per CPU per second
 
 
 class BpfLoadError(RuntimeError):
@@ -40,6 +43,7 @@ class BpfOptions:
     self_profile: bool = False
     self_tgid: int = field(default_factory=os.getpid)
     off_cpu_threshold_ns: int = 0
+    user_stacks: bool = False        # copy user stacks for CFI unwinding
 
     def cflags(self) -> list[str]:
         flags = [
@@ -54,6 +58,9 @@ class BpfOptions:
             f"-DSELF_TGID={self.self_tgid}",
             f"-DOFFCPU_MIN_NS={self.off_cpu_threshold_ns}ULL",
         ]
+        if self.user_stacks:
+            flags += ["-DUSER_STACKS", f"-DUSTACK_PAGES={USTACK_RING_PAGES}",
+                      f"-DUSNAP_ENTRIES={USNAP_ENTRIES}", f"-DUSNAP_BUDGET={USNAP_BUDGET}"]
         for name, on in (("SELF_PROFILE", self.self_profile),
                          ("FILTER_TARGETS", self.filter_targets),
                          ("WATCH_EXEC", self.watch_exec),

@@ -38,7 +38,9 @@ class EbpfConfig:
     max_stacks: int = 16384
     # The agent never profiles itself unless asked.
     self_profile: bool = False
-    # auto == frame_pointer in this build; dwarf is the next unwinder.
+    # auto: CFI (.eh_frame) where a binary has it, frame pointers where not (BPF
+    # copies user stacks, unwound in user space); dwarf: the same, CFI for every
+    # frame that has it; frame_pointer: stacks walked by the kernel only.
     unwinding: str = "auto"
 
     def validate(self) -> None:
@@ -68,9 +70,6 @@ class EbpfConfig:
         if self.unwinding not in UNWINDERS:
             raise ValueError(f"unwinding must be one of {', '.join(UNWINDERS)} "
                              f"(got {self.unwinding!r})")
-        if self.unwinding == "dwarf":
-            raise ValueError("unwinding: dwarf is not yet available in this build; use "
-                             "auto or frame_pointer (binaries need -fno-omit-frame-pointer)")
         if not (self.cpu or self.off_cpu or self.memory or self.mutex):
             raise ValueError("nothing to collect: enable at least one of cpu, off_cpu")
 

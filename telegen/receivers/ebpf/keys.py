@@ -6,6 +6,7 @@ import ctypes
 from typing import Any, NamedTuple
 
 KEY_USER_MODE = 1
+KEY_FP_FALLBACK = 2     # bpf/telegen.h: a stack copy failed, frame pointers used
 TASK_COMM_LEN = 16
 
 

@@ -8,7 +8,8 @@ from telegen.pdata import CPU, OFF_CPU, Frame, Profile, ValueType, make_labels
 from telegen.procinfo import ProcessCache
 from telegen.receivers.ebpf.bpf_loader import STACK_DEPTH
 from telegen.receivers.ebpf.frames import build_stack
-from telegen.receivers.ebpf.keys import RawKey
+from telegen.receivers.ebpf.keys import KEY_FP_FALLBACK, RawKey
+from telegen.receivers.ebpf.stacks import TRUNCATED_MARK
 from telegen.receivers.ebpf.window import MapReader, WindowData
 
 NS = 1_000_000_000
@@ -18,7 +19,9 @@ class ProfileBuilder:
     def __init__(self, *, reader: MapReader, processes: ProcessCache, sample_rate: int,
                  include_kernel: bool, resource: dict[str, str | int],
                  count_stack_problem: Callable[[str, int], None],
-                 wanted: Callable[[int], bool] = lambda pid: True) -> None:
+                 wanted: Callable[[int], bool] = lambda pid: True,
+                 unwind_outcome: Callable[[int], str] | None = None,
+                 count_unwind: Callable[[str, str, int], None] | None = None) -> None:
         self._reader = reader
         self._procs = processes
         self._period = NS // sample_rate
@@ -26,7 +29,11 @@ class ProfileBuilder:
         self._resource = resource
         self._problem = count_stack_problem
         self._wanted = wanted
-        self._stack_memo: dict[tuple[int, int, int, int, int], tuple[tuple[Frame, ...], str]] = {}
+        # CFI unwinding: (snapshot id) -> full/truncated/error, counted per sample
+        self._outcome = unwind_outcome
+        self._count_unwind = count_unwind
+        self._stack_memo: dict[tuple[int, int, int, int, int],
+                               tuple[tuple[Frame, ...], str, str]] = {}
         self._label_memo: dict[tuple[int, int, str], tuple] = {}   # type: ignore[type-arg]
 
     def cpu(self, w: WindowData, stamps: dict[RawKey, list[int]]) -> Profile:
@@ -85,16 +92,23 @@ class ProfileBuilder:
         if hit is None:
             hit = self._build(key)
             self._stack_memo[memo_key] = hit
-        stack, problem = hit
+        stack, problem, outcome = hit
         if problem:
             self._problem(problem, samples)
+        if outcome and self._count_unwind is not None:
+            self._count_unwind(key.comm, outcome, samples)
         return stack
 
-    def _build(self, key: RawKey) -> tuple[tuple[Frame, ...], str]:
+    def _build(self, key: RawKey) -> tuple[tuple[Frame, ...], str, str]:
         user, problem = self._reader.user_stack(key)
         if problem == "none":
             problem = ""
         truncated = user is not None and len(user) >= STACK_DEPTH
+        outcome = self._outcome(key.user_stack) if self._outcome is not None else ""
+        if user and user[-1] == TRUNCATED_MARK:       # the CFI unwinder stopped early
+            user, truncated = user[:-1], True
+        if key.flags & KEY_FP_FALLBACK:               # copy failed: frame pointers only
+            truncated, outcome = True, "truncated"
         if truncated:
             problem = "truncated"
         kernel = self._reader.kernel_stack(key) if self._include_kernel else ()
@@ -106,4 +120,4 @@ class ProfileBuilder:
 
         stack = build_stack(kernel=kernel, user=user, user_mode=key.user_mode,
                             find_mapping=find, truncated=truncated)
-        return stack, problem
+        return stack, problem, outcome

@@ -19,6 +19,7 @@ from telegen.receivers.ebpf.events import EventReader
 from telegen.receivers.ebpf.profiles import ProfileBuilder
 from telegen.receivers.ebpf.stacks import FramePointerStacks
 from telegen.receivers.ebpf.targets import Targets
+from telegen.receivers.ebpf.unwinding import CfiStacks
 from telegen.receivers.ebpf.window import MapReader
 
 PROCESS_CACHE_SIZE = 8192
@@ -42,6 +43,7 @@ class EbpfReceiver:
         self._reader: MapReader | None = None
         self._builder: ProfileBuilder | None = None
         self._thread: threading.Thread | None = None
+        self._cfi: CfiStacks | None = None
         self.startup_s = 0.0
         self._targets = Targets(pids=config.pids, pattern=config.name_pattern(),
                                 exclude_pids=config.exclude_pids, self_pid=os.getpid(),
@@ -61,21 +63,32 @@ class EbpfReceiver:
             cpu=c.cpu, off_cpu=c.off_cpu, sample_rate=c.sample_rate, max_stacks=c.max_stacks,
             max_counts=c.max_stacks, include_kernel=c.include_kernel, timestamps=c.timestamps,
             filter_targets=self._targets.filtering, watch_exec=bool(c.process_names),
-            self_profile=c.self_profile, off_cpu_threshold_ns=int(c.off_cpu_threshold * 1e9)))
+            self_profile=c.self_profile, off_cpu_threshold_ns=int(c.off_cpu_threshold * 1e9),
+            user_stacks=c.unwinding != "frame_pointer"))
         try:
             bpf = self._bpf
             self._targets.install(bpf.table("targets"), bpf.table("excluded"))
-            stacks = FramePointerStacks((bpf.table("stacks0"), bpf.table("stacks1")),
-                                        (bpf.table("overflow0"), bpf.table("overflow1")))
+            fp = FramePointerStacks((bpf.table("stacks0"), bpf.table("stacks1")),
+                                    (bpf.table("overflow0"), bpf.table("overflow1")))
+            stacks: FramePointerStacks | CfiStacks = fp
+            if c.unwinding != "frame_pointer":
+                self._cfi = stacks = CfiStacks(fp, self._procs, name=c.unwinding,
+                                               wanted=self._targets.wanted,
+                                               on_error=self._on_error)
+                self._cfi.attach(bpf.bpf)
             self._reader = MapReader(bpf, stacks, cpu=c.cpu, off_cpu=c.off_cpu)
             self._builder = ProfileBuilder(
                 reader=self._reader, processes=self._procs, sample_rate=c.sample_rate,
                 include_kernel=c.include_kernel, resource=self._resource(stacks.name),
-                count_stack_problem=self._acct.stack_problem, wanted=self._targets.wanted)
+                count_stack_problem=self._acct.stack_problem, wanted=self._targets.wanted,
+                unwind_outcome=self._cfi.outcome if self._cfi else None,
+                count_unwind=self._acct.unwound)
             self._events = EventReader(bpf.bpf, on_new_process=self._on_new_process,
                                        on_exec=self._on_exec, on_exit=self._on_exit,
                                        on_error=self._on_error)
             self._events.start()
+            if self._cfi is not None:
+                self._cfi.start()
         except Exception:
             self._bpf.close()
             raise
@@ -85,8 +98,9 @@ class EbpfReceiver:
         self._started = True
         self.startup_s = time.monotonic() - t0
         self._log.info("ebpf receiver started in %.1fs: cpu=%s off_cpu=%s %d Hz, window %gs, "
-                       "%s", self.startup_s, c.cpu, c.off_cpu, c.sample_rate, c.duration,
-                       "targeted" if self._targets.filtering else "whole host")
+                       "%s, unwinding %s", self.startup_s, c.cpu, c.off_cpu, c.sample_rate,
+                       c.duration, "targeted" if self._targets.filtering else "whole host",
+                       c.unwinding)
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Emit the last (partial) window, detach, release. Idempotent."""
@@ -101,6 +115,8 @@ class EbpfReceiver:
             self._window()
         if self._events is not None:
             self._events.stop()
+        if self._cfi is not None:
+            self._cfi.stop()
         if self._bpf is not None:
             self._bpf.close()
         self._bpf = None

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 StackRef = tuple[int, int]   # (stack_seq, stack_id)
 OVERFLOW_BIT = 1 << 30       # id lives in the generation's overflow map (bpf/telegen.h)
+# Last "address" of a stack that stopped early (an unwinder could not reach
+# the outermost frame): the frame builder turns it into a [truncated] frame.
+TRUNCATED_MARK = 0
 
 
 class StackSource(Protocol):

@@ -27,6 +27,7 @@ STAT_NAMES = (
     "kstack_efault", "kstack_eexist", "kstack_enomem", "kstack_other",
     "counts_full", "starts_full", "events_lost", "seen_full",
     "offcpu_below_threshold", "offcpu_below_ns",
+    "usnap_emitted", "usnap_deduped", "usnap_throttled", "usnap_lost", "usnap_fault",
 )
 
 

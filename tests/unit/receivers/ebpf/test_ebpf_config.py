@@ -24,7 +24,7 @@ def test_defaults_are_valid_and_documented_values() -> None:
 @pytest.mark.parametrize("change, message", [
     ({"sample_rate": 0}, "sample_rate must be between 1 and 10000 (got 0)"),
     ({"sample_rate": 10001}, "sample_rate must be between 1 and 10000"),
-    ({"unwinding": "dwarf"}, "dwarf is not yet available"),
+    ({"unwinding": "lbr"}, "unwinding must be one of auto, frame_pointer, dwarf"),
     ({"process_names": ["("]}, "invalid regular expression"),
     ({"pids": [0]}, "positive integers"),
     ({"cpu": False, "off_cpu": False}, "nothing to collect"),

@@ -1,0 +1,190 @@
+"""The CFI ``StackSource``: user stacks copied by BPF, unwound in user space.
+
+With ``unwinding: auto`` or ``dwarf`` the BPF programs copy the user
+registers and up to 16 KiB of stack per sample into the ``ustacks`` ring
+(``capture_user_stack`` in bpf/telegen.h) and put a snapshot id (USNAP_BIT)
+in the sample key's ``user_stack``. The ring callback only copies the bytes
+into a bounded list; a named thread (every 200 ms) and the window reader
+(before it reads a window) unwind them with the per-binary tables of
+:mod:`telegen.unwind` and keep ``snapshot id -> addresses`` in a bounded
+LRU, because BPF reuses an id for an identical stack seen later (dedupe).
+
+Frame-pointer stack ids (no USNAP_BIT: the copy failed, or a kernel stack)
+go to the wrapped :class:`FramePointerStacks`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cachetools import LRUCache
+
+from telegen.pdata import Mapping
+from telegen.procinfo import ProcessCache
+from telegen.procinfo.process import ProcessInfo
+from telegen.receivers.ebpf.stacks import TRUNCATED_MARK, FramePointerStacks, StackRef
+from telegen.unwind import AddressSpace, TableCache, UnwindTable, unwind
+from telegen.unwind.unwinder import UNMAPPED
+from telegen.unwind.vdso import vdso_table
+
+log = logging.getLogger(__name__)
+
+USNAP_BIT = 1 << 29                       # bpf/telegen.h
+_HDR = struct.Struct("<IIIIQQQ")          # struct ustack_hdr
+MAX_PENDING = 4096                        # copies waiting to be unwound (16 KiB each)
+RESULTS = 65536                           # unwound stacks kept for dedupe hits
+SPACES = 1024                             # per-process address spaces kept
+REFRESH_NS = 200_000_000                  # re-read a live process's maps at most this often
+
+# outcome of one unwound stack, as counted per sample
+FULL, TRUNCATED, ERROR = "full", "truncated", "error"
+
+
+class CfiStacks:
+    def __init__(self, fp: FramePointerStacks, processes: ProcessCache, *, name: str,
+                 tables: TableCache | None = None,
+                 wanted: Callable[[int], bool] = lambda pid: True,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.name = name
+        self._fp = fp
+        self._procs = processes
+        self._wanted = wanted
+        self._tables = tables or TableCache()
+        self._on_error = on_error or (lambda exc: log.warning("unwinding: %s", exc))
+        self._pending: list[bytes] = []
+        self._pending_lock = threading.Lock()
+        self._work_lock = threading.Lock()
+        self._results: LRUCache[int, tuple[tuple[int, ...], str]] = LRUCache(RESULTS)
+        self._spaces: LRUCache[int, tuple[ProcessInfo, AddressSpace]] = LRUCache(SPACES)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0          # copies dropped because unwinding fell behind
+        self.unwound = 0
+        self.errors = 0
+
+    # -- the ring ---------------------------------------------------------------------
+    def attach(self, bpf: Any) -> None:
+        """Open the ``ustacks`` ring (before the event thread starts polling)."""
+        bpf[b"ustacks"].open_ring_buffer(self._on_copy)
+
+    def _on_copy(self, _ctx: object, data: int, size: int) -> None:
+        try:
+            raw = ctypes.string_at(data, size)
+            with self._pending_lock:
+                if len(self._pending) >= MAX_PENDING:
+                    self.dropped += 1
+                    return
+                self._pending.append(raw)
+        except Exception as exc:   # never raise into libbcc
+            self._on_error(exc)
+
+    # -- the unwinder thread ----------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ebpf-unwind", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                self.process_pending()
+            except Exception as exc:
+                self._on_error(exc)
+
+    def process_pending(self) -> int:
+        """Unwind every copy received so far; returns how many."""
+        with self._work_lock:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+            for raw in batch:
+                self._unwind_one(raw)
+            return len(batch)
+
+    def _unwind_one(self, raw: bytes) -> None:
+        snap_id, pid, _tid, length, ip, sp, bp = _HDR.unpack_from(raw, 0)
+        if not self._wanted(pid):          # sampled before it was classified unwanted
+            self._results[snap_id] = ((), ERROR)
+            return
+        try:
+            stack = raw[_HDR.size:_HDR.size + length]
+            space = self._space(pid)
+            if space is None:
+                self._results[snap_id] = ((), ERROR)
+                self.errors += 1
+                return
+            res = unwind(space, ip, sp, bp, stack)
+            if res.reason == UNMAPPED and self._refresh(pid):
+                space = self._space(pid)   # maps read at exec, before the libraries
+                if space is not None:
+                    res = unwind(space, ip, sp, bp, stack)
+        except Exception as exc:
+            self.errors += 1
+            self._results[snap_id] = ((), ERROR)
+            log.debug("unwinding snapshot %x of pid %d failed: %s", snap_id, pid, exc)
+            return
+        self.unwound += 1
+        if res.complete:
+            self._results[snap_id] = (res.addresses, FULL)
+        else:
+            self._results[snap_id] = ((*res.addresses, TRUNCATED_MARK), TRUNCATED)
+
+    def _space(self, pid: int) -> AddressSpace | None:
+        info = self._procs.get(pid)
+        if info is None:
+            return None
+        hit = self._spaces.get(pid)
+        if hit is not None and hit[0] is info:
+            return hit[1]
+        space = AddressSpace(info.mappings, lambda m: self._table_for(pid, m))
+        self._spaces[pid] = (info, space)
+        return space
+
+    def _refresh(self, pid: int) -> bool:
+        """Re-read the maps of a live process whose copy is older than REFRESH_NS."""
+        info = self._procs.get(pid, capture=False)
+        if info is None or info.exited or time.time_ns() - info.captured_ns < REFRESH_NS:
+            return False
+        return self._procs.capture(pid) is not None
+
+    def _table_for(self, pid: int, m: Mapping) -> UnwindTable | None:
+        if m.file == "[vdso]":
+            return vdso_table(pid, m, self._tables)
+        if not m.file.startswith("/"):
+            return None
+        return self._tables.get(f"/proc/{pid}/root{m.file}", m.build_id)
+
+    # -- StackSource ------------------------------------------------------------------
+    def begin(self, seq: int) -> None:
+        try:
+            self.process_pending()
+        except Exception as exc:
+            self._on_error(exc)
+        self._fp.begin(seq)
+
+    def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
+        if stack_id >= 0 and stack_id & USNAP_BIT:
+            hit = self._results.get(stack_id)
+            if hit is None or hit[1] == ERROR:
+                return None
+            return hit[0]
+        return self._fp.addresses(seq, stack_id)
+
+    def outcome(self, stack_id: int) -> str:
+        """full / truncated / error for a snapshot id ("" for other ids)."""
+        if stack_id < 0 or not stack_id & USNAP_BIT:
+            return ""
+        hit = self._results.get(stack_id)
+        return ERROR if hit is None else hit[1]
+
+    def end(self, seq: int, still_needed: set[StackRef]) -> None:
+        self._fp.end(seq, {r for r in still_needed if not r[1] & USNAP_BIT})

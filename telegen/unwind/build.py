@@ -1,0 +1,118 @@
+"""Building an :class:`~telegen.unwind.table.UnwindTable` from an ELF file's CFI.
+
+pyelftools decodes the CIE/FDE instructions into rows (pc, CFA rule,
+register rules); this module reduces each row to the three things an x86-64
+unwinder needs (CFA, saved rbp, saved return address) and drops everything
+else. It runs once per object file (then the table is cached by build-id,
+see :mod:`telegen.unwind.cache`), never on the sampling hot path.
+
+``.eh_frame`` is used when present (it is what the C++ runtime itself
+unwinds with, so it covers every function of a normal build); otherwise
+``.debug_frame`` (binaries built with ``-fno-asynchronous-unwind-tables -g``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from elftools.dwarf.callframe import FDE
+
+from telegen.symbols.elf import ElfFile
+from telegen.unwind.table import (
+    OUTERMOST,
+    PLT,
+    RBP,
+    RSP,
+    UNSUPPORTED,
+    Rule,
+    Segment,
+    TableBuilder,
+    UnwindTable,
+)
+
+log = logging.getLogger(__name__)
+
+REG_RBP, REG_RSP, REG_RA = 6, 7, 16
+# DW_OP_breg7 8; DW_OP_breg16 0; DW_OP_lit15; DW_OP_and; DW_OP_litN; DW_OP_ge; ...
+_PLT_PREFIX = [0x77, 8, 0x80, 0, 0x3F, 0x1A]
+_DW_OP_LIT0 = 0x30
+# Decoding CFI with pyelftools costs ~3 s per MiB: bigger sections (browsers,
+# huge C++ binaries) are not decoded; their frames fall back to frame pointers.
+MAX_CFI_BYTES = 4 << 20
+
+
+def build_table(path: str) -> UnwindTable:
+    """The unwind table of the ELF file at ``path`` (empty when it has no CFI)."""
+    elf = ElfFile(path)
+    try:
+        return table_from_elf(elf)
+    finally:
+        elf.close()
+
+
+def table_from_elf(elf: ElfFile) -> UnwindTable:
+    segments = [Segment(s.vaddr, s.offset, s.filesz) for s in elf.segments]
+    builder = TableBuilder()
+    source = ""
+    entries: list[Any] = []
+    try:
+        for name in (".eh_frame", ".debug_frame"):
+            sec = elf.elf.get_section_by_name(name)
+            if sec is not None and sec["sh_size"] > MAX_CFI_BYTES:
+                log.info("%s: %s is %d bytes, over the %d limit: no CFI table",
+                         elf.path, name, sec["sh_size"], MAX_CFI_BYTES)
+                return builder.build(segments, build_id=elf.build_id)
+        dwarf = elf.elf.get_dwarf_info(relocate_dwarf_sections=False)
+        if dwarf.has_EH_CFI():
+            entries, source = dwarf.EH_CFI_entries(), ".eh_frame"
+        elif dwarf.has_CFI():
+            entries, source = dwarf.CFI_entries(), ".debug_frame"
+    except Exception as exc:   # no or unreadable CFI: the table stays empty
+        log.debug("%s: cannot read CFI: %s", elf.path, exc)
+    skipped = 0
+    for entry in entries:
+        if not isinstance(entry, FDE):
+            continue
+        try:
+            _add_fde(builder, entry)
+        except Exception:      # an opcode pyelftools cannot decode: that range has no rule
+            skipped += 1
+    if skipped:
+        log.debug("%s: %d FDEs could not be decoded", elf.path, skipped)
+    return builder.build(segments, build_id=elf.build_id, source=source)
+
+
+def _add_fde(builder: TableBuilder, fde: FDE) -> None:
+    start = fde.header["initial_location"]
+    end = start + fde.header["address_range"]
+    rows = fde.get_decoded().table
+    for i, row in enumerate(rows):
+        row_end = rows[i + 1]["pc"] if i + 1 < len(rows) else end
+        builder.add(row["pc"], min(row_end, end), row_rule(row))
+
+
+def row_rule(row: dict[Any, Any]) -> Rule:
+    """One decoded CFI row as a compact rule (see :mod:`telegen.unwind.table`)."""
+    ra = row.get(REG_RA)
+    if ra is None or ra.type == "UNDEFINED":
+        return (OUTERMOST, 0, 0, 0)
+    if ra.type != "OFFSET":
+        return (UNSUPPORTED, 0, 0, 0)
+    ra_off = int(ra.arg)
+    rbp = row.get(REG_RBP)
+    rbp_off = int(rbp.arg) if rbp is not None and rbp.type == "OFFSET" else 0
+    if rbp is not None and rbp.type not in ("OFFSET", "SAME_VALUE", "UNDEFINED"):
+        return (UNSUPPORTED, 0, 0, 0)
+    cfa = row["cfa"]
+    if cfa.expr is not None:
+        expr = list(cfa.expr)
+        if expr[:6] == _PLT_PREFIX and len(expr) > 6 and \
+                _DW_OP_LIT0 <= expr[6] < _DW_OP_LIT0 + 32:
+            return (PLT, expr[6] - _DW_OP_LIT0, rbp_off, ra_off)
+        return (UNSUPPORTED, 0, 0, 0)
+    if cfa.reg == REG_RSP:
+        return (RSP, int(cfa.offset), rbp_off, ra_off)
+    if cfa.reg == REG_RBP:
+        return (RBP, int(cfa.offset), rbp_off, ra_off)
+    return (UNSUPPORTED, 0, 0, 0)

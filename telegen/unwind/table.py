@@ -1,0 +1,162 @@
+"""Compact per-binary unwind tables (x86-64).
+
+A table is built once per object file from its CFI (``.eh_frame`` or
+``.debug_frame``, see :mod:`telegen.unwind.build`) and holds, for every
+address range with its own unwind rule, the row's start address (link-time
+virtual address) and an index into a small list of distinct rules. Looking a
+pc up is a ``bisect`` over the sorted starts; results are memoized per pc,
+so the unwinder's hot path is one dict hit per frame.
+
+A rule says how to find the caller's frame from this one::
+
+    (kind, cfa_offset, rbp_offset, ra_offset)
+
+* ``kind`` — ``RSP``: CFA = rsp + cfa_offset; ``RBP``: CFA = rbp + cfa_offset;
+  ``PLT``: the PLT stub expression (CFA = rsp + 8, + 8 more past the
+  stub's push; ``cfa_offset`` holds the threshold on ``pc & 15``);
+  ``OUTERMOST``: the return address is undefined (``_start``, ``clone3``):
+  the stack is complete here; ``UNSUPPORTED``: another DWARF expression or
+  register (signal frames, stack realignment); ``NONE``: no CFI covers pc.
+* ``rbp_offset`` — where the caller's rbp is saved, relative to the CFA,
+  or 0 when this frame leaves rbp untouched.
+* ``ra_offset`` — where the return address is saved, relative to the CFA.
+
+Serialized form (for the on-disk cache): a header, then the starts as
+``Q`` and the rule indices as ``I`` arrays, then the rules as ``bqqq``.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from bisect import bisect_right
+from typing import NamedTuple
+
+RSP, RBP, PLT, OUTERMOST, UNSUPPORTED, NONE = 0, 1, 2, 3, 4, 5
+KIND_NAMES = ("rsp", "rbp", "plt", "outermost", "unsupported", "none")
+
+Rule = tuple[int, int, int, int]
+NO_RULE: Rule = (NONE, 0, 0, 0)
+
+_MAGIC = b"TGUNW001"
+_HEAD = struct.Struct("<8sIII")    # magic, rows, rules, segments
+_RULE = struct.Struct("<bqqq")
+_SEG = struct.Struct("<QQQ")       # vaddr, file offset, file size
+
+
+class Segment(NamedTuple):
+    vaddr: int
+    offset: int
+    filesz: int
+
+
+class UnwindTable:
+    """Rows of one object file; ``rule(vaddr)`` is the hot-path look-up."""
+
+    __slots__ = ("starts", "indices", "rules", "segments", "build_id", "source", "_memo")
+
+    def __init__(self, starts: array[int], indices: array[int], rules: list[Rule],
+                 segments: list[Segment], *, build_id: str = "", source: str = "") -> None:
+        self.starts = starts
+        self.indices = indices
+        self.rules = rules
+        self.segments = segments
+        self.build_id = build_id
+        self.source = source           # ".eh_frame", ".debug_frame" or "" (no CFI)
+        self._memo: dict[int, Rule] = {}
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def has_cfi(self) -> bool:
+        return bool(self.starts)
+
+    def rule(self, vaddr: int) -> Rule:
+        hit = self._memo.get(vaddr)
+        if hit is not None:
+            return hit
+        i = bisect_right(self.starts, vaddr) - 1
+        rule = self.rules[self.indices[i]] if i >= 0 else NO_RULE
+        if len(self._memo) < 65536:
+            self._memo[vaddr] = rule
+        return rule
+
+    def load_bias(self, map_start: int, map_offset: int) -> int | None:
+        """``address - bias`` = link-time vaddr for a mapping of this file at
+        ``map_start`` with file offset ``map_offset``; None if no PT_LOAD covers it."""
+        for seg in self.segments:
+            if seg.offset <= map_offset < seg.offset + max(seg.filesz, 1):
+                return map_start - map_offset + seg.offset - seg.vaddr
+        return None
+
+    # -- serialization ---------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        parts = [_HEAD.pack(_MAGIC, len(self.starts), len(self.rules), len(self.segments))]
+        parts += [_SEG.pack(*s) for s in self.segments]
+        parts += [_RULE.pack(*r) for r in self.rules]
+        parts.append(array("Q", self.starts).tobytes())
+        parts.append(array("I", self.indices).tobytes())
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, build_id: str = "", source: str = "") -> UnwindTable:
+        magic, nrows, nrules, nsegs = _HEAD.unpack_from(data, 0)
+        if magic != _MAGIC:
+            raise ValueError("not an unwind table (bad magic)")
+        pos = _HEAD.size
+        segments = []
+        for _ in range(nsegs):
+            segments.append(Segment(*_SEG.unpack_from(data, pos)))
+            pos += _SEG.size
+        rules: list[Rule] = []
+        for _ in range(nrules):
+            rules.append(_RULE.unpack_from(data, pos))
+            pos += _RULE.size
+        starts = array("Q")
+        starts.frombytes(data[pos:pos + 8 * nrows])
+        pos += 8 * nrows
+        indices = array("I")
+        indices.frombytes(data[pos:pos + 4 * nrows])
+        if len(starts) != nrows or len(indices) != nrows:
+            raise ValueError("truncated unwind table")
+        if any(i >= nrules for i in indices):
+            raise ValueError("corrupt unwind table (rule index)")
+        return cls(starts, indices, rules, segments, build_id=build_id, source=source)
+
+
+class TableBuilder:
+    """Collects (start, end, rule) rows and produces a sorted, gap-marked table."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[int, int, Rule]] = []
+
+    def add(self, start: int, end: int, rule: Rule) -> None:
+        if end > start:
+            self._rows.append((start, end, rule))
+
+    def build(self, segments: list[Segment], *, build_id: str = "",
+              source: str = "") -> UnwindTable:
+        self._rows.sort(key=lambda r: r[0])
+        interned: dict[Rule, int] = {}
+        starts: array[int] = array("Q")
+        indices: array[int] = array("I")
+
+        def put(at: int, rule: Rule) -> None:
+            idx = interned.setdefault(rule, len(interned))
+            if starts and starts[-1] == at:
+                indices[-1] = idx
+            elif not indices or indices[-1] != idx:
+                starts.append(at)
+                indices.append(idx)
+
+        end_prev = -1
+        for start, end, rule in self._rows:
+            if end_prev >= 0 and start > end_prev:
+                put(end_prev, NO_RULE)          # gap between FDEs: no CFI
+            put(start, rule)
+            end_prev = max(end_prev, end)
+        if end_prev >= 0:
+            put(end_prev, NO_RULE)
+        rules = [r for r, _ in sorted(interned.items(), key=lambda kv: kv[1])]
+        return UnwindTable(starts, indices, rules, segments, build_id=build_id, source=source)

@@ -1,0 +1,127 @@
+"""Unwinding one copied user stack (x86-64) with per-binary unwind tables.
+
+Input: the registers at the sample (ip, sp, bp) and the bytes of the stack
+from ``sp`` upwards, as copied by BPF. For each frame the unwinder finds the
+rule for its pc (an :class:`AddressSpace` memoizes pc → rule per process, so
+a pc seen before costs one dict hit), computes the CFA, and reads the return
+address (and the caller's rbp when this frame saved it) from the copy.
+
+Where no CFI covers a pc, frame pointers are used for that frame (``auto``
+semantics: CFI where it exists, frame pointers where it does not); a stack
+that needed that fallback is reported truncated, because nothing proves it
+complete. A stack is *full* when it reaches a frame whose CFI marks the return
+address undefined (``_start``, ``clone3``/``start_thread``), as the C
+runtime does for the outermost frame of every thread.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from telegen.pdata import Mapping
+from telegen.unwind.table import NONE, OUTERMOST, PLT, RBP, RSP, Rule, UnwindTable
+
+_U64 = struct.Struct("<Q")
+_FP_RULE: Rule = (RBP, 16, -16, -8)     # push rbp; mov rbp, rsp
+MAX_DEPTH = 127
+
+# Why a stack stopped early (the ``reason`` of a truncated result).
+STACK_END = "stack_end"        # the next slot is outside the copied bytes
+UNMAPPED = "unmapped"          # pc outside every executable mapping (JIT, garbage)
+UNSUPPORTED = "unsupported"    # CFI the unwinder does not evaluate (signal frame, DRAP)
+NO_CFI = "no_cfi"              # frame pointers had to stand in for missing CFI
+BAD_FRAME = "bad_frame"        # CFA not above sp: a corrupt or misread frame
+DEPTH = "depth"
+
+
+class UnwindResult(NamedTuple):
+    addresses: tuple[int, ...]     # leaf ip first, then return addresses
+    complete: bool
+    reason: str                    # "" when complete
+
+
+class AddressSpace:
+    """The executable mappings of one process with their tables and load biases.
+
+    ``table_for(mapping)`` returns the mapping's table (or None when its file
+    cannot be read: such frames fall back to frame pointers)."""
+
+    def __init__(self, mappings: Sequence[Mapping],
+                 table_for: Callable[[Mapping], UnwindTable | None]) -> None:
+        self._starts: list[int] = []
+        self._entries: list[tuple[int, UnwindTable | None, int]] = []
+        for m in sorted(mappings, key=lambda m: m.start):
+            table = table_for(m)
+            bias = table.load_bias(m.start, m.offset) if table is not None else None
+            if bias is None:
+                table, bias = None, 0
+            self._starts.append(m.start)
+            self._entries.append((m.limit, table, bias))
+        self._memo: dict[int, Rule | None] = {}
+
+    def rule_at(self, address: int) -> Rule | None:
+        """The rule for ``address``; None when no executable mapping holds it."""
+        memo = self._memo
+        if address in memo:
+            return memo[address]
+        i = bisect_right(self._starts, address) - 1
+        rule: Rule | None = None
+        if i >= 0:
+            limit, table, bias = self._entries[i]
+            if address < limit:
+                rule = table.rule(address - bias) if table is not None else \
+                    (NONE, 0, 0, 0)
+        if len(memo) < 262144:
+            memo[address] = rule
+        return rule
+
+
+def unwind(space: AddressSpace, ip: int, sp: int, bp: int, stack: bytes, *,
+           max_depth: int = MAX_DEPTH) -> UnwindResult:
+    """Walk ``stack`` (bytes copied from address ``sp``) from the registers."""
+    base, size = sp, len(stack) - 8
+    unpack = _U64.unpack_from
+    out = [ip]
+    pc, lookup = ip, ip
+    used_fp = False
+    while len(out) < max_depth:
+        rule = space.rule_at(lookup)
+        if rule is None:
+            return UnwindResult(tuple(out), False, UNMAPPED)
+        kind, cfa_off, rbp_off, ra_off = rule
+        if kind == RSP:
+            cfa = sp + cfa_off
+        elif kind == RBP:
+            cfa = bp + cfa_off
+        elif kind == OUTERMOST:
+            return UnwindResult(tuple(out), not used_fp, NO_CFI if used_fp else "")
+        elif kind == PLT:
+            cfa = sp + (16 if (pc & 15) >= cfa_off else 8)
+        elif kind == NONE:
+            used_fp = True
+            if bp == 0:
+                return UnwindResult(tuple(out), False, NO_CFI)
+            kind, cfa_off, rbp_off, ra_off = _FP_RULE
+            cfa = bp + cfa_off
+        else:
+            return UnwindResult(tuple(out), False, UNSUPPORTED)
+        if cfa <= sp:
+            return UnwindResult(tuple(out), False, NO_CFI if used_fp else BAD_FRAME)
+        at = cfa + ra_off - base
+        if at < 0 or at > size:
+            return UnwindResult(tuple(out), False, NO_CFI if used_fp else STACK_END)
+        ra = unpack(stack, at)[0]
+        if rbp_off:
+            at = cfa + rbp_off - base
+            if at < 0 or at > size:
+                return UnwindResult(tuple(out), False, NO_CFI if used_fp else STACK_END)
+            bp = unpack(stack, at)[0]
+        sp = cfa
+        if ra == 0:     # a zeroed return slot: the runtime's end-of-stack marker
+            return UnwindResult(tuple(out), not used_fp, NO_CFI if used_fp else "")
+        out.append(ra)
+        pc, lookup = ra, ra - 1
+    return UnwindResult(tuple(out), False, DEPTH)
