@@ -82,13 +82,20 @@ class UnwindTable:
             self._memo[vaddr] = rule
         return rule
 
-    def load_bias(self, map_start: int, map_offset: int) -> int | None:
+    def load_bias(self, map_start: int, map_offset: int, map_size: int = 1) -> int | None:
         """``address - bias`` = link-time vaddr for a mapping of this file at
-        ``map_start`` with file offset ``map_offset``; None if no PT_LOAD covers it."""
-        for seg in self.segments:
-            if seg.offset <= map_offset < seg.offset + max(seg.filesz, 1):
-                return map_start - map_offset + seg.offset - seg.vaddr
-        return None
+        ``map_start`` with file offset ``map_offset``; None if no PT_LOAD covers it.
+        A page can belong to two segments (the end of one, the start of the next):
+        the segment that overlaps most of the mapping wins."""
+        best, best_overlap = None, 0
+        for seg in self.segments:   # mappings start at the segment's page, not its offset
+            lo, hi = seg.offset & ~0xFFF, seg.offset + max(seg.filesz, 1)
+            overlap = min(hi, map_offset + map_size) - max(lo, map_offset)
+            if lo <= map_offset < hi and overlap > best_overlap:
+                best, best_overlap = seg, overlap
+        if best is None:
+            return None
+        return map_start - map_offset + best.offset - best.vaddr
 
     # -- serialization ---------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -55,7 +55,8 @@ class AddressSpace:
         self._entries: list[tuple[int, UnwindTable | None, int]] = []
         for m in sorted(mappings, key=lambda m: m.start):
             table = table_for(m)
-            bias = table.load_bias(m.start, m.offset) if table is not None else None
+            bias = table.load_bias(m.start, m.offset, m.limit - m.start) \
+                if table is not None else None
             if bias is None:
                 table, bias = None, 0
             self._starts.append(m.start)
