@@ -29,6 +29,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=int, default=99)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--unwinding", default="auto", choices=("auto", "frame_pointer", "dwarf"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     reg = Registry()
@@ -37,7 +38,8 @@ def main() -> int:
                               logging.getLogger("bench.ebpf"))
     sink = Discard()
     receiver = EbpfReceiver(settings, EbpfConfig(sample_rate=args.rate,
-                                                 duration=args.duration), sink)
+                                                 duration=args.duration,
+                                                 unwinding=args.unwinding), sink)
     receiver.start(None)  # type: ignore[arg-type]
     print(f"ready {receiver.startup_s:.3f}", flush=True)
     sys.stdin.read()

@@ -9,6 +9,12 @@ BPF programs' run time (kernel.bpf_stats_enabled, run_time_ns from the
 agent's prog fdinfo), RSS, start-up time. Prints a markdown table.
 
     python -m bench.overhead [--seconds 15] [--rates 19,49,99]
+
+CFI unwinding (``--unwinding``, default ``frame_pointer,auto``): each mode
+is measured on its own build of the workload: ``frame_pointer`` on the
+workload built with frame pointers (the kernel walks them), ``auto`` on the
+workload built ``-fomit-frame-pointer`` (BPF copies user stacks, the agent
+unwinds them with .eh_frame tables), in the same run.
 """
 
 from __future__ import annotations
@@ -29,9 +35,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
+FP_CFLAGS = ("-O2", "-g", "-fno-omit-frame-pointer", "-pthread")
+NOFP_CFLAGS = ("-O2", "-g", "-fomit-frame-pointer", "-pthread")
+
+
 @dataclass
 class Result:
     rate: int
+    unwinding: str
     baseline: float
     with_agent: float
     agent_cpu_s: float
@@ -81,12 +92,13 @@ def run_workload(binary: Path, seconds: float, threads: int) -> float:
 
 
 def measure(binary: Path, rate: int, seconds: float, threads: int,
-            window_s: float) -> Result:
+            window_s: float, unwinding: str = "frame_pointer") -> Result:
     baseline = run_workload(binary, seconds, threads)
     t0 = time.monotonic()
     agent = subprocess.Popen([sys.executable, "-m", "bench.agent", "--rate", str(rate),
-                              "--duration", str(window_s)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+                              "--duration", str(window_s), "--unwinding", unwinding],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=HERE.parent)
     assert agent.stdout is not None and agent.stdin is not None
     line = agent.stdout.readline().split()
     if not line or line[0] != "ready":
@@ -102,20 +114,27 @@ def measure(binary: Path, rate: int, seconds: float, threads: int,
     rss = rss_mb(agent.pid)
     agent.stdin.close()
     agent.wait(60)
-    return Result(rate, baseline, with_agent, cpu1 - cpu0, (bpf1 - bpf0) / 1e9,
+    return Result(rate, unwinding, baseline, with_agent, cpu1 - cpu0, (bpf1 - bpf0) / 1e9,
                   runs1 - runs0, elapsed, rss, float(line[1]), ready_s)
 
 
+_MODE_LABEL = {"frame_pointer": "frame_pointer (-fno-omit-frame-pointer)",
+               "auto": "auto: CFI (-fomit-frame-pointer)",
+               "dwarf": "dwarf: CFI (-fomit-frame-pointer)"}
+
+
 def table(results: list[Result], ncpu: int) -> str:
-    rows = ["| rate | workload throughput | agent CPU (user+sys) | BPF run time | "
-            "total per profiled CPU | agent RSS | start-up (load / process ready) |",
-            "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| rate | unwinding (workload build) | workload throughput | "
+            "agent CPU (user+sys) | BPF run time | total per profiled CPU | agent RSS | "
+            "start-up (load / process ready) |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         agent_pct = 100 * r.agent_cpu_s / r.seconds
         bpf_pct = 100 * r.bpf_s / r.seconds
         per_cpu = (agent_pct + bpf_pct) / ncpu
         rows.append(
-            f"| {r.rate} Hz | {100 * r.with_agent / r.baseline:.1f}% of baseline | "
+            f"| {r.rate} Hz | {_MODE_LABEL.get(r.unwinding, r.unwinding)} | "
+            f"{100 * r.with_agent / r.baseline:.1f}% of baseline | "
             f"{agent_pct:.2f}% of a core | {bpf_pct:.2f}% of a core "
             f"({r.bpf_runs / r.seconds:.0f} runs/s) | {per_cpu:.2f}% | {r.rss_mb:.0f} MB | "
             f"{r.startup_s:.1f} s / {r.ready_s:.1f} s |")
@@ -127,6 +146,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--rates", default="19,49,99")
     ap.add_argument("--window", type=float, default=5.0, help="receiver duration (s)")
+    ap.add_argument("--unwinding", default="frame_pointer,auto",
+                    help="modes to measure, each on its matching workload build")
     args = ap.parse_args()
     ncpu = os.cpu_count() or 1
     stats_before = BPF_STATS.read_text().strip() if BPF_STATS.exists() else None
@@ -134,9 +155,15 @@ def main() -> int:
         if stats_before is not None:
             BPF_STATS.write_text("1")
         with tempfile.TemporaryDirectory() as tmp:
-            binary = build("bench_work", tmp, source_dir=HERE / "workloads")
-            results = [measure(binary, int(rate), args.seconds, ncpu, args.window)
-                       for rate in args.rates.split(",")]
+            binaries = {}
+            for label, cflags in (("fp", FP_CFLAGS), ("nofp", NOFP_CFLAGS)):
+                (Path(tmp) / label).mkdir()
+                binaries[label] = build("bench_work", Path(tmp) / label, cflags=cflags,
+                                        source_dir=HERE / "workloads")
+            results = [measure(binaries["fp" if mode == "frame_pointer" else "nofp"],
+                               int(rate), args.seconds, ncpu, args.window, mode)
+                       for rate in args.rates.split(",")
+                       for mode in args.unwinding.split(",")]
     finally:
         if stats_before is not None:
             BPF_STATS.write_text(stats_before)

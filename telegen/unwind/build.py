@@ -37,6 +37,7 @@ REG_RBP, REG_RSP, REG_RA = 6, 7, 16
 # DW_OP_breg7 8; DW_OP_breg16 0; DW_OP_lit15; DW_OP_and; DW_OP_litN; DW_OP_ge; ...
 _PLT_PREFIX = [0x77, 8, 0x80, 0, 0x3F, 0x1A]
 _DW_OP_LIT0 = 0x30
+_DW_CFA_GNU_ARGS_SIZE = 0x2E
 # Decoding CFI with pyelftools costs ~3 s per MiB: bigger sections (browsers,
 # huge C++ binaries) are not decoded; their frames fall back to frame pointers.
 MAX_CFI_BYTES = 4 << 20
@@ -84,6 +85,10 @@ def table_from_elf(elf: ElfFile) -> UnwindTable:
 
 
 def _add_fde(builder: TableBuilder, fde: FDE) -> None:
+    # DW_CFA_GNU_args_size (outgoing argument bytes, for exception landing pads)
+    # does not change the CFA; pyelftools' table decoder rejects it, so drop it.
+    if any(i.opcode == _DW_CFA_GNU_ARGS_SIZE for i in fde.instructions):
+        fde.instructions = [i for i in fde.instructions if i.opcode != _DW_CFA_GNU_ARGS_SIZE]
     start = fde.header["initial_location"]
     end = start + fde.header["address_range"]
     rows = fde.get_decoded().table

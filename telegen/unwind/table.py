@@ -38,7 +38,7 @@ KIND_NAMES = ("rsp", "rbp", "plt", "outermost", "unsupported", "none")
 Rule = tuple[int, int, int, int]
 NO_RULE: Rule = (NONE, 0, 0, 0)
 
-_MAGIC = b"TGUNW001"
+_MAGIC = b"TGUNW002"
 _HEAD = struct.Struct("<8sIII")    # magic, rows, rules, segments
 _RULE = struct.Struct("<bqqq")
 _SEG = struct.Struct("<QQQ")       # vaddr, file offset, file size

@@ -126,7 +126,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
                               logging.getLogger("test.ebpf.cfi"))
     sink = Sink()
     names = "|".join(p.path.name for p in programs.values())
-    cfg = EbpfConfig(duration=1.0, sample_rate=RATE, process_names=[f"^({names})$"], unwinding="auto")
+    cfg = EbpfConfig(duration=1.0, sample_rate=RATE, process_names=[f"^({names})$"],
+                     unwinding="auto")
     cfg.validate()
     receiver = EbpfReceiver(settings, cfg, sink)
     receiver.start(None)  # type: ignore[arg-type]
