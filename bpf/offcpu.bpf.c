@@ -24,7 +24,12 @@ TRACEPOINT_PROBE(sched, sched_switch)
         start.key.pid = tgid;
         start.key.tid = tid;
         bpf_get_current_comm(&start.key.comm, sizeof(start.key.comm));
-        walk_stacks_ex(args, &start.key, seq, 0, CAPTURE_BUDGETED);
+        /* Stack copies (CFI unwinding) only for threads that block: a preempted
+         * thread (prev_state 0, TASK_RUNNING) waits for a CPU, its stack is what
+         * the CPU profile shows, and preemptions of busy threads would use up
+         * the copy budget; it gets frame pointers, marked truncated. */
+        walk_stacks_ex(args, &start.key, seq, 0,
+                       args->prev_state == 0 ? CAPTURE_SKIP : CAPTURE_BUDGETED);
         if (off_starts.update(&start.key.tid, &start) != 0)
             stat_add(ST_STARTS_FULL, 1);
     }

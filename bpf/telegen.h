@@ -224,6 +224,7 @@ static __always_inline int stack_id(void *ctx, u32 seq, u64 flags)
  * Budgeted callers (off-CPU: switch-outs far outnumber samples) get at most
  * USNAP_BUDGET new copies per CPU per second. */
 #define CAPTURE_BUDGETED 1
+#define CAPTURE_SKIP 2      /* frame pointers only (e.g. preempted, not blocked) */
 
 #ifdef USER_STACKS
 #define USTACK_MAX 16384
@@ -382,7 +383,7 @@ static __always_inline void walk_stacks_ex(void *ctx, struct sample_key *key, u3
 {
     int uid = -ENOENT, kid = -ENOENT;
 #ifdef USER_STACKS
-    uid = capture_user_stack(key->pid, key->tid, capture);
+    uid = (capture & CAPTURE_SKIP) ? -EAGAIN : capture_user_stack(key->pid, key->tid, capture);
     if (uid < 0) {
         int err = uid;
         uid = stack_id(ctx, seq, BPF_F_USER_STACK);

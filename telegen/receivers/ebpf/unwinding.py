@@ -40,7 +40,8 @@ _HDR = struct.Struct("<IIIIQQQ")          # struct ustack_hdr
 MAX_PENDING = 4096                        # copies waiting to be unwound (16 KiB each)
 RESULTS = 65536                           # unwound stacks kept for dedupe hits
 SPACES = 1024                             # per-process address spaces kept
-REFRESH_NS = 200_000_000                  # re-read a live process's maps at most this often
+REFRESH_NS = 200_000_000                  # maps older than this may be re-read on a miss,
+REFRESH_EVERY_NS = 5_000_000_000          # but at most this often per process (JIT code)
 
 # outcome of one unwound stack, as counted per sample
 FULL, TRUNCATED, ERROR = "full", "truncated", "error"
@@ -64,6 +65,7 @@ class CfiStacks:
         self._spaces: LRUCache[int, tuple[ProcessInfo, AddressSpace]] = LRUCache(SPACES)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._refreshed: LRUCache[int, int] = LRUCache(SPACES)
         self.dropped = 0          # copies dropped because unwinding fell behind
         self.unwound = 0
         self.errors = 0
@@ -152,8 +154,11 @@ class CfiStacks:
     def _refresh(self, pid: int) -> bool:
         """Re-read the maps of a live process whose copy is older than REFRESH_NS."""
         info = self._procs.get(pid, capture=False)
-        if info is None or info.exited or time.time_ns() - info.captured_ns < REFRESH_NS:
+        now = time.time_ns()
+        if info is None or info.exited or now - info.captured_ns < REFRESH_NS or \
+                now - self._refreshed.get(pid, 0) < REFRESH_EVERY_NS:
             return False
+        self._refreshed[pid] = now
         return self._procs.capture(pid) is not None
 
     def _table_for(self, pid: int, m: Mapping) -> UnwindTable | None:
