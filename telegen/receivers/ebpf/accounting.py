@@ -16,7 +16,7 @@ class Accounting:
     def __init__(self, telemetry: ComponentTelemetry) -> None:
         self._t = telemetry
         self.accepted = {name: telemetry.counter("receiver_accepted_samples", profile=name)
-                         for name in ("cpu", "off_cpu")}
+                         for name in ("cpu", "off_cpu", "alloc", "inuse", "mutex")}
         self.lost_events = telemetry.counter("ebpf_lost_events")
         self.truncated = telemetry.counter("ebpf_truncated_stacks")
         self.processes = telemetry.gauge("ebpf_processes_tracked")

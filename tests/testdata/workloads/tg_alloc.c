@@ -27,7 +27,7 @@ static long long bytes[S_N], counts[S_N];
 static const char *names[S_N] = {"site_small", "site_medium", "site_calloc",
                                   "site_realloc_base", "site_realloc", "site_memalign",
                                   "site_leak", "site_freed"};
-static volatile void *sink;
+static void *volatile sink;   /* a volatile pointer: the compiler keeps every malloc/free pair */
 
 static void note(int site, long long size)
 {
