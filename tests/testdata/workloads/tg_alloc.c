@@ -99,7 +99,7 @@ __attribute__((noinline)) void site_memalign(int n)
     }
 }
 
-static void *leaked[65536];
+static void *volatile leaked[65536];   /* kept: the leak must not be optimized away */
 
 __attribute__((noinline)) void site_leak(int n)
 {
