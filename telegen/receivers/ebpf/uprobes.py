@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def allocator_symbols(path: str, *, inuse: bool) -> dict[str, int]:
         elf = ELFFile(f)
         for section in (".dynsym", ".symtab"):
             table = elf.get_section_by_name(section)
-            if table is None:
+            if not isinstance(table, SymbolTableSection):
                 continue
             for sym in table.iter_symbols():
                 if (sym.name in wanted and sym.name not in found
