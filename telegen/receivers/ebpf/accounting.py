@@ -24,7 +24,6 @@ class Accounting:
         self.errors = telemetry.counter("ebpf_errors")
         self.below = telemetry.counter("ebpf_offcpu_below_threshold")
         self.windows = telemetry.counter("ebpf_windows")
-        self.not_implemented = telemetry.counter("ebpf_unimplemented_options")
 
     def stack_error(self, kind: str, n: int = 1, stack: str = "user") -> None:
         self._t.counter("ebpf_stack_errors", type=kind, stack=stack).add(n)
