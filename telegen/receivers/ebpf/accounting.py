@@ -16,7 +16,7 @@ class Accounting:
     def __init__(self, telemetry: ComponentTelemetry) -> None:
         self._t = telemetry
         self.accepted = {name: telemetry.counter("receiver_accepted_samples", profile=name)
-                         for name in ("cpu", "off_cpu")}
+                         for name in ("cpu", "off_cpu", "alloc", "inuse", "mutex")}
         self.lost_events = telemetry.counter("ebpf_lost_events")
         self.truncated = telemetry.counter("ebpf_truncated_stacks")
         self.processes = telemetry.gauge("ebpf_processes_tracked")
@@ -24,7 +24,6 @@ class Accounting:
         self.errors = telemetry.counter("ebpf_errors")
         self.below = telemetry.counter("ebpf_offcpu_below_threshold")
         self.windows = telemetry.counter("ebpf_windows")
-        self.not_implemented = telemetry.counter("ebpf_unimplemented_options")
 
     def stack_error(self, kind: str, n: int = 1, stack: str = "user") -> None:
         self._t.counter("ebpf_stack_errors", type=kind, stack=stack).add(n)

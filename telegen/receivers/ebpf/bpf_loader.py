@@ -23,6 +23,7 @@ EVENT_RING_PAGES = 64        # 256 KiB ring for control + timestamp events
 USTACK_RING_PAGES = 1024     # 4 MiB ring for user stack copies (CFI unwinding)
 USNAP_ENTRIES = 8192         # remembered stack copies (dedupe, bpf/telegen.h)
 USNAP_BUDGET = 100           # new off-CPU stack copies per CPU per second
+MAX_LIVE = 65536             # inuse memory: sampled live allocations tracked (bpf/memory.bpf.c)
 
 
 class BpfLoadError(RuntimeError):
@@ -44,6 +45,11 @@ class BpfOptions:
     self_tgid: int = field(default_factory=os.getpid)
     off_cpu_threshold_ns: int = 0
     user_stacks: bool = False        # copy user stacks for CFI unwinding
+    memory: bool = False
+    memory_inuse: bool = False
+    sample_every_bytes: int = 512 * 1024
+    mutex: bool = False
+    mutex_threshold_ns: int = 0
 
     def cflags(self) -> list[str]:
         flags = [
@@ -57,6 +63,9 @@ class BpfOptions:
             f"-DEVENTS_PAGES={EVENT_RING_PAGES}",
             f"-DSELF_TGID={self.self_tgid}",
             f"-DOFFCPU_MIN_NS={self.off_cpu_threshold_ns}ULL",
+            f"-DSAMPLE_EVERY_BYTES={self.sample_every_bytes}ULL",
+            f"-DMAX_LIVE={MAX_LIVE}",
+            f"-DMUTEX_MIN_NS={self.mutex_threshold_ns}ULL",
         ]
         if self.user_stacks:
             flags += ["-DUSER_STACKS", f"-DUSTACK_PAGES={USTACK_RING_PAGES}",
@@ -66,14 +75,17 @@ class BpfOptions:
                          ("WATCH_EXEC", self.watch_exec),
                          ("INCLUDE_KERNEL", self.include_kernel),
                          ("TIMESTAMPS", self.timestamps),
-                         ("OFF_CPU", self.off_cpu), ("CPU", self.cpu)):
+                         ("OFF_CPU", self.off_cpu), ("CPU", self.cpu),
+                         ("MEM_INUSE", self.memory and self.memory_inuse)):
             if on:
                 flags.append(f"-D{name}")
         return flags
 
     def source(self) -> str:
         files = (["cpu.bpf.c"] if self.cpu else []) + \
-                (["offcpu.bpf.c"] if self.off_cpu else []) + ["proc.bpf.c"]
+                (["offcpu.bpf.c"] if self.off_cpu else []) + \
+                (["memory.bpf.c"] if self.memory else []) + \
+                (["lock.bpf.c"] if self.mutex else []) + ["proc.bpf.c"]
         # Concatenated (header first), not #included: BCC rewrites map methods and
         # TRACEPOINT_PROBE only in the main text; the include guard skips the
         # programs' own `#include "telegen.h"`.
@@ -106,7 +118,8 @@ class LoadedBpf:
             self.close()
             raise BpfLoadError(f"attaching the cpu-clock perf event failed: {exc}; "
                                "doctor check 'perf_event access' / 'capabilities'") from exc
-        # TRACEPOINT_PROBEs (sched_switch, exec, exit) attach automatically at load.
+        # TRACEPOINT_PROBEs (sched_switch, exec, exit, futex) attach automatically at
+        # load; memory uprobes are attached per process by uprobes.py.
 
     def table(self, name: str) -> Any:
         return self.bpf[name.encode()]

@@ -29,11 +29,22 @@ class EbpfConfig:
     include_kernel: bool = False
     # Keep a unix-ns timestamp (and the tid) per sample (for trace-span linking).
     timestamps: bool = False
-    # Memory and lock profiles: accepted for configuration compatibility, not
-    # implemented in this build (a warning is logged when enabled).
+    # Memory profile of native processes: uprobes on the allocator (malloc,
+    # calloc, realloc, free, aligned variants) of each targeted process's libc,
+    # or of the system libc when the whole host is profiled (every process
+    # using it then pays the probe trap on each allocation call).
     memory: bool = False
+    # alloc: allocations per window (alloc_objects, alloc_space); inuse: live
+    # sampled allocations at each window's end (inuse_objects, inuse_space).
     memory_mode: str = "alloc"
+    # Mean bytes between sampled allocations (as Go's MemProfileRate); totals
+    # are scaled back without bias. 0 records every allocation.
+    sample_every_bytes: int = 512 * 1024
+    # Lock contention: time threads wait in futex(FUTEX_WAIT...) per stack
+    # (pthread mutexes, condition variables, semaphores...).
     mutex: bool = False
+    # Waits shorter than this are not recorded as samples (only counted).
+    mutex_threshold: float = field(default=0.00001, metadata={"duration": True})
     # Entries of each stack map (two are kept, one per window generation).
     max_stacks: int = 16384
     # The agent never profiles itself unless asked.
@@ -64,6 +75,11 @@ class EbpfConfig:
             except re.error as exc:
                 raise ValueError(f"process_names: invalid regular expression "
                                  f"{pattern!r}: {exc}") from None
+        if not 0 <= self.sample_every_bytes <= 1 << 40:
+            raise ValueError(f"sample_every_bytes must be between 0 and 2^40 "
+                             f"(got {self.sample_every_bytes})")
+        if self.mutex_threshold < 0:
+            raise ValueError("mutex_threshold must not be negative")
         if self.memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {', '.join(MEMORY_MODES)} "
                              f"(got {self.memory_mode!r})")
@@ -71,7 +87,8 @@ class EbpfConfig:
             raise ValueError(f"unwinding must be one of {', '.join(UNWINDERS)} "
                              f"(got {self.unwinding!r})")
         if not (self.cpu or self.off_cpu or self.memory or self.mutex):
-            raise ValueError("nothing to collect: enable at least one of cpu, off_cpu")
+            raise ValueError("nothing to collect: enable at least one of cpu, off_cpu, "
+                             "memory, mutex")
 
     @property
     def targeted(self) -> bool:

@@ -16,6 +16,7 @@ FACTORY = Factory(
     config_type=EbpfConfig,
     create=_create,
     schema="receivers/ebpf.json",
-    description="CPU (perf_event cpu-clock) and off-CPU (sched_switch) profiles of host "
-                "processes, stacks counted in the kernel (BCC)",
+    description="CPU (perf_event cpu-clock), off-CPU (sched_switch), memory (allocator "
+                "uprobes) and lock-contention (futex) profiles of host processes, stacks "
+                "counted in the kernel (BCC)",
 )

@@ -27,6 +27,7 @@ class ProfileBuilder:
         self._period = NS // sample_rate
         self._include_kernel = include_kernel
         self._resource = resource
+        self.resource = resource
         self._problem = count_stack_problem
         self._wanted = wanted
         # CFI unwinding: (snapshot id) -> full/truncated/error, counted per sample
@@ -65,6 +66,17 @@ class ProfileBuilder:
                 f"off_cpu_threshold {threshold_ns / 1e6:g}ms: {below} shorter intervals "
                 f"({w.stats.get('offcpu_below_ns', 0) / 1e6:.1f}ms in all) not shown")
         return p
+
+    # -- shared with the memory and lock profiles (memory.py, locks.py) --------------
+    def frames(self, key: RawKey, weight: int) -> tuple[Frame, ...]:
+        """Frames of ``key``'s stack (memoized per window); problems counted x weight."""
+        return self._stack(key, weight)
+
+    def labels(self, key: RawKey) -> tuple:   # type: ignore[type-arg]
+        return self._labels(key)
+
+    def wanted(self, pid: int) -> bool:
+        return self._wanted(pid)
 
     def reset(self) -> None:
         """Forget per-window memos (stack ids are reused across windows)."""

@@ -1,5 +1,6 @@
 """The ``ebpf`` receiver: loads the BPF programs, owns the window ticker and
-the event thread, and emits one ``cpu`` and one ``off_cpu`` profile per window."""
+the event thread, and emits one ``cpu``, ``off_cpu``, ``alloc``/``inuse`` and
+``mutex`` profile per window (those enabled)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from telegen.receivers.ebpf.accounting import Accounting
 from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
 from telegen.receivers.ebpf.config import EbpfConfig
 from telegen.receivers.ebpf.events import EventReader
+from telegen.receivers.ebpf.locks import LockProfiles
+from telegen.receivers.ebpf.memory import MemoryProfiles
 from telegen.receivers.ebpf.profiles import ProfileBuilder
 from telegen.receivers.ebpf.stacks import FramePointerStacks
 from telegen.receivers.ebpf.targets import Targets
 from telegen.receivers.ebpf.unwinding import CfiStacks
+from telegen.receivers.ebpf.uprobes import Uprobes
 from telegen.receivers.ebpf.window import MapReader
 
 PROCESS_CACHE_SIZE = 8192
@@ -44,6 +48,9 @@ class EbpfReceiver:
         self._builder: ProfileBuilder | None = None
         self._thread: threading.Thread | None = None
         self._cfi: CfiStacks | None = None
+        self._memory: MemoryProfiles | None = None
+        self._locks: LockProfiles | None = None
+        self.uprobes: Uprobes | None = None
         self.startup_s = 0.0
         self._targets = Targets(pids=config.pids, pattern=config.name_pattern(),
                                 exclude_pids=config.exclude_pids, self_pid=os.getpid(),
@@ -56,7 +63,6 @@ class EbpfReceiver:
 
         t0 = time.monotonic()
         self._host = host
-        self._warn_unimplemented()
         doctor.require(doctor.EBPF_PROFILING)
         c = self._config
         self._bpf = LoadedBpf(BpfOptions(
@@ -64,7 +70,10 @@ class EbpfReceiver:
             max_counts=c.max_stacks, include_kernel=c.include_kernel, timestamps=c.timestamps,
             filter_targets=self._targets.filtering, watch_exec=bool(c.process_names),
             self_profile=c.self_profile, off_cpu_threshold_ns=int(c.off_cpu_threshold * 1e9),
-            user_stacks=c.unwinding != "frame_pointer"))
+            user_stacks=c.unwinding != "frame_pointer",
+            memory=c.memory, memory_inuse=c.memory_mode == "inuse",
+            sample_every_bytes=c.sample_every_bytes, mutex=c.mutex,
+            mutex_threshold_ns=int(c.mutex_threshold * 1e9)))
         try:
             bpf = self._bpf
             self._targets.install(bpf.table("targets"), bpf.table("excluded"))
@@ -89,7 +98,10 @@ class EbpfReceiver:
             self._events.start()
             if self._cfi is not None:
                 self._cfi.start()
+            self._start_memory_and_locks()
         except Exception:
+            if self.uprobes is not None:
+                self.uprobes.close()
             self._bpf.close()
             raise
         self._thread = threading.Thread(target=self._run, name=f"ebpf-window[{self._id}]",
@@ -97,10 +109,27 @@ class EbpfReceiver:
         self._thread.start()
         self._started = True
         self.startup_s = time.monotonic() - t0
-        self._log.info("ebpf receiver started in %.1fs: cpu=%s off_cpu=%s %d Hz, window %gs, "
-                       "%s, unwinding %s", self.startup_s, c.cpu, c.off_cpu, c.sample_rate,
-                       c.duration, "targeted" if self._targets.filtering else "whole host",
-                       c.unwinding)
+        self._log.info("ebpf receiver started in %.1fs: cpu=%s off_cpu=%s %d Hz, memory=%s "
+                       "mutex=%s, window %gs, %s, unwinding %s", self.startup_s, c.cpu, c.off_cpu,
+                       c.sample_rate, c.memory and c.memory_mode, c.mutex, c.duration,
+                       "targeted" if self._targets.filtering else "whole host", c.unwinding)
+
+    def _start_memory_and_locks(self) -> None:
+        c, bpf, reader, builder = self._config, self._bpf, self._reader, self._builder
+        assert bpf is not None and reader is not None and builder is not None
+        telemetry = self._settings.telemetry
+        if c.mutex:
+            self._locks = LockProfiles(bpf=bpf.bpf, builder=builder, telemetry=telemetry,
+                                       threshold_ns=int(c.mutex_threshold * 1e9))
+        if not c.memory:
+            return
+        self._memory = MemoryProfiles(
+            bpf=bpf.bpf, reader=reader, builder=builder, processes=self._procs,
+            inuse=c.memory_mode == "inuse", sample_every_bytes=c.sample_every_bytes,
+            telemetry=telemetry)
+        self.uprobes = Uprobes(bpf.bpf, inuse=c.memory_mode == "inuse",
+                               wanted=self._targets.wanted, on_error=self._on_error)
+        self.uprobes.start(self._targets.initial_pids() if self._targets.filtering else None)
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Emit the last (partial) window, detach, release. Idempotent."""
@@ -115,6 +144,8 @@ class EbpfReceiver:
             self._window()
         if self._events is not None:
             self._events.stop()
+        if self.uprobes is not None:
+            self.uprobes.close()
         if self._cfi is not None:
             self._cfi.stop()
         if self._bpf is not None:
@@ -164,6 +195,9 @@ class EbpfReceiver:
             if c.off_cpu:
                 out.append(builder.off_cpu(data, events.take_timestamps("off_cpu", closed),
                                            int(c.off_cpu_threshold * 1e9)))
+            for extra in (self._memory, self._locks):
+                if extra is not None:
+                    out.append(extra.profile(data))
         finally:
             reader.finish(closed)
             builder.reset()
@@ -181,14 +215,20 @@ class EbpfReceiver:
             return                      # sampled while unclassified; dropped at read time
         if pid not in self._procs:
             self._procs.capture(pid)
+        if self.uprobes is not None:
+            self.uprobes.seen(pid)
 
     def _on_exec(self, pid: int) -> None:
         self._procs.invalidate(pid)
         self._targets.on_exec(pid)
+        if self.uprobes is not None:
+            self.uprobes.exec(pid)
 
     def _on_exit(self, pid: int) -> None:
         self._procs.mark_exited(pid)
         self._targets.on_exit(pid)
+        if self.uprobes is not None:
+            self.uprobes.exited(pid)
 
     def _on_error(self, exc: BaseException) -> None:
         self._acct.errors.add(1)
@@ -199,11 +239,3 @@ class EbpfReceiver:
     def _resource(self, unwinder: str) -> dict[str, str | int]:
         return {"host.name": socket.gethostname(), "os.type": "linux",
                 "telegen.receiver": str(self._id), "telegen.unwinder": unwinder}
-
-    def _warn_unimplemented(self) -> None:
-        c = self._config
-        for name, on in (("memory", c.memory), ("mutex", c.mutex)):
-            if on:
-                self._acct.not_implemented.add(1)
-                self._log.warning("receivers::%s: %s profiling is not implemented in this "
-                                  "build yet; the option is accepted and ignored", self._id, name)

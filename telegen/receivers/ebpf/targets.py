@@ -116,6 +116,17 @@ class Targets:
             self._write(pid, want)
         return want
 
+    def initial_pids(self) -> list[int]:
+        """Targeted processes running now (``process_names``: classified by a scan
+        of /proc), for what must be attached per process (memory uprobes)."""
+        if self.pattern is None:
+            return sorted(self.pids)
+        found = []
+        for name in os.listdir(self.proc):
+            if name.isdigit() and self.classify(int(name)):
+                found.append(int(name))
+        return found
+
     def on_exec(self, pid: int) -> None:
         if self.pattern is not None:
             self.classify(pid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,9 @@ class MapReader:
         self.seq = 0
         self._stats_prev = [0] * len(STAT_NAMES)
         self._window_start = time.time_ns()
+        # Other users of stack ids that outlive a window (memory inuse: live
+        # allocations): given the closed seq, the refs to keep.
+        self.keep_stacks: list[Callable[[int], set[StackRef]]] = []
 
     def flip(self) -> tuple[int, int, int]:
         """Close the current window; returns (closed seq, its start, its end) in unix ns."""
@@ -99,6 +103,11 @@ class MapReader:
 
     def _still_needed(self, closed: int) -> set[StackRef]:
         needed: set[StackRef] = set()
+        for extra in self.keep_stacks:
+            try:
+                needed |= extra(closed)
+            except Exception:
+                log.exception("collecting stacks to keep failed")
         if not self._off:
             return needed
         keys: list[Any] = []

@@ -42,7 +42,7 @@ def test_schema_matches_config_fields() -> None:
     assert set(schema["properties"]) == {f.name for f in dataclasses.fields(EbpfConfig)}
     duration_fields = {f.name for f in dataclasses.fields(EbpfConfig)
                        if f.metadata.get("duration")}
-    assert duration_fields == {"duration", "off_cpu_threshold"}
+    assert duration_fields == {"duration", "off_cpu_threshold", "mutex_threshold"}
     for name in duration_fields:
         assert schema["properties"][name]["format"] == "duration"
     jsonschema.validate({"sample_rate": 49, "duration": "10s", "pids": [1],

@@ -1,0 +1,326 @@
+"""Attaching the memory profiler's uprobes to the allocators of processes.
+
+Whole host (no targeting): one set of probes on the system libc (the one the
+agent itself maps), for every process using that file. Every process on the
+host then traps on each allocation call (~5 µs each here, see README).
+
+Targeted (``pids`` / ``process_names``): probes are attached per process,
+with the kernel's per-process uprobe filter (``pid`` of the perf event), so
+the breakpoint is written only into targeted processes and untargeted ones
+sharing the same libc do not trap at all. Allocator objects are found in
+``/proc/PID/maps`` (libc, a binary that defines its own ``malloc`` -
+statically linked or an alternative allocator such as jemalloc - through
+``/proc/PID/root`` so containers work); their symbols are read once per
+inode and shared. A process is attached when first seen (start scan, exec,
+first sample), retried while its dynamic loader has not mapped libc yet, and
+detached when it exits (exit event, or the liveness sweep) and at shutdown.
+
+All attaching runs in one named thread so BPF event callbacks never block
+on ELF parsing or perf_event_open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+log = logging.getLogger(__name__)
+
+# (symbol, BPF function) of allocating entry points, in priority order: a
+# symbol whose address an earlier one already has (aligned_alloc == memalign
+# in glibc) is not probed twice.
+ALLOC_ENTRIES = (("malloc", "mem_malloc"), ("calloc", "mem_calloc"),
+                 ("realloc", "mem_realloc"), ("posix_memalign", "mem_posix_memalign"),
+                 ("aligned_alloc", "mem_aligned"), ("memalign", "mem_aligned"))
+FREE_ENTRY = ("free", "mem_free")
+RETURN_FN = "mem_return"
+RETRY_FOR_S = 2.0          # how long to wait for a new process to map its allocator
+RETRY_EVERY_S = 0.005
+SWEEP_EVERY_S = 1.0
+MAX_PROCESSES = 64         # BCC's default quota is 1000 probes (<= 11 per process)
+
+
+@dataclass
+class AllocatorObject:
+    path: str                              # inside the process's root
+    symbols: dict[str, int]                # symbol -> ELF address (deduplicated)
+    users: set[int] = field(default_factory=set)
+
+
+def allocator_symbols(path: str, *, inuse: bool) -> dict[str, int]:
+    """Defined allocator functions of an ELF file (.dynsym, else .symtab)."""
+    wanted = [name for name, _ in ALLOC_ENTRIES] + ([FREE_ENTRY[0]] if inuse else [])
+    found: dict[str, int] = {}
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        for section in (".dynsym", ".symtab"):
+            table = elf.get_section_by_name(section)
+            if not isinstance(table, SymbolTableSection):
+                continue
+            for sym in table.iter_symbols():
+                if (sym.name in wanted and sym.name not in found
+                        and sym["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC")
+                        and sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]):
+                    found[sym.name] = int(sym["st_value"])
+    if "malloc" not in found:
+        return {}
+    out: dict[str, int] = {}
+    for name in wanted:
+        if name in found and found[name] not in out.values():
+            out[name] = found[name]
+    return out
+
+
+def mapped_files(pid: int, proc: str = "/proc") -> list[str]:
+    """Executable file mappings of a process (paths inside its root)."""
+    paths: list[str] = []
+    with open(f"{proc}/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and "x" in parts[1] and parts[5].startswith("/"):
+                path = parts[5].rstrip("\n").removesuffix(" (deleted)")
+                if path not in paths:
+                    paths.append(path)
+    return paths
+
+
+def start_time(pid: int, proc: str = "/proc") -> int | None:
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Uprobes:
+    def __init__(self, bpf: Any, *, inuse: bool, wanted: Callable[[int], bool],
+                 on_error: Callable[[BaseException], None], proc: str = "/proc") -> None:
+        self._bpf = bpf
+        self._inuse = inuse
+        self._wanted = wanted
+        self._on_error = on_error
+        self._proc = proc
+        self._objects: dict[tuple[int, int], AllocatorObject] = {}
+        self._not_allocators: set[tuple[int, int]] = set()
+        self._attached: dict[int, tuple[int | None, list[bytes], list[tuple[int, int]]]] = {}
+        self._system: list[bytes] = []
+        self._retry: dict[int, float] = {}        # pid -> give up at (monotonic)
+        self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="ebpf-uprobes", daemon=True)
+        self.failures = 0
+        self.skipped = 0          # processes over MAX_PROCESSES or without an allocator
+
+    # -- public ----------------------------------------------------------------------
+    def start(self, pids: Iterable[int] | None) -> None:
+        """``pids`` None: whole host (the system libc); else attach these now."""
+        from bcc import BPF
+        fns = [fn for _, fn in ALLOC_ENTRIES] + ([FREE_ENTRY[1], RETURN_FN] if self._inuse else [])
+        for fn in dict.fromkeys(fns):          # load (verify) once, up front: fail fast
+            self._bpf.load_func(fn.encode(), BPF.KPROBE)
+        if pids is None:
+            self._attach_system()
+        else:
+            for pid in pids:
+                self._attach(pid)
+        self._thread.start()
+
+    def seen(self, pid: int) -> None:
+        self._queue.put(("seen", pid))
+
+    def exec(self, pid: int) -> None:
+        self._queue.put(("exec", pid))
+
+    def exited(self, pid: int) -> None:
+        self._queue.put(("exit", pid))
+
+    def attached_pids(self) -> set[int]:
+        with self._lock:
+            return set(self._attached)
+
+    def probe_count(self) -> int:
+        with self._lock:
+            return len(self._system) + sum(len(evs) for _, evs, _ in self._attached.values())
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread and detach every probe. Idempotent, never raises."""
+        self._stop.set()
+        self._queue.put(("stop", 0))
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+        with self._lock:
+            pids = list(self._attached)
+        for pid in pids:
+            self._detach(pid)
+        self._detach_events(self._system)
+        self._system = []
+
+    # -- the thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        next_sweep = time.monotonic() + SWEEP_EVERY_S
+        while not self._stop.is_set():
+            timeout = RETRY_EVERY_S if self._retry else max(0.0, next_sweep - time.monotonic())
+            try:
+                op, pid = self._queue.get(timeout=timeout)
+                self._handle(op, pid)
+            except queue.Empty:
+                pass
+            except Exception as exc:      # never let the thread die
+                self._on_error(exc)
+            try:
+                self._retry_due()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_EVERY_S
+                    self._sweep()
+            except Exception as exc:
+                self._on_error(exc)
+
+    def _handle(self, op: str, pid: int) -> None:
+        if op == "seen":
+            if pid not in self._attached and pid not in self._retry and self._wanted(pid):
+                self._attach(pid)
+        elif op == "exec":
+            self._detach(pid)
+            self._retry.pop(pid, None)
+            if self._wanted(pid):
+                self._attach(pid)
+        elif op == "exit":
+            self._retry.pop(pid, None)
+            self._detach(pid)
+
+    def _retry_due(self) -> None:
+        now = time.monotonic()
+        for pid, give_up in list(self._retry.items()):
+            if self._stop.is_set():
+                return
+            del self._retry[pid]
+            if now < give_up and start_time(pid, self._proc) is not None:
+                self._attach(pid, give_up)
+
+    def _sweep(self) -> None:
+        """Detach processes that are gone (or whose pid was reused)."""
+        with self._lock:
+            items = [(pid, st) for pid, (st, _, _) in self._attached.items()]
+        for pid, st in items:
+            if start_time(pid, self._proc) != st:
+                self._detach(pid)
+
+    # -- attaching ---------------------------------------------------------------------
+    def _attach_system(self) -> None:
+        path = next((p for p in mapped_files(os.getpid(), self._proc)
+                     if os.path.basename(p).startswith("libc.so")), None)
+        if path is None:
+            raise RuntimeError("memory: no libc mapped in the agent; nothing to probe")
+        symbols = allocator_symbols(path, inuse=self._inuse)
+        self._system = self._attach_object(path, symbols, -1)
+        log.info("memory: %d uprobes on %s (whole host: every process using it)",
+                 len(self._system), path)
+
+    def _objects_of(self, pid: int) -> list[tuple[tuple[int, int], AllocatorObject, str]]:
+        """(inode, object, path reachable from the agent) of each allocator mapped."""
+        out = []
+        for path in mapped_files(pid, self._proc):
+            reachable = f"{self._proc}/{pid}/root{path}"
+            try:
+                st = os.stat(reachable)
+            except OSError:
+                continue
+            inode = (st.st_dev, st.st_ino)
+            if inode in self._not_allocators:
+                continue
+            obj = self._objects.get(inode)
+            if obj is None:
+                try:
+                    symbols = allocator_symbols(reachable, inuse=self._inuse)
+                except Exception:
+                    symbols = {}
+                if not symbols:
+                    self._not_allocators.add(inode)
+                    continue
+                obj = AllocatorObject(path, symbols)
+                self._objects[inode] = obj
+            out.append((inode, obj, reachable))
+        return out
+
+    def _attach(self, pid: int, give_up: float | None = None) -> None:
+        if pid in self._attached:
+            return
+        if len(self._attached) >= MAX_PROCESSES:
+            self.skipped += 1
+            log.warning("memory: not probing pid %d: %d processes already probed", pid,
+                        MAX_PROCESSES)
+            return
+        st = start_time(pid, self._proc)
+        if st is None:
+            return
+        try:
+            objects = self._objects_of(pid)
+        except OSError:
+            return                                    # gone
+        if not objects:
+            # a new process: its loader has not mapped libc yet
+            give_up = give_up if give_up is not None else time.monotonic() + RETRY_FOR_S
+            if time.monotonic() < give_up:
+                self._retry[pid] = give_up
+            else:
+                self.skipped += 1
+                log.info("memory: pid %d maps no allocator (malloc) to probe", pid)
+            return
+        events: list[bytes] = []
+        for _, obj, reachable in objects:
+            events += self._attach_object(reachable, obj.symbols, pid)
+            obj.users.add(pid)
+        with self._lock:
+            self._attached[pid] = (st, events, [inode for inode, _, _ in objects])
+        log.debug("memory: pid %d: %d uprobes", pid, len(events))
+
+    def _attach_object(self, path: str, symbols: dict[str, int], pid: int) -> list[bytes]:
+        entries = dict(ALLOC_ENTRIES)
+        before = set(self._bpf.uprobe_fds)
+        try:
+            for name, addr in symbols.items():
+                if name == FREE_ENTRY[0]:
+                    self._bpf.attach_uprobe(name=path.encode(), addr=addr,
+                                           fn_name=FREE_ENTRY[1].encode(), pid=pid)
+                    continue
+                self._bpf.attach_uprobe(name=path.encode(), addr=addr,
+                                       fn_name=entries[name].encode(), pid=pid)
+                if self._inuse:
+                    self._bpf.attach_uretprobe(name=path.encode(), addr=addr,
+                                              fn_name=RETURN_FN.encode(), pid=pid)
+        except Exception as exc:
+            self.failures += 1
+            self._on_error(RuntimeError(f"memory: attaching uprobes to {path} "
+                                        f"(pid {pid}) failed: {exc}"))
+        return [ev for ev in self._bpf.uprobe_fds if ev not in before]
+
+    def _detach(self, pid: int) -> None:
+        with self._lock:
+            entry = self._attached.pop(pid, None)
+        if entry is None:
+            return
+        _, events, inodes = entry
+        self._detach_events(events)
+        for inode in inodes:
+            obj = self._objects.get(inode)
+            if obj is not None:
+                obj.users.discard(pid)
+                if not obj.users:                 # no process needs it: forget it
+                    del self._objects[inode]
+
+    def _detach_events(self, events: list[bytes]) -> None:
+        for ev in events:
+            try:
+                self._bpf.detach_uprobe_event(ev)
+            except Exception as exc:              # detaching must never raise
+                log.warning("memory: detaching %s failed: %s", ev.decode(errors="replace"), exc)
