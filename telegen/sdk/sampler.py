@@ -9,6 +9,12 @@ is one tick: wall time, so sleeping threads and suspended tasks count. A
 running task is already on its thread's stack, so only suspended tasks add
 task samples. Compatible with Python 3.8+; nothing here raises into the
 application.
+
+The sampler holds the GIL while it works, so every microsecond it spends is
+taken from the application: a frame is recorded as ``(id(code), f_lasti)``
+and named only at upload (:mod:`telegen.sdk.codes`), and a task blocked on
+the same future as at the last tick reuses its chain
+(:class:`telegen.sdk.tasks.ChainWalker`).
 """
 
 from __future__ import annotations
@@ -16,18 +22,17 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from types import CodeType, FrameType
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING
 
+from telegen.sdk import codes
 from telegen.sdk import tasks as _tasks
-from telegen.sdk.names import function_name
 from telegen.sdk.spans import SpanTracker
 
 if TYPE_CHECKING:
+    from telegen.sdk.codes import FrameKey, Names
     from telegen.sdk.spans import Link
 
-if TYPE_CHECKING:          # aliases only for the type checker (3.8 has no tuple[...])
-    FrameKey = tuple[CodeType, int]
     # (tid, thread name, task name, stack leaf first, span link)
     SampleKey = tuple[int, str, str, tuple[FrameKey, ...], Link | None]
 _MAX_DEPTH = 512
@@ -49,11 +54,13 @@ class Stats:
 
 
 class Buffer:
-    """Aggregated samples of one upload interval."""
+    """Aggregated samples of one upload interval, and the code table that
+    names their frames."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: Names) -> None:
         self.start_ns = time.time_ns()
         self.counts: dict[SampleKey, int] = {}
+        self.names = names
 
 
 class Sampler:
@@ -64,9 +71,10 @@ class Sampler:
         self.tracker = tracker
         self.stats = stats
         self.max_stacks = max_stacks
-        self.names: dict[CodeType, tuple[str, str]] = {}   # code -> (function, file)
-        self.ignore: set[int] = set()                      # our own threads
-        self._buffer = Buffer()
+        self.names: Names = {}                  # id(code) -> (function, file, code)
+        self.ignore: set[int] = set()           # our own threads
+        self._walker = _tasks.ChainWalker(self.names)
+        self._buffer = Buffer(self.names)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,7 +93,10 @@ class Sampler:
     def drain(self) -> Buffer:
         """The samples so far; a new interval starts."""
         with self._lock:
-            buf, self._buffer = self._buffer, Buffer()
+            if codes.full(self.names):          # the drained buffer keeps the old table
+                self.names = {}
+                self._walker = _tasks.ChainWalker(self.names)
+            buf, self._buffer = self._buffer, Buffer(self.names)
         return buf
 
     def _run(self) -> None:
@@ -109,31 +120,25 @@ class Sampler:
     def sample_once(self) -> None:
         frames = sys._current_frames()
         threads = threading._active  # type: ignore[attr-defined]
-        found: list = []  # type: ignore[type-arg]
+        ignore = self.ignore
+        for_thread = self.tracker.for_thread
+        found: list[SampleKey] = []
+        frame = None
         for ident, frame in frames.items():
-            if ident in self.ignore:
+            if ident in ignore:
                 continue
             th = threads.get(ident)
-            tid = getattr(th, "native_id", None) or ident
-            name = th.name if th is not None else ""
-            found.append((tid, name, "", self._stack(frame), self.tracker.for_thread(ident)))
-        del frames
+            if th is not None:
+                found.append((th.native_id or ident, th.name, "", self._stack(frame),
+                              for_thread(ident)))
+            else:
+                found.append((ident, "", "", self._stack(frame), for_thread(ident)))
+        del frames, frame
         if self.asyncio:
-            running = _tasks.running_tasks()
-            for task in _tasks.all_tasks():
-                if id(task) in running or task.done():
-                    continue
-                chain = _tasks.await_chain(task)
-                if not chain:
-                    continue
-                loop_ident = _tasks.task_thread(task)
-                th = threads.get(loop_ident) if loop_ident is not None else None
-                tid = getattr(th, "native_id", None) or loop_ident or 0
-                name = th.name if th is not None else ""
-                found.append((tid, name, _tasks.task_name(task), self._keys(chain),
-                              self.tracker.for_task(task)))
+            self._walker.tick(threads, self.tracker.for_task, found)
         with self._lock:
             counts = self._buffer.counts
+            stats = self.stats
             for key in found:
                 n = counts.get(key)
                 if n is not None:
@@ -141,34 +146,19 @@ class Sampler:
                 elif len(counts) < self.max_stacks:
                     counts[key] = 1
                 else:
-                    self.stats.dropped_samples += 1
+                    stats.dropped_samples += 1
                     continue
-                self.stats.samples += 1
+                stats.samples += 1
 
     def _stack(self, frame: FrameType | None) -> tuple[FrameKey, ...]:
         out: list[FrameKey] = []
         names = self.names
-        while frame is not None and len(out) < _MAX_DEPTH:
+        while frame is not None:
             code = frame.f_code
-            if code not in names:
-                self._name(code, frame)
-            out.append((code, frame.f_lineno or 0))
+            if id(code) not in names:
+                codes.register(names, code, frame)
+            out.append((id(code), frame.f_lasti))
             frame = frame.f_back
+            if len(out) >= _MAX_DEPTH:
+                break
         return tuple(out)
-
-    def _keys(self, frames: tuple[FrameType, ...]) -> tuple[FrameKey, ...]:
-        out: list[FrameKey] = []
-        for frame in frames:
-            code = frame.f_code
-            if code not in self.names:
-                self._name(code, frame)
-            out.append((code, frame.f_lineno or 0))
-        return tuple(out)
-
-    def _name(self, code: CodeType, frame: FrameType) -> None:
-        if len(self.names) > 50000:
-            self.names.clear()
-        qual = getattr(code, "co_qualname", None) or code.co_name
-        module: Any = frame.f_globals.get("__name__", "")
-        self.names[code] = (function_name(str(module or ""), qual, code.co_filename),
-                            code.co_filename)

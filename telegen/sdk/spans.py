@@ -2,9 +2,10 @@
 
 A :class:`SpanTracker` records spans as they start and end; a SpanProcessor
 for opentelemetry-sdk (:func:`make_span_processor`) feeds it. A span belongs
-to the asyncio task it started in (if any; tasks are held weakly, so finished
-tasks drop out) or else to its thread. The sampler asks for the innermost
-open span of a task or thread. Compatible with Python 3.8+.
+to the asyncio task it started in (if any; tasks are held weakly) or else to
+its thread. At most ``_MAX_OPEN`` spans are tracked at once (the oldest of
+spans that never end is forgotten), so memory stays bounded. The sampler
+asks for the innermost open span of a task or thread. Compatible with Python 3.8+.
 """
 
 from __future__ import annotations
@@ -16,70 +17,99 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     Link = tuple[str, str]          # (trace_id hex, span_id hex)
-_MAX_THREADS = 10000
+_MAX_OPEN = 100000               # spans open at once
+
+
+_get_running_loop: Any = None
+_task_of_loop: Any = None
 
 
 def _current_task() -> Any:
-    events = sys.modules.get("asyncio.events")
-    if events is None:
+    """The asyncio task running in this thread, if any (asyncio's C functions,
+    looked up once asyncio is imported)."""
+    global _get_running_loop, _task_of_loop
+    if _get_running_loop is None:
+        events, tasks = sys.modules.get("asyncio.events"), sys.modules.get("asyncio.tasks")
+        if events is None or tasks is None:
+            return None
+        _task_of_loop = tasks.current_task
+        _get_running_loop = events._get_running_loop
+    loop = _get_running_loop()
+    if loop is None:
         return None
     try:
-        loop = events._get_running_loop()
-        if loop is None:
-            return None
-        return sys.modules["asyncio.tasks"].current_task(loop)
+        return _task_of_loop(loop)
     except Exception:
         return None
 
 
 class SpanTracker:
+    """Open spans per thread and per task, innermost last.
+
+    Spans of a task are kept under ``id(task)`` with a weak reference to the
+    task (a finished task's id may be reused: the reference tells); entries
+    go away when their last span ends."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._threads: dict[int, list[Link]] = {}
-        self._tasks: weakref.WeakKeyDictionary[Any, list[Link]] = weakref.WeakKeyDictionary()
-        self._where: dict[str, Any] = {}    # span id -> list it was put in
+        self._tasks: dict[int, tuple[weakref.ref[Any], list[Link]]] = {}
+        # span id -> (the dict, key, stack and link it was put in)
+        self._where: dict[int, tuple[dict[int, Any], int, list[Link], Link]] = {}
 
     def started(self, trace_id: int, span_id: int) -> None:
         link = (format(trace_id, "032x"), format(span_id, "016x"))
         task = _current_task()
         with self._lock:
+            if len(self._where) >= _MAX_OPEN:       # spans that never end: forget the oldest
+                self._forget(next(iter(self._where)))
+            where: dict[int, Any]
             if task is not None:
-                stack = self._tasks.get(task)
-                if stack is None:
-                    stack = self._tasks[task] = []
+                key = id(task)
+                entry = self._tasks.get(key)
+                if entry is None or entry[0]() is not task:
+                    entry = self._tasks[key] = (weakref.ref(task), [])
+                stack = entry[1]
+                where = self._tasks
             else:
-                tid = threading.get_ident()
-                stack = self._threads.get(tid)
+                key = threading.get_ident()
+                stack = self._threads.get(key)      # type: ignore[assignment]
                 if stack is None:
-                    if len(self._threads) >= _MAX_THREADS:
-                        self._threads = {k: v for k, v in self._threads.items() if v}
-                    stack = self._threads[tid] = []
+                    stack = self._threads[key] = []
+                where = self._threads
             stack.append(link)
-            if len(self._where) < 100000:
-                self._where[link[1]] = stack
+            self._where[span_id] = (where, key, stack, link)
 
     def ended(self, span_id: int) -> None:
-        sid = format(span_id, "016x")
         with self._lock:
-            stack = self._where.pop(sid, None)
-            if stack is None:
-                return
+            self._forget(span_id)
+
+    def _forget(self, span_id: int) -> None:
+        found = self._where.pop(span_id, None)
+        if found is None:
+            return
+        where, key, stack, link = found
+        if stack and stack[-1] is link:
+            stack.pop()
+        else:
             for i in range(len(stack) - 1, -1, -1):
-                if stack[i][1] == sid:
+                if stack[i] is link:
                     del stack[i]
                     break
+        if not stack:
+            entry = where.get(key)
+            if entry is stack or (type(entry) is tuple and entry[1] is stack):
+                del where[key]
 
     def for_thread(self, tid: int) -> Link | None:
         stack = self._threads.get(tid)
         return stack[-1] if stack else None
 
     def for_task(self, task: Any) -> Link | None:
-        if not self._tasks:             # common case: no task is in a span
+        entry = self._tasks.get(id(task))
+        if entry is None or entry[0]() is not task:
             return None
-        try:
-            stack = self._tasks.get(task)
-        except TypeError:
-            return None
+        stack = entry[1]
         return stack[-1] if stack else None
 
 

@@ -10,13 +10,30 @@ The await chain of a suspended task starts at ``task.get_coro()`` and follows
 ``ag_await`` (async generators) down to the innermost coroutine; its frame's
 line is the ``await`` it is suspended at. A future at the end of the chain
 (``sleep``'s, a queue's or a lock's waiter) has no frame and ends it.
+
+:class:`ChainWalker` is the sampler's fast path: it walks chains with a type
+check per link instead of probing attributes, records frames as
+``(id(code), f_lasti)`` (see :mod:`telegen.sdk.codes`), and reuses a task's
+chain from the previous tick while the task is still blocked on the same
+pending future (``task._fut_waiter``): a task only runs when the future it
+waits on completes, and a completed future is never waited on again, so the
+same waiter means the coroutines have not moved since.
 """
 
 from __future__ import annotations
 
 import sys
-from types import FrameType
-from typing import Any
+from types import CodeType, CoroutineType, FrameType, GeneratorType
+from typing import TYPE_CHECKING, Any
+
+from telegen.sdk import codes
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from telegen.sdk.codes import FrameKey, Names
+    from telegen.sdk.sampler import SampleKey
+    from telegen.sdk.spans import Link
 
 _MAX_DEPTH = 256
 
@@ -51,11 +68,15 @@ def all_tasks() -> list[Any]:
     """Every live task of every loop in this process (a snapshot)."""
     out: list[Any] = []
     for reg in _registries():
+        data = getattr(reg, "data", None)       # a WeakSet: its set of weakrefs
         for _ in range(3):
             try:
-                out.extend(list(reg))
+                if data is not None:
+                    out.extend([t for t in [r() for r in list(data)] if t is not None])
+                else:
+                    out.extend(list(reg))
                 break
-            except RuntimeError:
+            except RuntimeError:                # changed size while copying: again
                 continue
     return out
 
@@ -108,3 +129,75 @@ def task_thread(task: Any) -> int | None:
     except Exception:
         return None
     return getattr(loop, "_thread_id", None)
+
+
+class ChainWalker:
+    """Samples of suspended tasks: (tid, thread name, task name, await chain
+    as frame keys leaf first, span link)."""
+
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        # id(task) -> (task, the future it waited on, its chain) from the last tick
+        self._blocked: dict[int, tuple[Any, Any, tuple[FrameKey, ...]]] = {}
+
+    def tick(self, threads: dict[int, Any], for_task: Callable[[Any], Link | None],
+             out: list[SampleKey]) -> None:
+        """Append a sample for every suspended task with a chain to ``out``."""
+        running = running_tasks()
+        old, blocked = self._blocked, {}
+        loops: dict[int, tuple[int, str]] = {}     # id(loop) -> (tid, thread name)
+        walk = self.walk
+        for task in all_tasks():
+            key = id(task)
+            if key in running:
+                continue
+            try:
+                waiter = getattr(task, "_fut_waiter", None)
+                if waiter is not None:
+                    hit = old.get(key)
+                    if hit is not None and hit[0] is task and hit[1] is waiter:
+                        chain = hit[2]
+                    else:
+                        chain = walk(task.get_coro())
+                    blocked[key] = (task, waiter, chain)
+                else:
+                    chain = walk(task.get_coro())
+                if not chain:           # done
+                    continue
+                loop = task.get_loop()
+                where = loops.get(id(loop))
+                if where is None:
+                    where = loops[id(loop)] = _loop_thread(loop, threads)
+                out.append((where[0], where[1], task.get_name(), chain, for_task(task)))
+            except Exception:
+                continue
+        self._blocked = blocked
+
+    def walk(self, obj: Any) -> tuple[FrameKey, ...]:
+        names = self.names
+        out: list[FrameKey] = []
+        while obj is not None:          # finite: a coroutine cannot await itself
+            tp = type(obj)
+            if tp is CoroutineType:
+                frame, obj = obj.cr_frame, obj.cr_await
+            elif tp is GeneratorType:
+                frame, obj = obj.gi_frame, obj.gi_yieldfrom
+            else:                       # async generators, other coroutine types
+                frame, obj = _frame_of(obj), _awaited(obj)
+            if frame is None:
+                break
+            code: CodeType = frame.f_code
+            if id(code) not in names:
+                codes.register(names, code, frame)
+            out.append((id(code), frame.f_lasti))
+        if len(out) > _MAX_DEPTH:
+            del out[:len(out) - _MAX_DEPTH]
+        out.reverse()
+        return tuple(out)
+
+
+def _loop_thread(loop: Any, threads: dict[int, Any]) -> tuple[int, str]:
+    """(native thread id, thread name) of the thread running ``loop``."""
+    ident = getattr(loop, "_thread_id", None) or 0
+    th = threads.get(ident)
+    return (th.native_id or ident, th.name) if th is not None else (ident, "")

@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from telegen.sdk.codes import Lines
 from telegen.sdk.sampler import Buffer, Sampler, Stats
 
 if TYPE_CHECKING:
@@ -127,16 +128,17 @@ class Uploader:
                        period_type=wall, period=period, start_ns=buf.start_ns,
                        duration_ns=max(0, end - buf.start_ns), resource=resource,
                        default_sample_type="wall")
-        names = self.sampler.names
-        frames: dict[tuple[Any, int], Frame] = {}
+        names = buf.names
+        lines = Lines()
+        frames: dict[tuple[int, int], Frame] = {}
         for (tid, tname, task, stack, link), count in buf.counts.items():
             out = []
             for key in stack:
                 fr = frames.get(key)
                 if fr is None:
-                    code, line = key
-                    fn, file = names.get(code) or (code.co_name, code.co_filename)
-                    fr = frames[key] = Frame(FrameKind.PYTHON, lines=(Line(fn, file, line),))
+                    fn, file, code = names[key[0]]
+                    line = Line(fn, file, lines.line(code, key[1]))
+                    fr = frames[key] = Frame(FrameKind.PYTHON, lines=(line,))
                 out.append(fr)
             labels = make_labels(tid=tid or None, thread_name=tname, task_name=task)
             prof.add(tuple(out), [count, count * period], labels,

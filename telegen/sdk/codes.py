@@ -1,0 +1,74 @@
+"""Frames as the sampler records them, and their names and lines at upload.
+
+Hashing a code object is expensive (CPython hashes its name, constants,
+names, ... on every call, nested code objects included) and so is
+``frame.f_lineno`` (a scan of the line table), while the sampler records
+thousands of frames a second. So a frame is recorded as
+``(id(code), frame.f_lasti)`` -- two ints, cheap to build and to hash -- and
+turned into ``module.function`` / file / line only when a profile is built.
+A :class:`CodeTable` keeps every code object it has an id for alive, so an id
+cannot be reused for another code object while it is in the table.
+Compatible with Python 3.8+.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dis
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING, Any
+
+from telegen.sdk.names import function_name
+
+if TYPE_CHECKING:
+    FrameKey = tuple[int, int]                  # (id(code), f_lasti)
+    # code id -> (module.function, file, the code object)
+    Names = dict[int, tuple[str, str, CodeType]]
+
+_MAX_CODES = 50000
+
+
+def register(names: Names, code: CodeType, frame: FrameType) -> None:
+    """Name ``code`` (the module comes from the frame's globals) in ``names``."""
+    qual = getattr(code, "co_qualname", None) or code.co_name
+    module: Any = frame.f_globals.get("__name__", "")
+    names[id(code)] = (function_name(str(module or ""), qual, code.co_filename),
+                       code.co_filename, code)
+
+
+def full(names: Names) -> bool:
+    """Time for a fresh table (checked between upload intervals only, so a
+    buffer's ids always resolve in the table it was recorded with)."""
+    return len(names) > _MAX_CODES
+
+
+class Lines:
+    """``f_lasti`` -> line number, per code object (what ``f_lineno`` gives)."""
+
+    def __init__(self) -> None:
+        self._tables: dict[int, tuple[list[int], list[int]]] = {}
+
+    def line(self, code: CodeType, lasti: int) -> int:
+        if lasti < 0:                   # not started yet
+            return code.co_firstlineno
+        table = self._tables.get(id(code))
+        if table is None:
+            table = self._tables[id(code)] = _line_table(code)
+        starts, lines = table
+        i = bisect.bisect_right(starts, lasti) - 1
+        return lines[i] if i >= 0 else code.co_firstlineno
+
+
+def _line_table(code: CodeType) -> tuple[list[int], list[int]]:
+    starts: list[int] = []
+    lines: list[int] = []
+    co_lines = getattr(code, "co_lines", None)          # 3.10+: exact ranges
+    if co_lines is not None:
+        for start, _end, line in co_lines():            # no line (None): 0, like f_lineno
+            starts.append(start)
+            lines.append(line or 0)
+    else:                                               # 3.8, 3.9: line starts
+        for start, line in dis.findlinestarts(code):
+            starts.append(start)
+            lines.append(line)
+    return starts, lines
