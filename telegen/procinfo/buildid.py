@@ -8,6 +8,8 @@ import threading
 from cachetools import LRUCache
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import NoteSection
+from elftools.elf.segments import NoteSegment
 
 
 def read_build_id(path: str) -> str:
@@ -16,13 +18,13 @@ def read_build_id(path: str) -> str:
         with open(path, "rb") as f:
             elf = ELFFile(f)
             for section in elf.iter_sections():
-                if section.header["sh_type"] != "SHT_NOTE":
+                if not isinstance(section, NoteSection):
                     continue
                 for note in section.iter_notes():
                     if note["n_type"] == "NT_GNU_BUILD_ID":
                         return str(note["n_desc"])
             for segment in elf.iter_segments():   # stripped of section headers
-                if segment.header["p_type"] != "PT_NOTE":
+                if not isinstance(segment, NoteSegment):
                     continue
                 for note in segment.iter_notes():
                     if note["n_type"] == "NT_GNU_BUILD_ID":

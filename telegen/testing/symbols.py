@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from telegen.pdata import Frame, Mapping
 
@@ -26,9 +27,10 @@ class ElfFunctions:
         with open(path, "rb") as f:
             elf = ELFFile(f)
             symtab = elf.get_section_by_name(".symtab")
+            symbols = symtab.iter_symbols() if isinstance(symtab, SymbolTableSection) else ()
             self.functions = sorted(
                 (Function(s.name, s["st_value"], s["st_size"])
-                 for s in (symtab.iter_symbols() if symtab else ())
+                 for s in symbols
                  if s["st_info"]["type"] == "STT_FUNC" and s["st_value"]),
                 key=lambda fn: fn.start)
             # (file offset, vaddr, filesz) of each PT_LOAD

@@ -23,7 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.helpers.delta import CumulativeDelta
-from telegen.pdata import Profile, Profiles
+from telegen.helpers.emit import Emitter
+from telegen.pdata import Profile
 from telegen.receivers.go.config import GoReceiverConfig
 from telegen.receivers.go.convert import CUMULATIVE, ENDPOINTS, Endpoint, convert
 from telegen.receivers.go.discovery import Discovery
@@ -47,9 +48,7 @@ class GoReceiver:
         self._scrapes = {e.path: t.counter("go_scrapes", profile=e.path) for e in ENDPOINTS}
         self._skipped = {lane: t.counter("go_scrape_skipped", lane=lane)
                          for lane in ("cpu", "snapshot")}
-        self._accepted_samples = t.counter("receiver_accepted_samples")
-        self._accepted_profiles = t.counter("receiver_accepted_profiles")
-        self._refused_samples = t.counter("receiver_refused_samples")
+        self._emitter = Emitter(settings, next_consumer)
         self._targets_gauge = t.gauge("go_targets")
         self._resets = t.counter("go_delta_resets")
         self._deltas = CumulativeDelta()
@@ -223,15 +222,7 @@ class GoReceiver:
         return _OK, ""
 
     def _emit(self, profiles: list[Profile]) -> None:
-        n = sum(len(p) for p in profiles)
-        try:
-            self._next.consume(Profiles(profiles))
-        except Exception as exc:
-            self._refused_samples.add(n)
-            self._log.warning("%s: next component refused %d samples: %s", self._name, n, exc)
-            return
-        self._accepted_profiles.add(len(profiles))
-        self._accepted_samples.add(n)
+        self._emitter.emit(profiles)
 
     def _set_state(self, target: Target, lane: str, state: str, detail: str) -> None:
         """Log when a target's state (ok, or the failure reason) changes, per lane."""

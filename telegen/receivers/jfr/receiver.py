@@ -27,7 +27,7 @@ import time
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.formats.jfr import Chunk, JfrError
 from telegen.formats.jfr.topdata import ProfileBuilder
-from telegen.pdata import Profiles
+from telegen.helpers.emit import Emitter
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess, find_jvms
 from telegen.receivers.jfr.files import DroppedFiles
@@ -43,9 +43,7 @@ class JfrReceiver:
         self._id = settings.id
         self._name = f"receiver-{settings.id}"
         t = settings.telemetry
-        self._accepted_samples = t.counter("receiver_accepted_samples")
-        self._accepted_profiles = t.counter("receiver_accepted_profiles")
-        self._refused_samples = t.counter("receiver_refused_samples")
+        self._emitter = Emitter(settings, next_consumer)
         self._refused_chunks = t.counter("receiver_refused_chunks")
         self._refused_files = t.counter("receiver_refused_files")
         self._attached = t.counter("jfr_recordings_started")
@@ -201,19 +199,7 @@ class JfrReceiver:
         self._log.warning("%s: skipping a bad JFR chunk: %s", self._name, exc)
 
     def _emit(self, builder: ProfileBuilder) -> None:
-        profiles = builder.build()
-        if not profiles:
-            return
-        samples = sum(len(p) for p in profiles)
-        try:
-            self._next.consume(Profiles(profiles))
-        except Exception as exc:
-            self._refused_samples.add(samples)
-            self._log.warning("%s: next component refused %d samples: %s", self._name,
-                              samples, exc)
-            return
-        self._accepted_profiles.add(len(profiles))
-        self._accepted_samples.add(samples)
+        self._emitter.emit(builder.build())
 
     # -- dropped files ---------------------------------------------------------------
     def _poll_files(self) -> None:

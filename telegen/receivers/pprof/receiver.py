@@ -16,7 +16,7 @@ import threading
 
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.formats.pprof import PprofError, decode
-from telegen.pdata import Profiles
+from telegen.helpers.emit import Emitter
 from telegen.receivers.pprof.config import PprofReceiverConfig
 
 Signature = tuple[int, int]   # (size, mtime_ns)
@@ -30,10 +30,8 @@ class PprofReceiver:
         self._log = settings.logger
         self._name = f"receiver-{settings.id}"
         t = settings.telemetry
-        self._accepted_samples = t.counter("receiver_accepted_samples")
-        self._accepted_profiles = t.counter("receiver_accepted_profiles")
+        self._emitter = Emitter(settings, next_consumer)
         self._refused_files = t.counter("receiver_refused_files")
-        self._refused_samples = t.counter("receiver_refused_samples")
         self._read: dict[str, Signature] = {}      # what we read (or refused)
         self._pending: dict[str, Signature] = {}   # seen once, waiting to hold still
         self._stop = threading.Event()
@@ -110,15 +108,8 @@ class PprofReceiver:
             self._refused_files.add(1)
             self._log.warning("%s: skipping %s: %s", self._name, path, exc)
             return
-        try:
-            self._next.consume(Profiles([profile]))
-        except Exception as exc:
-            self._refused_samples.add(len(profile))
-            self._log.warning("%s: %s: next component refused %d samples: %s",
-                              self._name, path, len(profile), exc)
+        if not self._emitter.emit([profile], source=path):
             return
-        self._accepted_profiles.add(1)
-        self._accepted_samples.add(len(profile))
         if self._config.delete_after_read:
             try:
                 os.unlink(path)

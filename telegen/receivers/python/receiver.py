@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 
 from telegen.component import Consumer, CreateSettings, Host
-from telegen.pdata import Profiles
+from telegen.helpers.emit import Emitter
+from telegen.pdata import Profile
 from telegen.receivers.python.config import PythonReceiverConfig
 from telegen.receivers.python.convert import FrameCache, build_profile
 from telegen.receivers.python.discovery import PythonProcess, find_pythons
@@ -57,9 +58,7 @@ class PythonReceiver:
         self._id = settings.id
         self._name = f"receiver-{settings.id}"
         t = settings.telemetry
-        self._accepted_samples = t.counter("receiver_accepted_samples")
-        self._accepted_profiles = t.counter("receiver_accepted_profiles")
-        self._refused_samples = t.counter("receiver_refused_samples")
+        self._emitter = Emitter(settings, next_consumer)
         self._started = t.counter("python_targets_started")
         self._exited = t.counter("python_targets_exited")
         self._failures = t.counter("python_sampling_failures")
@@ -239,14 +238,5 @@ class PythonReceiver:
             res["process.runtime.version"] = f"{p.version[0]}.{p.version[1]}"
         return res
 
-    def _emit(self, profile) -> None:  # type: ignore[no-untyped-def]
-        samples = len(profile)
-        try:
-            self._next.consume(Profiles([profile]))
-        except Exception as exc:
-            self._refused_samples.add(samples)
-            self._log.warning("%s: next component refused %d samples: %s", self._name,
-                              samples, exc)
-            return
-        self._accepted_profiles.add(1)
-        self._accepted_samples.add(samples)
+    def _emit(self, profile: Profile) -> None:
+        self._emitter.emit([profile])
