@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from telegen.component import CreateSettings, Host
 from telegen.exporters.pprof_file.config import PprofFileConfig
 from telegen.formats.pprof import encode
+from telegen.helpers.files import atomic_write
 from telegen.helpers.windows import merge_by_type
 from telegen.pdata import Profile, Profiles
 
@@ -82,22 +82,8 @@ class PprofFileExporter:
                 return name
 
     def _write(self, profile: Profile) -> Path:
-        data = encode(profile)
         final = self._dir / self._file_name(profile)
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{final.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        _fsync_dir(self._dir)
+        atomic_write(final, encode(profile))
         return final
 
     # -- retention -----------------------------------------------------------------
@@ -139,15 +125,3 @@ class PprofFileExporter:
             self._deleted.add(1)
             count, total = count - 1, total - size
 
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

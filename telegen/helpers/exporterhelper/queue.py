@@ -15,12 +15,13 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from telegen.helpers.files import atomic_write
 
 _MAGIC = b"TGQ1"
 _NAME = re.compile(r"^(\d{16})\.req$")
@@ -119,17 +120,7 @@ class PersistentQueue:
                 return False
             seq, self._seq = self._seq, self._seq + 1
         final = self._dir / f"{seq:016d}.req"
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{final.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(request.to_bytes())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            _unlink(Path(tmp))
-            raise
-        _fsync_dir(self._dir)
+        atomic_write(final, request.to_bytes())
         with self._cond:
             self._pending.append(final)
             self._cond.notify()
@@ -173,15 +164,3 @@ def _unlink(path: Path) -> None:
     except FileNotFoundError:
         pass
 
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
