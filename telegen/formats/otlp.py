@@ -134,6 +134,7 @@ class _Encoder:
         self.locations: dict[Frame, int] = {}
         self.stacks: dict[tuple[int, ...], int] = {(): 0}
         self.links: dict[tuple[bytes, bytes], int] = {(b"", b""): 0}
+        self.link_ids: dict[tuple[str, str], int] = {}      # hex ids -> index
 
     def s(self, text: str) -> int:
         idx = self.strings.get(text)
@@ -197,6 +198,9 @@ class _Encoder:
     def link(self, link: SpanLink | None) -> int:
         if link is None:
             return 0
+        hit = self.link_ids.get((link.trace_id, link.span_id))
+        if hit is not None:
+            return hit
         try:
             key = (bytes.fromhex(link.trace_id), bytes.fromhex(link.span_id))
         except ValueError:
@@ -205,6 +209,7 @@ class _Encoder:
         if idx is None:
             idx = self.links[key] = len(self.d.link_table)
             self.d.link_table.add(trace_id=key[0], span_id=key[1])
+        self.link_ids[(link.trace_id, link.span_id)] = idx
         return idx
 
     def add_profile(self, scope: Any, p: Profile) -> None:
@@ -214,13 +219,20 @@ class _Encoder:
         if p.comments:
             attrs.append(self.attr(COMMENT, list(p.comments)))
         rows = []
+        by_labels: dict[tuple[object, ...], list[int]] = {}   # many samples share labels
+        by_stack: dict[tuple[Frame, ...], int] = {}            # ... and stacks
         for s in p:
-            labels = [self.attr(k, v) for k, v in s.labels]
+            labels = by_labels.get(s.labels)
+            if labels is None:
+                labels = by_labels[s.labels] = [self.attr(k, v) for k, v in s.labels]
             link = self.link(s.link)
             if s.link is not None and link == 0:   # not hex: keep it readable as attributes
-                labels += [self.attr("trace_id", s.link.trace_id),
-                           self.attr("span_id", s.link.span_id)]
-            rows.append((self.stack(s.stack), labels, link, s))
+                labels = labels + [self.attr("trace_id", s.link.trace_id),
+                                   self.attr("span_id", s.link.span_id)]
+            stack = by_stack.get(s.stack)
+            if stack is None:
+                stack = by_stack[s.stack] = self.stack(s.stack)
+            rows.append((stack, labels, link, s))
         for i, vt in enumerate(p.sample_types):
             out = scope.profiles.add(time_unix_nano=p.start_ns, duration_nano=p.duration_ns,
                                      period=p.period, attribute_indices=attrs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import Counter
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -59,7 +60,7 @@ class Buffer:
 
     def __init__(self, names: Names) -> None:
         self.start_ns = time.time_ns()
-        self.counts: dict[SampleKey, int] = {}
+        self.counts: Counter[SampleKey] = Counter()
         self.names = names
 
 
@@ -138,26 +139,35 @@ class Sampler:
             self._walker.tick(threads, self.tracker.for_task, found)
         with self._lock:
             counts = self._buffer.counts
-            stats = self.stats
-            for key in found:
-                n = counts.get(key)
-                if n is not None:
-                    counts[key] = n + 1
-                elif len(counts) < self.max_stacks:
-                    counts[key] = 1
-                else:
-                    stats.dropped_samples += 1
-                    continue
-                stats.samples += 1
+            if len(counts) + len(found) <= self.max_stacks:
+                counts.update(found)            # counted in C
+                self.stats.samples += len(found)
+            else:
+                self._add_bounded(counts, found)
+
+    def _add_bounded(self, counts: Counter[SampleKey], found: list[SampleKey]) -> None:
+        stats = self.stats
+        for key in found:
+            n = counts.get(key)
+            if n is not None:
+                counts[key] = n + 1
+            elif len(counts) < self.max_stacks:
+                counts[key] = 1
+            else:
+                stats.dropped_samples += 1
+                continue
+            stats.samples += 1
 
     def _stack(self, frame: FrameType | None) -> tuple[FrameKey, ...]:
         out: list[FrameKey] = []
+        append = out.append
         names = self.names
         while frame is not None:
             code = frame.f_code
-            if id(code) not in names:
+            cid = id(code)
+            if cid not in names:
                 codes.register(names, code, frame)
-            out.append((id(code), frame.f_lasti))
+            append((cid, frame.f_lasti))
             frame = frame.f_back
             if len(out) >= _MAX_DEPTH:
                 break

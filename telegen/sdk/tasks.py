@@ -176,20 +176,25 @@ class ChainWalker:
     def walk(self, obj: Any) -> tuple[FrameKey, ...]:
         names = self.names
         out: list[FrameKey] = []
+        append = out.append
         while obj is not None:          # finite: a coroutine cannot await itself
             tp = type(obj)
             if tp is CoroutineType:
-                frame, obj = obj.cr_frame, obj.cr_await
+                frame = obj.cr_frame
+                obj = obj.cr_await
             elif tp is GeneratorType:
-                frame, obj = obj.gi_frame, obj.gi_yieldfrom
+                frame = obj.gi_frame
+                obj = obj.gi_yieldfrom
             else:                       # async generators, other coroutine types
-                frame, obj = _frame_of(obj), _awaited(obj)
+                frame = _frame_of(obj)
+                obj = _awaited(obj)
             if frame is None:
                 break
             code: CodeType = frame.f_code
-            if id(code) not in names:
+            cid = id(code)
+            if cid not in names:
                 codes.register(names, code, frame)
-            out.append((id(code), frame.f_lasti))
+            append((cid, frame.f_lasti))
         if len(out) > _MAX_DEPTH:
             del out[:len(out) - _MAX_DEPTH]
         out.reverse()

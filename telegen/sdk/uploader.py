@@ -1,8 +1,9 @@
 """Uploads the sampler's buffer as OTLP profiles over gRPC every
 ``upload_interval``.
 
-The encoding is telegen's own (``telegen.formats.otlp``, pdata -> OTLP
-profiles v1development), imported on first upload in the uploader thread so
+The encoding is telegen's own (:mod:`telegen.sdk.encode` on
+``telegen.formats.otlp``'s dictionary encoder -> OTLP profiles
+v1development), imported on first upload in the uploader thread so
 ``import telegen.sdk`` stays light; that module needs Python 3.11+ (the
 agent's), so on older interpreters uploads fail, are counted and logged once.
 Requests that could not be sent wait in a bounded queue (``max_pending``
@@ -19,13 +20,9 @@ import os
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from telegen.sdk.codes import Lines
 from telegen.sdk.sampler import Buffer, Sampler, Stats
-
-if TYPE_CHECKING:
-    from telegen.pdata import Profile
 
 log = logging.getLogger("telegen.sdk")
 _EXPORT = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"
@@ -105,45 +102,19 @@ class Uploader:
 
     # -- encoding --------------------------------------------------------------------
     def encode(self, buf: Buffer) -> bytes:
-        from telegen.formats.otlp import encode_request
-
-        return bytes(encode_request([self.profile(buf)], service=self.service_name)
-                     .SerializeToString())
-
-    def profile(self, buf: Buffer) -> Profile:
         import time
 
-        from telegen.pdata import Frame, FrameKind, Line, Profile, SpanLink, ValueType, make_labels
+        from telegen.sdk.encode import encode
 
-        period = int(round(self.sampler.interval * 1e9))
-        wall = ValueType("wall", "nanoseconds")
         resource: dict[str, str | int] = {
             "process.pid": os.getpid(), "process.runtime.name": "cpython",
             "process.runtime.version": ".".join(str(v) for v in sys.version_info[:3]),
             "process.executable.path": sys.executable, "host.name": socket.gethostname(),
             "telemetry.sdk.name": "telegen", "service.name": self.service_name}
         resource.update(self.resource)
-        end = time.time_ns()
-        prof = Profile(name="wall", sample_types=(ValueType("samples", "count"), wall),
-                       period_type=wall, period=period, start_ns=buf.start_ns,
-                       duration_ns=max(0, end - buf.start_ns), resource=resource,
-                       default_sample_type="wall")
-        names = buf.names
-        lines = Lines()
-        frames: dict[tuple[int, int], Frame] = {}
-        for (tid, tname, task, stack, link), count in buf.counts.items():
-            out = []
-            for key in stack:
-                fr = frames.get(key)
-                if fr is None:
-                    fn, file, code = names[key[0]]
-                    line = Line(fn, file, lines.line(code, key[1]))
-                    fr = frames[key] = Frame(FrameKind.PYTHON, lines=(line,))
-                out.append(fr)
-            labels = make_labels(tid=tid or None, thread_name=tname, task_name=task)
-            prof.add(tuple(out), [count, count * period], labels,
-                     link=SpanLink(link[0], link[1]) if link else None)
-        return prof
+        resource["service.name"] = self.service_name
+        return encode(buf, period=int(round(self.sampler.interval * 1e9)),
+                      end_ns=time.time_ns(), resource=resource)
 
     # -- transport -------------------------------------------------------------------
     def _send(self, data: bytes) -> bool:
