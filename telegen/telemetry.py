@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from telegen.helpers.httpserver import BackgroundHTTPServer
 
 log = logging.getLogger("telegen.telemetry")
 
@@ -126,15 +128,11 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.address = self._server.server_address
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="telemetry-metrics", daemon=True)
+        self._http = BackgroundHTTPServer(f"{host}:{port}", Handler, "telemetry-metrics")
+        self.address = self._http.address
 
     def start(self) -> None:
-        self._thread.start()
+        self._http.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()

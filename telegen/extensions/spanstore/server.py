@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.parse
 from html import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 
 from telegen.formats.pprof import encode
 from telegen.formats.top import render_top
+from telegen.helpers.httpserver import BackgroundHTTPServer
 from telegen.pdata import Profile
 
 if TYPE_CHECKING:
@@ -37,22 +37,9 @@ def choose(profiles: list[Profile], type_name: str | None) -> Profile | None:
     return None if type_name else (profiles[0] if profiles else None)
 
 
-class SpanViewServer:
+class SpanViewServer(BackgroundHTTPServer):
     def __init__(self, store: SpanStore, endpoint: str, name: str) -> None:
-        host, _, port = endpoint.rpartition(":")
-        self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)),
-                                           _handler(store))
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name=name,
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(endpoint, _handler(store), name)
 
 
 def _page(store: SpanStore, span_id: str, profile: Profile, query: dict[str, str]) -> str:

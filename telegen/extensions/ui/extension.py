@@ -13,9 +13,8 @@ threads (``ThreadingHTTPServer``); shutdown stops it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,6 +22,7 @@ from telegen.component import CreateSettings, Host
 from telegen.extensions.ui import pages
 from telegen.extensions.ui.config import UiConfig
 from telegen.extensions.ui.store import Catalog
+from telegen.helpers.httpserver import BackgroundHTTPServer
 
 # handler(path, query) -> (status, content type, body)
 RouteHandler = Callable[[str, dict[str, str]], tuple[int, str, bytes]]
@@ -34,9 +34,7 @@ class UiExtension:
         self._log = settings.logger
         self.store = Catalog(max_windows=config.max_windows, directories=config.directories)
         self._routes: dict[str, RouteHandler] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped = threading.Event()
+        self._http: BackgroundHTTPServer | None = None
         t = settings.telemetry
         self._requests = t.counter("ui_requests")
         self._errors = t.counter("ui_request_errors")
@@ -44,28 +42,17 @@ class UiExtension:
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, host: Host) -> None:
-        bind, _, port = self._config.endpoint.rpartition(":")
-        handler = _handler_class(self)
-        self._server = ThreadingHTTPServer((bind, int(port)), handler)  # raises: fail fast
-        self._server.daemon_threads = True
-        self._server.timeout = 0.2       # handle_request returns so the Event is seen
-        self.address = self._server.server_address[:2]  # type: ignore[assignment]
-        self._thread = threading.Thread(target=self._serve, name="telegen-ui", daemon=True)
-        self._thread.start()
+        # binds here: a busy port fails start-up at once
+        self._http = BackgroundHTTPServer(self._config.endpoint, _handler_class(self),
+                                          "telegen-ui")
+        self.address = self._http.address
+        self._http.start()
         self._log.info("ui on http://%s:%d/", *self.address)
 
-    def _serve(self) -> None:
-        assert self._server is not None
-        while not self._stopped.is_set():
-            self._server.handle_request()
-
     def shutdown(self, timeout_s: float = 30.0) -> None:
-        if self._server is None or self._stopped.is_set():
-            return
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(min(timeout_s, 5.0))
-        self._server.server_close()
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     @property
     def url(self) -> str:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
@@ -20,6 +19,7 @@ from google.protobuf import json_format
 from telegen.formats.otlp import OtlpError, svc
 from telegen.formats.otlp_traces import traces_from_json
 from telegen.helpers.exporterhelper.rpcstatus import Status
+from telegen.helpers.httpserver import BackgroundHTTPServer
 from telegen.receivers.otlp.traces import TRACES_PATH
 
 if TYPE_CHECKING:
@@ -30,23 +30,9 @@ MAX_BODY = 64 * 1024 * 1024
 _PROTO, _JSON = "application/x-protobuf", "application/json"
 
 
-class HttpServer:
+class HttpServer(BackgroundHTTPServer):
     def __init__(self, receiver: OtlpReceiver, endpoint: str, name: str) -> None:
-        host, _, port = endpoint.rpartition(":")
-        handler = _handler(receiver)
-        self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)),
-                                           handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name=name,
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(endpoint, _handler(receiver), name)
 
 
 def _hex_ids_to_base64(doc: Any) -> None:

@@ -3,25 +3,40 @@
 //
 // Usage: diffhog OUT.pb.gz A_MS B_MS SECONDS
 //
-// Each round burns A_MS in main.burnA and B_MS in main.burnB (one goroutine),
-// so burnA's share of CPU is A_MS / (A_MS + B_MS).
+// Each round burns A_MS in main.burnA and B_MS in main.burnB (one goroutine
+// locked to its thread, timed by the thread's own CPU clock so other load on
+// the host does not change the split), so burnA's share of CPU is
+// A_MS / (A_MS + B_MS).
 package main
 
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"syscall"
 	"time"
 )
+
+const rusageThread = 1 // RUSAGE_THREAD (Linux)
+
+// threadCPU is the CPU time this OS thread has used.
+func threadCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
+		fail(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 var total float64
 
 //go:noinline
 func spin(d time.Duration) {
-	end := time.Now().Add(d)
+	end := threadCPU() + d
 	x := 1.0
-	for time.Now().Before(end) {
+	for threadCPU() < end {
 		for i := 0; i < 5000; i++ {
 			x = x*1.0000001 + float64(i&3)
 		}
@@ -41,6 +56,7 @@ func fail(err error) {
 }
 
 func main() {
+	runtime.LockOSThread()
 	if len(os.Args) != 5 {
 		fail(fmt.Errorf("usage: diffhog OUT.pb.gz A_MS B_MS SECONDS"))
 	}
