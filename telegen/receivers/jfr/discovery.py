@@ -8,6 +8,8 @@ import glob
 import os
 from dataclasses import dataclass
 
+from telegen.procinfo.scan import find_targets
+
 
 @dataclass(frozen=True, slots=True)
 class JvmProcess:
@@ -92,35 +94,13 @@ def name_tokens(p: JvmProcess) -> set[str]:
     return tokens
 
 
-def all_pids(proc: str = "/proc") -> list[int]:
-    try:
-        return sorted(int(d) for d in os.listdir(proc) if d.isdigit())
-    except OSError:
-        return []
-
-
 def find_jvms(*, pids: list[int], names: list[str], discover: bool,
               proc: str = "/proc", self_pid: int | None = None) -> list[JvmProcess]:
     """JVMs to record now. Listed pids are taken as they are (jcmd will tell
     if one is not a JVM); names and discovery only pick processes that look
-    like JVMs."""
-    me = os.getpid() if self_pid is None else self_pid
-    found: dict[int, JvmProcess] = {}
-    for pid in pids:
-        p = read_jvm(pid, proc)
-        if p is not None:
-            found[pid] = p
-    if names or (discover and not pids):
-        wanted = set(names)
-        for pid in all_pids(proc):
-            if pid in found or pid == me:
-                continue
-            p = read_jvm(pid, proc)
-            if p is None or not p.cmdline or not looks_like_jvm(p, proc):
-                continue
-            if wanted and not wanted & name_tokens(p):
-                continue
-            if is_jdk_tool(p):
-                continue       # jcmd (ours too), jfr, javac... are JVMs as well
-            found[pid] = p
-    return [found[p] for p in sorted(found)]
+    like JVMs, never the JDK's own tools (jcmd, jfr, javac... are JVMs too)."""
+    return find_targets(
+        pids=pids, names=names, discover=discover, proc=proc, self_pid=self_pid,
+        read=lambda pid: read_jvm(pid, proc),
+        accept=lambda p: bool(p.cmdline) and looks_like_jvm(p, proc) and not is_jdk_tool(p),
+        tokens=name_tokens)

@@ -9,6 +9,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from telegen.procinfo.scan import find_targets
+
 SUPPORTED = ((3, 8), (3, 13))
 _EXE = re.compile(r"^python(\d+(?:\.(\d+))?)?t?(?:-dbg)?$")
 _LIB = re.compile(r"/libpython(\d+)\.(\d+)t?(?:d)?\.so")
@@ -90,33 +92,12 @@ def name_tokens(p: PythonProcess) -> set[str]:
     return tokens
 
 
-def all_pids(proc: str = "/proc") -> list[int]:
-    try:
-        return sorted(int(d) for d in os.listdir(proc) if d.isdigit())
-    except OSError:
-        return []
-
-
 def find_pythons(*, pids: list[int], names: list[str], discovery: bool,
                  proc: str = "/proc", self_pid: int | None = None) -> list[PythonProcess]:
     """Processes to sample now. Listed pids are taken as they are (the engine
     tells when one is not Python); names and discovery pick CPython
     interpreters only, never the agent itself."""
-    me = os.getpid() if self_pid is None else self_pid
-    found: dict[int, PythonProcess] = {}
-    for pid in pids:
-        p = read_process(pid, proc)
-        if p is not None:
-            found[pid] = p
-    if names or (discovery and not pids):
-        wanted = set(names)
-        for pid in all_pids(proc):
-            if pid in found or pid == me:
-                continue
-            p = read_process(pid, proc)
-            if p is None or not p.cmdline or not is_cpython(p):
-                continue
-            if wanted and not wanted & name_tokens(p):
-                continue
-            found[pid] = p
-    return [found[p] for p in sorted(found)]
+    return find_targets(
+        pids=pids, names=names, discover=discovery, proc=proc, self_pid=self_pid,
+        read=lambda pid: read_process(pid, proc),
+        accept=lambda p: bool(p.cmdline) and is_cpython(p), tokens=name_tokens)
