@@ -15,6 +15,15 @@ is measured on its own build of the workload: ``frame_pointer`` on the
 workload built with frame pointers (the kernel walks them), ``auto`` on the
 workload built ``-fomit-frame-pointer`` (BPF copies user stacks, the agent
 unwinds them with .eh_frame tables), in the same run.
+
+Unwind tables are measured in their steady state: before the measured CFI
+runs, a warm-up agent (same mode, same workload binary, whole host, not
+measured) sees every binary once, so the measured agent loads the tables
+from the disk cache (~/.cache/telegen/unwind, by build-id or file identity)
+instead of building them. That is what an always-on agent does: a table is
+built once per binary per host, then loaded in about a millisecond. Building
+is reported on its own line ("first sight of ...": pyelftools time to build
+the table of libc and of the workload binary, once per binary).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +99,41 @@ def run_workload(binary: Path, seconds: float, threads: int) -> float:
     out = subprocess.run([str(binary), str(seconds), str(threads)], capture_output=True,
                          text=True, check=True).stdout
     return float(parse_report(out)["iters_per_s"])
+
+
+def warm_up(binary: Path, rate: int, threads: int, unwinding: str,
+            seconds: float = 4.0) -> None:
+    """Run the agent (not measured) while the workload runs, so that every
+    binary on the host gets its unwind table built and cached on disk."""
+    agent = subprocess.Popen([sys.executable, "-m", "bench.agent", "--rate", str(rate),
+                              "--duration", "1", "--unwinding", unwinding],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=HERE.parent)
+    assert agent.stdout is not None and agent.stdin is not None
+    agent.stdout.readline()
+    run_workload(binary, seconds, threads)
+    time.sleep(1.0)         # the unwinder thread finishes the last copies
+    agent.stdin.close()
+    agent.wait(60)
+
+
+def first_sight(binaries: dict[str, Path]) -> Iterator[str]:
+    """Time to build each file's unwind table from its ELF (no cache)."""
+    from telegen.unwind.build import build_table
+
+    for name, path in binaries.items():
+        t0 = time.process_time()
+        table = build_table(str(path))
+        ms = 1000 * (time.process_time() - t0)
+        yield f"first sight of {name}: {ms:.0f} ms of CPU once ({len(table)} rows)"
+
+
+def libc_path(binary: Path) -> Path:
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if "libc.so" in line and "=>" in line:
+            return Path(line.split("=>")[1].split()[0])
+    return Path("/lib/x86_64-linux-gnu/libc.so.6")
 
 
 def measure(binary: Path, rate: int, seconds: float, threads: int,
@@ -160,10 +205,17 @@ def main() -> int:
                 (Path(tmp) / label).mkdir()
                 binaries[label] = build("bench_work", Path(tmp) / label, cflags=cflags,
                                         source_dir=HERE / "workloads")
+            modes = args.unwinding.split(",")
+            for mode in modes:
+                if mode != "frame_pointer":
+                    warm_up(binaries["nofp"], int(args.rates.split(",")[-1]), ncpu, mode)
             results = [measure(binaries["fp" if mode == "frame_pointer" else "nofp"],
                                int(rate), args.seconds, ncpu, args.window, mode)
                        for rate in args.rates.split(",")
-                       for mode in args.unwinding.split(",")]
+                       for mode in modes]
+            sights = list(first_sight({"libc": libc_path(binaries["nofp"]),
+                                       "the workload binary": binaries["nofp"]})) \
+                if modes != ["frame_pointer"] else []
     finally:
         if stats_before is not None:
             BPF_STATS.write_text(stats_before)
@@ -171,6 +223,9 @@ def main() -> int:
           f"{args.window:g} s windows; workload: {ncpu} compute threads + 1000 "
           f"sleeps/s\n")
     print(table(results, ncpu))
+    for line in sights:
+        print(f"\n{line}", end="")
+    print()
     return 0
 
 

@@ -2,10 +2,15 @@
 on disk so a table is built once per binary per host, not once per agent run.
 
 Building libc's table takes ~0.8 s (pyelftools); loading it from disk ~1 ms.
+Files without a build-id (e.g. Rust binaries linked without one, the vDSO
+image) are cached too, under a key made of the file's identity (device,
+inode, size, mtime), which is the same whichever ``/proc/PID/root`` path the
+file is reached through.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -40,20 +45,21 @@ class TableCache:
         self.failed = 0
 
     def get(self, path: str, build_id: str) -> UnwindTable:
-        key = build_id or f"path:{path}:{_identity(path)}"
+        key = build_id or _identity_key(path)
         with self._lock:
             hit = self._mem.get(key)
         if hit is not None:
             return hit
-        table = self._load(build_id) if build_id and self._disk else None
+        table = self._load(key, build_id) if key and self._disk else None
         if table is None:
-            table = self._build(path, build_id)
-        with self._lock:
-            self._mem[key] = table
+            table = self._build(path, build_id, key)
+        if key:
+            with self._lock:
+                self._mem[key] = table
         return table
 
-    def _load(self, build_id: str) -> UnwindTable | None:
-        f = self._dir / f"{build_id}.unw"
+    def _load(self, key: str, build_id: str) -> UnwindTable | None:
+        f = self._dir / f"{key}.unw"
         try:
             data = f.read_bytes()
         except OSError:
@@ -67,7 +73,7 @@ class TableCache:
         self.loaded += 1
         return table
 
-    def _build(self, path: str, build_id: str) -> UnwindTable:
+    def _build(self, path: str, build_id: str, key: str) -> UnwindTable:
         try:
             table = build_table(path)
         except Exception as exc:
@@ -75,19 +81,20 @@ class TableCache:
             self.failed += 1
             return UnwindTable(_empty("Q"), _empty("I"), [], [], build_id=build_id)
         self.built += 1
-        if build_id and table.build_id == build_id and self._disk:
-            self._store(build_id, table)
+        # a build-id mismatch means the file changed since the maps were read
+        if key and self._disk and (not build_id or table.build_id == build_id):
+            self._store(key, table)
         return table
 
-    def _store(self, build_id: str, table: UnwindTable) -> None:
+    def _store(self, key: str, table: UnwindTable) -> None:
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self._dir, suffix=".tmp")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(table.source.encode() + b"\n" + table.to_bytes())
-            os.replace(tmp, self._dir / f"{build_id}.unw")
+            os.replace(tmp, self._dir / f"{key}.unw")
         except OSError as exc:
-            log.debug("cannot store unwind table for %s: %s", build_id, exc)
+            log.debug("cannot store unwind table for %s: %s", key, exc)
 
     @property
     def cache_dir(self) -> Path:
@@ -98,12 +105,15 @@ class TableCache:
             return len(self._mem)
 
 
-def _identity(path: str) -> str:
+def _identity_key(path: str) -> str:
+    """Cache key of a file without a build-id: its identity, not its path
+    ("" when it cannot be stat'ed: such a table is not cached)."""
     try:
         st = os.stat(path)
     except OSError:
-        return "?"
-    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
+        return ""
+    ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()
+    return "file-" + hashlib.sha1(ident).hexdigest()
 
 
 def _empty(code: str):  # type: ignore[no-untyped-def]
