@@ -230,6 +230,9 @@ static __always_inline int stack_id(void *ctx, u32 seq, u64 flags)
 #define USTACK_MAX 16384
 #define USNAP_HASH_WORDS 64
 #define USNAP_BIT (1 << 29)
+#ifndef USNAP_WAKE_EVERY
+#define USNAP_WAKE_EVERY 8
+#endif
 
 struct ustack_hdr {
     u32 snap_id;
@@ -352,6 +355,10 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags)
     if (!ctr)
         return -ENOMEM;
     u32 id = USNAP_BIT | ((bpf_get_smp_processor_id() & 0xFF) << 20) | (*ctr & 0xFFFFF);
+    /* Wake the reader for every USNAP_WAKE_EVERY-th copy of a CPU only: the
+     * others wait for that or for the reader's poll timeout (it consumes the
+     * ring after every poll), which saves a thread wake-up per copy. */
+    u64 wake = (*ctr % USNAP_WAKE_EVERY) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
     *ctr += 1;
     rec->hdr.snap_id = id;
     rec->hdr.pid = tgid;
@@ -363,7 +370,7 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags)
     u64 size = sizeof(struct ustack_hdr) + len;
     if (size > sizeof(struct ustack_rec))
         return -EINVAL;
-    if (ustacks.ringbuf_output(rec, size, 0) != 0) {
+    if (ustacks.ringbuf_output(rec, size, wake) != 0) {
         stat_add(ST_USNAP_LOST, 1);
         return -ENOSPC;
     }

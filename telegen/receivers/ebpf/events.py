@@ -52,6 +52,8 @@ class EventReader:
             try:
                 with self._lock:
                     self._bpf.ring_buffer_poll(100)
+                    # records submitted without a wake-up (user stack copies)
+                    self._bpf.ring_buffer_consume()
             except Exception as exc:
                 self._on_error(exc)
                 self._stop.wait(0.5)
