@@ -49,10 +49,13 @@ class EbpfConfig:
     max_stacks: int = 16384
     # The agent never profiles itself unless asked.
     self_profile: bool = False
-    # auto: CFI (.eh_frame) where a binary has it, frame pointers where not (BPF
-    # copies user stacks, unwound in user space); dwarf: the same, CFI for every
-    # frame that has it; frame_pointer: stacks walked by the kernel only.
-    unwinding: str = "auto"
+    # frame_pointer: stacks walked by the kernel (cheapest; stops at code built
+    # without frame pointers, e.g. Debian's libc). auto: CFI (.eh_frame) where a
+    # binary has it, frame pointers where not (BPF copies user stacks, unwound
+    # in user space); dwarf: the same, CFI for every frame that has it. The
+    # default stays frame_pointer until CFI meets the 1%-per-CPU cost budget
+    # (README, Performance).
+    unwinding: str = "frame_pointer"
 
     def validate(self) -> None:
         if not 1 <= self.sample_rate <= 10000:
