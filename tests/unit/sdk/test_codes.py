@@ -1,0 +1,133 @@
+"""Frame keys (id(code), f_lasti): lines resolved at upload equal f_lineno;
+the chain cache of blocked tasks; the span tracker's bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+from telegen.sdk import codes
+from telegen.sdk.sampler import Sampler, Stats
+from telegen.sdk.spans import SpanTracker
+from telegen.sdk.tasks import ChainWalker
+
+
+def _busy(stop: threading.Event) -> None:
+    while not stop.is_set():
+        json.dumps({"a": [1, 2, {"b": [3, 4]}]}, indent=2, sort_keys=True)
+        sorted(str(i) for i in range(50))
+
+
+def test_lines_from_lasti_equal_f_lineno() -> None:
+    stop = threading.Event()
+    t = threading.Thread(target=_busy, args=(stop,))
+    t.start()
+    lines = codes.Lines()
+    checked, wrong = 0, []
+    try:
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            frame = sys._current_frames().get(t.ident or 0)
+            while frame is not None:
+                got = lines.line(frame.f_code, frame.f_lasti)
+                if got != (frame.f_lineno or 0):
+                    wrong.append((frame.f_code.co_name, frame.f_lasti, got, frame.f_lineno))
+                checked += 1
+                frame = frame.f_back
+            time.sleep(0.0005)
+    finally:
+        stop.set()
+        t.join()
+    assert checked > 200 and not wrong
+
+
+def test_a_coroutine_not_started_is_at_its_first_line() -> None:
+    async def later() -> None:
+        pass
+
+    coro: Any = later()
+    try:
+        lasti = coro.cr_frame.f_lasti
+        assert codes.Lines().line(coro.cr_code, lasti) == coro.cr_frame.f_lineno
+    finally:
+        coro.close()
+
+
+def test_blocked_task_reuses_its_chain_until_it_moves() -> None:
+    walker = ChainWalker({})
+    seen: list[Any] = []
+
+    async def second(fut: asyncio.Future[None]) -> None:
+        await fut
+
+    async def blocked(a: asyncio.Future[None], b: asyncio.Future[None]) -> None:
+        await a
+        await second(b)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = loop.create_future(), loop.create_future()
+        task = asyncio.ensure_future(blocked(a, b))
+        await asyncio.sleep(0)
+        for _ in range(2):
+            out: list[Any] = []
+            walker.tick({}, lambda t: None, out)
+            seen.append([s[3] for s in out if s[2] == task.get_name()][0])
+        a.set_result(None)
+        await asyncio.sleep(0)
+        out = []
+        walker.tick({}, lambda t: None, out)
+        seen.append([s[3] for s in out if s[2] == task.get_name()][0])
+        b.set_result(None)
+        await task
+
+    asyncio.run(main())
+    first, again, moved = seen
+    assert again is first                       # same waiter: the cached chain
+    names = [[walker.names[c][0] for c, _ in chain] for chain in seen]
+    assert names[0] == [f"{__name__}.test_blocked_task_reuses_its_chain_until_it_moves."
+                        "<locals>.blocked"]
+    assert [n.rsplit(".", 1)[-1] for n in names[2]] == ["second", "blocked"]
+    assert moved[1][0] == first[0][0] and moved[1][1] != first[0][1]   # another await
+
+
+def test_code_table_is_renewed_between_intervals_only() -> None:
+    s = Sampler(rate=100, asyncio=False, tracker=SpanTracker(), stats=Stats())
+    s.sample_once()
+    table = s.names
+    table.update({-i: ("x", "x", s.sample_once.__code__) for i in range(1, 50002)})
+    buf = s.drain()
+    assert buf.names is table and s.names is not table and not s.names
+    for key in buf.counts:                      # the drained buffer still resolves
+        assert all(code_id in buf.names for code_id, _ in key[3])
+
+
+def test_tracker_forgets_ended_spans_and_reused_task_ids() -> None:
+    tracker = SpanTracker()
+    tracker.started(1, 2)
+    tracker.started(1, 3)
+    me = threading.get_ident()
+    assert tracker.for_thread(me) == (format(1, "032x"), format(3, "016x"))
+    tracker.ended(2)                            # out of order
+    assert tracker.for_thread(me) == (format(1, "032x"), format(3, "016x"))
+    tracker.ended(3)
+    assert tracker.for_thread(me) is None and not tracker._threads and not tracker._where
+
+    class Task:
+        pass
+
+    async def in_task() -> Any:
+        tracker.started(7, 8)
+        return asyncio.current_task()
+
+    task = asyncio.run(in_task())
+    assert tracker.for_task(task) == (format(7, "032x"), format(8, "016x"))
+    other = Task()                  # an object that got the id of a task gone with its span
+    tracker._tasks[id(other)] = tracker._tasks[id(task)]
+    assert tracker.for_task(other) is None
+    tracker.ended(8)
+    assert tracker.for_task(task) is None and id(task) not in tracker._tasks
