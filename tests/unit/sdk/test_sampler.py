@@ -179,7 +179,7 @@ def test_spans_of_threads_and_tasks() -> None:
         stop.set()
         t.join()
         lt.stop()
-    links = {k[1] or k[2]: k[4] for k in counts}
+    links = {k[2] or k[1]: k[4] for k in counts}     # task samples by task, threads by thread
     assert links["spanned"] == (ids["trace"], ids["inner"])
     task_links = [k[4] for k in counts if k[2] and k[4] is not None]
     assert [link[1] for link in task_links] == [lt.span_ids["in-task"]]
