@@ -15,6 +15,7 @@ from typing import Any
 from telegen.pdata import MUTEX, Profile, ValueType
 from telegen.receivers.ebpf.keys import raw_key
 from telegen.receivers.ebpf.profiles import ProfileBuilder
+from telegen.receivers.ebpf.stats import StatDeltas
 from telegen.receivers.ebpf.window import WindowData, drain
 from telegen.telemetry import ComponentTelemetry
 
@@ -30,7 +31,7 @@ class LockProfiles:
         self._builder = builder
         self.threshold_ns = threshold_ns
         self._t = telemetry
-        self._stats_prev = [0] * len(STAT_NAMES)
+        self._stats = StatDeltas(lambda: self._bpf[b"lock_stats"], STAT_NAMES)
 
     def profile(self, w: WindowData) -> Profile:
         """This window's profile; call between MapReader.read and finish."""
@@ -53,15 +54,7 @@ class LockProfiles:
         return p
 
     def stats_delta(self) -> dict[str, int]:
-        table = self._bpf[b"lock_stats"]
-        now = []
-        for i in range(len(STAT_NAMES)):
-            try:
-                now.append(int(sum(table[table.Key(i)])))
-            except Exception:
-                now.append(0)
-        delta = {n: a - b for n, a, b in zip(STAT_NAMES, now, self._stats_prev, strict=True)}
-        self._stats_prev = now
+        delta = self._stats.delta()
         self._t.counter("ebpf_futex_waits").add(delta["waits"])
         self._t.counter("ebpf_mutex_below_threshold").add(delta["below"])
         for stat, map_name in (("starts_full", "lock_starts"), ("counts_full", "lock_counts")):

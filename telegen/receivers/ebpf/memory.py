@@ -23,6 +23,7 @@ from telegen.procinfo import ProcessCache
 from telegen.receivers.ebpf.keys import RawKey, raw_key
 from telegen.receivers.ebpf.profiles import ProfileBuilder
 from telegen.receivers.ebpf.stacks import StackRef
+from telegen.receivers.ebpf.stats import StatDeltas
 from telegen.receivers.ebpf.window import MapReader, WindowData, drain
 from telegen.telemetry import ComponentTelemetry
 
@@ -72,7 +73,7 @@ class MemoryProfiles:
         self.rate = sample_every_bytes
         self._proc = proc
         self._keep: set[StackRef] = set()
-        self._stats_prev = [0] * len(STAT_NAMES)
+        self._stats = StatDeltas(lambda: self._bpf[b"mem_stats"], STAT_NAMES)
         self._t = telemetry
         self.dropped_exited = 0
         _fill(bpf[b"mem_exp"], exp_table())
@@ -159,15 +160,7 @@ class MemoryProfiles:
         return (frames[0], frame, *frames[1:])
 
     def stats_delta(self) -> dict[str, int]:
-        table = self._bpf[b"mem_stats"]
-        now = []
-        for i in range(len(STAT_NAMES)):
-            try:
-                now.append(int(sum(table[table.Key(i)])))
-            except Exception:
-                now.append(0)
-        delta = {n: a - b for n, a, b in zip(STAT_NAMES, now, self._stats_prev, strict=True)}
-        self._stats_prev = now
+        delta = self._stats.delta()
         self._t.counter("ebpf_memory_calls").add(delta["calls"])
         self._t.counter("ebpf_memory_sampled").add(delta["sampled"])
         for stat, map_name in (("live_full", "memory_live"), ("counts_full", "memory_counts")):

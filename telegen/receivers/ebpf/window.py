@@ -18,6 +18,7 @@ from typing import Any
 from telegen.receivers.ebpf.bpf_loader import STACK_DEPTH, LoadedBpf
 from telegen.receivers.ebpf.keys import RawKey, raw_key
 from telegen.receivers.ebpf.stacks import StackRef, StackSource
+from telegen.receivers.ebpf.stats import StatDeltas
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class MapReader:
         self._cpu = cpu
         self._off = off_cpu
         self.seq = 0
-        self._stats_prev = [0] * len(STAT_NAMES)
+        self._stats = StatDeltas(lambda: loaded.table("stats"), STAT_NAMES)
         self._window_start = time.time_ns()
         # Other users of stack ids that outlive a window (memory inuse: live
         # allocations): given the closed seq, the refs to keep.
@@ -125,17 +126,7 @@ class MapReader:
         return needed
 
     def stats_delta(self) -> dict[str, int]:
-        table = self._bpf.table("stats")
-        now = []
-        for i in range(len(STAT_NAMES)):
-            try:
-                now.append(int(sum(table[table.Key(i)])))
-            except Exception:
-                now.append(0)
-        delta = {name: n - p for name, n, p in zip(STAT_NAMES, now, self._stats_prev,
-                                                    strict=True)}
-        self._stats_prev = now
-        return delta
+        return self._stats.delta()
 
     def user_stack(self, key: RawKey) -> tuple[tuple[int, ...] | None, str]:
         """The user addresses of a sample and, when they are missing, why
