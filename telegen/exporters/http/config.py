@@ -31,6 +31,7 @@ class HttpExporterConfig:
     tenant_id: str = ""
     # HTTP basic auth {username, password}, or a bearer token; not both.
     basic_auth: BasicAuth = field(default_factory=BasicAuth)
+    # Sent as ``Authorization: Bearer <token>`` (use ${env:VAR}; never written to the disk queue).
     bearer_token: str = ""
     # Deadline of one request.
     timeout: float = field(default=10.0, metadata={"duration": True})

@@ -15,7 +15,9 @@ class EbpfConfig:
     sample_rate: int = 99
     # Length of one profile window: counts are read, cleared and emitted this often.
     duration: float = field(default=10.0, metadata={"duration": True})
+    # On-CPU profile: perf_event cpu-clock samples on every CPU (samples/count, cpu/nanoseconds).
     cpu: bool = True
+    # Off-CPU profile: blocked time per stack from sched_switch (off_cpu/nanoseconds).
     off_cpu: bool = True
     # Off-CPU intervals shorter than this are not recorded as samples (their
     # number and total time are still counted, and noted in each profile's
@@ -25,7 +27,10 @@ class EbpfConfig:
     # Targeting: the whole host when both lists are empty.
     pids: list[int] = field(default_factory=list)
     process_names: list[str] = field(default_factory=list)   # regex on comm or exe path
+    # Never profiled, whatever else matches (the agent itself is never profiled
+    # unless self_profile).
     exclude_pids: list[int] = field(default_factory=list)
+    # Also walk kernel stacks (the seed's symbols.include_kernel); false keeps user frames only.
     include_kernel: bool = False
     # Keep a unix-ns timestamp (and the tid) per sample (for trace-span linking).
     timestamps: bool = False

@@ -17,6 +17,7 @@ class JfrReceiverConfig:
     # Matched against comm, the executable's base name, and the command line's
     # main class (last dotted part too) or jar base name, e.g. ``Workload``, ``app.jar``.
     process_names: list[str] = field(default_factory=list)
+    # Record every JVM found (java launchers, hsperfdata) when no pids/names are given.
     discover: bool = True
     # CPU sampling rate in Hz -> jdk.ExecutionSample period (1000/rate ms, >= 1 ms).
     sample_rate: int = 100
@@ -31,10 +32,13 @@ class JfrReceiverConfig:
     dump_directory: str = "/tmp/telegen-jfr"
     # The jcmd launcher; a bare name is looked up on PATH.
     jcmd: str = "jcmd"
+    # Longest wait for one jcmd call (JFR.start/dump/stop) before it counts as failed.
     jcmd_timeout: float = field(default=30.0, metadata={"duration": True})
     # Also read .jfr files dropped here (-XX:StartFlightRecording, async-profiler).
     directory: str = ""
+    # How often ``directory`` is looked at; a file is read once its size holds still.
     poll_interval: float = field(default=2.0, metadata={"duration": True})
+    # Delete each dropped file once it was read and handed on.
     delete_after_read: bool = False
 
     def validate(self) -> None:

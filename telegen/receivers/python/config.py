@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 class PythonReceiverConfig:
     # Which processes to sample; see the module docstring.
     pids: list[int] = field(default_factory=list)
+    # Matched against comm, the executable and the script/module name of the command line.
     process_names: list[str] = field(default_factory=list)
+    # With neither pids nor process_names: every CPython 3.8-3.13 interpreter found.
     discovery: bool = True
     # Samples per second per process.
     sample_rate: int = 100
