@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.helpers.delta import CumulativeDelta
 from telegen.helpers.emit import Emitter
+from telegen.helpers.worker import Worker
 from telegen.pdata import Profile
 from telegen.receivers.go.config import GoReceiverConfig
 from telegen.receivers.go.convert import CUMULATIVE, ENDPOINTS, Endpoint, convert
@@ -63,14 +64,12 @@ class GoReceiver:
         self._states: dict[tuple[str, str], str] = {}
         self._state_lock = threading.Lock()
         self._targets: list[Target] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker(self._name, self._run)
+        self._stop = self._worker.stopping
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self, host: Host) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         self._stop.set()
@@ -79,9 +78,7 @@ class GoReceiver:
             pool.shutdown(wait=False, cancel_futures=True)
         if self._discovery is not None:
             self._discovery.close()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout_s)
+        self._worker.join(timeout_s)
         for pool in self._lanes.values():
             pool.shutdown(wait=True)
 

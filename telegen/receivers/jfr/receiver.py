@@ -28,6 +28,7 @@ from telegen.component import Consumer, CreateSettings, Host
 from telegen.formats.jfr import Chunk, JfrError
 from telegen.formats.jfr.topdata import ProfileBuilder
 from telegen.helpers.emit import Emitter
+from telegen.helpers.worker import Worker
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess, find_jvms
 from telegen.receivers.jfr.files import DroppedFiles
@@ -53,22 +54,18 @@ class JfrReceiver:
         self._failed: dict[int, float] = {}       # pid -> when to retry
         self._jcmd = shutil.which(config.jcmd) or config.jcmd
         self._files = DroppedFiles(config.directory) if config.directory else None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker(self._name, self._run)
+        self._stop = self._worker.stopping
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, host: Host) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop the thread, dump a last window and stop every recording."""
         self._stop.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout_s)
+        self._worker.join(timeout_s)
         with self._lock:
             for pid, session in list(self._sessions.items()):
                 self._safe(self._dump_one, session)

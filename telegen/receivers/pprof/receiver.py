@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.formats.pprof import PprofError, decode
 from telegen.helpers.emit import Emitter
+from telegen.helpers.worker import Worker
 from telegen.receivers.pprof.config import PprofReceiverConfig
 
 Signature = tuple[int, int]   # (size, mtime_ns)
@@ -34,20 +34,16 @@ class PprofReceiver:
         self._refused_files = t.counter("receiver_refused_files")
         self._read: dict[str, Signature] = {}      # what we read (or refused)
         self._pending: dict[str, Signature] = {}   # seen once, waiting to hold still
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker(self._name, self._run)
+        self._stop = self._worker.stopping
 
     def start(self, host: Host) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop polling; the file in progress is finished first."""
         self._stop.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout_s)
+        self._worker.join(timeout_s)
 
     # -- polling -----------------------------------------------------------------
     def _run(self) -> None:

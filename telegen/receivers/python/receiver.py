@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.helpers.emit import Emitter
+from telegen.helpers.worker import Worker
 from telegen.pdata import Profile
 from telegen.receivers.python.config import PythonReceiverConfig
 from telegen.receivers.python.convert import FrameCache, build_profile
@@ -70,8 +71,8 @@ class PythonReceiver:
                                       gil_only=config.gil_only, native=config.native,
                                       nonblocking=config.nonblocking)
         self._host = socket.gethostname()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker(self._name, self._run)
+        self._stop = self._worker.stopping
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -86,16 +87,12 @@ class PythonReceiver:
             self._log.info("%s: asyncio await chains come from the in-process SDK "
                            "(telegen.sdk, asyncio=True); this receiver sees thread stacks",
                            self._name)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop the thread, end every window early and send it."""
         self._stop.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout_s)
+        self._worker.join(timeout_s)
         with self._lock:
             for target in self._targets.values():
                 if target.recording is not None:
