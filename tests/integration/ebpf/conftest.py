@@ -1,17 +1,15 @@
-"""BPF tests need root and a working BPF stack. They fail loudly when it is
-missing (CI runs as root), unless TELEGEN_ALLOW_NO_BPF=1 (then they skip,
-saying why)."""
+"""Fixtures of the BPF tests. Every test here is marked ``bpf``; the marker's
+check (root + a working BPF stack, failing loudly when missing) lives in
+tests/conftest.py."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from telegen import doctor
 from telegen.component import ComponentID, CreateSettings, Kind
 from telegen.receivers.ebpf.config import EbpfConfig
 from telegen.receivers.ebpf.receiver import EbpfReceiver
@@ -25,18 +23,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.bpf)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def bpf_available() -> None:
-    checks = doctor.run_checks(("root", *doctor.EBPF_PROFILING))
-    if all(c.ok for c in checks):
-        return
-    text = doctor.report(checks)
-    if os.environ.get("TELEGEN_ALLOW_NO_BPF") == "1":
-        pytest.skip(f"BPF UNAVAILABLE, eBPF tests NOT RUN (TELEGEN_ALLOW_NO_BPF=1):\n{text}")
-    pytest.fail(f"BPF prerequisites missing; these tests must run as root on a BPF-capable "
-                f"host (set TELEGEN_ALLOW_NO_BPF=1 to skip):\n{text}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
