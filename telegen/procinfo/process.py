@@ -42,7 +42,8 @@ class ProcessInfo:
         return None
 
 
-def _read(path: str) -> str | None:
+def read_text(path: str) -> str | None:
+    """A /proc (or any) text file, undecodable bytes replaced; None when unreadable."""
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "replace")
@@ -55,16 +56,16 @@ def read_process(pid: int, *, proc: str = "/proc",
     """Everything we keep about ``pid``; None when it is gone (or a kernel thread
     whose maps cannot be read is returned with no mappings)."""
     base = f"{proc}/{pid}"
-    maps_text = _read(f"{base}/maps")
+    maps_text = read_text(f"{base}/maps")
     if maps_text is None:
         return None
-    comm = (_read(f"{base}/comm") or "").strip()
+    comm = (read_text(f"{base}/comm") or "").strip()
     try:
         exe = os.readlink(f"{base}/exe")
     except OSError:
         exe = ""
-    cmdline = tuple(a for a in (_read(f"{base}/cmdline") or "").split("\0") if a)
-    container = container_id_from_cgroup(_read(f"{base}/cgroup") or "")
+    cmdline = tuple(a for a in (read_text(f"{base}/cmdline") or "").split("\0") if a)
+    container = container_id_from_cgroup(read_text(f"{base}/cgroup") or "")
     cache = build_ids or BuildIdCache(64)
     mappings = tuple(_mapping(e, base, cache) for e in parse_maps(maps_text) if e.executable)
     return ProcessInfo(pid=pid, comm=comm, exe=exe.removesuffix(_DELETED), cmdline=cmdline,

@@ -8,6 +8,7 @@ import glob
 import os
 from dataclasses import dataclass
 
+from telegen.procinfo.process import read_text
 from telegen.procinfo.scan import find_targets
 
 
@@ -22,16 +23,8 @@ class JvmProcess:
     gid: int
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
 def read_jvm(pid: int, proc: str = "/proc") -> JvmProcess | None:
-    status = _read(f"{proc}/{pid}/status")
+    status = read_text(f"{proc}/{pid}/status")
     if status is None:
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -45,8 +38,8 @@ def read_jvm(pid: int, proc: str = "/proc") -> JvmProcess | None:
         exe = os.readlink(f"{proc}/{pid}/exe")
     except OSError:
         exe = ""
-    cmdline = tuple(a for a in (_read(f"{proc}/{pid}/cmdline") or "").split("\0") if a)
-    comm = (_read(f"{proc}/{pid}/comm") or "").strip()
+    cmdline = tuple(a for a in (read_text(f"{proc}/{pid}/cmdline") or "").split("\0") if a)
+    comm = (read_text(f"{proc}/{pid}/comm") or "").strip()
     return JvmProcess(pid, nspid, comm, exe, cmdline, uid, gid)
 
 

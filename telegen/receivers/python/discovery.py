@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from telegen.procinfo.process import read_text
 from telegen.procinfo.scan import find_targets
 
 SUPPORTED = ((3, 8), (3, 13))
@@ -25,23 +26,15 @@ class PythonProcess:
     version: tuple[int, int] | None     # None when it cannot be told
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
 def read_process(pid: int, proc: str = "/proc") -> PythonProcess | None:
-    comm = _read(f"{proc}/{pid}/comm")
+    comm = read_text(f"{proc}/{pid}/comm")
     if comm is None:
         return None
     try:
         exe = os.readlink(f"{proc}/{pid}/exe").removesuffix(" (deleted)")
     except OSError:
         exe = ""
-    cmdline = tuple(a for a in (_read(f"{proc}/{pid}/cmdline") or "").split("\0") if a)
+    cmdline = tuple(a for a in (read_text(f"{proc}/{pid}/cmdline") or "").split("\0") if a)
     return PythonProcess(pid, comm.strip(), exe, cmdline, _version(pid, exe, proc))
 
 
@@ -50,7 +43,7 @@ def _version(pid: int, exe: str, proc: str) -> tuple[int, int] | None:
     if m and m.group(2):
         major, minor = m.group(1).split(".")[:2]
         return int(major), int(minor)
-    maps = _read(f"{proc}/{pid}/maps") or ""
+    maps = read_text(f"{proc}/{pid}/maps") or ""
     lib = _LIB.search(maps)
     return (int(lib.group(1)), int(lib.group(2))) if lib else None
 
