@@ -7,7 +7,7 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler
 
-from telegen.helpers.httpserver import BackgroundHTTPServer
+from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 
 log = logging.getLogger("telegen.telemetry")
 
@@ -118,12 +118,7 @@ class MetricsServer:
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404)
                     return
-                body = reg.prometheus_text().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                reply(self, 200, "text/plain; version=0.0.4", reg.prometheus_text().encode())
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

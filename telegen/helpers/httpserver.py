@@ -7,6 +7,18 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def reply(handler: BaseHTTPRequestHandler, code: int, ctype: str, body: bytes,
+          headers: dict[str, str] | None = None) -> None:
+    """Send one complete response (status, type, length, extra headers, body)."""
+    handler.send_response(code)
+    handler.send_header("Content-Type", ctype)
+    handler.send_header("Content-Length", str(len(body)))
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:port``, ``:port`` = 127.0.0.1) → (host, port)."""
     host, _, port = endpoint.rpartition(":")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from telegen.formats.pprof import encode
 from telegen.formats.top import render_top
-from telegen.helpers.httpserver import BackgroundHTTPServer
+from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 from telegen.pdata import Profile
 
 if TYPE_CHECKING:
@@ -105,12 +105,6 @@ def _handler(store: SpanStore) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self, code: int, ctype: str, body: bytes,
                    headers: dict[str, str] | None = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            reply(self, code, ctype, body, headers)
 
     return Handler

@@ -22,7 +22,7 @@ from telegen.component import CreateSettings, Host
 from telegen.extensions.ui import pages
 from telegen.extensions.ui.config import UiConfig
 from telegen.extensions.ui.store import Catalog
-from telegen.helpers.httpserver import BackgroundHTTPServer
+from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 
 # handler(path, query) -> (status, content type, body)
 RouteHandler = Callable[[str, dict[str, str]], tuple[int, str, bytes]]
@@ -99,12 +99,7 @@ def _handler_class(ext: UiExtension) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             parts = urlsplit(self.path)
             status, ctype, body = ext.respond(parts.path, dict(parse_qsl(parts.query)))
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+            reply(self, status, ctype, body, {"Cache-Control": "no-store"})
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

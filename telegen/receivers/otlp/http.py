@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from telegen.formats.otlp import OtlpError, svc
 from telegen.formats.otlp_traces import traces_from_json
 from telegen.helpers.exporterhelper.rpcstatus import Status
-from telegen.helpers.httpserver import BackgroundHTTPServer
+from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 from telegen.receivers.otlp.traces import TRACES_PATH
 
 if TYPE_CHECKING:
@@ -122,12 +122,6 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self, code: int, ctype: str, body: bytes,
                    headers: dict[str, str] | None = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            reply(self, code, ctype, body, headers)
 
     return Handler
