@@ -6,6 +6,7 @@ import glob
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,14 @@ import pytest
 from telegen.receivers.python.discovery import find_pythons, is_cpython, name_tokens, read_process
 
 PY312 = sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12"))
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 @pytest.fixture
@@ -23,6 +32,10 @@ def sleeper(tmp_path: os.PathLike[str]) -> Iterator[subprocess.Popen[bytes]]:
     with open(script, "w") as f:
         f.write("import time\ntime.sleep(60)\n")
     proc = subprocess.Popen([PY312[0], "-X", "dev", script])
+    # Popen returns after fork; wait for the exec so /proc shows the interpreter
+    deadline = time.monotonic() + 10
+    while script.encode() not in _cmdline(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
