@@ -1,10 +1,13 @@
 """The profiling agent as the bench runs it: the ebpf receiver in its own
 process with a consumer that drops profiles. Prints ``ready <startup_s>``
-once sampling runs; shuts down (emitting the last window) on stdin EOF."""
+once sampling runs; shuts down (emitting the last window) on stdin EOF,
+then prints ``telemetry <json>``: the receiver's counters (CFI copies,
+unwind outcomes per process, drops)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -45,6 +48,7 @@ def main() -> int:
     sys.stdin.read()
     receiver.shutdown()
     print(f"samples {sink.samples}", flush=True)
+    print(f"telemetry {json.dumps(reg.snapshot())}", flush=True)
     return 0
 
 

@@ -14,7 +14,13 @@ CFI unwinding (``--unwinding``, default ``frame_pointer,auto``): each mode
 is measured on its own build of the workload: ``frame_pointer`` on the
 workload built with frame pointers (the kernel walks them), ``auto`` on the
 workload built ``-fomit-frame-pointer`` (BPF copies user stacks, the agent
-unwinds them with .eh_frame tables), in the same run.
+unwinds them with .eh_frame tables), in the same run. Each mode runs twice:
+on the steady workload (its threads sit in the same few stacks, so most
+samples reuse an earlier copy: BPF's dedupe) and on the same source built
+``-DVARIED_STACKS`` (depth and stack contents change on every iteration, so
+nearly every sample is copied to user space and unwound: the worst case).
+Each CFI row says how many copies were made and deduped, and which share of
+the workload's samples were unwound up to the end of the stack.
 
 Unwind tables are measured in their steady state: before the measured CFI
 runs, a warm-up agent (same mode, same workload binary, whole host, not
@@ -29,6 +35,7 @@ the table of libc and of the workload binary, once per binary).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +69,26 @@ class Result:
     rss_mb: float
     startup_s: float
     ready_s: float
+    workload: str = "fp"
+    telemetry: dict[str, float] | None = None
+
+    def counter(self, name: str, **labels: str) -> float:
+        """Sum of the series ``name`` whose labels include ``labels``."""
+        want = [f'{k}="{v}"' for k, v in labels.items()]
+        return sum(v for series, v in (self.telemetry or {}).items()
+                   if series.split("{")[0] == name and all(w in series for w in want))
+
+    def cfi_note(self) -> str:
+        if self.unwinding == "frame_pointer" or not self.telemetry:
+            return "—"
+        emitted = self.counter("ebpf_unwind_copies", result="emitted")
+        deduped = self.counter("ebpf_unwind_copies", result="deduped")
+        full = self.counter("ebpf_unwind_full", process="bench_work")
+        total = full + self.counter("ebpf_unwind_truncated", process="bench_work") + \
+            self.counter("ebpf_unwind_errors", process="bench_work")
+        share = f"{100 * full / total:.1f}%" if total else "n/a"
+        dedupe = f"{100 * deduped / (emitted + deduped):.0f}%" if emitted + deduped else "n/a"
+        return f"{emitted:.0f} copies, {dedupe} deduped; {share} of {total:.0f} whole"
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -137,7 +164,7 @@ def libc_path(binary: Path) -> Path:
 
 
 def measure(binary: Path, rate: int, seconds: float, threads: int,
-            window_s: float, unwinding: str = "frame_pointer") -> Result:
+            window_s: float, unwinding: str = "frame_pointer", workload: str = "fp") -> Result:
     baseline = run_workload(binary, seconds, threads)
     t0 = time.monotonic()
     agent = subprocess.Popen([sys.executable, "-m", "bench.agent", "--rate", str(rate),
@@ -158,31 +185,44 @@ def measure(binary: Path, rate: int, seconds: float, threads: int,
     cpu1, (bpf1, runs1) = proc_cpu_s(agent.pid), bpf_run_time(agent.pid)
     rss = rss_mb(agent.pid)
     agent.stdin.close()
+    telemetry = None
+    for out in agent.stdout:
+        if out.startswith("telemetry "):
+            telemetry = json.loads(out.split(" ", 1)[1])
     agent.wait(60)
     return Result(rate, unwinding, baseline, with_agent, cpu1 - cpu0, (bpf1 - bpf0) / 1e9,
-                  runs1 - runs0, elapsed, rss, float(line[1]), ready_s)
+                  runs1 - runs0, elapsed, rss, float(line[1]), ready_s, workload, telemetry)
 
 
-_MODE_LABEL = {"frame_pointer": "frame_pointer (-fno-omit-frame-pointer)",
-               "auto": "auto: CFI (-fomit-frame-pointer)",
-               "dwarf": "dwarf: CFI (-fomit-frame-pointer)"}
+_WORKLOADS = {"fp": FP_CFLAGS, "fp_varied": (*FP_CFLAGS, "-DVARIED_STACKS"),
+              "nofp": NOFP_CFLAGS, "nofp_varied": (*NOFP_CFLAGS, "-DVARIED_STACKS")}
+_WORKLOAD_LABEL = {"fp": "-fno-omit-frame-pointer",
+                   "fp_varied": "-fno-omit-frame-pointer, varied stacks",
+                   "nofp": "-fomit-frame-pointer",
+                   "nofp_varied": "-fomit-frame-pointer, varied stacks"}
+_MODE_LABEL = {"frame_pointer": "frame_pointer", "auto": "auto: CFI", "dwarf": "dwarf: CFI"}
+
+
+def workloads_for(mode: str) -> tuple[str, ...]:
+    return ("fp", "fp_varied") if mode == "frame_pointer" else ("nofp", "nofp_varied")
 
 
 def table(results: list[Result], ncpu: int) -> str:
     rows = ["| rate | unwinding (workload build) | workload throughput | "
             "agent CPU (user+sys) | BPF run time | total per profiled CPU | agent RSS | "
-            "start-up (load / process ready) |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|"]
+            "start-up (load / process ready) | CFI copies; samples unwound whole |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         agent_pct = 100 * r.agent_cpu_s / r.seconds
         bpf_pct = 100 * r.bpf_s / r.seconds
         per_cpu = (agent_pct + bpf_pct) / ncpu
         rows.append(
-            f"| {r.rate} Hz | {_MODE_LABEL.get(r.unwinding, r.unwinding)} | "
+            f"| {r.rate} Hz | {_MODE_LABEL.get(r.unwinding, r.unwinding)} "
+            f"({_WORKLOAD_LABEL[r.workload]}) | "
             f"{100 * r.with_agent / r.baseline:.1f}% of baseline | "
             f"{agent_pct:.2f}% of a core | {bpf_pct:.2f}% of a core "
             f"({r.bpf_runs / r.seconds:.0f} runs/s) | {per_cpu:.2f}% | {r.rss_mb:.0f} MB | "
-            f"{r.startup_s:.1f} s / {r.ready_s:.1f} s |")
+            f"{r.startup_s:.1f} s / {r.ready_s:.1f} s | {r.cfi_note()} |")
     return "\n".join(rows)
 
 
@@ -193,6 +233,8 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=5.0, help="receiver duration (s)")
     ap.add_argument("--unwinding", default="frame_pointer,auto",
                     help="modes to measure, each on its matching workload build")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="measure every row this many times, interleaved")
     args = ap.parse_args()
     ncpu = os.cpu_count() or 1
     stats_before = BPF_STATS.read_text().strip() if BPF_STATS.exists() else None
@@ -201,18 +243,22 @@ def main() -> int:
             BPF_STATS.write_text("1")
         with tempfile.TemporaryDirectory() as tmp:
             binaries = {}
-            for label, cflags in (("fp", FP_CFLAGS), ("nofp", NOFP_CFLAGS)):
+            for label, cflags in _WORKLOADS.items():
                 (Path(tmp) / label).mkdir()
                 binaries[label] = build("bench_work", Path(tmp) / label, cflags=cflags,
                                         source_dir=HERE / "workloads")
             modes = args.unwinding.split(",")
             for mode in modes:
                 if mode != "frame_pointer":
-                    warm_up(binaries["nofp"], int(args.rates.split(",")[-1]), ncpu, mode)
-            results = [measure(binaries["fp" if mode == "frame_pointer" else "nofp"],
-                               int(rate), args.seconds, ncpu, args.window, mode)
+                    for workload in workloads_for(mode):
+                        warm_up(binaries[workload], int(args.rates.split(",")[-1]), ncpu,
+                                mode)
+            results = [measure(binaries[workload], int(rate), args.seconds, ncpu,
+                               args.window, mode, workload)
+                       for _ in range(args.repeat)
                        for rate in args.rates.split(",")
-                       for mode in modes]
+                       for mode in modes
+                       for workload in workloads_for(mode)]
             sights = list(first_sight({"libc": libc_path(binaries["nofp"]),
                                        "the workload binary": binaries["nofp"]})) \
                 if modes != ["frame_pointer"] else []

@@ -18,11 +18,29 @@ __attribute__((noinline)) static unsigned long crunch(unsigned long x)
     return x;
 }
 
+#ifdef VARIED_STACKS
+/* Built -DVARIED_STACKS: every sample sees a different user stack, as in a
+ * real service. The call depth changes with every iteration (1 to 8 frames
+ * of descend) and each frame keeps a volatile counter on the stack, so the
+ * CFI copy's dedupe (same ip, sp and top of stack) almost never hits and
+ * nearly every sample is copied and unwound. */
+__attribute__((noinline)) static unsigned long descend(unsigned long x, int depth,
+                                                      unsigned long tick)
+{
+    volatile unsigned long here = tick;      /* lives on this frame */
+    unsigned long r = depth > 0 ? descend(x, depth - 1, tick + 1) : crunch(x);
+    return r ^ (here & 0);                   /* read after the call: no tail call */
+}
+#define STEP(x, n) descend((x), (int)((n) % 8), (n))
+#else
+#define STEP(x, n) crunch(x)
+#endif
+
 static void *compute(void *arg)
 {
     unsigned long x = 1, *iters = arg;
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-        x = crunch(x);
+        x = STEP(x, *iters);
         (*iters)++;
     }
     return (void *)x;

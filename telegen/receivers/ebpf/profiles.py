@@ -35,6 +35,9 @@ class ProfileBuilder:
         self._count_unwind = count_unwind
         self._stack_memo: dict[tuple[int, int, int, int, int],
                                tuple[tuple[Frame, ...], str, str]] = {}
+        # CFI: every copy has its own snapshot id, but most resolve to a stack
+        # seen before; frames are built once per distinct address list
+        self._frames_memo: dict[tuple, tuple[Frame, ...]] = {}   # type: ignore[type-arg]
         self._label_memo: dict[tuple[int, int, str], tuple] = {}   # type: ignore[type-arg]
 
     def cpu(self, w: WindowData, stamps: dict[RawKey, list[int]]) -> Profile:
@@ -81,6 +84,7 @@ class ProfileBuilder:
     def reset(self) -> None:
         """Forget per-window memos (stack ids are reused across windows)."""
         self._stack_memo.clear()
+        self._frames_memo.clear()
         if len(self._label_memo) > 65536:
             self._label_memo.clear()
 
@@ -125,11 +129,16 @@ class ProfileBuilder:
             problem = "truncated"
         kernel = self._reader.kernel_stack(key) if self._include_kernel else ()
         pid = key.pid
-        procs = self._procs
+        memo_key = (pid, tuple(kernel), None if user is None else tuple(user),
+                    key.user_mode, truncated)
+        stack = self._frames_memo.get(memo_key)
+        if stack is None:
+            procs = self._procs
 
-        def find(addr: int):   # type: ignore[no-untyped-def]
-            return procs.find_mapping(pid, addr)
+            def find(addr: int):   # type: ignore[no-untyped-def]
+                return procs.find_mapping(pid, addr)
 
-        stack = build_stack(kernel=kernel, user=user, user_mode=key.user_mode,
-                            find_mapping=find, truncated=truncated)
+            stack = build_stack(kernel=kernel, user=user, user_mode=key.user_mode,
+                                find_mapping=find, truncated=truncated)
+            self._frames_memo[memo_key] = stack
         return stack, problem, outcome
