@@ -9,7 +9,8 @@ address (and the caller's rbp when this frame saved it) from the copy.
 Where no CFI covers a pc, frame pointers are used for that frame (``auto``
 semantics: CFI where it exists, frame pointers where it does not); a stack
 that needed that fallback is reported truncated, because nothing proves it
-complete. A stack is *full* when it reaches a frame whose CFI marks the return
+complete. With ``frame_pointers=False`` (``dwarf``) such a frame ends the
+stack instead. A stack is *full* when it reaches a frame whose CFI marks the return
 address undefined (``_start``, ``clone3``/``start_thread``), as the C
 runtime does for the outermost frame of every thread.
 """
@@ -81,7 +82,7 @@ class AddressSpace:
 
 
 def unwind(space: AddressSpace, ip: int, sp: int, bp: int, stack: bytes, *,
-           max_depth: int = MAX_DEPTH) -> UnwindResult:
+           max_depth: int = MAX_DEPTH, frame_pointers: bool = True) -> UnwindResult:
     """Walk ``stack`` (bytes copied from address ``sp``) from the registers."""
     base, size = sp, len(stack) - 8
     unpack = _U64.unpack_from
@@ -103,7 +104,7 @@ def unwind(space: AddressSpace, ip: int, sp: int, bp: int, stack: bytes, *,
             cfa = sp + (16 if (pc & 15) >= cfa_off else 8)
         elif kind == NONE:
             used_fp = True
-            if bp == 0:
+            if bp == 0 or not frame_pointers:
                 return UnwindResult(tuple(out), False, NO_CFI)
             kind, cfa_off, rbp_off, ra_off = _FP_RULE
             cfa = bp + cfa_off

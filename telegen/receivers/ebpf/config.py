@@ -54,13 +54,14 @@ class EbpfConfig:
     max_stacks: int = 16384
     # The agent never profiles itself unless asked.
     self_profile: bool = False
-    # frame_pointer: stacks walked by the kernel (cheapest; stops at code built
-    # without frame pointers, e.g. Debian's libc). auto: CFI (.eh_frame) where a
-    # binary has it, frame pointers where not (BPF copies user stacks, unwound
-    # in user space); dwarf: the same, CFI for every frame that has it. The
-    # default stays frame_pointer until CFI meets the 1%-per-CPU cost budget
-    # (README, Performance).
-    unwinding: str = "frame_pointer"
+    # auto: CFI (.eh_frame) where a binary has it, frame pointers where not
+    # (BPF copies user stacks, unwound in user space with per-binary tables
+    # cached by build-id), so code without frame pointers (e.g. Debian's libc)
+    # gives whole stacks; dwarf: CFI only (a frame without CFI ends the stack,
+    # counted truncated); frame_pointer: stacks walked by the kernel only
+    # (cheapest; stops at code built without frame pointers). Costs: README,
+    # Performance.
+    unwinding: str = "auto"
 
     def validate(self) -> None:
         if not 1 <= self.sample_rate <= 10000:

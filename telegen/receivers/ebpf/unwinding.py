@@ -10,7 +10,8 @@ into a bounded list; a named thread (every 200 ms) and the window reader
 LRU, because BPF reuses an id for an identical stack seen later (dedupe).
 
 Frame-pointer stack ids (no USNAP_BIT: the copy failed, or a kernel stack)
-go to the wrapped :class:`FramePointerStacks`.
+go to the wrapped :class:`FramePointerStacks`. ``auto`` lets frame pointers
+stand in for a frame without CFI; ``dwarf`` stops the stack there.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class CfiStacks:
                  wanted: Callable[[int], bool] = lambda pid: True,
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         self.name = name
+        self._frame_pointers = name != "dwarf"
         self._fp = fp
         self._procs = processes
         self._wanted = wanted
@@ -124,11 +126,12 @@ class CfiStacks:
                 self._results[snap_id] = ((), ERROR)
                 self.errors += 1
                 return
-            res = unwind(space, ip, sp, bp, stack)
+            fp = self._frame_pointers
+            res = unwind(space, ip, sp, bp, stack, frame_pointers=fp)
             if res.reason == UNMAPPED and self._refresh(pid):
                 space = self._space(pid)   # maps read at exec, before the libraries
                 if space is not None:
-                    res = unwind(space, ip, sp, bp, stack)
+                    res = unwind(space, ip, sp, bp, stack, frame_pointers=fp)
         except Exception as exc:
             self.errors += 1
             self._results[snap_id] = ((), ERROR)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from telegen.pdata import Mapping
 from telegen.testing import native
-from telegen.unwind import TableCache
+from telegen.unwind import AddressSpace, TableCache, unwind
 from telegen.unwind.build import build_table
 from telegen.unwind.table import OUTERMOST, RBP, RSP, Segment, TableBuilder, UnwindTable
+from telegen.unwind.unwinder import NO_CFI
 
 WORKLOADS = Path(__file__).resolve().parents[2] / "testdata" / "workloads"
 NOFP = ("-O2", "-g", "-fomit-frame-pointer", "-pthread")
@@ -135,3 +137,36 @@ def test_builder_marks_gaps_between_functions() -> None:
     t = b.build([])
     assert t.rule(0x1005)[:2] == (RSP, 8) and t.rule(0x1015)[:2] == (RSP, 16)
     assert t.rule(0x1800)[0] == 5 and t.rule(0x0FFF)[0] == 5 and t.rule(0x2010)[0] == 5
+
+
+def _space(rules: dict[int, tuple[int, int, int, int]]) -> AddressSpace:
+    """One executable mapping [0x1000, 0x9000) whose table has ``rules`` by
+    function start (each function 0x100 bytes); other code has no CFI."""
+    b = TableBuilder()
+    for start, rule in rules.items():
+        b.add(start, start + 0x100, rule)
+    table = b.build([Segment(0x0, 0x0, 0x10000)])
+    return AddressSpace([Mapping(start=0x1000, limit=0x9000, offset=0x1000, file="/x")],
+                        lambda m: table)
+
+
+def test_unwinder_mixes_cfi_and_frame_pointers_unless_dwarf() -> None:
+    # leaf at 0x1010 (CFI: cfa=rsp+8) -> mid at 0x5010 (no CFI, built with frame
+    # pointers: push rbp; mov rbp,rsp) -> outer at 0x2010 (CFI: outermost)
+    sp = 0x7FFF_0000
+    words = [0x5011,                  # leaf's return address into mid (sp)
+             0, 0,                    # mid's locals
+             0, 0x2011]               # mid's frame: saved rbp, return into outer
+    stack = b"".join(w.to_bytes(8, "little") for w in words) + bytes(64)
+    bp = sp + 24                      # mid's rbp points at its saved rbp
+    space = _space({0x1000: (RSP, 8, 0, -8), 0x2000: (OUTERMOST, 0, 0, 0)})
+    res = unwind(space, 0x1010, sp, bp, stack)
+    assert res.addresses == (0x1010, 0x5011, 0x2011)
+    assert not res.complete and res.reason == NO_CFI    # frame pointers stood in
+    only_cfi = unwind(space, 0x1010, sp, bp, stack, frame_pointers=False)
+    assert only_cfi.addresses == (0x1010, 0x5011) and only_cfi.reason == NO_CFI
+    # all CFI: complete
+    space = _space({0x1000: (RSP, 8, 0, -8), 0x5000: (RSP, 32, 0, -8),
+                    0x2000: (OUTERMOST, 0, 0, 0)})
+    full = unwind(space, 0x1010, sp, bp, stack, frame_pointers=False)
+    assert full.addresses == (0x1010, 0x5011, 0x2011) and full.complete

@@ -17,7 +17,7 @@ def test_defaults_are_valid_and_documented_values() -> None:
     c = EbpfConfig()
     c.validate()
     assert (c.sample_rate, c.duration, c.cpu, c.off_cpu) == (99, 10.0, True, True)
-    assert c.off_cpu_threshold == 0.001 and c.unwinding == "frame_pointer" and not c.self_profile
+    assert c.off_cpu_threshold == 0.001 and c.unwinding == "auto" and not c.self_profile
     assert not c.targeted
 
 
