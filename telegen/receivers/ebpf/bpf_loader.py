@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
+
+
+def find_bpf_dir() -> Path:
+    """The BPF sources: ``bpf/`` of the source tree (editable install, the
+    Docker image), else ``<prefix>/share/telegen/bpf`` where a wheel install
+    puts them (pyproject's data-files)."""
+    tree = Path(__file__).resolve().parents[3] / "bpf"
+    installed = Path(sys.prefix) / "share" / "telegen" / "bpf"
+    return tree if (tree / "telegen.h").exists() or not (installed / "telegen.h").exists() \
+        else installed
+
+
+BPF_DIR = find_bpf_dir()
 STACK_DEPTH = 127            # PERF_MAX_STACK_DEPTH: the kernel's own limit
 MAX_PROCS = 16384
 MAX_THREADS = 32768
