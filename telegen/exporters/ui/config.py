@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from telegen.component import ComponentID
+from telegen.extensions.ui.config import ui_extension_id
 
 
 @dataclass
@@ -12,9 +12,4 @@ class UiExporterConfig:
     extension: str = "ui"
 
     def validate(self) -> None:
-        try:
-            cid = ComponentID.parse(self.extension)
-        except Exception as exc:
-            raise ValueError(f"extension: {exc}") from None
-        if cid.type != "ui":
-            raise ValueError(f"extension must name a `ui` extension (got {self.extension!r})")
+        ui_extension_id(self.extension, "extension")

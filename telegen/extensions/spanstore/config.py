@@ -3,6 +3,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from telegen.extensions.ui.config import ui_extension_id
+
 
 @dataclass
 class SpanStoreConfig:
@@ -19,10 +21,17 @@ class SpanStoreConfig:
     max_samples_per_span: int = 5000
     # Loopback HTTP for the per-span view: GET /spans/<span_id> (top table +
     # flame graph), /spans/<span_id>/profile (pprof), /spans/<span_id>/top,
-    # /spans (recent linked spans, JSON). Empty: no server.
+    # /spans (recent linked spans, JSON). Empty: no server. Not used when
+    # `ui` is set.
     endpoint: str = "127.0.0.1:4041"
+    # The id of a `ui` extension (e.g. ui) to serve the per-span view on, under
+    # /spans/ on its port, next to the flame graphs (its span links point
+    # there); list that extension in service.extensions.
+    ui: str = ""
 
     def validate(self) -> None:
+        if self.ui:
+            ui_extension_id(self.ui, "ui")
         if self.retention <= 0:
             raise ValueError(f"retention must be > 0 (got {self.retention}s)")
         for name in ("max_spans", "max_profiled_spans", "max_samples_per_span"):

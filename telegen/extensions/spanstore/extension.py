@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from telegen.component import CreateSettings, Host
+from telegen.component import ComponentID, CreateSettings, Host
 from telegen.extensions.spanstore.config import SpanStoreConfig
 from telegen.extensions.spanstore.profiles import SpanProfiles
-from telegen.extensions.spanstore.server import SpanViewServer
+from telegen.extensions.spanstore.server import SpanViewServer, safe_respond
 from telegen.extensions.spanstore.store import SpanIndex
 from telegen.pdata import Profile, Sample
 from telegen.ptrace import SpanRecord
@@ -38,7 +38,9 @@ class SpanStore:
 
     # -- component ---------------------------------------------------------------
     def start(self, host: Host) -> None:
-        if self._config.endpoint:
+        if self._config.ui:
+            self._mount_on_ui(host)
+        elif self._config.endpoint:
             try:
                 self._server = SpanViewServer(self, self._config.endpoint,
                                               f"extension-{self._id}-http")
@@ -48,6 +50,17 @@ class SpanStore:
             self._server.start()
             self._log.info("%s: per-span view on http://127.0.0.1:%d/spans/<span_id>",
                            self._id, self.port)
+
+    def _mount_on_ui(self, host: Host) -> None:
+        from telegen.extensions.ui.extension import UiExtension
+
+        target = ComponentID.parse(self._config.ui)
+        ui = host.extension(target)
+        if not isinstance(ui, UiExtension):
+            raise RuntimeError(f"ui: extension {target} is not running: configure it under "
+                               f"extensions: and list it in service::extensions")
+        ui.add_route("/spans", lambda path, query: safe_respond(self, path, query)[:3])
+        self._log.info("%s: per-span view on the %s extension under /spans/", self._id, target)
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         if self._server is not None:

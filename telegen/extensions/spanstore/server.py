@@ -60,6 +60,43 @@ def _page(store: SpanStore, span_id: str, profile: Profile, query: dict[str, str
                        top_n=int(query.get("n", "20")), extra_html=extra)
 
 
+Reply = tuple[int, str, bytes, dict[str, str]]
+
+
+def respond(store: SpanStore, path: str, query: dict[str, str]) -> Reply:
+    """One GET of the span view: (status, content type, body, extra headers).
+    Served by :class:`SpanViewServer` or mounted on the ``ui`` extension."""
+    if path.rstrip("/") == "/spans":
+        spans = [{"trace_id": link.trace_id, "span_id": link.span_id, "samples": counts}
+                 for link, counts in store.profiles.recent()]
+        return 200, "application/json", json.dumps(spans).encode(), {}
+    m = _PATH.match(path)
+    if m is None:
+        return 404, "text/plain", b"use /spans/<16-hex-digit span id>\n", {}
+    span_id, what = m.group(1).lower(), m.group(2) or ""
+    profile = choose(store.profiles.profiles(span_id), query.get("type"))
+    if profile is None:
+        of_type = f" of type {query['type']}" if "type" in query else ""
+        return 404, "text/plain", f"no samples linked to span {span_id}{of_type}\n".encode(), {}
+    if what == "/profile":
+        return (200, "application/octet-stream", encode(profile),
+                {"Content-Disposition": f"attachment; filename={span_id}.pb.gz"})
+    if what == "/top":
+        text = render_top(profile, n=int(query.get("n", "10")))
+        return 200, "text/plain; charset=utf-8", text.encode(), {}
+    return 200, "text/html; charset=utf-8", _page(store, span_id, profile, query).encode(), {}
+
+
+def safe_respond(store: SpanStore, path: str, query: dict[str, str]) -> Reply:
+    """:func:`respond`, with a failure counted and answered 500 (one bad
+    request must not hurt the server)."""
+    try:
+        return respond(store, path, query)
+    except Exception as exc:
+        store.count("view_errors", 1)
+        return 500, "text/plain", f"internal error: {exc}\n".encode(), {}
+
+
 def _handler(store: SpanStore) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -68,43 +105,7 @@ def _handler(store: SpanStore) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802
-            try:
-                self._get()
-            except Exception as exc:   # one bad request must not hurt the server
-                store.count("view_errors", 1)
-                self._reply(500, "text/plain", f"internal error: {exc}\n".encode())
-
-        def _get(self) -> None:
             url = urllib.parse.urlsplit(self.path)
-            query = dict(urllib.parse.parse_qsl(url.query))
-            if url.path.rstrip("/") == "/spans":
-                spans = [{"trace_id": link.trace_id, "span_id": link.span_id,
-                          "samples": counts} for link, counts in store.profiles.recent()]
-                self._reply(200, "application/json", json.dumps(spans).encode())
-                return
-            m = _PATH.match(url.path)
-            if m is None:
-                self._reply(404, "text/plain", b"use /spans/<16-hex-digit span id>\n")
-                return
-            span_id, what = m.group(1).lower(), m.group(2) or ""
-            profile = choose(store.profiles.profiles(span_id), query.get("type"))
-            if profile is None:
-                self._reply(404, "text/plain", f"no samples linked to span {span_id}"
-                            f"{' of type ' + query['type'] if 'type' in query else ''}\n"
-                            .encode())
-                return
-            if what == "/profile":
-                self._reply(200, "application/octet-stream", encode(profile),
-                            {"Content-Disposition": f"attachment; filename={span_id}.pb.gz"})
-            elif what == "/top":
-                text = render_top(profile, n=int(query.get("n", "10")))
-                self._reply(200, "text/plain; charset=utf-8", text.encode())
-            else:
-                page = _page(store, span_id, profile, query)
-                self._reply(200, "text/html; charset=utf-8", page.encode())
-
-        def _reply(self, code: int, ctype: str, body: bytes,
-                   headers: dict[str, str] | None = None) -> None:
-            reply(self, code, ctype, body, headers)
+            reply(self, *safe_respond(store, url.path, dict(urllib.parse.parse_qsl(url.query))))
 
     return Handler

@@ -3,6 +3,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from telegen.component import ComponentID
+
+
+def ui_extension_id(text: str, key: str) -> ComponentID:
+    """``text`` as the id of a `ui` extension (``ui`` or ``ui/name``) for the
+    setting ``key`` of another component; ValueError otherwise."""
+    try:
+        cid = ComponentID.parse(text)
+    except Exception as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    if cid.type != "ui":
+        raise ValueError(f"{key} must name a `ui` extension (got {text!r})")
+    return cid
+
 
 @dataclass
 class UiConfig:
