@@ -83,6 +83,10 @@ class PythonReceiver:
                 raise RuntimeError(f"{self._id}: py-spy not found (pip install py-spy, or set "
                                    f"py_spy: /path/to/py-spy)")
             self._engine = PySpyEngine(exe)
+        if self._config.native and self._config.nonblocking:
+            self._log.info("%s: native: true pauses each target for every sample (py-spy "
+                           "unwinds native stacks only from a paused thread); nonblocking "
+                           "does not apply", self._name)
         if self._config.asyncio:
             self._log.info("%s: asyncio await chains come from the in-process SDK "
                            "(telegen.sdk, asyncio=True); this receiver sees thread stacks",
