@@ -4,7 +4,6 @@ pprof files; each program measures its own CPU time per hot function."""
 
 from __future__ import annotations
 
-import glob
 import json
 import signal
 import subprocess
@@ -13,38 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from telegen.formats.pprof import decode
 from telegen.receivers.python.pyspy import find_py_spy
 from telegen.testing.agent import free_port, scrape, start_telegen, wait_until
+from telegen.testing.pyprog import pyenv_python, samples_by_pid
 
 TWOHOT = Path(__file__).resolve().parents[1] / "testdata" / "python" / "twohot.py"
 VERSIONS = ("3.11", "3.12", "3.13")
 RATE = 250
 
 
-def interpreter(version: str) -> str | None:
-    found = sorted(glob.glob(f"/root/.pyenv/versions/{version}*/bin/python{version}"))
-    return found[-1] if found else None
-
-
 pytestmark = [
     pytest.mark.skipif(find_py_spy() is None, reason="needs py-spy (pip install py-spy)"),
-    pytest.mark.skipif(any(interpreter(v) is None for v in VERSIONS),
+    pytest.mark.skipif(any(pyenv_python(v) is None for v in VERSIONS),
                        reason="needs pyenv's CPython 3.11, 3.12 and 3.13"),
 ]
-
-
-def _samples_by_pid(out: Path) -> dict[int, Counter[str]]:
-    """pid -> leaf Python function -> samples, over every pprof file written."""
-    by_pid: dict[int, Counter[str]] = {}
-    for path in sorted(out.glob("*.pb.gz")):
-        prof = decode(path.read_bytes())
-        for s in prof:
-            pid = dict(s.labels).get("pid")
-            if not isinstance(pid, int) or not s.stack:
-                continue
-            by_pid.setdefault(pid, Counter())[s.stack[0].name] += s.values[0]
-    return by_pid
 
 
 def test_two_to_one_split_on_311_312_313_and_late_start(tmp_path: Path) -> None:
@@ -70,7 +51,7 @@ service:
     reports = {v: tmp_path / f"report-{v}.json" for v in VERSIONS}
 
     def launch(version: str) -> None:
-        exe = interpreter(version)
+        exe = pyenv_python(version)
         assert exe is not None
         procs[version] = subprocess.Popen([exe, str(TWOHOT), str(reports[version]), "60"])
 
@@ -85,7 +66,7 @@ service:
         want = {procs[v].pid for v in VERSIONS}
 
         def enough() -> bool:
-            got = _samples_by_pid(out)
+            got = samples_by_pid(out)
             return all(sum(got.get(pid, Counter()).values()) >= 1500 for pid in want)
 
         assert wait_until(enough, 60, 0.5), log.read_text()
@@ -100,7 +81,7 @@ service:
     assert agent.returncode == 0, log.read_text()
     assert m["telegen_python_targets_started"] >= 3
     assert m.get("telegen_python_sampling_failures", 0) == 0, log.read_text()
-    got = _samples_by_pid(out)
+    got = samples_by_pid(out)
     for v in VERSIONS:
         leaves = got[procs[v].pid]
         a = leaves["twohot.Worker.hot_a"]

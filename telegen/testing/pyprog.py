@@ -1,0 +1,44 @@
+"""CPython programs under the ``python`` receiver, for end-to-end tests:
+pyenv's interpreters, and the samples the agent's pprof files hold per process."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from telegen.formats.pprof import decode
+from telegen.pdata import Frame
+
+PYENV_ROOT = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+
+
+def pyenv_python(version: str) -> str | None:
+    """pyenv's CPython ``version`` ("3.12") interpreter, the newest patch release, or None."""
+    found = sorted(glob.glob(f"{PYENV_ROOT}/versions/{version}*/bin/python{version}"))
+    return found[-1] if found else None
+
+
+def pprof_samples(out: Path) -> Iterator[tuple[int, tuple[Frame, ...], int]]:
+    """(pid, stack leaf first, first value) of every sample with a pid label in
+    every ``*.pb.gz`` file in ``out``."""
+    for path in sorted(out.glob("*.pb.gz")):
+        for s in decode(path.read_bytes()):
+            pid = dict(s.labels).get("pid")
+            if isinstance(pid, int) and s.stack:
+                yield pid, s.stack, s.values[0]
+
+
+def leaf_name(stack: tuple[Frame, ...]) -> str:
+    return stack[0].name
+
+
+def samples_by_pid(out: Path, key: Callable[[tuple[Frame, ...]], str] = leaf_name
+                   ) -> dict[int, Counter[str]]:
+    """pid -> ``key(stack)`` (the leaf function by default) -> samples."""
+    by_pid: dict[int, Counter[str]] = {}
+    for pid, stack, n in pprof_samples(out):
+        by_pid.setdefault(pid, Counter())[key(stack)] += n
+    return by_pid
