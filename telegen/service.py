@@ -247,13 +247,23 @@ class Service:
                 previous[sig] = signal.signal(sig, self._on_signal)
         try:
             self.start()
-            self._stop.wait(duration_s)
+            self._wait(duration_s)
             log.info("stopping: flushing every processor and exporter")
         finally:
             self.shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.telemetry.log_summary()
+
+    def _wait(self, duration_s: float | None) -> None:
+        """Until stopped or ``duration_s`` passed, waking twice a second: a
+        signal the kernel delivers to another thread only runs its Python
+        handler when the main thread wakes, and an untimed wait never does."""
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while True:
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if left <= 0 or self._stop.wait(left):
+                return
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self._stop.is_set():

@@ -21,6 +21,22 @@ def pyenv_python(version: str) -> str | None:
     return found[-1] if found else None
 
 
+def require_pythons(versions: tuple[str, ...]) -> dict[str, str]:
+    """version -> pyenv's interpreter, for each of ``versions``; fails the
+    calling test (never skips) when py-spy or one of them is missing."""
+    import pytest
+
+    from telegen.receivers.python.pyspy import find_py_spy
+
+    if find_py_spy() is None:
+        pytest.fail("py-spy not found (pip install py-spy)", pytrace=False)
+    found = {v: pyenv_python(v) for v in versions}
+    missing = [v for v, exe in found.items() if exe is None]
+    if missing:
+        pytest.fail(f"pyenv's CPython {', '.join(missing)} not installed", pytrace=False)
+    return {v: exe for v, exe in found.items() if exe is not None}
+
+
 def pprof_samples(out: Path) -> Iterator[tuple[int, tuple[Frame, ...], int]]:
     """(pid, stack leaf first, first value) of every sample with a pid label in
     every ``*.pb.gz`` file in ``out``."""

@@ -12,20 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from telegen.receivers.python.pyspy import find_py_spy
 from telegen.testing.agent import free_port, scrape, start_telegen, wait_until
-from telegen.testing.pyprog import pyenv_python, samples_by_pid
+from telegen.testing.pyprog import pyenv_python, require_pythons, samples_by_pid
 
 TWOHOT = Path(__file__).resolve().parents[1] / "testdata" / "python" / "twohot.py"
 VERSIONS = ("3.11", "3.12", "3.13")
 RATE = 250
 
 
-pytestmark = [
-    pytest.mark.skipif(find_py_spy() is None, reason="needs py-spy (pip install py-spy)"),
-    pytest.mark.skipif(any(pyenv_python(v) is None for v in VERSIONS),
-                       reason="needs pyenv's CPython 3.11, 3.12 and 3.13"),
-]
+@pytest.fixture(autouse=True)
+def _pythons() -> None:
+    require_pythons(VERSIONS)       # fails, never skips, without py-spy or pyenv
 
 
 def test_two_to_one_split_on_311_312_313_and_late_start(tmp_path: Path) -> None:

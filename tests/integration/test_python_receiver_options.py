@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from telegen.pdata import Frame, FrameKind
-from telegen.receivers.python.pyspy import find_py_spy
 from telegen.testing.agent import start_telegen, wait_until
-from telegen.testing.pyprog import pprof_samples, pyenv_python, samples_by_pid
+from telegen.testing.pyprog import pprof_samples, require_pythons, samples_by_pid
 
 VERSIONS = ("3.11", "3.12", "3.13")
 RATE = 100
@@ -66,13 +65,7 @@ else:
 
 @pytest.fixture(scope="module")
 def pythons() -> dict[str, str]:
-    if find_py_spy() is None:
-        pytest.fail("py-spy not found (pip install py-spy)", pytrace=False)
-    found = {v: pyenv_python(v) for v in VERSIONS}
-    missing = [v for v, exe in found.items() if exe is None]
-    if missing:
-        pytest.fail(f"pyenv's CPython {', '.join(missing)} not installed", pytrace=False)
-    return {v: exe for v, exe in found.items() if exe is not None}
+    return require_pythons(VERSIONS)
 
 
 def py_name(fn: str) -> str:
