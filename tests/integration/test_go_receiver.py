@@ -25,11 +25,15 @@ from telegen.pdata import Profile
 from telegen.receivers.go.config import GoReceiverConfig
 from telegen.receivers.go.receiver import GoReceiver
 from telegen.telemetry import Registry
+from telegen.testing import require
 from telegen.testing.agent import free_port, telegen, wait_until
-from telegen.testing.goprog import build_go_program, go_available, go_pprof
+from telegen.testing.goprog import build_go_program, go_pprof
 from telegen.testing.sink import Sink
 
-pytestmark = pytest.mark.skipif(not go_available(), reason="needs the go command")
+
+@pytest.fixture(autouse=True)
+def _go() -> None:
+    require.tools("go", provider="golang-go, scripts/setup-host.sh")
 
 SOURCE = Path(__file__).resolve().parents[1] / "testdata" / "go" / "goservice"
 SPAN = "00f067aa0ba902b7"     # the span_id label goservice puts on burnCPU / parkHere

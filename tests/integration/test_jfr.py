@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -23,13 +22,17 @@ from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.receiver import JfrReceiver
 from telegen.receivers.jfr.session import settings_xml
 from telegen.telemetry import Registry
+from telegen.testing import require
 from telegen.testing.agent import start_telegen, wait_until
 from telegen.testing.goprog import go_pprof
 from telegen.testing.sink import Sink
 
 JAVA_SRC = Path(__file__).resolve().parents[1] / "testdata" / "java" / "Workload.java"
-pytestmark = pytest.mark.skipif(shutil.which("javac") is None or shutil.which("jfr") is None,
-                                reason="needs a JDK (javac, jcmd, jfr)")
+
+
+@pytest.fixture(autouse=True)
+def _jdk() -> None:
+    require.tools("javac", "jcmd", "jfr", provider="a JDK")
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,21 @@ import pytest
 from telegen.formats.pprof import decode, encode
 from telegen.formats.top import TopRow, top_rows
 from telegen.pdata import Profile
+from telegen.testing import require
 from telegen.testing.goprog import (
     CPUHOG_SOURCE,
     build_go_program,
-    go_available,
     go_pprof,
     run_go_program,
 )
 from telegen.testing.pprof_checks import parse_pprof_top, profile_state, synthetic_profiles
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not go_available(), reason="needs the `go` command (golang-go)"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _go() -> None:
+    require.tools("go", provider="golang-go, scripts/setup-host.sh")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,6 @@ from telegen import registry
 from telegen.component import ComponentID, ConfigError, Kind
 from telegen.config import Config, PipelineConfig, TelemetryConfig, load_file, load_text
 from telegen.processors.filter.config import FilterConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "config"))
-import standins  # noqa: E402
 
 BASE = """
 receivers:
@@ -33,11 +29,6 @@ service:
       processors: [filter/strict, filter]
       exporters: [pprof_file, console]
 """
-
-
-@pytest.fixture(autouse=True)
-def _standins(monkeypatch: pytest.MonkeyPatch) -> None:
-    standins.install(monkeypatch)
 
 
 def cid(text: str) -> ComponentID:

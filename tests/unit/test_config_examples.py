@@ -3,17 +3,12 @@ config-examples/seed/) must load without error."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from telegen import registry
 from telegen.component import Kind
 from telegen.config import load_default, load_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "config"))
-import standins  # noqa: E402
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "config-examples").rglob("*.yaml"))
 IDS = [str(p.relative_to(p.parents[1] if p.parent.name == "seed" else p.parent)) for p in EXAMPLES]
@@ -28,25 +23,13 @@ def test_all_examples_are_present() -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=IDS)
-def test_example_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the real registry, plus stand-ins for component types not yet built."""
-    standins.install(monkeypatch)
+def test_example_loads(path: Path) -> None:
     config = load_file(str(path), env={})
     assert config.pipelines
     assert not [w for w in config.warnings if "not used" in w]
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=IDS)
-def test_example_loads_with_real_components_only(path: Path) -> None:
-    missing = [f.type for f in standins.STANDINS if registry.get(f.kind, f.type) is None]
-    if missing:
-        pytest.skip(f"component types not in this build yet: {', '.join(missing)}")
-    config = load_file(str(path), env={})
-    assert config.pipelines
-
-
-def test_production_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    standins.install(monkeypatch)
+def test_production_reads_the_environment() -> None:
     path = next(p for p in EXAMPLES if p.name == "production.yaml")
     config = load_file(str(path), env={"TELEGEN_SAMPLE_RATE": "7", "TELEGEN_LOG_LEVEL": "error"})
     ebpf = next(iter(config.components[Kind.RECEIVER].values()))
@@ -55,8 +38,7 @@ def test_production_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert load_file(str(path), env={}).telemetry.metrics_address == "127.0.0.1:8888"
 
 
-def test_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    standins.install(monkeypatch)
+def test_embedded_default() -> None:
     config = load_default()
     assert config.source == "<embedded default>"
     assert list(config.pipelines) == ["profiles/agent"]

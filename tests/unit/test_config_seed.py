@@ -12,7 +12,7 @@ from telegen.component import ComponentID, ConfigError, Kind
 from telegen.config import Config, load_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "config"))
-import standins  # noqa: E402
+import builds  # noqa: E402
 
 SEED = Path(__file__).resolve().parents[2] / "config-examples" / "seed"
 R, P, E = Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER
@@ -22,23 +22,11 @@ def cid(text: str) -> ComponentID:
     return ComponentID.parse(text)
 
 
-@pytest.fixture
-def full(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real registry plus stand-ins for ebpf/pprof/pprof_file/console if missing."""
-    standins.install(monkeypatch)
-
-
 def load(text: str) -> Config:
     return load_text(text, "test.yaml", env={})
 
 
-def _factories(*types: tuple[Kind, str]) -> list:
-    table = {(f.kind, f.type): f for f in standins.STANDINS}
-    table.update({k: f for k, f in registry.factories().items()})
-    return [table[t] for t in types]
-
-
-def test_enabled_true_is_host_wide_cpu_and_off_cpu(full: None) -> None:
+def test_enabled_true_is_host_wide_cpu_and_off_cpu() -> None:
     c = load("agent: {profiling: {enabled: true}}")
     p = c.pipelines["profiles/agent"]
     assert p.receivers == [cid("ebpf/agent")]
@@ -51,7 +39,7 @@ def test_enabled_true_is_host_wide_cpu_and_off_cpu(full: None) -> None:
     assert not [w for w in c.warnings if "not used" in w]
 
 
-def test_enabled_false_makes_no_pipeline(full: None) -> None:
+def test_enabled_false_makes_no_pipeline() -> None:
     with pytest.raises(ConfigError, match="^service::pipelines: no pipeline to run"):
         load("agent: {profiling: {enabled: false}}")
     c = load("receivers: {pprof: {paths: [a]}}\nexporters: {console: {}}\n"
@@ -60,7 +48,7 @@ def test_enabled_false_makes_no_pipeline(full: None) -> None:
     assert list(c.pipelines) == ["profiles"] and c.warnings == []
 
 
-def test_full_configuration(full: None) -> None:
+def test_full_configuration() -> None:
     c = load_text((SEED / "full.yaml").read_text(), "full.yaml", env={})
     p = c.pipelines["profiles/agent"]
     ebpf = c.components[R][cid("ebpf/agent")]
@@ -84,7 +72,7 @@ def test_full_configuration(full: None) -> None:
 
 
 def test_missing_component_types_are_warnings_not_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    standins.only(monkeypatch, *_factories((R, "ebpf"), (E, "console")))
+    builds.only(monkeypatch, (R, "ebpf"), (E, "console"))
     c = load("agent:\n  profiling:\n    upload_interval: 30s\n    symbols: {demangle_cpp: true}\n"
              "    filters: {min_samples: 2}\n    java: {jfr_enabled: true, gc: true}\n"
              "    python: {enabled: true, asyncio: true}\n")
@@ -105,14 +93,14 @@ def test_missing_component_types_are_warnings_not_errors(monkeypatch: pytest.Mon
 
 
 def test_false_switch_for_missing_receiver_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
-    standins.only(monkeypatch, *_factories((R, "ebpf"), (E, "console")))
+    builds.only(monkeypatch, (R, "ebpf"), (E, "console"))
     c = load((SEED / "reducing-overhead.yaml").read_text())
     assert not any("goroutine" in w or "block" in w for w in c.warnings)
     assert c.components[R][cid("ebpf/agent")].sample_rate == 49
 
 
 def test_no_receiver_available_is_an_error_naming_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    standins.only(monkeypatch, *_factories((E, "console")))
+    builds.only(monkeypatch, (E, "console"))
     with pytest.raises(ConfigError) as info:
         load("agent: {profiling: {enabled: true}}")
     assert str(info.value) == ('agent::profiling: no receiver in this build can collect the '
@@ -120,12 +108,12 @@ def test_no_receiver_available_is_an_error_naming_why(monkeypatch: pytest.Monkey
                                'is nothing to run')
 
 
-def test_memory_mode_without_memory_warns(full: None) -> None:
+def test_memory_mode_without_memory_warns() -> None:
     c = load("agent: {profiling: {memory_mode: inuse}}")
     assert "agent::profiling::memory_mode: has no effect unless memory: true; ignored" in c.warnings
 
 
-def test_exporters_follow_user_pipelines(full: None) -> None:
+def test_exporters_follow_user_pipelines() -> None:
     c = load("receivers: {pprof: {paths: [a]}}\n"
              "exporters: {console: {}, pprof_file/archive: {directory: /tmp/x}, "
              "pprof_file/unused: {}}\n"
@@ -138,14 +126,14 @@ def test_exporters_follow_user_pipelines(full: None) -> None:
         "exporters::pprof_file/unused: configured but not used in any pipeline; it will not run"]
 
 
-def test_exporters_without_pipelines_means_all_configured(full: None) -> None:
+def test_exporters_without_pipelines_means_all_configured() -> None:
     c = load("exporters: {console: {}, pprof_file/archive: {directory: /tmp/x}}\n"
              "agent: {profiling: {enabled: true}}")
     assert c.pipelines["profiles/agent"].exporters == [cid("console"), cid("pprof_file/archive")]
     assert list(c.pipelines) == ["profiles/agent"]
 
 
-def test_errors_in_translated_components_point_at_the_seed(full: None) -> None:
+def test_errors_in_translated_components_point_at_the_seed() -> None:
     with pytest.raises(ConfigError, match=r"^agent::profiling::filters: exclude_patterns: empty"):
         load("agent: {profiling: {filters: {exclude_patterns: ['']}}}")
     if registry.get(P, "batch"):
@@ -153,12 +141,12 @@ def test_errors_in_translated_components_point_at_the_seed(full: None) -> None:
             load("agent: {profiling: {upload_interval: 0s}}")
 
 
-def test_translated_ids_must_not_clash(full: None) -> None:
+def test_translated_ids_must_not_clash() -> None:
     with pytest.raises(ConfigError, match=r"^receivers::ebpf/agent: this id is reserved"):
         load("receivers: {ebpf/agent: {}}\nagent: {profiling: {enabled: true}}")
 
 
-def test_everything_off_next_to_user_pipeline_is_a_warning(full: None) -> None:
+def test_everything_off_next_to_user_pipeline_is_a_warning() -> None:
     c = load("receivers: {pprof: {paths: [a]}}\nexporters: {console: {}}\n"
              "service: {pipelines: {profiles: {receivers: [pprof], exporters: [console]}}}\n"
              "agent: {profiling: {cpu: false, off_cpu: false}}")
@@ -167,6 +155,6 @@ def test_everything_off_next_to_user_pipeline_is_a_warning(full: None) -> None:
         "agent::profiling: every profile type is off; no agent pipeline is created"]
 
 
-def test_seed_env_expansion(full: None) -> None:
+def test_seed_env_expansion() -> None:
     c = load_text("agent: {profiling: {sample_rate: '${env:RATE:-19}'}}", "x", env={})
     assert c.components[R][cid("ebpf/agent")].sample_rate == 19

@@ -13,6 +13,7 @@ from native_programs import NODE_PROGRAM
 
 from telegen.pdata import Frame, FrameKind, Mapping
 from telegen.symbols.kallsyms import KernelSymbols
+from telegen.testing import require
 from telegen.testing.native import LiveProcess, read_maps
 
 pytestmark = pytest.mark.slow
@@ -100,8 +101,8 @@ def test_python_perf_map_if_available(tmp_path: Path, harness) -> None:
 
     found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3.1*")))
     py = next((p for p in found if p[-1].isdigit()), None)    # pyenv's shims need a version
-    if py is None:
-        pytest.skip("no Python >= 3.12 interpreter (pyenv) on this machine")
+    require.prerequisite(py is not None, "pyenv's CPython >= 3.12")
+    assert py is not None
     code = ("import sys,time\ndef telegen_py_hot():\n    return sum(range(1000))\n"
             "print('ready', flush=True)\nwhile True:\n    telegen_py_hot(); time.sleep(0.01)\n")
     with LiveProcess([py, "-X", "perf", "-c", code]) as live:

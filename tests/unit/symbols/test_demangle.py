@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from telegen.symbols.demangle import Demangler, language
+from telegen.testing import require
 
-pytestmark = pytest.mark.skipif(shutil.which("c++filt") is None, reason="binutils missing")
+
+@pytest.fixture(autouse=True)
+def _cxxfilt() -> None:
+    require.tools("c++filt", provider="binutils, scripts/setup-host.sh")
 
 CPP = "_ZN2ns5Klass6methodEi"
 RUST_LEGACY = "_ZN5rdemo6shapes7compute17h0123456789abcdefE"

@@ -8,7 +8,6 @@ import dataclasses
 import math
 import os
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from telegen.receivers.ebpf.memory import (
     weight_table,
 )
 from telegen.receivers.ebpf.uprobes import allocator_symbols, mapped_files, start_time
+from telegen.testing import require
 from telegen.testing.workloads import WORKLOAD_DIR
 
 
@@ -126,8 +126,8 @@ def test_objects_without_malloc_are_not_allocators(tmp_path: Path) -> None:
     assert allocator_symbols("/bin/true", inuse=True) == {}
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc missing")
 def test_statically_linked_binary_is_its_own_allocator(tmp_path: Path) -> None:
+    require.tools("gcc", provider="gcc, scripts/setup-host.sh")
     out = tmp_path / "tg_alloc_static"
     res = subprocess.run(["gcc", "-O2", "-static", "-o", str(out),
                           str(WORKLOAD_DIR / "tg_alloc.c")], capture_output=True, text=True)

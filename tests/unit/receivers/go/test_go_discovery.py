@@ -22,10 +22,16 @@ from telegen.receivers.go.discovery import (
     parse_listeners,
     process_start_ns,
 )
-from telegen.testing.goprog import build_go_program, go_available
+from telegen.testing import require
+from telegen.testing.goprog import build_go_program
 
 GOSERVICE = Path(__file__).resolve().parents[3] / "testdata" / "go" / "goservice"
-needs_go = pytest.mark.skipif(not go_available(), reason="needs the go command")
+needs_go = pytest.mark.usefixtures("go_command")
+
+
+@pytest.fixture
+def go_command() -> None:
+    require.tools("go", provider="golang-go, scripts/setup-host.sh")
 
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -45,8 +51,7 @@ TCP6 = "\n".join([
 
 @pytest.fixture(scope="module")
 def go_binary() -> Path:
-    if not go_available():
-        pytest.skip("needs the go command")
+    require.tools("go", provider="golang-go, scripts/setup-host.sh")
     return build_go_program(GOSERVICE)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from telegen.receivers.python.discovery import find_pythons, is_cpython, name_tokens, read_process
+from telegen.testing import require
 
 PY312 = sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12"))
 
@@ -26,8 +27,7 @@ def _cmdline(pid: int) -> bytes:
 
 @pytest.fixture
 def sleeper(tmp_path: os.PathLike[str]) -> Iterator[subprocess.Popen[bytes]]:
-    if not PY312:
-        pytest.skip("needs pyenv's CPython 3.12")
+    require.prerequisite(bool(PY312), "pyenv's CPython 3.12")
     script = os.path.join(str(tmp_path), "idle_service.py")
     with open(script, "w") as f:
         f.write("import time\ntime.sleep(60)\n")
