@@ -7,7 +7,7 @@ set -euo pipefail
 # the test suite and benchmarks use (Go, compilers, debuginfod, perf).
 RUNTIME_PKGS=(bpfcc-tools python3-bpfcc libbpfcc bpftool linux-headers-amd64
               elfutils binutils python3-venv libc6-dbg)
-DEV_PKGS=(linux-perf golang-go debuginfod gcc g++ make chromium)
+DEV_PKGS=(linux-perf golang-go debuginfod gcc g++ make chromium openjdk-17-jdk-headless)
 PKGS=("${RUNTIME_PKGS[@]}")
 [ "${1:-}" = "--runtime" ] || PKGS+=("${DEV_PKGS[@]}")
 
