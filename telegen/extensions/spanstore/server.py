@@ -15,15 +15,23 @@ import re
 import urllib.parse
 from html import escape
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from telegen.extensions.spanstore.profiles import SpanProfiles
+from telegen.extensions.spanstore.store import SpanIndex
 from telegen.formats.pprof import encode
 from telegen.formats.top import render_top
 from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 from telegen.pdata import Profile
 
-if TYPE_CHECKING:
-    from telegen.extensions.spanstore.extension import SpanStore
+
+class SpanStore(Protocol):
+    """What the view reads of the ``spanstore`` extension."""
+
+    index: SpanIndex
+    profiles: SpanProfiles
+
+    def count(self, name: str, n: int) -> None: ...
 
 _PATH = re.compile(r"^/spans/([0-9a-fA-F]{16})(/top|/profile)?/?$")
 

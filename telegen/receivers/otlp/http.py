@@ -11,8 +11,9 @@ import base64
 import gzip
 import json
 import zlib
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -22,17 +23,23 @@ from telegen.helpers.exporterhelper.rpcstatus import Status
 from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 from telegen.receivers.otlp.traces import TRACES_PATH
 
-if TYPE_CHECKING:
-    from telegen.receivers.otlp.receiver import OtlpReceiver
-
 PATH = "/v1development/profiles"
 MAX_BODY = 64 * 1024 * 1024
 _PROTO, _JSON = "application/x-protobuf", "application/json"
 
 
+# accept(data=None, request=None) -> serialized response; raises OtlpError
+# (malformed: 400) or anything else (busy downstream: 503)
+Accept = Callable[..., bytes]
+
+
 class HttpServer(BackgroundHTTPServer):
-    def __init__(self, receiver: OtlpReceiver, endpoint: str, name: str) -> None:
-        super().__init__(endpoint, _handler(receiver), name)
+    """Decodes HTTP bodies and hands them to ``profiles`` (or ``traces``, None
+    when the receiver takes no traces); ``refuse(reason)`` counts a bad request."""
+
+    def __init__(self, endpoint: str, name: str, *, profiles: Accept,
+                 traces: Accept | None, refuse: Callable[[str], None]) -> None:
+        super().__init__(endpoint, _handler(profiles, traces, refuse), name)
 
 
 def _hex_ids_to_base64(doc: Any) -> None:
@@ -47,7 +54,8 @@ def _hex_ids_to_base64(doc: Any) -> None:
                     pass
 
 
-def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
+def _handler(accept_profiles: Accept, accept_traces: Accept | None,
+             refuse: Callable[[str], None]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -61,26 +69,26 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
             try:
                 self._post()
             except Exception as exc:   # never let one request hurt the server
-                receiver.refuse(f"unexpected: {exc}")
+                refuse(f"unexpected: {exc}")
                 self._error(500, _PROTO, f"internal error: {exc}")
 
         def _post(self) -> None:
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             length = int(self.headers.get("Content-Length") or 0)
             if length < 0 or length > MAX_BODY:
-                receiver.refuse(f"body of {length} bytes")
+                refuse(f"body of {length} bytes")
                 self._error(413, _PROTO, f"body larger than {MAX_BODY} bytes")
                 self.close_connection = True
                 return
             body = self.rfile.read(length)
             path = self.path.split("?")[0]
-            traces = path == TRACES_PATH and receiver.traces.enabled
+            traces = path == TRACES_PATH and accept_traces is not None
             if path != PATH and not traces:
                 self._error(404, _PROTO, f"unknown path; POST to {PATH}" + (
-                    f" or {TRACES_PATH}" if receiver.traces.enabled else ""))
+                    f" or {TRACES_PATH}" if accept_traces is not None else ""))
                 return
             if ctype not in (_PROTO, _JSON):
-                receiver.refuse(f"content type {ctype!r}")
+                refuse(f"content type {ctype!r}")
                 self._error(415, _PROTO, f"unsupported content type {ctype!r}; use "
                                          f"{_PROTO} or {_JSON}")
                 return
@@ -97,10 +105,10 @@ def _handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                     _hex_ids_to_base64(doc)
                     request = json_format.ParseDict(doc, svc.ExportProfilesServiceRequest())
             except (OSError, EOFError, zlib.error, ValueError, json_format.ParseError) as exc:
-                receiver.refuse(str(exc))
+                refuse(str(exc))
                 self._error(400, ctype, f"malformed request: {exc}")
                 return
-            accept = receiver.traces.accept if traces else receiver.accept
+            accept = accept_traces if traces and accept_traces else accept_profiles
             try:
                 reply = accept(body, request) if request is None else accept(request=request)
             except OtlpError as exc:

@@ -83,7 +83,10 @@ class OtlpReceiver:
             from telegen.receivers.otlp.http import HttpServer
 
             try:
-                self._http = HttpServer(self, endpoint, f"receiver-{self._id}-http")
+                self._http = HttpServer(
+                    endpoint, f"receiver-{self._id}-http", profiles=self.accept,
+                    traces=self.traces.accept if self.traces.enabled else None,
+                    refuse=self.refuse)
             except OSError:
                 self.shutdown()
                 raise
