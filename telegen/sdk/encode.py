@@ -37,7 +37,7 @@ def encode(buf: Buffer, *, period: int, end_ns: int,
     locations: dict[tuple[int, int], int] = {}          # (code id, line) -> index
     stacks: dict[tuple[tuple[int, int], ...], int] = {}  # sampler stack -> index
     labels: dict[tuple[int, str, str], tuple[int, ...]] = {}
-    links: dict[tuple[str, str], int] = {}
+    links: dict[tuple[int, int], int] = {}
     rows: dict[tuple[int, tuple[int, ...], int], int] = {}
     for (tid, tname, task, stack, link), count in buf.counts.items():
         st = stacks.get(stack)
@@ -95,10 +95,10 @@ def encode(buf: Buffer, *, period: int, end_ns: int,
     return bytes(req.SerializeToString())
 
 
-def _link(enc: Any, link: tuple[str, str]) -> int:
+def _link(enc: Any, link: tuple[int, int]) -> int:
     try:
-        key = (bytes.fromhex(link[0]), bytes.fromhex(link[1]))
-    except ValueError:
+        key = (link[0].to_bytes(16, "big"), link[1].to_bytes(8, "big"))
+    except (OverflowError, AttributeError, TypeError):
         return 0
     idx: int | None = enc.links.get(key)
     if idx is None:

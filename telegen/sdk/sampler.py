@@ -78,6 +78,10 @@ class Sampler:
         self._buffer = Buffer(self.names)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # held while running; stop() releases it: one C call to sleep between
+        # ticks (Event.wait allocates a lock and runs a Condition each time)
+        self._sleep = threading.Lock()
+        self._sleep.acquire()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -87,7 +91,9 @@ class Sampler:
         self._thread.start()
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
+        if not self._stop.is_set():
+            self._stop.set()
+            self._sleep.release()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
 
@@ -104,18 +110,20 @@ class Sampler:
         me = threading.current_thread().ident
         if me is not None:
             self.ignore.add(me)
-        next_t = time.monotonic()
+        interval, sleep, monotonic = self.interval, self._sleep.acquire, time.monotonic
+        next_t = monotonic()
         while not self._stop.is_set():
             try:
                 self.sample_once()
             except Exception:
                 self.stats.errors += 1
-            next_t += self.interval
-            delay = next_t - time.monotonic()
-            if delay < -self.interval:      # fell behind (suspended, GIL-starved): resync
-                next_t = time.monotonic()
+            next_t += interval
+            delay = next_t - monotonic()
+            if delay < -interval:           # fell behind (suspended, GIL-starved): resync
+                next_t = monotonic()
                 delay = 0.0
-            self._stop.wait(max(0.0, delay))
+            if delay > 0 and sleep(True, delay):    # released: stopping
+                break
 
     # -- one tick ------------------------------------------------------------------
     def sample_once(self) -> None:

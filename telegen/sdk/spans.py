@@ -16,7 +16,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    Link = tuple[str, str]          # (trace_id hex, span_id hex)
+    Link = tuple[int, int]          # (trace_id, span_id), hex only at upload
 _MAX_OPEN = 100000               # spans open at once
 
 
@@ -58,7 +58,7 @@ class SpanTracker:
         self._where: dict[int, tuple[dict[int, Any], int, list[Link], Link]] = {}
 
     def started(self, trace_id: int, span_id: int) -> None:
-        link = (format(trace_id, "032x"), format(span_id, "016x"))
+        link = (trace_id, span_id)
         task = _current_task()
         with self._lock:
             if len(self._where) >= _MAX_OPEN:       # spans that never end: forget the oldest
@@ -118,19 +118,21 @@ def make_span_processor(tracker: SpanTracker) -> Any:
     (imports opentelemetry-sdk only when called)."""
     from opentelemetry.sdk.trace import SpanProcessor
 
+    started, ended = tracker.started, tracker.ended     # runs in the app's threads: keep it short
+
     class ProfilingSpanProcessor(SpanProcessor):  # type: ignore[misc]
         """Tells the telegen profiler which span each thread / task is in."""
 
         def on_start(self, span: Any, parent_context: Any = None) -> None:
             try:
                 ctx = span.get_span_context()
-                tracker.started(ctx.trace_id, ctx.span_id)
+                started(ctx.trace_id, ctx.span_id)
             except Exception:
                 pass
 
         def on_end(self, span: Any) -> None:
             try:
-                tracker.ended(span.get_span_context().span_id)
+                ended(span.get_span_context().span_id)
             except Exception:
                 pass
 

@@ -72,7 +72,7 @@ def all_tasks() -> list[Any]:
         for _ in range(3):
             try:
                 if data is not None:
-                    out.extend([t for t in [r() for r in list(data)] if t is not None])
+                    out.extend([t for r in list(data) if (t := r()) is not None])
                 else:
                     out.extend(list(reg))
                 break
@@ -137,12 +137,17 @@ class ChainWalker:
 
     def __init__(self, names: Names) -> None:
         self.names = names
-        # id(task) -> (task, the future it waited on, its chain) from the last tick
-        self._blocked: dict[int, tuple[Any, Any, tuple[FrameKey, ...]]] = {}
+        # id(task) -> (task, the future it waited on, its sample) from the last tick
+        self._blocked: dict[int, tuple[Any, Any, SampleKey]] = {}
 
     def tick(self, threads: dict[int, Any], for_task: Callable[[Any], Link | None],
              out: list[SampleKey]) -> None:
-        """Append a sample for every suspended task with a chain to ``out``."""
+        """Append a sample for every suspended task with a chain to ``out``.
+
+        A task still blocked on the future it waited on at the last tick has
+        not run since (see the module notes): its whole sample from then is
+        reused -- chain, names and span link (its spans start and end as it
+        runs) -- so it costs a dict lookup and two identity checks."""
         running = running_tasks()
         old, blocked = self._blocked, {}
         loops: dict[int, tuple[int, str]] = {}     # id(loop) -> (tid, thread name)
@@ -152,23 +157,24 @@ class ChainWalker:
             if key in running:
                 continue
             try:
-                waiter = getattr(task, "_fut_waiter", None)
+                waiter = task._fut_waiter
                 if waiter is not None:
                     hit = old.get(key)
-                    if hit is not None and hit[0] is task and hit[1] is waiter:
-                        chain = hit[2]
-                    else:
-                        chain = walk(task.get_coro())
-                    blocked[key] = (task, waiter, chain)
-                else:
-                    chain = walk(task.get_coro())
+                    if hit is not None and hit[1] is waiter and hit[0] is task:
+                        blocked[key] = hit
+                        out.append(hit[2])
+                        continue
+                chain = walk(task.get_coro())
                 if not chain:           # done
                     continue
                 loop = task.get_loop()
                 where = loops.get(id(loop))
                 if where is None:
                     where = loops[id(loop)] = _loop_thread(loop, threads)
-                out.append((where[0], where[1], task.get_name(), chain, for_task(task)))
+                sample = (where[0], where[1], task.get_name(), chain, for_task(task))
+                if waiter is not None:
+                    blocked[key] = (task, waiter, sample)
+                out.append(sample)
             except Exception:
                 continue
         self._blocked = blocked

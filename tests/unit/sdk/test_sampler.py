@@ -180,9 +180,9 @@ def test_spans_of_threads_and_tasks() -> None:
         t.join()
         lt.stop()
     links = {k[2] or k[1]: k[4] for k in counts}     # task samples by task, threads by thread
-    assert links["spanned"] == (ids["trace"], ids["inner"])
+    assert links["spanned"] == (int(ids["trace"], 16), int(ids["inner"], 16))
     task_links = [k[4] for k in counts if k[2] and k[4] is not None]
-    assert [link[1] for link in task_links] == [lt.span_ids["in-task"]]
+    assert [format(link[1], "016x") for link in task_links] == [lt.span_ids["in-task"]]
     assert links["loop-thread"] is None
     # ended spans are forgotten
     assert tracker.for_thread(t.ident or 0) is None
