@@ -12,7 +12,9 @@ this process at the SDK's default interval, 10 s), in ABBA order so drift on
 the host does not favour either side; medians are compared. A round with the
 SDK ends after ``telegen.sdk.stop()``, which encodes and sends what was
 sampled since the last upload: every sample taken in the round is paid for
-inside the round. Target: <= 2%.
+inside the round. Target: <= 2%. Also printed: each round pair's overhead
+(median and spread) and how much of the CPU the SDK's own threads and the
+final flush took (the rest is the application's threads running slower).
 
     python -m bench.python_sdk [--seconds 20] [--rounds 6] [--rate 99]
 """
@@ -91,6 +93,8 @@ def child(seconds: float, sdk: str, rate: int) -> None:
     ops = done[0]
     stop.set()
     th.join()
+    sdk_cpu = _sdk_threads_cpu()        # for the report only: what the SDK's own threads used
+    c_stop = os.times()
     if sdk:
         import telegen.sdk
 
@@ -99,8 +103,25 @@ def child(seconds: float, sdk: str, rate: int) -> None:
     elapsed = time.monotonic() - t0
     c1 = os.times()
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    print(json.dumps({"ops_per_s": ops / elapsed, "ops_per_cpu_s": ops / cpu,
+    print(json.dumps({"ops_per_s": ops / elapsed, "ops_per_cpu_s": ops / cpu, "cpu_s": cpu,
+                      "sdk_threads_cpu_s": sdk_cpu,
+                      "stop_cpu_s": (c1.user - c_stop.user) + (c1.system - c_stop.system),
                       "stats": stats}))
+
+
+def _sdk_threads_cpu() -> float:
+    """CPU seconds of the SDK's sampler and uploader threads so far (Linux
+    /proc; 0 elsewhere)."""
+    total = 0.0
+    for th in threading.enumerate():
+        if th.name.startswith("telegen-sdk-") and th.native_id:
+            try:
+                with open(f"/proc/self/task/{th.native_id}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def run_round(seconds: float, sdk: str, rate: int) -> dict[str, object]:
@@ -148,9 +169,19 @@ def main() -> None:
         b = statistics.median(x[key] for x in base)
         s = statistics.median(x[key] for x in with_sdk)
         print(f"| {label} | {b:,.0f} | {s:,.0f} | {(b - s) / b * 100:+.2f}% |")
-    pairs = zip(base, with_sdk, strict=True)
+    pairs = list(zip(base, with_sdk, strict=True))
     print("\nper round, slices per CPU-second (without / with): " + ", ".join(
         f"{b['ops_per_cpu_s']:,.0f} / {s['ops_per_cpu_s']:,.0f}" for b, s in pairs))
+    # each round's pair ran back to back: their difference is the least exposed to drift
+    each = sorted((b["ops_per_cpu_s"] - s["ops_per_cpu_s"]) / b["ops_per_cpu_s"] * 100
+                  for b, s in pairs)
+    print(f"per-round overhead: median {statistics.median(each):+.2f}%, spread "
+          f"{each[0]:+.2f}% .. {each[-1]:+.2f}% ({', '.join(f'{x:+.1f}%' for x in each)})")
+    own = statistics.median(s["sdk_threads_cpu_s"] / s["cpu_s"] * 100 for s in with_sdk)
+    stop_ = statistics.median(s["stop_cpu_s"] / s["cpu_s"] * 100 for s in with_sdk)
+    print(f"of the service's CPU with the SDK (median): SDK threads {own:.2f}% (sampler + "
+          f"uploader incl. its first-use imports), final flush at stop {stop_:.2f}%; the "
+          f"rest of the overhead is the application's own threads running slower")
     print(f"\nSDK counters (last round): {stats}; uploads received: {len(backend.requests())}")
 
 

@@ -131,3 +131,46 @@ def test_tracker_forgets_ended_spans_and_reused_task_ids() -> None:
     assert tracker.for_task(other) is None
     tracker.ended(8)
     assert tracker.for_task(task) is None and id(task) not in tracker._tasks
+
+
+def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> None:
+    """The whole sample (chain, task name, span link) of a task blocked on the
+    same future is reused; a new future at the same await (same line, new
+    span) gives a fresh sample."""
+    tracker = SpanTracker()
+    walker = ChainWalker({})
+    samples: list[Any] = []
+
+    async def loop_on(futs: list[asyncio.Future[None]]) -> None:
+        for i, fut in enumerate(futs):
+            tracker.started(99, 100 + i)
+            await fut                               # the same await each time
+            tracker.ended(100 + i)
+
+    def mine(task: Any) -> Any:
+        out: list[Any] = []
+        walker.tick({}, tracker.for_task, out)
+        return [s for s in out if s[2] == task.get_name()][0]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futs = [loop.create_future(), loop.create_future()]
+        task = asyncio.ensure_future(loop_on(futs))
+        await asyncio.sleep(0)
+        samples.extend([mine(task), mine(task)])
+        futs[0].set_result(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        samples.append(mine(task))
+        futs[1].set_result(None)
+        await task
+        out: list[Any] = []
+        walker.tick({}, tracker.for_task, out)
+        assert not [s for s in out if s[2] == task.get_name()]     # done: no sample
+        assert id(task) not in walker._blocked
+
+    asyncio.run(main())
+    first, again, moved = samples
+    assert again is first
+    assert first[4] == (99, 100) and moved[4] == (99, 101)
+    assert moved[3] == first[3] and moved is not first    # same place, new wait
