@@ -21,9 +21,13 @@ from typing import TYPE_CHECKING, Any
 from telegen.sdk.names import function_name
 
 if TYPE_CHECKING:
+    from telegen.sdk.spans import Link
+
     FrameKey = tuple[int, int]                  # (id(code), f_lasti)
     # code id -> (module.function, file, the code object)
     Names = dict[int, tuple[str, str, CodeType]]
+    # one sample: (tid, thread name, task name, stack leaf first, span link)
+    SampleKey = tuple[int, str, str, tuple[FrameKey, ...], Link | None]
 
 _MAX_CODES = 50000
 

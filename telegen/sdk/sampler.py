@@ -31,11 +31,7 @@ from telegen.sdk import tasks as _tasks
 from telegen.sdk.spans import SpanTracker
 
 if TYPE_CHECKING:
-    from telegen.sdk.codes import FrameKey, Names
-    from telegen.sdk.spans import Link
-
-    # (tid, thread name, task name, stack leaf first, span link)
-    SampleKey = tuple[int, str, str, tuple[FrameKey, ...], Link | None]
+    from telegen.sdk.codes import FrameKey, Names, SampleKey
 _MAX_DEPTH = 512
 
 

@@ -31,8 +31,7 @@ from telegen.sdk import codes
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from telegen.sdk.codes import FrameKey, Names
-    from telegen.sdk.sampler import SampleKey
+    from telegen.sdk.codes import FrameKey, Names, SampleKey
     from telegen.sdk.spans import Link
 
 _MAX_DEPTH = 256

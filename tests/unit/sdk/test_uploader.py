@@ -12,13 +12,12 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import telegen.sdk
 from telegen.formats.otlp import decode_request
 from telegen.sdk.sampler import Sampler, Stats
 from telegen.sdk.spans import SpanTracker
 from telegen.sdk.uploader import Uploader
+from telegen.testing import require
 from telegen.testing.agent import free_port
 from telegen.testing.backends import OtlpBackend
 
@@ -127,10 +126,10 @@ def test_import_is_light() -> None:
 PY38 = sorted(glob.glob("/root/.pyenv/versions/3.8*/bin/python3.8"))
 
 
-@pytest.mark.skipif(not PY38, reason="needs pyenv's CPython 3.8")
 def test_sampling_core_runs_on_python_38() -> None:
     """The app's interpreter may be old: sampling, task chains and the API run on
     3.8; the upload needs the agent's encoder (3.11+), so it fails counted."""
+    require.prerequisite(bool(PY38), "pyenv's CPython 3.8")
     code = f"""
 import asyncio, json, telegen.sdk
 async def parked():
