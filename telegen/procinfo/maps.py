@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import dataclass
 
 
@@ -43,3 +45,22 @@ def parse_maps(text: str) -> list[MapEntry]:
             continue
         out.append(entry)
     return out
+
+
+def mapped_file(pid: int, file: str, start: int, *, proc: str = "/proc") -> str | None:
+    """A path this agent can open for the file ``pid`` maps at ``start``:
+    through the process's root (its mount namespace: containers), else
+    through ``/proc/PID/map_files`` — the mapping itself, which still reaches
+    a file deleted since (an upgraded binary) or one that never had a path
+    (a memfd executable). None when neither opens."""
+    if not file or file.startswith("["):
+        return None
+    file = file.removesuffix(" (deleted)")
+    if pid:
+        rooted = f"{proc}/{pid}/root{file}"
+        if os.path.isfile(rooted):
+            return rooted
+        entries = glob.glob(f"{proc}/{pid}/map_files/{start:x}-*")
+        if entries and os.path.isfile(entries[0]):
+            return entries[0]
+    return file if os.path.isfile(file) else None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
+from telegen.procinfo.maps import mapped_file
 from telegen.symbols.debuginfod import DebuginfodClient, default_cache_dir, urls_from_env
 from telegen.symbols.demangle import Demangler, language
 from telegen.symbols.dwarf import DwarfLine
@@ -88,7 +89,7 @@ class Symbolizer:
             if hit is not None:
                 return hit
         with self._lock:
-            obj, key = self._object(file, build_id, pid)
+            obj, key = self._object(file, build_id, pid, start)
             if obj is None:
                 return UNKNOWN
             res = self._resolve_native(obj, file_offset)
@@ -116,8 +117,9 @@ class Symbolizer:
                                decl))
         return tuple(out)
 
-    def _object(self, file: str, build_id: str, pid: int) -> tuple[ObjectSymbols | None, str]:
-        path = self._host_path(file, pid)
+    def _object(self, file: str, build_id: str, pid: int,
+                start: int) -> tuple[ObjectSymbols | None, str]:
+        path = mapped_file(pid, file, start, proc=self.options.proc_root)
         if build_id:
             obj = self._objects.get(build_id)
             if obj is None:
@@ -147,18 +149,6 @@ class Symbolizer:
         return ObjectSymbols(path, build_id, debug_dirs=self.options.debug_dirs, root=root,
                              debuginfod=self.debuginfod)
 
-    def _host_path(self, file: str, pid: int) -> str | None:
-        """The file as this process can open it: through /proc/PID/root first
-        (the process's own mount namespace — containers), then as named."""
-        if not file or file.startswith("["):
-            return None
-        if file.endswith(" (deleted)"):
-            file = file[: -len(" (deleted)")]
-        if pid:
-            cand = f"{self.options.proc_root}/{pid}/root{file}"
-            if os.path.isfile(cand):
-                return cand
-        return file if os.path.isfile(file) else None
 
     # -- kernel --------------------------------------------------------------------
     def kernel(self, address: int) -> Resolution:

@@ -27,7 +27,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from telegen.pdata import Mapping
-from telegen.procinfo import ProcessCache
+from telegen.procinfo import ProcessCache, mapped_file
 from telegen.procinfo.process import ProcessInfo
 from telegen.receivers.ebpf.stacks import TRUNCATED_MARK, FramePointerStacks, StackRef
 from telegen.unwind import AddressSpace, TableCache, UnwindTable, unwind
@@ -167,9 +167,8 @@ class CfiStacks:
     def _table_for(self, pid: int, m: Mapping) -> UnwindTable | None:
         if m.file == "[vdso]":
             return vdso_table(pid, m, self._tables)
-        if not m.file.startswith("/"):
-            return None
-        return self._tables.get(f"/proc/{pid}/root{m.file}", m.build_id)
+        path = mapped_file(pid, m.file, m.start)
+        return self._tables.get(path, m.build_id) if path is not None else None
 
     # -- StackSource ------------------------------------------------------------------
     def begin(self, seq: int) -> None:

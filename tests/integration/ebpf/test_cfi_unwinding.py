@@ -49,6 +49,9 @@ CHAINS = {
             ["step_leaf", "run_callback", "main"]),
     "rs": (["leaf_spin", "mid_b", "mid_a", "main"],),
 }
+# "gone": the C program without a build-id, deleted once started (an upgraded
+# binary still running): its table can only come through /proc/PID/map_files.
+CHAINS["gone"] = CHAINS["c"]
 # C++: std::function's invoker and the lambda sit between step_leaf and
 # run_callback; they are instantiated in the program, so they are allowed there.
 CPP_GLUE = re.compile(r"lambda|_M_invoke|_Function_handler|std::function|operator\(\)|__invoke")
@@ -111,10 +114,12 @@ def _build(tmp: Path) -> dict[str, Program]:
                              flags=NOFP)
     nocfi = native.compile_c((WORKLOADS / "tg_nofp.c").read_text(), tmp / "tg_nofp_nocfi",
                              flags=NOCFI)
+    gone = native.compile_c((WORKLOADS / "tg_nofp.c").read_text(), tmp / "tg_nofp_gone",
+                            flags=(*NOFP, "-Wl,--build-id=none"))
     return {name: Program(name, path, ElfFunctions(path), dm,
                           rs_crate="tg_nofp_rs" if name == "rs" else "")
             for name, path in (("c", c), ("cpp", cpp), ("rs", rs), ("block", block),
-                               ("nocfi", nocfi))}
+                               ("nocfi", nocfi), ("gone", gone))}
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +143,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
             procs[key] = subprocess.Popen([str(prog.path), arg], stdout=subprocess.PIPE,
                                           text=True)
             prog.pid = procs[key].pid
+        programs["gone"].path.unlink()          # Popen returned: exec is done
         outputs = {k: p.communicate(timeout=60)[0] for k, p in procs.items()}
         assert all(p.returncode == 0 for p in procs.values()), outputs
         time.sleep(0.5)
@@ -154,7 +160,7 @@ def _follows_chain(names: list[str], chains: tuple[list[str], ...], lang: str) -
     return any(names == chain[len(chain) - len(names):] for chain in chains)
 
 
-@pytest.mark.parametrize("lang", ["c", "cpp", "rs"])
+@pytest.mark.parametrize("lang", ["c", "cpp", "rs", "gone"])
 def test_cpu_samples_reach_main_without_frame_pointers(session: Session, lang: str) -> None:
     prog = session.programs[lang]
     total = reached = ordered = 0

@@ -207,3 +207,28 @@ def _aliases(lib: str) -> dict[str, int]:
         for name, addr in nm(debug).items():
             out.setdefault(name.lstrip("_"), addr)
     return out
+
+
+def test_binary_deleted_while_running_is_read_through_its_mapping(c_program, harness,
+                                                                   tmp_path):
+    """An upgraded binary's old copy is gone from the tree but still running:
+    its frames are named (and its unwind table built) through
+    /proc/PID/map_files, the mapping the process still holds."""
+    from telegen.procinfo import mapped_file
+    from telegen.unwind.build import build_table
+
+    binary = tmp_path / "old_version"
+    shutil.copy(c_program, binary)
+    syms = nm(binary)
+    h = harness()
+    with LiveProcess([str(binary)]) as live:
+        stack = tuple(process_frame(live.pid, str(binary), syms[name] + 4)
+                      for name in ("leaf_compute", "outer_work", "main"))
+        binary.unlink()
+        mapping = stack[0].mapping
+        assert mapping is not None
+        path = mapped_file(live.pid, f"{mapping.file} (deleted)", mapping.start)
+        assert path is not None and f"/proc/{live.pid}/map_files/" in path
+        assert len(build_table(path)) > 0              # the CFI table, from the mapping
+        out = h.run(stack, live.pid)
+    assert [f.name for f in out] == ["leaf_compute", "outer_work", "main"]
