@@ -25,7 +25,7 @@ the workload's samples were unwound up to the end of the stack.
 Unwind tables are measured in their steady state: before the measured CFI
 runs, a warm-up agent (same mode, same workload binary, whole host, not
 measured) sees every binary once, so the measured agent loads the tables
-from the disk cache (~/.cache/telegen/unwind, by build-id or file identity)
+from the disk cache (/var/cache/telegen/unwind as root, by build-id or file identity)
 instead of building them. That is what an always-on agent does: a table is
 built once per binary per host, then loaded in about a millisecond. Building
 is reported on its own line ("first sight of ...": pyelftools time to build

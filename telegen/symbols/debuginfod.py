@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 
+from telegen.cachedir import cache_dir
 from telegen.symbols.elf import read_build_id
 from telegen.symbols.types import CounterLike, NullCounter
 
@@ -34,9 +35,7 @@ def urls_from_env(value: str | None = None) -> list[str]:
 
 
 def default_cache_dir() -> str:
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return "/var/cache/telegen/debuginfod"
-    return os.path.join(os.path.expanduser("~"), ".cache", "telegen", "debuginfod")
+    return cache_dir("debuginfod")
 
 
 class DebuginfodClient:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
+from telegen.cachedir import cache_dir
 from telegen.unwind.build import build_table
 from telegen.unwind.table import UnwindTable
 
@@ -26,8 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "telegen" / "unwind"
+    return Path(cache_dir("unwind"))
 
 
 class TableCache:
