@@ -16,7 +16,15 @@ inside the round. Target: <= 2%. Also printed: each round pair's overhead
 (median and spread) and how much of the CPU the SDK's own threads and the
 final flush took (the rest is the application's threads running slower).
 
+``--variants`` measures more than none/sdk in the same interleaved rounds, to
+see where the cost lies: ``bare`` is no SDK but one thread waking at the rate
+that only calls ``sys._current_frames()`` (the floor of any in-process
+sampler that takes the GIL); ``threads`` is the SDK with ``asyncio=False``.
+``--no-worker`` drops the worker thread (one asyncio thread: no GIL contention
+between application threads).
+
     python -m bench.python_sdk [--seconds 20] [--rounds 6] [--rate 99]
+                               [--variants none,bare,threads,sdk] [--no-worker]
 """
 
 from __future__ import annotations
@@ -35,7 +43,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SLICES_PER_REQUEST = 10     # a request: ~1 ms of CPU (10 slices of ~0.1 ms), one span
 
 
-def child(seconds: float, sdk: str, rate: int) -> None:
+VARIANTS = ("none", "bare", "threads", "sdk")
+
+
+def _bare_sampler(rate: int) -> None:
+    """A thread that wakes ``rate`` times a second and only takes the GIL to
+    call sys._current_frames(): what any in-process sampler pays at least."""
+    def run() -> None:
+        while True:
+            time.sleep(1.0 / rate)
+            sys._current_frames()
+
+    threading.Thread(target=run, name="telegen-sdk-bare", daemon=True).start()
+
+
+def child(seconds: float, variant: str, endpoint: str, rate: int, worker_thread: bool) -> None:
     import asyncio
 
     from opentelemetry import trace
@@ -44,11 +66,14 @@ def child(seconds: float, sdk: str, rate: int) -> None:
     trace.set_tracer_provider(TracerProvider())
     tracer = trace.get_tracer("bench")
     prof = None
+    sdk = variant in ("threads", "sdk")
     if sdk:
         import telegen.sdk
 
-        prof = telegen.sdk.start(endpoint=sdk, service_name="bench", sample_rate=rate,
-                                 asyncio=True)          # default upload interval: 10 s
+        prof = telegen.sdk.start(endpoint=endpoint, service_name="bench", sample_rate=rate,
+                                 asyncio=variant == "sdk")   # default upload interval: 10 s
+    elif variant == "bare":
+        _bare_sampler(rate)
     done = [0]
     stop = threading.Event()
 
@@ -86,13 +111,15 @@ def child(seconds: float, sdk: str, rate: int) -> None:
             t.cancel()
 
     th = threading.Thread(target=worker, name="worker")
-    th.start()
+    if worker_thread:
+        th.start()
     c0 = os.times()
     t0 = time.monotonic()
     asyncio.run(main())
     ops = done[0]
     stop.set()
-    th.join()
+    if worker_thread:
+        th.join()
     sdk_cpu = _sdk_threads_cpu()        # for the report only: what the SDK's own threads used
     c_stop = os.times()
     if sdk:
@@ -124,9 +151,11 @@ def _sdk_threads_cpu() -> float:
     return total
 
 
-def run_round(seconds: float, sdk: str, rate: int) -> dict[str, object]:
-    proc = subprocess.run([sys.executable, "-m", "bench.python_sdk", "--child", sdk or "-",
-                           "--seconds", str(seconds), "--rate", str(rate)],
+def run_round(seconds: float, variant: str, endpoint: str, rate: int,
+              worker_thread: bool) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, "-m", "bench.python_sdk", "--child", variant,
+                           "--endpoint", endpoint, "--seconds", str(seconds), "--rate",
+                           str(rate)] + ([] if worker_thread else ["--no-worker"]),
                           capture_output=True, text=True, cwd=ROOT, timeout=seconds + 60)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
@@ -139,50 +168,65 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--rate", type=int, default=99)
-    ap.add_argument("--child", default="")
+    ap.add_argument("--variants", default="none,sdk",
+                    help=f"comma-separated, first is the baseline; of {', '.join(VARIANTS)}")
+    ap.add_argument("--no-worker", action="store_true",
+                    help="the service without its worker thread (one asyncio thread)")
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--endpoint", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.seconds, "" if args.child == "-" else args.child, args.rate)
+        child(args.seconds, args.child, args.endpoint, args.rate, not args.no_worker)
         return
+    variants = args.variants.split(",")
+    if any(v not in VARIANTS for v in variants) or len(variants) < 2:
+        ap.error(f"--variants: two or more of {', '.join(VARIANTS)}")
     from telegen.testing.backends import OtlpBackend
 
     backend = OtlpBackend().start()
     endpoint = f"127.0.0.1:{backend.port}"
-    base: list[dict[str, float]] = []
-    with_sdk: list[dict[str, float]] = []
-    stats: object = {}
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     try:
-        for i in range(args.rounds):
-            for with_ in ((False, True) if i % 2 == 0 else (True, False)):
-                r = run_round(args.seconds, endpoint if with_ else "", args.rate)
-                (with_sdk if with_ else base).append(r)             # type: ignore[arg-type]
-                if with_:
-                    stats = r["stats"]
+        for i in range(args.rounds):        # ABC CBA ...: drift favours no variant
+            for v in (variants if i % 2 == 0 else variants[::-1]):
+                r = run_round(args.seconds, v, endpoint, args.rate, not args.no_worker)
+                runs[v].append(r)                                   # type: ignore[arg-type]
     finally:
         backend.stop()
-    print(f"| service: 40 asyncio handlers + 1 thread, 1 ms requests in spans, 20 parked "
-          f"tasks; {args.rounds} x {args.seconds:.0f}s rounds | without SDK | with SDK "
-          f"({args.rate} Hz, asyncio) | overhead |")
-    print("|---|---|---|---|")
-    for key, label in (("ops_per_cpu_s", "slices per CPU-second (median)"),
-                       ("ops_per_s", "slices per wall second (median; noisy on a shared host)")):
-        b = statistics.median(x[key] for x in base)
-        s = statistics.median(x[key] for x in with_sdk)
-        print(f"| {label} | {b:,.0f} | {s:,.0f} | {(b - s) / b * 100:+.2f}% |")
-    pairs = list(zip(base, with_sdk, strict=True))
-    print("\nper round, slices per CPU-second (without / with): " + ", ".join(
-        f"{b['ops_per_cpu_s']:,.0f} / {s['ops_per_cpu_s']:,.0f}" for b, s in pairs))
-    # each round's pair ran back to back: their difference is the least exposed to drift
-    each = sorted((b["ops_per_cpu_s"] - s["ops_per_cpu_s"]) / b["ops_per_cpu_s"] * 100
-                  for b, s in pairs)
-    print(f"per-round overhead: median {statistics.median(each):+.2f}%, spread "
-          f"{each[0]:+.2f}% .. {each[-1]:+.2f}% ({', '.join(f'{x:+.1f}%' for x in each)})")
-    own = statistics.median(s["sdk_threads_cpu_s"] / s["cpu_s"] * 100 for s in with_sdk)
-    stop_ = statistics.median(s["stop_cpu_s"] / s["cpu_s"] * 100 for s in with_sdk)
-    print(f"of the service's CPU with the SDK (median): SDK threads {own:.2f}% (sampler + "
-          f"uploader incl. its first-use imports), final flush at stop {stop_:.2f}%; the "
-          f"rest of the overhead is the application's own threads running slower")
-    print(f"\nSDK counters (last round): {stats}; uploads received: {len(backend.requests())}")
+    service = ("40 asyncio handlers" + ("" if args.no_worker else " + 1 worker thread") +
+               ", 1 ms requests in spans, 20 parked tasks")
+    base_name = variants[0]
+    base = runs[base_name]
+    print(f"service: {service}; {args.rounds} x {args.seconds:.0f}s rounds per variant, "
+          f"{args.rate} Hz, interleaved\n")
+    print(f"| variant | slices per CPU-second (median) | overhead vs {base_name} (medians) | "
+          "per-round overhead: median, spread | slices per wall second (median) |")
+    print("|---|---:|---:|---|---:|")
+    b_cpu = statistics.median(x["ops_per_cpu_s"] for x in base)
+    for v in variants:
+        rs = runs[v]
+        cpu = statistics.median(x["ops_per_cpu_s"] for x in rs)
+        wall = statistics.median(x["ops_per_s"] for x in rs)
+        if v == base_name:
+            print(f"| {v} | {cpu:,.0f} | — | — | {wall:,.0f} |")
+            continue
+        # each round's runs were back to back: their difference is least exposed to drift
+        each = sorted((b["ops_per_cpu_s"] - s["ops_per_cpu_s"]) / b["ops_per_cpu_s"] * 100
+                      for b, s in zip(base, rs, strict=True))
+        print(f"| {v} | {cpu:,.0f} | {(b_cpu - cpu) / b_cpu * 100:+.2f}% | "
+              f"{statistics.median(each):+.2f}%, {each[0]:+.1f}% .. {each[-1]:+.1f}% | "
+              f"{wall:,.0f} |")
+    print("\nper round, slices per CPU-second: " + "; ".join(
+        f"{v}: " + ", ".join(f"{x['ops_per_cpu_s']:,.0f}" for x in runs[v]) for v in variants))
+    for v in variants:
+        if v in ("threads", "sdk"):
+            rs = runs[v]
+            own = statistics.median(s["sdk_threads_cpu_s"] / s["cpu_s"] * 100 for s in rs)
+            stop_ = statistics.median(s["stop_cpu_s"] / s["cpu_s"] * 100 for s in rs)
+            print(f"{v}: of the service's CPU (median), SDK threads {own:.2f}% (sampler + "
+                  f"uploader incl. its first-use imports), final flush at stop {stop_:.2f}%; "
+                  f"SDK counters (last round): {rs[-1]['stats']}")
+    print(f"uploads received: {len(backend.requests())}")
 
 
 if __name__ == "__main__":
