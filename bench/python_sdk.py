@@ -131,6 +131,7 @@ def child(seconds: float, variant: str, endpoint: str, rate: int, worker_thread:
     c1 = os.times()
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     print(json.dumps({"ops_per_s": ops / elapsed, "ops_per_cpu_s": ops / cpu, "cpu_s": cpu,
+                      "seconds": elapsed,
                       "sdk_threads_cpu_s": sdk_cpu,
                       "stop_cpu_s": (c1.user - c_stop.user) + (c1.system - c_stop.system),
                       "stats": stats}))
@@ -223,8 +224,11 @@ def main() -> None:
             rs = runs[v]
             own = statistics.median(s["sdk_threads_cpu_s"] / s["cpu_s"] * 100 for s in rs)
             stop_ = statistics.median(s["stop_cpu_s"] / s["cpu_s"] * 100 for s in rs)
+            ticks = statistics.median(s["stats"]["ticks"] / s["seconds"]   # type: ignore[index]
+                                      for s in rs)
             print(f"{v}: of the service's CPU (median), SDK threads {own:.2f}% (sampler + "
                   f"uploader incl. its first-use imports), final flush at stop {stop_:.2f}%; "
+                  f"sampler ticks per second {ticks:.1f} (asked {args.rate}); "
                   f"SDK counters (last round): {rs[-1]['stats']}")
     print(f"uploads received: {len(backend.requests())}")
 

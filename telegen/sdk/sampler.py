@@ -39,6 +39,7 @@ class Stats:
     """Counters the application can read (``telegen.sdk.stats()``)."""
 
     def __init__(self) -> None:
+        self.ticks = 0              # sampling rounds taken (rate x seconds when not starved)
         self.samples = 0
         self.dropped_samples = 0
         self.errors = 0
@@ -123,6 +124,7 @@ class Sampler:
 
     # -- one tick ------------------------------------------------------------------
     def sample_once(self) -> None:
+        self.stats.ticks += 1
         frames = sys._current_frames()
         threads = threading._active  # type: ignore[attr-defined]
         ignore = self.ignore
