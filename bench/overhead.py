@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from telegen.telemetry import sum_series
 from telegen.testing.workloads import build, parse_report
 
 HERE = Path(__file__).resolve().parent
@@ -73,10 +74,7 @@ class Result:
     telemetry: dict[str, float] | None = None
 
     def counter(self, name: str, **labels: str) -> float:
-        """Sum of the series ``name`` whose labels include ``labels``."""
-        want = [f'{k}="{v}"' for k, v in labels.items()]
-        return sum(v for series, v in (self.telemetry or {}).items()
-                   if series.split("{")[0] == name and all(w in series for w in want))
+        return sum_series(self.telemetry or {}, name, **labels)
 
     def cfi_note(self) -> str:
         if self.unwinding == "frame_pointer" or not self.telemetry:

@@ -100,6 +100,14 @@ class Registry:
                 logger.info("telemetry %s = %s", series, value)
 
 
+def sum_series(snapshot: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of the series ``name`` of a :meth:`Registry.snapshot` whose labels
+    include ``labels`` (e.g. every ``ebpf_unwind_full`` of one process)."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(v for series, v in snapshot.items()
+               if series.split("{")[0] == name and all(w in series for w in want))
+
+
 def _series(name: str, labels: tuple[tuple[str, str], ...]) -> str:
     if not labels:
         return name

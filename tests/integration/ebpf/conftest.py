@@ -13,7 +13,7 @@ import pytest
 from telegen.component import ComponentID, CreateSettings, Kind
 from telegen.receivers.ebpf.config import EbpfConfig
 from telegen.receivers.ebpf.receiver import EbpfReceiver
-from telegen.telemetry import Registry
+from telegen.telemetry import Registry, sum_series
 from telegen.testing import workloads
 from telegen.testing.sink import Sink
 
@@ -43,12 +43,7 @@ class Running:
         self.receiver = EbpfReceiver(settings, config, self.sink)
 
     def metric(self, name: str, **labels: str) -> float:
-        total = 0.0
-        for series, value in self.registry.snapshot().items():
-            if series.split("{")[0] == name and all(f'{k}="{v}"' in series
-                                                    for k, v in labels.items()):
-                total += value
-        return total
+        return sum_series(self.registry.snapshot(), name, **labels)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from telegen.pdata import FrameKind, Profile, Sample
 from telegen.receivers.ebpf.config import EbpfConfig
 from telegen.receivers.ebpf.receiver import EbpfReceiver
 from telegen.symbols.demangle import Demangler
-from telegen.telemetry import Registry
+from telegen.telemetry import Registry, sum_series
 from telegen.testing import native
 from telegen.testing.sink import Sink
 from telegen.testing.symbols import ElfFunctions
@@ -94,12 +94,7 @@ class Session:
                     yield s
 
     def metric(self, name: str, **labels: str) -> float:
-        total = 0.0
-        for series, value in self.registry.snapshot().items():
-            if series.split("{")[0] == name and all(f'{k}="{v}"' in series
-                                                    for k, v in labels.items()):
-                total += value
-        return total
+        return sum_series(self.registry.snapshot(), name, **labels)
 
 
 def _build(tmp: Path) -> dict[str, Program]:
