@@ -4,8 +4,9 @@ One line in the application::
 
     import telegen.sdk; telegen.sdk.start(endpoint="127.0.0.1:4317", service_name="shop")
 
-starts a daemon thread (``telegen-sdk-sampler``) that samples every thread's
-stack ``sample_rate`` times a second and, with ``asyncio=True``, the await
+samples every thread's stack ``sample_rate`` times a second -- in the main
+thread's SIGPROF handler driven by a per-thread timer when it can, else from a
+daemon thread (``telegen-sdk-sampler``; see ``mode``) -- and, with ``asyncio=True``, the await
 chain of every suspended asyncio task, so time spent awaiting shows under the
 coroutine that awaits. Samples carry the OpenTelemetry span active in their
 thread or task: ``start`` adds a SpanProcessor to the global opentelemetry-sdk
@@ -47,11 +48,13 @@ class Profiler:
     def __init__(self, *, endpoint: str, service_name: str, sample_rate: int,
                  asyncio: bool, upload_interval: float, max_stacks: int, max_pending: int,
                  timeout: float, headers: dict[str, str] | None,
-                 resource: dict[str, str | int] | None) -> None:
+                 resource: dict[str, str | int] | None, mode: str = "auto",
+                 max_tasks_per_tick: int = 0) -> None:
         self.stats = Stats()
         self.tracker = SpanTracker()
         self.sampler = Sampler(rate=sample_rate, asyncio=asyncio, tracker=self.tracker,
-                               stats=self.stats, max_stacks=max_stacks)
+                               stats=self.stats, max_stacks=max_stacks, mode=mode,
+                               max_tasks=max_tasks_per_tick)
         self.uploader = Uploader(self.sampler, self.stats, endpoint=endpoint,
                                  service_name=service_name, upload_interval=upload_interval,
                                  timeout=timeout, max_pending=max_pending, headers=headers,
@@ -103,9 +106,20 @@ def start(*, endpoint: str = "127.0.0.1:4317", service_name: str = "",
           sample_rate: int = 99, asyncio: bool = False, upload_interval: float = 10.0,
           tracer_provider: Any = None, max_stacks: int = 20000, max_pending: int = 6,
           timeout: float = 5.0, headers: dict[str, str] | None = None,
-          resource: dict[str, str | int] | None = None) -> Profiler | None:
+          resource: dict[str, str | int] | None = None, mode: str = "auto",
+          max_tasks_per_tick: int = 8) -> Profiler | None:
     """Start profiling this process (once; later calls return the running
-    profiler). Returns None, after logging why, when it cannot start."""
+    profiler). Returns None, after logging why, when it cannot start.
+
+    ``mode`` -- what drives the sampling: ``signal`` (SIGPROF from a timer to
+    the main thread; the sampling runs there, no GIL hand-off), ``thread`` (a
+    thread that waits for the GIL at every tick), ``auto`` (``signal`` when
+    started from the main thread on Linux with SIGPROF unused, else
+    ``thread``). See :mod:`telegen.sdk.sampler`.
+
+    ``max_tasks_per_tick`` -- with more asyncio tasks than this, a tick
+    visits them in rotation and each sample counts for the ticks it stands
+    for (0: every task at every tick); see :class:`telegen.sdk.tasks.ChainWalker`."""
     global _profiler
     try:
         with _lock:
@@ -122,7 +136,8 @@ def start(*, endpoint: str = "127.0.0.1:4317", service_name: str = "",
                             sample_rate=int(sample_rate), asyncio=bool(asyncio),
                             upload_interval=float(upload_interval), max_stacks=max_stacks,
                             max_pending=max_pending, timeout=timeout, headers=headers,
-                            resource=resource)
+                            resource=resource, mode=mode,
+                            max_tasks_per_tick=int(max_tasks_per_tick))
             prof.attach(tracer_provider)
             prof.start()
             _profiler = prof

@@ -10,6 +10,22 @@ running task is already on its thread's stack, so only suspended tasks add
 task samples. Compatible with Python 3.8+; nothing here raises into the
 application.
 
+What drives the ticks (``mode``): with ``signal`` a per-thread timer sends
+SIGPROF to the main thread and the sampling runs in its Python handler, in
+the main thread, with the GIL the application already holds
+(:mod:`telegen.sdk.timer`); with ``thread`` the sampler thread wakes at the
+rate and waits for the GIL itself. That wait is what makes a thread sampler
+expensive and, on a busy single-threaded asyncio service, starved: the loop
+thread drops and retakes the GIL at every ``epoll`` call, so CPython's forced
+switch to a waiting thread never fires (12.8 of 99 ticks a second were taken
+that way). ``auto`` (the default) uses ``signal`` when it can be installed
+(started from the main thread, Linux, SIGPROF free) and ``thread`` otherwise.
+In signal mode the sampler thread only supervises, four times a second: while
+no tick has come for ``_STALL`` seconds (the main thread is blocked in C code
+that does not return to Python) it samples at the rate itself, and if the
+application installs its own SIGPROF handler the timer is deleted and the
+thread takes over for good.
+
 The sampler holds the GIL while it works, so every microsecond it spends is
 taken from the application: a frame is recorded as ``(id(code), f_lasti)``
 and named only at upload (:mod:`telegen.sdk.codes`), and a task blocked on
@@ -19,6 +35,7 @@ the same future as at the last tick reuses its chain
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -29,10 +46,15 @@ from typing import TYPE_CHECKING
 from telegen.sdk import codes
 from telegen.sdk import tasks as _tasks
 from telegen.sdk.spans import SpanTracker
+from telegen.sdk.timer import MainThreadTicks
 
 if TYPE_CHECKING:
     from telegen.sdk.codes import FrameKey, Names, SampleKey
 _MAX_DEPTH = 512
+_SUPERVISE = 0.25           # signal mode: how often the sampler thread looks
+_STALL = 0.1                # no signal tick for this long: the thread samples
+MODES = ("auto", "signal", "thread")
+log = logging.getLogger("telegen.sdk")
 
 
 class Stats:
@@ -40,6 +62,8 @@ class Stats:
 
     def __init__(self) -> None:
         self.ticks = 0              # sampling rounds taken (rate x seconds when not starved)
+        self.signal_ticks = 0       # of which in the main thread's signal handler
+        self.sampling_cpu_us = 0    # CPU time spent sampling, in whichever thread
         self.samples = 0
         self.dropped_samples = 0
         self.errors = 0
@@ -63,7 +87,10 @@ class Buffer:
 
 class Sampler:
     def __init__(self, *, rate: int, asyncio: bool, tracker: SpanTracker, stats: Stats,
-                 max_stacks: int = 20000) -> None:
+                 max_stacks: int = 20000, mode: str = "auto", max_tasks: int = 0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+        self.mode = mode
         self.interval = 1.0 / rate
         self.asyncio = asyncio
         self.tracker = tracker
@@ -71,7 +98,7 @@ class Sampler:
         self.max_stacks = max_stacks
         self.names: Names = {}                  # id(code) -> (function, file, code)
         self.ignore: set[int] = set()           # our own threads
-        self._walker = _tasks.ChainWalker(self.names)
+        self._walker = _tasks.ChainWalker(self.names, max_tasks)
         self._buffer = Buffer(self.names)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -80,9 +107,19 @@ class Sampler:
         self._sleep = threading.Lock()
         self._sleep.acquire()
         self._thread: threading.Thread | None = None
+        self._ticks: MainThreadTicks | None = None
+        self._last_signal = 0.0
+        self._in_handler = False
+        self._owner = 0                         # thread holding _lock in drain()
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
+        if self.mode != "thread":
+            self._last_signal = time.monotonic()
+            self._ticks = MainThreadTicks.install(self._on_signal, self.interval)
+            if self._ticks is None:
+                msg = "telegen.sdk: sampling from a thread: %s"
+                (log.warning if self.mode == "signal" else log.info)(msg, MainThreadTicks.reason)
         self._thread = threading.Thread(target=self._run, name="telegen-sdk-sampler",
                                         daemon=True)
         self._thread.start()
@@ -90,6 +127,8 @@ class Sampler:
     def stop(self, timeout_s: float = 2.0) -> None:
         if not self._stop.is_set():
             self._stop.set()
+            if self._ticks is not None:
+                self._ticks.delete()
             self._sleep.release()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
@@ -97,11 +136,39 @@ class Sampler:
     def drain(self) -> Buffer:
         """The samples so far; a new interval starts."""
         with self._lock:
-            if codes.full(self.names):          # the drained buffer keeps the old table
-                self.names = {}
-                self._walker = _tasks.ChainWalker(self.names)
-            buf, self._buffer = self._buffer, Buffer(self.names)
+            self._owner = threading.get_ident()     # a signal tick here must not wait for it
+            try:
+                if codes.full(self.names):          # the drained buffer keeps the old table
+                    self.names = {}
+                    self._walker = _tasks.ChainWalker(self.names, self._walker.max_tasks)
+                buf, self._buffer = self._buffer, Buffer(self.names)
+            finally:
+                self._owner = 0
         return buf
+
+    @property
+    def signal_driven(self) -> bool:
+        return self._ticks is not None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SIGPROF handler: one tick, in the main thread (see the module notes)."""
+        if self._in_handler or self._stop.is_set():
+            return
+        self._in_handler = True
+        try:
+            self._last_signal = time.monotonic()
+            self.stats.signal_ticks += 1
+            self._tick(True, frame)
+        finally:
+            self._in_handler = False
+
+    def _tick(self, in_signal: bool = False, frame: FrameType | None = None) -> None:
+        t0 = time.thread_time_ns()
+        try:
+            self.sample_once(in_signal, frame)
+        except Exception:
+            self.stats.errors += 1
+        self.stats.sampling_cpu_us += (time.thread_time_ns() - t0) // 1000
 
     def _run(self) -> None:
         me = threading.current_thread().ident
@@ -110,10 +177,12 @@ class Sampler:
         interval, sleep, monotonic = self.interval, self._sleep.acquire, time.monotonic
         next_t = monotonic()
         while not self._stop.is_set():
-            try:
-                self.sample_once()
-            except Exception:
-                self.stats.errors += 1
+            if self._ticks is not None and self._supervised():
+                if sleep(True, _SUPERVISE):
+                    break
+                next_t = monotonic()
+                continue
+            self._tick()
             next_t += interval
             delay = next_t - monotonic()
             if delay < -interval:           # fell behind (suspended, GIL-starved): resync
@@ -122,10 +191,31 @@ class Sampler:
             if delay > 0 and sleep(True, delay):    # released: stopping
                 break
 
+    def _supervised(self) -> bool:
+        """Signal mode: True while signal ticks come (the thread need not sample)."""
+        ticks = self._ticks
+        if ticks is not None and ticks.replaced():
+            log.warning("telegen.sdk: the application set its own SIGPROF handler; "
+                        "sampling from a thread from now on")
+            ticks.delete()
+            self._ticks = None
+            return False
+        return time.monotonic() - self._last_signal < _STALL
+
     # -- one tick ------------------------------------------------------------------
-    def sample_once(self) -> None:
+    def sample_once(self, in_signal: bool = False, frame: FrameType | None = None) -> None:
+        """One round. ``in_signal``: called from the signal handler, in the main
+        thread, whose stack is then ``frame`` (the one the signal interrupted)."""
+        if self._owner == threading.get_ident():    # a signal during drain() in this thread
+            return
         self.stats.ticks += 1
         frames = sys._current_frames()
+        if in_signal:
+            main = threading.main_thread().ident or 0
+            if frame is None:
+                frames.pop(main, None)
+            else:
+                frames[main] = frame
         threads = threading._active  # type: ignore[attr-defined]
         ignore = self.ignore
         for_thread = self.tracker.for_thread
@@ -141,28 +231,30 @@ class Sampler:
             else:
                 found.append((ident, "", "", self._stack(frame), for_thread(ident)))
         del frames, frame
-        if self.asyncio:
-            self._walker.tick(threads, self.tracker.for_task, found)
+        tasks: list[SampleKey] = []
+        weight = self._walker.tick(threads, self.tracker, tasks) if self.asyncio else 1
         with self._lock:
             counts = self._buffer.counts
-            if len(counts) + len(found) <= self.max_stacks:
-                counts.update(found)            # counted in C
-                self.stats.samples += len(found)
-            else:
-                self._add_bounded(counts, found)
+            self._add(counts, found, 1)
+            if tasks:
+                self._add(counts, tasks, weight)
 
-    def _add_bounded(self, counts: Counter[SampleKey], found: list[SampleKey]) -> None:
-        stats = self.stats
+    def _add(self, counts: Counter[SampleKey], found: list[SampleKey], weight: int) -> None:
+        """Count ``found``, ``weight`` each; a new stack beyond ``max_stacks`` is dropped."""
+        get, room = counts.get, self.max_stacks - len(counts)
+        dropped = 0
         for key in found:
-            n = counts.get(key)
+            n = get(key)
             if n is not None:
-                counts[key] = n + 1
-            elif len(counts) < self.max_stacks:
-                counts[key] = 1
+                counts[key] = n + weight
+            elif room > 0:
+                counts[key] = weight
+                room -= 1
             else:
-                stats.dropped_samples += 1
-                continue
-            stats.samples += 1
+                dropped += weight
+        stats = self.stats
+        stats.samples += len(found) * weight - dropped
+        stats.dropped_samples += dropped
 
     def _stack(self, frame: FrameType | None) -> tuple[FrameKey, ...]:
         out: list[FrameKey] = []

@@ -23,61 +23,66 @@ same waiter means the coroutines have not moved since.
 from __future__ import annotations
 
 import sys
-from types import CodeType, CoroutineType, FrameType, GeneratorType
+import weakref
+from types import CoroutineType, FrameType, GeneratorType
 from typing import TYPE_CHECKING, Any
 
 from telegen.sdk import codes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from telegen.sdk.codes import FrameKey, Names, SampleKey
-    from telegen.sdk.spans import Link
+    from telegen.sdk.spans import SpanTracker
 
 _MAX_DEPTH = 256
 
 
-def _registries() -> list[Any]:
-    tasks_mod = sys.modules.get("asyncio.tasks")
-    if tasks_mod is None:           # the application never imported asyncio
-        return []
-    out = []
-    for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
-        reg = getattr(tasks_mod, name, None)
-        if reg is not None:
-            out.append(reg)
-    return out
+class Registry:
+    """asyncio's registries of live tasks and of the task each loop is running,
+    looked up once asyncio is imported (they are module globals that are
+    never replaced)."""
 
+    def __init__(self) -> None:
+        self._sets: list[Any] | None = None      # sets of tasks or of weakrefs to tasks
+        self._current: dict[Any, Any] = {}
 
-def running_tasks() -> set:  # type: ignore[type-arg]
-    """ids of the tasks their loops are running right now."""
-    tasks_mod = sys.modules.get("asyncio.tasks")
-    current = getattr(tasks_mod, "_current_tasks", None) if tasks_mod else None
-    if not current:
-        return set()
-    for _ in range(3):
-        try:
-            return {id(t) for t in list(current.values())}
-        except RuntimeError:        # changed size while copying: try again
-            continue
-    return set()
+    def _resolve(self) -> bool:
+        mod = sys.modules.get("asyncio.tasks")
+        if mod is None:             # the application has not imported asyncio (yet)
+            return False
+        sets = []
+        for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+            reg = getattr(mod, name, None)
+            if reg is not None:
+                data = getattr(reg, "data", None)   # a WeakSet: its set of weakrefs
+                sets.append(data if data is not None else reg)
+        self._sets = sets
+        self._current = getattr(mod, "_current_tasks", None) or {}
+        return True
 
+    def refs(self) -> list[Any]:
+        """Every live task of every loop (a snapshot), each as the task or as
+        a weak reference to it: one C-level copy per registry; only the
+        tasks a tick visits are dereferenced."""
+        if self._sets is None and not self._resolve():
+            return []
+        out: list[Any] = []
+        for data in self._sets or ():
+            for _ in range(3):
+                try:
+                    out.extend(list(data))
+                    break
+                except RuntimeError:            # changed size while copying: again
+                    continue
+        return out
 
-def all_tasks() -> list[Any]:
-    """Every live task of every loop in this process (a snapshot)."""
-    out: list[Any] = []
-    for reg in _registries():
-        data = getattr(reg, "data", None)       # a WeakSet: its set of weakrefs
+    def running(self) -> set[int]:
+        """ids of the tasks their loops are running right now."""
         for _ in range(3):
             try:
-                if data is not None:
-                    out.extend([t for r in list(data) if (t := r()) is not None])
-                else:
-                    out.extend(list(reg))
-                break
-            except RuntimeError:                # changed size while copying: again
+                return set(map(id, self._current.values()))
+            except RuntimeError:        # changed size while copying: try again
                 continue
-    return out
+        return set()
 
 
 def _frame_of(obj: Any) -> FrameType | None:
@@ -96,114 +101,112 @@ def _awaited(obj: Any) -> Any:
     return None
 
 
-def await_chain(task: Any) -> tuple[FrameType, ...]:
-    """Frames of a suspended task's await chain, innermost (leaf) first."""
-    try:
-        obj = task.get_coro()
-    except Exception:
-        return ()
-    frames: list[FrameType] = []
-    while obj is not None and len(frames) < _MAX_DEPTH:
-        frame = _frame_of(obj)
-        if frame is None:
-            break
-        frames.append(frame)
-        obj = _awaited(obj)
-    frames.reverse()
-    return tuple(frames)
-
-
-def task_name(task: Any) -> str:
-    get = getattr(task, "get_name", None)
-    try:
-        return str(get()) if get is not None else ""
-    except Exception:
-        return ""
-
-
-def task_thread(task: Any) -> int | None:
-    """The thread id running the task's loop (None before the loop ran)."""
-    try:
-        loop = task.get_loop()
-    except Exception:
-        return None
-    return getattr(loop, "_thread_id", None)
-
-
 class ChainWalker:
     """Samples of suspended tasks: (tid, thread name, task name, await chain
-    as frame keys leaf first, span link)."""
+    as frame keys leaf first, span link).
 
-    def __init__(self, names: Names) -> None:
+    ``max_tasks`` bounds the tasks visited per tick (0: every task, every
+    tick). With more live tasks than that, the registry is visited in
+    rotation -- ``r = ceil(tasks / max_tasks)`` ticks to go round, each tick
+    one ``r``-th of it -- and every sample counts ``r``, so each task keeps
+    its expected share of the time while a tick's cost stays bounded however
+    many connections a service keeps parked (the way JFR's execution sampler
+    bounds the threads it visits per period)."""
+
+    def __init__(self, names: Names, max_tasks: int = 0) -> None:
         self.names = names
-        # id(task) -> (task, the future it waited on, its sample) from the last tick
+        self.max_tasks = max_tasks
+        self._phase = 0
+        # id(task) -> (task, the future it waited on, its sample): from the
+        # last round through the registry, and from this round so far
         self._blocked: dict[int, tuple[Any, Any, SampleKey]] = {}
+        self._seen: dict[int, tuple[Any, Any, SampleKey]] = {}
+        self._registry = Registry()
 
-    def tick(self, threads: dict[int, Any], for_task: Callable[[Any], Link | None],
-             out: list[SampleKey]) -> None:
-        """Append a sample for every suspended task with a chain to ``out``.
+    def tick(self, threads: dict[int, Any], tracker: SpanTracker,
+             out: list[SampleKey]) -> int:
+        """Append a sample for every suspended task visited this tick to
+        ``out``; returns the weight of each (see the class notes).
 
-        A task still blocked on the future it waited on at the last tick has
+        A task still blocked on the future it waited on when last visited has
         not run since (see the module notes): its whole sample from then is
         reused -- chain, names and span link (its spans start and end as it
-        runs) -- so it costs a dict lookup and two identity checks."""
-        running = running_tasks()
-        old, blocked = self._blocked, {}
+        runs) -- so it costs a dict lookup and two identity checks. This runs
+        at every tick with the application's caches cold, so the walk and the
+        span lookup are inlined."""
+        refs = self._registry.refs()
+        weight, k = 1, self.max_tasks
+        if k and len(refs) > k:
+            weight = -(-len(refs) // k)
+            phase = self._phase % weight
+            refs = refs[phase::weight]
+            self._phase = phase + 1
+        else:
+            self._phase = 0
+        running = self._registry.running()
+        old, seen = self._blocked, self._seen
         loops: dict[int, tuple[int, str]] = {}     # id(loop) -> (tid, thread name)
-        walk = self.walk
-        for task in all_tasks():
+        names, register = self.names, codes.register
+        spans = tracker._tasks
+        coro_t, gen_t, ref_t = CoroutineType, GeneratorType, weakref.ref
+        append = out.append
+        for task in refs:
+            if type(task) is ref_t:
+                task = task()
+                if task is None:
+                    continue
             key = id(task)
             if key in running:
                 continue
             try:
                 waiter = task._fut_waiter
                 if waiter is not None:
-                    hit = old.get(key)
+                    hit = seen.get(key) or old.get(key)
                     if hit is not None and hit[1] is waiter and hit[0] is task:
-                        blocked[key] = hit
-                        out.append(hit[2])
+                        seen[key] = hit
+                        append(hit[2])
                         continue
-                chain = walk(task.get_coro())
-                if not chain:           # done
+                chain: list[FrameKey] = []
+                obj = task.get_coro()
+                while obj is not None:      # finite: a coroutine cannot await itself
+                    tp = type(obj)
+                    if tp is coro_t:
+                        frame = obj.cr_frame
+                        obj = obj.cr_await
+                    elif tp is gen_t:
+                        frame = obj.gi_frame
+                        obj = obj.gi_yieldfrom
+                    else:                   # async generators, other coroutine types
+                        frame = _frame_of(obj)
+                        obj = _awaited(obj)
+                    if frame is None:
+                        break
+                    code = frame.f_code
+                    cid = id(code)
+                    if cid not in names:
+                        register(names, code, frame)
+                    chain.append((cid, frame.f_lasti))
+                if not chain:               # done
                     continue
+                if len(chain) > _MAX_DEPTH:
+                    del chain[:len(chain) - _MAX_DEPTH]
+                chain.reverse()
                 loop = task.get_loop()
                 where = loops.get(id(loop))
                 if where is None:
                     where = loops[id(loop)] = _loop_thread(loop, threads)
-                sample = (where[0], where[1], task.get_name(), chain, for_task(task))
+                entry = spans.get(key)      # SpanTracker.for_task, inlined
+                link = entry[1][-1] if entry is not None and entry[1] and \
+                    entry[0]() is task else None
+                sample = (where[0], where[1], task.get_name(), tuple(chain), link)
                 if waiter is not None:
-                    blocked[key] = (task, waiter, sample)
-                out.append(sample)
+                    seen[key] = (task, waiter, sample)
+                append(sample)
             except Exception:
                 continue
-        self._blocked = blocked
-
-    def walk(self, obj: Any) -> tuple[FrameKey, ...]:
-        names = self.names
-        out: list[FrameKey] = []
-        append = out.append
-        while obj is not None:          # finite: a coroutine cannot await itself
-            tp = type(obj)
-            if tp is CoroutineType:
-                frame = obj.cr_frame
-                obj = obj.cr_await
-            elif tp is GeneratorType:
-                frame = obj.gi_frame
-                obj = obj.gi_yieldfrom
-            else:                       # async generators, other coroutine types
-                frame = _frame_of(obj)
-                obj = _awaited(obj)
-            if frame is None:
-                break
-            code: CodeType = frame.f_code
-            cid = id(code)
-            if cid not in names:
-                codes.register(names, code, frame)
-            append((cid, frame.f_lasti))
-        if len(out) > _MAX_DEPTH:
-            del out[:len(out) - _MAX_DEPTH]
-        out.reverse()
-        return tuple(out)
+        if self._phase == 0 or self._phase >= weight:      # round complete
+            self._blocked, self._seen = seen, {}
+        return weight
 
 
 def _loop_thread(loop: Any, threads: dict[int, Any]) -> tuple[int, str]:

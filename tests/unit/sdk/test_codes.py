@@ -75,12 +75,12 @@ def test_blocked_task_reuses_its_chain_until_it_moves() -> None:
         await asyncio.sleep(0)
         for _ in range(2):
             out: list[Any] = []
-            walker.tick({}, lambda t: None, out)
+            walker.tick({}, SpanTracker(), out)
             seen.append([s[3] for s in out if s[2] == task.get_name()][0])
         a.set_result(None)
         await asyncio.sleep(0)
         out = []
-        walker.tick({}, lambda t: None, out)
+        walker.tick({}, SpanTracker(), out)
         seen.append([s[3] for s in out if s[2] == task.get_name()][0])
         b.set_result(None)
         await task
@@ -149,7 +149,7 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
 
     def mine(task: Any) -> Any:
         out: list[Any] = []
-        walker.tick({}, tracker.for_task, out)
+        walker.tick({}, tracker, out)
         return [s for s in out if s[2] == task.get_name()][0]
 
     async def main() -> None:
@@ -165,7 +165,7 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
         futs[1].set_result(None)
         await task
         out: list[Any] = []
-        walker.tick({}, tracker.for_task, out)
+        walker.tick({}, tracker, out)
         assert not [s for s in out if s[2] == task.get_name()]     # done: no sample
         assert id(task) not in walker._blocked
 
