@@ -22,7 +22,8 @@ Variants: ``none`` (baseline), ``sdk`` (``asyncio=True``, default mode: the
 main thread's SIGPROF handler samples), ``sdk-thread`` (the same from a
 sampler thread, ``mode="thread"``), ``threads`` (``asyncio=False``), ``bare``
 (no SDK, one thread waking at the rate that only calls
-``sys._current_frames()``: the floor of any sampler thread). ``--no-worker``
+``sys._current_frames()``: the floor of any sampler thread), ``spans`` (only
+the SDK's span processor, no sampling). ``--no-worker``
 drops the worker thread (one asyncio thread).
 
     python -m bench.python_sdk [--seconds 10] [--rounds 6] [--rate 99]
@@ -46,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLICES_PER_REQUEST = 10     # a request: ~1 ms of CPU (10 slices of ~0.1 ms), one span
 
 
-VARIANTS = ("none", "bare", "threads", "sdk", "sdk-thread")
+VARIANTS = ("none", "bare", "spans", "threads", "sdk", "sdk-thread")
 
 
 def _bare_sampler(rate: int) -> None:
@@ -82,6 +83,11 @@ def child(variant: str, endpoint: str, rate: int, quota_async: int, quota_worker
                                  mode="thread" if variant == "sdk-thread" else "auto")
     elif variant == "bare":
         _bare_sampler(rate)
+    elif variant == "spans":
+        from telegen.sdk.spans import SpanTracker, make_span_processor
+
+        trace.get_tracer_provider().add_span_processor(  # type: ignore[attr-defined]
+            make_span_processor(SpanTracker()))
     done = {"async": 0, "worker": 0}
     deadline = t0 + seconds if seconds else float("inf")
 
@@ -128,6 +134,7 @@ def child(variant: str, endpoint: str, rate: int, quota_async: int, quota_worker
         th.join()
     work_s = time.monotonic() - t0
     sdk_threads = _sdk_threads_cpu()
+    c_stop = os.times()
     if prof is not None:
         import telegen.sdk
 
@@ -135,6 +142,7 @@ def child(variant: str, endpoint: str, rate: int, quota_async: int, quota_worker
     stats = prof.stats.as_dict() if prof is not None else {}
     c1 = os.times()
     print(json.dumps({"cpu_s": (c1.user - c0.user) + (c1.system - c0.system),
+                      "stop_cpu_s": (c1.user - c_stop.user) + (c1.system - c_stop.system),
                       "seconds": time.monotonic() - t0, "work_s": work_s, "done": done,
                       "sdk_threads_cpu_s": sdk_threads, "stats": stats}))
 
@@ -245,8 +253,10 @@ def report(args: argparse.Namespace, variants: list[str], runs: dict[str, list[d
         rs = runs[v]
         if rs[-1]["stats"]:
             threads = statistics.median(x["sdk_threads_cpu_s"] / x["cpu_s"] * 100 for x in rs)
+            flush = statistics.median(x["stop_cpu_s"] / x["cpu_s"] * 100 for x in rs)
             print(f"{v}: SDK threads' CPU (sampler + uploader, incl. first-use imports) "
-                  f"{threads:.2f}% of the service's; counters (last round): {rs[-1]['stats']}")
+                  f"{threads:.2f}% of the service's, final flush at stop {flush:.2f}%; "
+                  f"counters (last round): {rs[-1]['stats']}")
     print(f"uploads received: {uploads}")
 
 

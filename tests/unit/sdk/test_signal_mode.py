@@ -1,0 +1,233 @@
+"""What drives the SDK's ticks: SIGPROF from a per-thread timer to the main
+thread, the sampler thread's fallbacks, and the rotation over many tasks.
+
+The signal-mode programs run in their own interpreter (the handler belongs to
+a process's main thread); they print their findings as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from telegen.sdk.sampler import Sampler, Stats
+from telegen.sdk.spans import SpanTracker
+from telegen.sdk.tasks import ChainWalker
+
+ROOT = Path(__file__).resolve().parents[3]
+PRELUDE = """
+import asyncio, json, os, signal, sys, threading, time
+import telegen.sdk
+def report(prof, **extra):
+    buf = prof.sampler.drain()
+    main = threading.main_thread().native_id
+    tops = Counter()
+    for (tid, _, task, stack, _), n in buf.counts.items():
+        if tid == main and not task:
+            tops[" > ".join(buf.names[c][0] for c, _ in stack[:3])] += n
+    print(json.dumps(dict(stats=prof.stats.as_dict(), signal=prof.sampler.signal_driven,
+                          tops=tops.most_common(), **extra)))
+from collections import Counter
+"""
+
+
+def run(body: str, timeout: float = 60) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", PRELUDE + body], capture_output=True,
+                          text=True, cwd=ROOT, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+BUSY_LOOP = """
+def work():
+    x = 0
+    for i in range(2000):
+        x += i * i
+async def handler():
+    while time.monotonic() < end:
+        work()
+        await asyncio.sleep(0)
+async def main():
+    await asyncio.gather(*(handler() for _ in range(20)))
+prof = telegen.sdk.start(endpoint="127.0.0.1:9", sample_rate=99, asyncio=True,
+                         upload_interval=3600, mode=MODE)
+t0 = time.monotonic(); end = t0 + 3
+asyncio.run(main())
+prof.sampler.stop()
+report(prof, seconds=time.monotonic() - t0)
+"""
+
+
+def test_one_busy_asyncio_thread_gets_every_tick() -> None:
+    """The defect the signal mode fixes: one asyncio thread that yields at
+    every ``await`` (and so drops and retakes the GIL at every epoll call)
+    starves a sampler thread; the main thread's SIGPROF handler needs no
+    hand-off. The handler's own frames are not in the main thread's stacks."""
+    sig = run("MODE = 'auto'\n" + BUSY_LOOP)
+    thr = run("MODE = 'thread'\n" + BUSY_LOOP)
+    sig_rate = sig["stats"]["ticks"] / sig["seconds"]
+    thr_rate = thr["stats"]["ticks"] / thr["seconds"]
+    assert sig["signal"] and sig["stats"]["signal_ticks"] == sig["stats"]["ticks"]
+    assert sig_rate >= 90, sig["stats"]              # 99 asked
+    assert not thr["signal"] and thr["stats"]["signal_ticks"] == 0
+    assert thr_rate < sig_rate, (thr_rate, sig_rate)
+    tops = dict(sig["tops"])
+    assert not any("telegen.sdk" in t for t in tops), tops
+    hot = sum(n for t, n in tops.items() if t.split(" > ")[0].endswith(".work"))
+    assert hot > 0.5 * sum(tops.values()), tops      # the loop mostly runs work()
+
+
+def test_thread_mode_when_not_started_from_the_main_thread() -> None:
+    out = run("""
+box = []
+t = threading.Thread(target=lambda: box.append(telegen.sdk.start(
+    endpoint="127.0.0.1:9", upload_interval=3600)))
+t.start(); t.join()
+time.sleep(1.0)
+prof = box[0]
+prof.sampler.stop()
+report(prof, default=signal.getsignal(signal.SIGPROF) == signal.SIG_DFL)
+""")
+    assert not out["signal"] and out["default"]
+    assert 60 <= out["stats"]["ticks"] <= 110, out["stats"]
+
+
+def test_an_existing_sigprof_handler_is_left_alone() -> None:
+    out = run("""
+got = []
+signal.signal(signal.SIGPROF, lambda s, f: got.append(s))
+prof = telegen.sdk.start(endpoint="127.0.0.1:9", upload_interval=3600, mode="auto")
+time.sleep(0.6)
+prof.sampler.stop()
+report(prof, got=len(got), ours=signal.getsignal(signal.SIGPROF).__name__)
+""")
+    assert not out["signal"] and out["got"] == 0 and out["ours"] == "<lambda>"
+    assert out["stats"]["ticks"] > 30
+
+
+def test_a_handler_set_later_by_the_application_takes_over() -> None:
+    """The timer is deleted once the supervisor sees another SIGPROF handler
+    (within ~0.25 s), so the application's handler is not fed our ticks, and
+    the sampler thread goes on sampling."""
+    out = run("""
+prof = telegen.sdk.start(endpoint="127.0.0.1:9", upload_interval=3600)
+time.sleep(0.5)
+before = prof.stats.signal_ticks
+got = []
+signal.signal(signal.SIGPROF, lambda s, f: got.append(s))
+time.sleep(0.6)
+settled = len(got)
+t_ticks = prof.stats.ticks
+time.sleep(1.0)
+prof.sampler.stop()
+report(prof, before=before, settled=settled, later=len(got) - settled,
+       thread_ticks=prof.stats.ticks - t_ticks)
+""")
+    assert out["before"] >= 40 and not out["signal"]
+    assert out["settled"] <= 40 and out["later"] == 0, out      # at most ~0.35 s of ticks
+    assert out["thread_ticks"] >= 60, out
+
+
+def test_main_thread_blocked_in_c_the_thread_samples() -> None:
+    """A read restarted by the kernel (SA_RESTART) never returns to Python, so
+    no handler runs: after ``_STALL`` the sampler thread samples, and the main
+    thread's stack shows where it is blocked."""
+    out = run("""
+def blocked_reader(fd):
+    return os.read(fd, 1)
+r, w = os.pipe()
+threading.Timer(1.5, lambda: os.write(w, b"x")).start()
+prof = telegen.sdk.start(endpoint="127.0.0.1:9", upload_interval=3600)
+time.sleep(0.3)
+sig0 = prof.stats.signal_ticks
+t0 = time.monotonic()
+blocked_reader(r)
+blocked_s = time.monotonic() - t0
+signal_during = prof.stats.signal_ticks - sig0
+time.sleep(0.3)
+prof.sampler.stop()
+report(prof, blocked_s=blocked_s, signal_during=signal_during)
+""")
+    st = out["stats"]
+    thread_ticks = st["ticks"] - st["signal_ticks"]
+    assert out["signal"] and out["signal_during"] <= 2, out
+    assert thread_ticks >= 0.8 * 99 * (out["blocked_s"] - 0.3), out
+    tops = dict(out["tops"])
+    assert any(t.split(" > ")[0].endswith(".blocked_reader") for t in tops), tops
+
+
+def test_exit_without_stop_is_clean() -> None:
+    """The timer is deleted at exit, before the interpreter resets SIGPROF to
+    its default action (which would kill the process)."""
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", (
+            "import time, telegen.sdk\n"
+            "telegen.sdk.start(endpoint='127.0.0.1:9', upload_interval=3600, sample_rate=1000)\n"
+            "time.sleep(0.2)\n")], capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert proc.returncode == 0, (proc.returncode, proc.stderr)
+
+
+def test_tasks_in_rotation_keep_their_shares() -> None:
+    """With more tasks than ``max_tasks``, each tick visits a slice of them
+    and counts each sample for the ticks it stands for: over whole rounds
+    every task has exactly one count per tick."""
+    walker = ChainWalker({}, max_tasks=4)
+    tracker = SpanTracker()
+    counts: Counter[str] = Counter()
+    per_tick: list[int] = []
+    ticks: list[int] = []
+
+    async def park_a(f: asyncio.Future[None]) -> None:
+        await f
+
+    async def park_b(f: asyncio.Future[None]) -> None:
+        await f
+
+    async def park_c(f: asyncio.Future[None]) -> None:
+        await f
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futs = [loop.create_future() for _ in range(12)]
+        kinds = [park_a] * 6 + [park_b] * 4 + [park_c] * 2
+        tasks = [asyncio.ensure_future(k(f)) for k, f in zip(kinds, futs, strict=True)]
+        await asyncio.sleep(0)
+        # 12 tasks + main (+ any tasks of earlier tests not yet collected):
+        # a weight w >= 4, and w ticks go round once
+        weights = [walker.tick({}, tracker, [])]
+        walker._phase = 0
+        for _ in range(3 * weights[0]):
+            out: list[Any] = []
+            weight = walker.tick({}, tracker, out)
+            weights.append(weight)
+            per_tick.append(len(out))
+            for s in out:
+                counts[walker.names[s[3][0][0]][0].rsplit(".", 1)[-1]] += weight
+        ticks.append(len(weights) - 1)
+        assert len(set(weights)) == 1 and weights[0] >= 4, weights
+        for f in futs:
+            f.set_result(None)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    n = ticks[0]
+    assert max(per_tick) <= 4
+    assert counts["park_a"] == 6 * n and counts["park_b"] == 4 * n \
+        and counts["park_c"] == 2 * n, counts
+
+
+def test_weighted_samples_are_counted_and_bounded() -> None:
+    stats = Stats()
+    s = Sampler(rate=100, asyncio=False, tracker=SpanTracker(), stats=stats, max_stacks=2)
+    counts: Counter[Any] = Counter()
+    keys: list[Any] = [(1, "", "", ((1, 0),), None), (2, "", "", ((2, 0),), None),
+                       (3, "", "", ((3, 0),), None)]
+    s._add(counts, keys, 3)
+    s._add(counts, keys[:1], 1)
+    assert counts == {keys[0]: 4, keys[1]: 3}
+    assert stats.samples == 7 and stats.dropped_samples == 3
