@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SLICES_PER_REQUEST = 10     # a request: ~1 ms of CPU (10 slices of ~0.1 ms), one span
 
 
 VARIANTS = ("none", "bare", "spans", "threads", "sdk", "sdk-thread")
@@ -65,13 +64,11 @@ def child(variant: str, endpoint: str, rate: int, quota_async: int, quota_worker
           seconds: float) -> None:
     """One round: do the quotas of work (or, with ``seconds``, as much as fits
     in that time: the calibration run) and print what it cost as JSON."""
-    import asyncio
-
     from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
 
-    trace.set_tracer_provider(TracerProvider())
-    tracer = trace.get_tracer("bench")
+    from bench.pyservice import Service, tracer
+
+    service = Service(tracer(), lambda kind: False)
     prof = None
     c0 = os.times()
     t0 = time.monotonic()
@@ -88,50 +85,12 @@ def child(variant: str, endpoint: str, rate: int, quota_async: int, quota_worker
 
         trace.get_tracer_provider().add_span_processor(  # type: ignore[attr-defined]
             make_span_processor(SpanTracker()))
-    done = {"async": 0, "worker": 0}
+    done = service.done
     deadline = t0 + seconds if seconds else float("inf")
-
-    def more(kind: str, quota: int) -> bool:
-        return done[kind] < quota if not seconds else time.monotonic() < deadline
-
-    def slice_() -> int:
-        x = 0
-        for i in range(2000):
-            x += i * i
-        return x
-
-    def worker() -> None:
-        while more("worker", quota_worker):
-            with tracer.start_as_current_span("request"):
-                for _ in range(SLICES_PER_REQUEST):
-                    slice_()
-                    done["worker"] += 1
-
-    async def handler() -> None:
-        while more("async", quota_async):
-            with tracer.start_as_current_span("handle"):
-                for _ in range(SLICES_PER_REQUEST):
-                    slice_()
-                    done["async"] += 1
-                    await asyncio.sleep(0)
-
-    async def main() -> None:
-        q: asyncio.Queue[int] = asyncio.Queue()
-
-        async def parked() -> None:
-            await q.get()
-
-        waiting = [asyncio.ensure_future(parked()) for _ in range(20)]
-        await asyncio.gather(*(handler() for _ in range(40)))
-        for t in waiting:
-            t.cancel()
-
-    th = threading.Thread(target=worker, name="worker")
-    if quota_worker or seconds:
-        th.start()
-    asyncio.run(main())
-    if th.is_alive() or th.ident:
-        th.join()
+    quota = {"async": quota_async, "worker": quota_worker}
+    service.more = (lambda kind: done[kind] < quota[kind]) if not seconds else \
+        (lambda kind: time.monotonic() < deadline)
+    service.run(worker=bool(quota_worker))
     work_s = time.monotonic() - t0
     sdk_threads = _sdk_threads_cpu()
     c_stop = os.times()

@@ -54,6 +54,9 @@ _MAX_DEPTH = 512
 _SUPERVISE = 0.25           # signal mode: how often the sampler thread looks
 _STALL = 0.1                # no signal tick for this long: the thread samples
 MODES = ("auto", "signal", "thread")
+# generator, coroutine, iterable coroutine, async generator: frames that can be
+# suspended and resumed by another caller (their f_back changes)
+_SUSPENDABLE = 0x20 | 0x80 | 0x100 | 0x200
 log = logging.getLogger("telegen.sdk")
 
 
@@ -111,6 +114,8 @@ class Sampler:
         self._last_signal = 0.0
         self._in_handler = False
         self._owner = 0                         # thread holding _lock in drain()
+        # tid -> (top frame, its f_lasti, sample) from the last tick; see sample_once
+        self._still: dict[int, tuple[FrameType, int, SampleKey]] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -141,6 +146,7 @@ class Sampler:
                 if codes.full(self.names):          # the drained buffer keeps the old table
                     self.names = {}
                     self._walker = _tasks.ChainWalker(self.names, self._walker.max_tasks)
+                    self._still = {}
                 buf, self._buffer = self._buffer, Buffer(self.names)
             finally:
                 self._owner = 0
@@ -205,10 +211,19 @@ class Sampler:
     # -- one tick ------------------------------------------------------------------
     def sample_once(self, in_signal: bool = False, frame: FrameType | None = None) -> None:
         """One round. ``in_signal``: called from the signal handler, in the main
-        thread, whose stack is then ``frame`` (the one the signal interrupted)."""
+        thread, whose stack is then ``frame`` (the one the signal interrupted).
+
+        A thread whose top frame is the same frame object at the same
+        instruction as at the last tick has not moved (idle pool workers,
+        threads blocked in C): its sample is reused, so a service with many
+        idle threads pays a dict lookup per thread, not a walk. The frame
+        cannot be another one at the same address (it is held until the next
+        tick), and its callers cannot have changed while it is alive unless it
+        can be suspended (generators, coroutines: never reused)."""
         if self._owner == threading.get_ident():    # a signal during drain() in this thread
             return
         self.stats.ticks += 1
+        names = self.names
         frames = sys._current_frames()
         if in_signal:
             main = threading.main_thread().ident or 0
@@ -217,23 +232,33 @@ class Sampler:
             else:
                 frames[main] = frame
         threads = threading._active  # type: ignore[attr-defined]
-        ignore = self.ignore
-        for_thread = self.tracker.for_thread
+        ignore, spans = self.ignore, self.tracker._threads
+        last, seen = self._still, {}
         found: list[SampleKey] = []
         frame = None
         for ident, frame in frames.items():
             if ident in ignore:
                 continue
-            th = threads.get(ident)
-            if th is not None:
-                found.append((th.native_id or ident, th.name, "", self._stack(frame),
-                              for_thread(ident)))
+            stack = spans.get(ident)            # SpanTracker.for_thread, inlined
+            link = stack[-1] if stack else None
+            hit = last.get(ident)
+            if hit is not None and hit[0] is frame and hit[1] == frame.f_lasti:
+                sample = hit[2] if hit[2][4] == link else hit[2][:4] + (link,)
             else:
-                found.append((ident, "", "", self._stack(frame), for_thread(ident)))
+                th = threads.get(ident)
+                sample = (th.native_id or ident, th.name, "", self._stack(frame), link) \
+                    if th is not None else (ident, "", "", self._stack(frame), link)
+            if not frame.f_code.co_flags & _SUSPENDABLE:
+                seen[ident] = (frame, frame.f_lasti, sample)
+            found.append(sample)
+        self._still = seen
         del frames, frame
         tasks: list[SampleKey] = []
         weight = self._walker.tick(threads, self.tracker, tasks) if self.asyncio else 1
         with self._lock:
+            if self.names is not names:         # drain() renewed the table meanwhile
+                self._still = {}
+                return
             counts = self._buffer.counts
             self._add(counts, found, 1)
             if tasks:

@@ -71,12 +71,21 @@ class ThreadTimer:
             err = ctypes.get_errno()
             raise OSError(err, f"timer_create: {os.strerror(err)}")
         self._id = timer_id
+        try:
+            self.set(interval)
+        except OSError:
+            self.delete()
+            raise
+
+    def set(self, interval: float) -> None:
+        """Fire every ``interval`` seconds from now on (0: pause)."""
+        if self._id is None:
+            return
         sec, frac = divmod(interval, 1.0)
         period = _TimeSpec(int(sec), int(frac * 1e9))
-        spec = _ITimerSpec(period, period)
-        if lib.timer_settime(timer_id, 0, ctypes.byref(spec), None) != 0:
+        if self._lib.timer_settime(self._id, 0, ctypes.byref(_ITimerSpec(period, period)),
+                                   None) != 0:
             err = ctypes.get_errno()
-            self.delete()
             raise OSError(err, f"timer_settime: {os.strerror(err)}")
 
     def delete(self) -> None:

@@ -196,3 +196,23 @@ def test_bounded_buffer_counts_drops(waiting_thread: threading.Thread) -> None:
     counts = s.drain().counts
     assert len(counts) == 1
     assert stats.dropped_samples >= 2 and stats.samples == 2
+
+
+def test_a_thread_that_has_not_moved_reuses_its_sample(waiting_thread: threading.Thread) -> None:
+    """Same top frame at the same instruction: the same sample object (no walk);
+    a span started in that thread since still shows; a thread that moved is walked."""
+    s = Sampler(rate=100, asyncio=False, tracker=SpanTracker(), stats=Stats())
+    tid = waiting_thread.ident
+
+    def sample_of(ident: int | None) -> Any:
+        s.sample_once()
+        return s._still[ident][2] if ident in s._still else None
+
+    first, again = sample_of(tid), sample_of(tid)
+    assert first is not None and again is first
+    s.tracker._threads[tid or 0] = [(5, 6)]         # as if a span had started there
+    linked = sample_of(tid)
+    assert linked[4] == (5, 6) and linked[3] is first[3]
+    me = threading.get_ident()                      # this thread moves between ticks
+    a, b = sample_of(me), sample_of(me)
+    assert a is not b

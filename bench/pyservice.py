@@ -1,0 +1,77 @@
+"""The busy Python service both SDK benches run (``bench.python_sdk``,
+``bench.python_sdk_phases``): an asyncio loop with 40 handler tasks serving
+"requests" of ~1 ms CPU (10 slices, yielding to the loop between slices)
+inside an OpenTelemetry span, 20 tasks parked on a queue, and optionally a
+worker thread serving the same requests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+SLICES_PER_REQUEST = 10     # a request: ~1 ms of CPU (10 slices of ~0.1 ms), one span
+
+
+def slice_() -> int:
+    x = 0
+    for i in range(2000):
+        x += i * i
+    return x
+
+
+class Service:
+    """``more(kind)`` says whether the loop (``"async"``) or the worker
+    (``"worker"``) takes another request; ``done`` counts slices."""
+
+    def __init__(self, tracer: Any, more: Callable[[str], bool]) -> None:
+        self.tracer = tracer
+        self.more = more
+        self.done = {"async": 0, "worker": 0}
+
+    def worker(self) -> None:
+        done, span = self.done, self.tracer.start_as_current_span
+        while self.more("worker"):
+            with span("request"):
+                for _ in range(SLICES_PER_REQUEST):
+                    slice_()
+                    done["worker"] += 1
+
+    async def handler(self) -> None:
+        done, span = self.done, self.tracer.start_as_current_span
+        while self.more("async"):
+            with span("handle"):
+                for _ in range(SLICES_PER_REQUEST):
+                    slice_()
+                    done["async"] += 1
+                    await asyncio.sleep(0)
+
+    async def main(self, alongside: Awaitable[Any] | None = None) -> None:
+        q: asyncio.Queue[int] = asyncio.Queue()
+
+        async def parked() -> None:
+            await q.get()
+
+        waiting = [asyncio.ensure_future(parked()) for _ in range(20)]
+        jobs = [self.handler() for _ in range(40)]
+        await asyncio.gather(*jobs, *([alongside] if alongside is not None else []))
+        for t in waiting:
+            t.cancel()
+
+    def run(self, worker: bool, alongside: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """Serve until ``more`` says no (the worker thread too, when asked)."""
+        th = threading.Thread(target=self.worker, name="worker")
+        if worker:
+            th.start()
+        asyncio.run(self.main(alongside() if alongside is not None else None))
+        if worker:
+            th.join()
+
+
+def tracer() -> Any:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    return trace.get_tracer("bench")
