@@ -17,8 +17,9 @@ with a 95% interval, the ticks per second reached in "on" phases, the
 sampling CPU the SDK counts itself, and the uploader thread's CPU over the
 whole run (the part that does not switch off: add it).
 
-    python -m bench.python_sdk_phases [--seconds 90] [--phase 0.25] [--rate 99]
-                                      [--no-worker] [--max-tasks 8] [--idle-threads 0]
+    python -m bench.python_sdk_phases [--seconds 90] [--phase 0.1] [--rate 99]
+                                      [--no-worker] [--no-asyncio] [--max-tasks 8]
+                                      [--idle-threads 0]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def child(args: argparse.Namespace) -> None:
     telegen.sdk.sampler._STALL = float("inf")      # "off" means off: no thread fallback
 
     prof = telegen.sdk.start(endpoint=args.endpoint, service_name="bench",
-                             sample_rate=args.rate, asyncio=True,
+                             sample_rate=args.rate, asyncio=not args.no_asyncio,
                              max_tasks_per_tick=args.max_tasks)
     assert prof is not None and prof.sampler.signal_driven, "signal mode needed"
     timer = prof.sampler._ticks._timer          # type: ignore[union-attr]
@@ -67,9 +68,11 @@ def child(args: argparse.Namespace) -> None:
             timer.set(1.0 / args.rate if on else 0.0)
             done0, cpu0 = sum(service.done.values()), time.process_time()
             ticks0, own0 = prof.stats.ticks, prof.stats.sampling_cpu_us
+            t0 = time.monotonic()
             await asyncio.sleep(args.phase)
             phases.append({"on": on, "slices": sum(service.done.values()) - done0,
                            "cpu": time.process_time() - cpu0,
+                           "seconds": time.monotonic() - t0,
                            "ticks": prof.stats.ticks - ticks0,
                            "own_us": prof.stats.sampling_cpu_us - own0})
             i += 1
@@ -109,11 +112,12 @@ def report(args: argparse.Namespace, out: dict[str, Any], uploads: int) -> None:
     mean = statistics.fmean(pairs)
     half = 1.96 * statistics.stdev(pairs) / len(pairs) ** 0.5
     ons = [p for p in phases if p["on"]]
-    ticks = sum(p["ticks"] for p in ons) / (len(ons) * args.phase)
+    ticks = sum(p["ticks"] for p in ons) / sum(p["seconds"] for p in ons)
     own = sum(p["own_us"] for p in ons) / 1e6 / sum(p["cpu"] for p in ons) * 100
     service = "40 asyncio handlers" + ("" if args.no_worker else " + 1 worker thread") + \
         ", 1 ms requests in spans, 20 parked tasks" + \
-        (f", {args.idle_threads} idle pool threads" if args.idle_threads else "")
+        (f", {args.idle_threads} idle pool threads" if args.idle_threads else "") + \
+        ("; SDK without asyncio task chains" if args.no_asyncio else "")
     print(f"service: {service}; {len(pairs)} on/off pairs of {args.phase} s phases, "
           f"{args.rate} Hz, max_tasks_per_tick {args.max_tasks}\n")
     print("| CPU per unit of work, sampling on vs off | value |")
@@ -131,10 +135,12 @@ def report(args: argparse.Namespace, out: dict[str, Any], uploads: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=90.0)
-    ap.add_argument("--phase", type=float, default=0.25)
+    ap.add_argument("--phase", type=float, default=0.1)
     ap.add_argument("--rate", type=int, default=99)
     ap.add_argument("--max-tasks", type=int, default=8)
     ap.add_argument("--no-worker", action="store_true")
+    ap.add_argument("--no-asyncio", action="store_true",
+                    help="the SDK without asyncio task chains (threads only)")
     ap.add_argument("--idle-threads", type=int, default=0,
                     help="also keep a thread pool with this many idle workers")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -151,7 +157,8 @@ def main() -> None:
                "--endpoint", f"127.0.0.1:{backend.port}", "--seconds", str(args.seconds),
                "--phase", str(args.phase), "--rate", str(args.rate),
                "--max-tasks", str(args.max_tasks), "--idle-threads", str(args.idle_threads)] + \
-            (["--no-worker"] if args.no_worker else [])
+            (["--no-worker"] if args.no_worker else []) + \
+            (["--no-asyncio"] if args.no_asyncio else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                               timeout=args.seconds + 120)
         if proc.returncode != 0:
