@@ -7,6 +7,7 @@ worker thread serving the same requests."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -67,6 +68,21 @@ class Service:
         asyncio.run(self.main(alongside() if alongside is not None else None))
         if worker:
             th.join()
+
+
+def threads_cpu_s(prefix: str) -> float:
+    """CPU seconds so far of this process's threads whose names start with
+    ``prefix`` (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for th in threading.enumerate():
+        if th.name.startswith(prefix) and th.native_id:
+            try:
+                with open(f"/proc/self/task/{th.native_id}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def tracer() -> Any:

@@ -66,7 +66,7 @@ def child(variant: str, endpoint: str, rate: int, quota_async: int, quota_worker
     in that time: the calibration run) and print what it cost as JSON."""
     from opentelemetry import trace
 
-    from bench.pyservice import Service, tracer
+    from bench.pyservice import Service, threads_cpu_s, tracer
 
     service = Service(tracer(), lambda kind: False)
     prof = None
@@ -92,7 +92,7 @@ def child(variant: str, endpoint: str, rate: int, quota_async: int, quota_worker
         (lambda kind: time.monotonic() < deadline)
     service.run(worker=bool(quota_worker))
     work_s = time.monotonic() - t0
-    sdk_threads = _sdk_threads_cpu()
+    sdk_threads = threads_cpu_s("telegen-sdk-")
     c_stop = os.times()
     if prof is not None:
         import telegen.sdk
@@ -104,21 +104,6 @@ def child(variant: str, endpoint: str, rate: int, quota_async: int, quota_worker
                       "stop_cpu_s": (c1.user - c_stop.user) + (c1.system - c_stop.system),
                       "seconds": time.monotonic() - t0, "work_s": work_s, "done": done,
                       "sdk_threads_cpu_s": sdk_threads, "stats": stats}))
-
-
-def _sdk_threads_cpu() -> float:
-    """CPU seconds of the SDK's sampler and uploader threads so far (Linux
-    /proc; 0 elsewhere)."""
-    total = 0.0
-    for th in threading.enumerate():
-        if th.name.startswith("telegen-sdk-") and th.native_id:
-            try:
-                with open(f"/proc/self/task/{th.native_id}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def run_round(variant: str, endpoint: str, rate: int, quota: tuple[int, int],

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def child(args: argparse.Namespace) -> None:
     import telegen.sdk
     import telegen.sdk.sampler
-    from bench.pyservice import Service, tracer
+    from bench.pyservice import Service, threads_cpu_s, tracer
 
     telegen.sdk.sampler._STALL = float("inf")      # "off" means off: no thread fallback
 
@@ -80,22 +79,11 @@ def child(args: argparse.Namespace) -> None:
     cpu_start = time.process_time()
     service.run(worker=not args.no_worker, alongside=switch)
     cpu_total = time.process_time() - cpu_start
-    uploader = _thread_cpu("telegen-sdk-uploader")
+    uploader = threads_cpu_s("telegen-sdk-uploader")
     stats = prof.stats.as_dict()
     telegen.sdk.stop()
     print(json.dumps({"phases": phases, "cpu_total": cpu_total, "uploader_cpu": uploader,
                       "stats": stats}))
-
-
-def _thread_cpu(name: str) -> float:
-    import threading
-
-    for th in threading.enumerate():
-        if th.name == name and th.native_id:
-            with open(f"/proc/self/task/{th.native_id}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
 
 
 def report(args: argparse.Namespace, out: dict[str, Any], uploads: int) -> None:
