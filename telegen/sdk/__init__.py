@@ -28,6 +28,7 @@ The sampling core runs on CPython 3.8+; the OTLP encoder is the agent's
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = ["Profiler", "start", "stop", "stats", "span_processor"]
 log = logging.getLogger("telegen.sdk")
 _lock = threading.Lock()
 _profiler: Profiler | None = None
+_started_with: dict[str, Any] = {}         # Profiler arguments, for a forked child
 
 
 class Profiler:
@@ -49,9 +51,9 @@ class Profiler:
                  asyncio: bool, upload_interval: float, max_stacks: int, max_pending: int,
                  timeout: float, headers: dict[str, str] | None,
                  resource: dict[str, str | int] | None, mode: str = "auto",
-                 max_tasks_per_tick: int = 0) -> None:
+                 max_tasks_per_tick: int = 0, tracker: SpanTracker | None = None) -> None:
         self.stats = Stats()
-        self.tracker = SpanTracker()
+        self.tracker = tracker or SpanTracker()
         self.sampler = Sampler(rate=sample_rate, asyncio=asyncio, tracker=self.tracker,
                                stats=self.stats, max_stacks=max_stacks, mode=mode,
                                max_tasks=max_tasks_per_tick)
@@ -127,24 +129,48 @@ def start(*, endpoint: str = "127.0.0.1:4317", service_name: str = "",
                 return _profiler
             _check(sample_rate, upload_interval, endpoint)
             if not service_name:
-                import os
                 import sys
 
                 service_name = os.environ.get("OTEL_SERVICE_NAME") or \
                     f"unknown_service:{os.path.basename(sys.executable)}"
-            prof = Profiler(endpoint=endpoint, service_name=service_name,
-                            sample_rate=int(sample_rate), asyncio=bool(asyncio),
-                            upload_interval=float(upload_interval), max_stacks=max_stacks,
-                            max_pending=max_pending, timeout=timeout, headers=headers,
-                            resource=resource, mode=mode,
-                            max_tasks_per_tick=int(max_tasks_per_tick))
+            args = dict(endpoint=endpoint, service_name=service_name,
+                        sample_rate=int(sample_rate), asyncio=bool(asyncio),
+                        upload_interval=float(upload_interval), max_stacks=max_stacks,
+                        max_pending=max_pending, timeout=timeout, headers=headers,
+                        resource=resource, mode=mode, max_tasks_per_tick=int(max_tasks_per_tick))
+            prof = Profiler(**args)             # type: ignore[arg-type]
             prof.attach(tracer_provider)
             prof.start()
             _profiler = prof
+            if not _started_with and hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_after_fork_in_child)
+            _started_with.clear()
+            _started_with.update(args)
             return prof
     except Exception as exc:
         log.warning("telegen.sdk: profiler not started: %s", exc)
         return None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a pre-forking server's worker) gets a profiler of its own:
+    the parent's threads and timer did not survive the fork. It keeps the span
+    processor already on the TracerProvider (and so its tracker, minus the
+    spans of threads that are not in the child)."""
+    global _lock, _profiler
+    _lock = threading.Lock()            # another parent thread may have held it
+    old, _profiler = _profiler, None
+    if old is None:
+        return
+    try:
+        old.sampler.forget_after_fork()
+        old.tracker.after_fork()
+        prof = Profiler(**_started_with, tracker=old.tracker)
+        prof._processor = old._processor
+        prof.start()
+        _profiler = prof
+    except Exception as exc:
+        log.warning("telegen.sdk: not profiling the forked child: %r", exc)
 
 
 def stop(timeout_s: float = 5.0) -> None:

@@ -152,6 +152,14 @@ class Sampler:
                 self._owner = 0
         return buf
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: this sampler's threads and timer stayed in the
+        parent; take its SIGPROF handler down so a new sampler can install one."""
+        self._stop.set()
+        if self._ticks is not None:
+            self._ticks.forget()
+            self._ticks = None
+
     @property
     def signal_driven(self) -> bool:
         return self._ticks is not None

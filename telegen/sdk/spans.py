@@ -80,6 +80,17 @@ class SpanTracker:
             stack.append(link)
             self._where[span_id] = (where, key, stack, link)
 
+    def after_fork(self) -> None:
+        """In a forked child: only the forking thread's open spans go on."""
+        me = threading.get_ident()
+        self._lock = threading.Lock()
+        mine = self._threads.get(me)
+        self._threads = {me: mine} if mine else {}
+        self._tasks = {}
+        self._where = {span_id: (self._threads, me, mine, link)
+                       for span_id, (_, key, stack, link) in self._where.items()
+                       if mine is not None and stack is mine}
+
     def ended(self, span_id: int) -> None:
         with self._lock:
             self._forget(span_id)

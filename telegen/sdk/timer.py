@@ -140,6 +140,15 @@ class MainThreadTicks:
         atexit.register(ticks.delete)
         return ticks
 
+    def forget(self) -> None:
+        """In a forked child, where the timer does not exist (POSIX timers are
+        not inherited): SIGPROF back to its default, nothing deleted."""
+        import signal
+
+        self._timer = None
+        if not self.replaced():
+            signal.signal(signal.SIGPROF, signal.SIG_DFL)
+
     def replaced(self) -> bool:
         """Someone else set a SIGPROF handler since (ours no longer runs)."""
         import signal

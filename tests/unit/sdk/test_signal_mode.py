@@ -231,3 +231,42 @@ def test_weighted_samples_are_counted_and_bounded() -> None:
     s._add(counts, keys[:1], 1)
     assert counts == {keys[0]: 4, keys[1]: 3}
     assert stats.samples == 7 and stats.dropped_samples == 3
+
+
+def test_a_forked_child_profiles_itself() -> None:
+    """Pre-forking servers (gunicorn --preload): the parent's sampler threads
+    and timer do not survive fork; the child starts its own, signal-driven,
+    keeping the span processor; the parent goes on."""
+    out = run("""
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+trace.set_tracer_provider(TracerProvider())
+tracer = trace.get_tracer("t")
+prof = telegen.sdk.start(endpoint="127.0.0.1:9", upload_interval=3600)
+def spin(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sum(i * i for i in range(1000))
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    with tracer.start_as_current_span("in-child") as span:
+        spin(1.0)
+        child = telegen.sdk._profiler
+        buf = child.sampler.drain()
+        links = {k[4] for k in buf.counts if k[4]}
+    os.write(w, json.dumps(dict(
+        new=child is not prof, signal=child.sampler.signal_driven, ticks=child.stats.ticks,
+        span=[span.get_span_context().span_id] == [l[1] for l in links])).encode())
+    os._exit(0)
+spin(1.0)
+_, status = os.waitpid(pid, 0)
+child = json.loads(os.read(r, 10000))
+prof.sampler.stop()
+report(prof, child=child, status=status)
+""")
+    assert out["status"] == 0 and out["signal"]
+    child = out["child"]
+    assert child["new"] and child["signal"] and child["span"], child
+    assert 80 <= child["ticks"] <= 110, child
+    assert out["stats"]["ticks"] >= 80, out["stats"]        # the parent: 1 s of it at 99 Hz
