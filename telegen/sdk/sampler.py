@@ -240,15 +240,14 @@ class Sampler:
             else:
                 frames[main] = frame
         threads = threading._active  # type: ignore[attr-defined]
-        ignore, spans = self.ignore, self.tracker._threads
+        ignore, for_thread = self.ignore, self.tracker.for_thread
         last, seen = self._still, {}
         found: list[SampleKey] = []
         frame = None
         for ident, frame in frames.items():
             if ident in ignore:
                 continue
-            stack = spans.get(ident)            # SpanTracker.for_thread, inlined
-            link = stack[-1] if stack else None
+            link = for_thread(ident)
             hit = last.get(ident)
             if hit is not None and hit[0] is frame and hit[1] == frame.f_lasti:
                 sample = hit[2] if hit[2][4] == link else hit[2][:4] + (link,)

@@ -132,8 +132,8 @@ class ChainWalker:
         not run since (see the module notes): its whole sample from then is
         reused -- chain, names and span link (its spans start and end as it
         runs) -- so it costs a dict lookup and two identity checks. This runs
-        at every tick with the application's caches cold, so the walk and the
-        span lookup are inlined."""
+        at every tick with the application's caches cold, so the walk is
+        inlined."""
         refs = self._registry.refs()
         weight, k = 1, self.max_tasks
         if k and len(refs) > k:
@@ -147,7 +147,7 @@ class ChainWalker:
         old, seen = self._blocked, self._seen
         loops: dict[int, tuple[int, str]] = {}     # id(loop) -> (tid, thread name)
         names, register = self.names, codes.register
-        spans = tracker._tasks
+        for_task = tracker.for_task
         coro_t, gen_t, ref_t = CoroutineType, GeneratorType, weakref.ref
         append = out.append
         for task in refs:
@@ -195,10 +195,7 @@ class ChainWalker:
                 where = loops.get(id(loop))
                 if where is None:
                     where = loops[id(loop)] = _loop_thread(loop, threads)
-                entry = spans.get(key)      # SpanTracker.for_task, inlined
-                link = entry[1][-1] if entry is not None and entry[1] and \
-                    entry[0]() is task else None
-                sample = (where[0], where[1], task.get_name(), tuple(chain), link)
+                sample = (where[0], where[1], task.get_name(), tuple(chain), for_task(task))
                 if waiter is not None:
                     seen[key] = (task, waiter, sample)
                 append(sample)
