@@ -56,7 +56,8 @@ class Registry:
                 data = getattr(reg, "data", None)   # a WeakSet: its set of weakrefs
                 sets.append(data if data is not None else reg)
         self._sets = sets
-        self._current = getattr(mod, "_current_tasks", None) or {}
+        current = getattr(mod, "_current_tasks", None)   # empty until a loop runs
+        self._current = current if current is not None else {}
         return True
 
     def refs(self) -> list[Any]:

@@ -174,3 +174,19 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
     assert again is first
     assert first[4] == (99, 100) and moved[4] == (99, 101)
     assert moved[3] == first[3] and moved is not first    # same place, new wait
+
+
+def test_registry_resolved_before_any_loop_runs_sees_the_running_task() -> None:
+    """asyncio's running-task table is empty until a loop runs: the registry
+    must keep that very dict, not a copy of its emptiness."""
+    from telegen.sdk.tasks import Registry
+
+    reg = Registry()
+    reg.refs()                              # resolves now, with no loop running
+    assert reg._sets is not None
+
+    async def main() -> tuple[set[int], int]:
+        return reg.running(), id(asyncio.current_task())
+
+    running, me = asyncio.run(main())
+    assert me in running
