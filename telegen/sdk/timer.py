@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -38,12 +39,13 @@ class _ITimerSpec(ctypes.Structure):
     _fields_ = [("it_interval", _TimeSpec), ("it_value", _TimeSpec)]
 
 
+@functools.lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
-    for name in (None, ctypes.util.find_library("rt")):     # glibc >= 2.34: in libc
+    for find in (lambda: None, lambda: ctypes.util.find_library("rt")):  # glibc >= 2.34: libc
         try:
-            lib = ctypes.CDLL(name, use_errno=True)
+            lib = ctypes.CDLL(find(), use_errno=True)
             lib.timer_create.argtypes = [ctypes.c_int, ctypes.POINTER(_SigEvent),
                                          ctypes.POINTER(ctypes.c_void_p)]
             lib.timer_settime.argtypes = [ctypes.c_void_p, ctypes.c_int,
