@@ -179,7 +179,7 @@ def report(args: argparse.Namespace, variants: list[str], runs: dict[str, list[d
         ticks = own = "—"
         if sdk:
             ticks = f"{statistics.median(x['stats']['ticks'] / x['seconds'] for x in sdk):.1f}"
-            own = statistics.median(x["stats"]["sampling_cpu_us"] / 1e4 / x["cpu_s"]
+            own = statistics.median(x["stats"]["sampling_us"] / 1e4 / x["cpu_s"]
                                     for x in sdk)
             own = f"{own:.2f}%"
         if v == base_name:

@@ -27,36 +27,43 @@ application installs its own SIGPROF handler the timer is deleted and the
 thread takes over for good.
 
 The sampler holds the GIL while it works, so every microsecond it spends is
-taken from the application: a frame is recorded as ``(id(code), f_lasti)``
-and named only at upload (:mod:`telegen.sdk.codes`), and a task blocked on
-the same future as at the last tick reuses its chain
-(:class:`telegen.sdk.tasks.ChainWalker`).
+taken from the application, and a tick runs with the application's caches
+cold (on the 2-CPU VM this was built on, code that has not run for 10 ms runs
+~10x slower), so a tick touches as little as it can: a frame is recorded as
+``(id(code), f_lasti)`` and named only at upload (:mod:`telegen.sdk.codes`);
+a thread's stack is walked only down to the first frame that was on it at
+the last tick (:mod:`telegen.sdk.stacks`); a task blocked on the same future
+as at the last tick reuses its chain (:class:`telegen.sdk.tasks.ChainWalker`);
+and a tick only queues its samples -- the sampler thread counts them a few
+times a second, in one warm pass (:meth:`Sampler.fold`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from telegen.sdk import codes
 from telegen.sdk import tasks as _tasks
 from telegen.sdk.spans import SpanTracker
+from telegen.sdk.stacks import walk
 from telegen.sdk.timer import MainThreadTicks
 
 if TYPE_CHECKING:
-    from telegen.sdk.codes import FrameKey, Names, SampleKey
-_MAX_DEPTH = 512
-_SUPERVISE = 0.25           # signal mode: how often the sampler thread looks
+    from telegen.sdk.codes import Names, SampleKey
+    from telegen.sdk.stacks import Walk
+_SUPERVISE = 0.25           # signal mode: how often the sampler thread looks (and folds)
 _STALL = 0.1                # no signal tick for this long: the thread samples
+_FOLD_TICKS = 25            # thread mode: fold every this many ticks
+_MAX_PENDING = 2000         # ticks queued unfolded: the tick folds itself
 MODES = ("auto", "signal", "thread")
-# generator, coroutine, iterable coroutine, async generator: frames that can be
-# suspended and resumed by another caller (their f_back changes)
-_SUSPENDABLE = 0x20 | 0x80 | 0x100 | 0x200
 log = logging.getLogger("telegen.sdk")
 
 
@@ -66,7 +73,7 @@ class Stats:
     def __init__(self) -> None:
         self.ticks = 0              # sampling rounds taken (rate x seconds when not starved)
         self.signal_ticks = 0       # of which in the main thread's signal handler
-        self.sampling_cpu_us = 0    # CPU time spent sampling, in whichever thread
+        self.sampling_us = 0        # time the ticks and folds took (the thread was held)
         self.samples = 0
         self.dropped_samples = 0
         self.errors = 0
@@ -111,16 +118,20 @@ class Sampler:
         self._sleep.acquire()
         self._thread: threading.Thread | None = None
         self._ticks: MainThreadTicks | None = None
-        self._last_signal = 0.0
-        self._in_handler = False
-        self._owner = 0                         # thread holding _lock in drain()
-        # tid -> (top frame, its f_lasti, sample) from the last tick; see sample_once
-        self._still: dict[int, tuple[FrameType, int, SampleKey]] = {}
+        self._last_signal = 0               # perf_counter_ns of the last signal tick
+        self._busy = False                      # in a signal tick, or stopped
+        self._main = threading.main_thread().ident or 0
+        self._main_holds = False                # the main thread holds or takes _lock
+        # tid -> (its stack walk, its sample) from the last tick; see sample_once
+        self._walks: dict[int, tuple[Walk | None, SampleKey]] = {}
+        self._lone = True           # no Python threads beyond threading's (see sample_once)
+        # samples of the ticks since the last fold, each list with its weight
+        self._pending: list[tuple[int, list[SampleKey]]] = []
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
         if self.mode != "thread":
-            self._last_signal = time.monotonic()
+            self._last_signal = time.perf_counter_ns()
             self._ticks = MainThreadTicks.install(self._on_signal, self.interval)
             if self._ticks is None:
                 msg = "telegen.sdk: sampling from a thread: %s"
@@ -131,6 +142,7 @@ class Sampler:
 
     def stop(self, timeout_s: float = 2.0) -> None:
         if not self._stop.is_set():
+            self._busy = True
             self._stop.set()
             if self._ticks is not None:
                 self._ticks.delete()
@@ -140,21 +152,34 @@ class Sampler:
 
     def drain(self) -> Buffer:
         """The samples so far; a new interval starts."""
-        with self._lock:
-            self._owner = threading.get_ident()     # a signal tick here must not wait for it
-            try:
-                if codes.full(self.names):          # the drained buffer keeps the old table
-                    self.names = {}
-                    self._walker = _tasks.ChainWalker(self.names, self._walker.max_tasks)
-                    self._still = {}
-                buf, self._buffer = self._buffer, Buffer(self.names)
-            finally:
-                self._owner = 0
+        with self._holding():
+            self._fold()
+            if codes.full(self.names):          # the drained buffer keeps the old table
+                self.names = {}
+                self._walker = _tasks.ChainWalker(self.names, self._walker.max_tasks)
+                self._walks = {}
+            buf, self._buffer = self._buffer, Buffer(self.names)
         return buf
+
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[None]:
+        """``_lock``, taken outside a tick from any thread: a signal tick
+        that interrupts the main thread while it holds the lock, or is about
+        to take it, skips instead of waiting for itself."""
+        main = threading.get_ident() == self._main
+        if main:
+            self._main_holds = True
+        try:
+            with self._lock:
+                yield
+        finally:
+            if main:
+                self._main_holds = False
 
     def forget_after_fork(self) -> None:
         """In a forked child: this sampler's threads and timer stayed in the
         parent; take its SIGPROF handler down so a new sampler can install one."""
+        self._busy = True
         self._stop.set()
         if self._ticks is not None:
             self._ticks.forget()
@@ -166,23 +191,27 @@ class Sampler:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """SIGPROF handler: one tick, in the main thread (see the module notes)."""
-        if self._in_handler or self._stop.is_set():
+        if self._busy:
             return
-        self._in_handler = True
+        self._busy = True
+        self._last_signal = t0 = time.perf_counter_ns()
+        stats = self.stats
         try:
-            self._last_signal = time.monotonic()
-            self.stats.signal_ticks += 1
-            self._tick(True, frame)
+            stats.signal_ticks += 1
+            self.sample_once(True, frame)
+        except Exception:
+            stats.errors += 1
         finally:
-            self._in_handler = False
+            self._busy = self._stop.is_set()
+            stats.sampling_us += (time.perf_counter_ns() - t0) // 1000
 
-    def _tick(self, in_signal: bool = False, frame: FrameType | None = None) -> None:
-        t0 = time.thread_time_ns()
+    def _tick(self) -> None:
+        t0 = time.perf_counter_ns()
         try:
-            self.sample_once(in_signal, frame)
+            self.sample_once()
         except Exception:
             self.stats.errors += 1
-        self.stats.sampling_cpu_us += (time.thread_time_ns() - t0) // 1000
+        self.stats.sampling_us += (time.perf_counter_ns() - t0) // 1000
 
     def _run(self) -> None:
         me = threading.current_thread().ident
@@ -190,13 +219,18 @@ class Sampler:
             self.ignore.add(me)
         interval, sleep, monotonic = self.interval, self._sleep.acquire, time.monotonic
         next_t = monotonic()
+        n = 0
         while not self._stop.is_set():
             if self._ticks is not None and self._supervised():
+                self.fold()
                 if sleep(True, _SUPERVISE):
                     break
                 next_t = monotonic()
                 continue
             self._tick()
+            n += 1
+            if n % _FOLD_TICKS == 0:
+                self.fold()
             next_t += interval
             delay = next_t - monotonic()
             if delay < -interval:           # fell behind (suspended, GIL-starved): resync
@@ -214,62 +248,79 @@ class Sampler:
             ticks.delete()
             self._ticks = None
             return False
-        return time.monotonic() - self._last_signal < _STALL
+        return time.perf_counter_ns() - self._last_signal < _STALL * 1e9
 
     # -- one tick ------------------------------------------------------------------
     def sample_once(self, in_signal: bool = False, frame: FrameType | None = None) -> None:
         """One round. ``in_signal``: called from the signal handler, in the main
         thread, whose stack is then ``frame`` (the one the signal interrupted).
 
-        A thread whose top frame is the same frame object at the same
-        instruction as at the last tick has not moved (idle pool workers,
-        threads blocked in C): its sample is reused, so a service with many
-        idle threads pays a dict lookup per thread, not a walk. The frame
-        cannot be another one at the same address (it is held until the next
-        tick), and its callers cannot have changed while it is alive unless it
-        can be suspended (generators, coroutines: never reused)."""
-        if self._owner == threading.get_ident():    # a signal during drain() in this thread
+        Each thread's stack is walked only down to the first frame that was
+        on it at the last tick (:func:`telegen.sdk.stacks.walk`), and a
+        thread whose stack and span have not changed gives the same sample
+        object. Samples are only queued here; :meth:`fold` counts them."""
+        if in_signal and self._main_holds:      # interrupted drain() or fold()
             return
         self.stats.ticks += 1
         names = self.names
-        frames = sys._current_frames()
-        if in_signal:
-            main = threading.main_thread().ident or 0
-            if frame is None:
-                frames.pop(main, None)
-            else:
-                frames[main] = frame
         threads = threading._active  # type: ignore[attr-defined]
-        ignore, for_thread = self.ignore, self.tracker.for_thread
-        last, seen = self._still, {}
+        ignore = self.ignore
+        if in_signal and self._lone and len(threads) <= len(ignore) + 1 and self.stats.ticks & 15:
+            # only the main thread and ours: no need to list every thread's frame
+            frames = {self._main: frame}
+        else:
+            frames = sys._current_frames()
+            if in_signal:
+                frames[self._main] = frame
+                if len(frames) > len(threads):  # threads started without threading
+                    self._lone = False
+        spans = self.tracker.threads
+        last, seen = self._walks, {}
         found: list[SampleKey] = []
-        frame = None
-        for ident, frame in frames.items():
-            if ident in ignore:
+        top = None
+        for ident, top in frames.items():
+            if ident in ignore or top is None:
                 continue
-            link = for_thread(ident)
             hit = last.get(ident)
-            if hit is not None and hit[0] is frame and hit[1] == frame.f_lasti:
-                sample = hit[2] if hit[2][4] == link else hit[2][:4] + (link,)
-            else:
+            stack, state = walk(top, hit[0] if hit is not None else None, names)
+            open_ = spans.get(ident)
+            link = open_[-1] if open_ else None
+            sample = hit[1] if hit is not None else None
+            if sample is None or sample[3] is not stack or sample[4] != link:
                 th = threads.get(ident)
-                sample = (th.native_id or ident, th.name, "", self._stack(frame), link) \
-                    if th is not None else (ident, "", "", self._stack(frame), link)
-            if not frame.f_code.co_flags & _SUSPENDABLE:
-                seen[ident] = (frame, frame.f_lasti, sample)
+                sample = (th.native_id or ident, th.name, "", stack, link) \
+                    if th is not None else (ident, "", "", stack, link)
+            seen[ident] = (state, sample)
             found.append(sample)
-        self._still = seen
-        del frames, frame
+        self._walks = seen
+        del frames, top
         tasks: list[SampleKey] = []
         weight = self._walker.tick(threads, self.tracker, tasks) if self.asyncio else 1
         with self._lock:
             if self.names is not names:         # drain() renewed the table meanwhile
-                self._still = {}
+                self._walks = {}
                 return
-            counts = self._buffer.counts
-            self._add(counts, found, 1)
+            pending = self._pending
+            pending.append((1, found))
             if tasks:
-                self._add(counts, tasks, weight)
+                pending.append((weight, tasks))
+            if len(pending) > _MAX_PENDING:     # nobody folded for a while (GIL-starved)
+                self._fold()
+
+    def fold(self) -> None:
+        """Count the samples queued by the ticks since the last fold (the
+        sampler thread does it a few times a second: one warm pass instead
+        of a dict update in every tick, with the application's caches cold)."""
+        t0 = time.perf_counter_ns()
+        with self._holding():
+            self._fold()
+        self.stats.sampling_us += (time.perf_counter_ns() - t0) // 1000
+
+    def _fold(self) -> None:
+        pending, self._pending = self._pending, []
+        counts = self._buffer.counts
+        for weight, samples in pending:
+            self._add(counts, samples, weight)
 
     def _add(self, counts: Counter[SampleKey], found: list[SampleKey], weight: int) -> None:
         """Count ``found``, ``weight`` each; a new stack beyond ``max_stacks`` is dropped."""
@@ -287,18 +338,3 @@ class Sampler:
         stats = self.stats
         stats.samples += len(found) * weight - dropped
         stats.dropped_samples += dropped
-
-    def _stack(self, frame: FrameType | None) -> tuple[FrameKey, ...]:
-        out: list[FrameKey] = []
-        append = out.append
-        names = self.names
-        while frame is not None:
-            code = frame.f_code
-            cid = id(code)
-            if cid not in names:
-                codes.register(names, code, frame)
-            append((cid, frame.f_lasti))
-            frame = frame.f_back
-            if len(out) >= _MAX_DEPTH:
-                break
-        return tuple(out)

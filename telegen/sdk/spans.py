@@ -52,8 +52,11 @@ class SpanTracker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._threads: dict[int, list[Link]] = {}
-        self._tasks: dict[int, tuple[weakref.ref[Any], list[Link]]] = {}
+        # read by the sampler's ticks directly (a method call per thread or
+        # task costs more than the lookup): thread ident -> its open spans,
+        # id(task) -> (weak reference to the task, its open spans)
+        self.threads: dict[int, list[Link]] = {}
+        self.tasks: dict[int, tuple[weakref.ref[Any], list[Link]]] = {}
         # span id -> (the dict, key, stack and link it was put in)
         self._where: dict[int, tuple[dict[int, Any], int, list[Link], Link]] = {}
 
@@ -66,17 +69,17 @@ class SpanTracker:
             where: dict[int, Any]
             if task is not None:
                 key = id(task)
-                entry = self._tasks.get(key)
+                entry = self.tasks.get(key)
                 if entry is None or entry[0]() is not task:
-                    entry = self._tasks[key] = (weakref.ref(task), [])
+                    entry = self.tasks[key] = (weakref.ref(task), [])
                 stack = entry[1]
-                where = self._tasks
+                where = self.tasks
             else:
                 key = threading.get_ident()
-                stack = self._threads.get(key)      # type: ignore[assignment]
+                stack = self.threads.get(key)      # type: ignore[assignment]
                 if stack is None:
-                    stack = self._threads[key] = []
-                where = self._threads
+                    stack = self.threads[key] = []
+                where = self.threads
             stack.append(link)
             self._where[span_id] = (where, key, stack, link)
 
@@ -84,10 +87,10 @@ class SpanTracker:
         """In a forked child: only the forking thread's open spans go on."""
         me = threading.get_ident()
         self._lock = threading.Lock()
-        mine = self._threads.get(me)
-        self._threads = {me: mine} if mine else {}
-        self._tasks = {}
-        self._where = {span_id: (self._threads, me, mine, link)
+        mine = self.threads.get(me)
+        self.threads = {me: mine} if mine else {}
+        self.tasks = {}
+        self._where = {span_id: (self.threads, me, mine, link)
                        for span_id, (_, key, stack, link) in self._where.items()
                        if mine is not None and stack is mine}
 
@@ -113,11 +116,11 @@ class SpanTracker:
                 del where[key]
 
     def for_thread(self, tid: int) -> Link | None:
-        stack = self._threads.get(tid)
+        stack = self.threads.get(tid)
         return stack[-1] if stack else None
 
     def for_task(self, task: Any) -> Link | None:
-        entry = self._tasks.get(id(task))
+        entry = self.tasks.get(id(task))
         if entry is None or entry[0]() is not task:
             return None
         stack = entry[1]

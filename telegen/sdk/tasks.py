@@ -2,8 +2,9 @@
 
 Compatible with Python 3.8+. The set of live tasks is asyncio's own registry
 (``asyncio.tasks._all_tasks`` up to 3.11, ``_scheduled_tasks`` +
-``_eager_tasks`` from 3.12), read without touching any event loop; the task a
-loop is running now is ``asyncio.tasks._current_tasks[loop]``.
+``_eager_tasks`` from 3.12), read without touching any event loop; a task
+running now (its coroutine is executing) is on its thread's stack and not
+sampled as a task.
 
 The await chain of a suspended task starts at ``task.get_coro()`` and follows
 ``cr_await`` (coroutines), ``gi_yieldfrom`` (generator-based) and
@@ -37,13 +38,11 @@ _MAX_DEPTH = 256
 
 
 class Registry:
-    """asyncio's registries of live tasks and of the task each loop is running,
-    looked up once asyncio is imported (they are module globals that are
-    never replaced)."""
+    """asyncio's registries of live tasks, looked up once asyncio is imported
+    (they are module globals that are never replaced)."""
 
     def __init__(self) -> None:
         self._sets: list[Any] | None = None      # sets of tasks or of weakrefs to tasks
-        self._current: dict[Any, Any] = {}
 
     def _resolve(self) -> bool:
         mod = sys.modules.get("asyncio.tasks")
@@ -56,8 +55,6 @@ class Registry:
                 data = getattr(reg, "data", None)   # a WeakSet: its set of weakrefs
                 sets.append(data if data is not None else reg)
         self._sets = sets
-        current = getattr(mod, "_current_tasks", None)   # empty until a loop runs
-        self._current = current if current is not None else {}
         return True
 
     def refs(self) -> list[Any]:
@@ -75,15 +72,6 @@ class Registry:
                 except RuntimeError:            # changed size while copying: again
                     continue
         return out
-
-    def running(self) -> set[int]:
-        """ids of the tasks their loops are running right now."""
-        for _ in range(3):
-            try:
-                return set(map(id, self._current.values()))
-            except RuntimeError:        # changed size while copying: try again
-                continue
-        return set()
 
 
 def _frame_of(obj: Any) -> FrameType | None:
@@ -112,7 +100,9 @@ class ChainWalker:
     one ``r``-th of it -- and every sample counts ``r``, so each task keeps
     its expected share of the time while a tick's cost stays bounded however
     many connections a service keeps parked (the way JFR's execution sampler
-    bounds the threads it visits per period)."""
+    bounds the threads it visits per period). The registry is copied once
+    per round: a task started meanwhile waits for the next round (at most
+    ``r`` ticks), and a task of 3.12's eager set is held that long."""
 
     def __init__(self, names: Names, max_tasks: int = 0) -> None:
         self.names = names
@@ -123,6 +113,10 @@ class ChainWalker:
         self._blocked: dict[int, tuple[Any, Any, SampleKey]] = {}
         self._seen: dict[int, tuple[Any, Any, SampleKey]] = {}
         self._registry = Registry()
+        # this round: the registry's copy, its weight, id(loop) -> (tid, thread name)
+        self._round: list[Any] = []
+        self._weight = 1
+        self._loops: dict[int, tuple[int, str]] = {}
 
     def tick(self, threads: dict[int, Any], tracker: SpanTracker,
              out: list[SampleKey]) -> int:
@@ -132,23 +126,23 @@ class ChainWalker:
         A task still blocked on the future it waited on when last visited has
         not run since (see the module notes): its whole sample from then is
         reused -- chain, names and span link (its spans start and end as it
-        runs) -- so it costs a dict lookup and two identity checks. This runs
-        at every tick with the application's caches cold, so the walk is
-        inlined."""
-        refs = self._registry.refs()
-        weight, k = 1, self.max_tasks
-        if k and len(refs) > k:
-            weight = -(-len(refs) // k)
-            phase = self._phase % weight
-            refs = refs[phase::weight]
-            self._phase = phase + 1
-        else:
-            self._phase = 0
-        running = self._registry.running()
-        old, seen = self._blocked, self._seen
-        loops: dict[int, tuple[int, str]] = {}     # id(loop) -> (tid, thread name)
+        runs) -- so it costs a dict lookup and two identity checks. A task
+        with no future to wait on is either ready to run or running now (its
+        coroutine says which); a running one is on its thread's stack already.
+        This runs at every tick with the application's caches cold, so the
+        walk and the span lookup are inlined, and the registry is copied once
+        per round."""
+        if self._phase == 0:                    # a new round: who is there now
+            self._round = self._registry.refs()
+            self._loops = {}
+            k = self.max_tasks
+            self._weight = -(-len(self._round) // k) if k and len(self._round) > k else 1
+        weight = self._weight
+        refs = self._round[self._phase::weight] if weight > 1 else self._round
+        self._phase += 1
+        old, seen, loops = self._blocked, self._seen, self._loops
         names, register = self.names, codes.register
-        for_task = tracker.for_task
+        spans = tracker.tasks
         coro_t, gen_t, ref_t = CoroutineType, GeneratorType, weakref.ref
         append = out.append
         for task in refs:
@@ -157,8 +151,6 @@ class ChainWalker:
                 if task is None:
                     continue
             key = id(task)
-            if key in running:
-                continue
             try:
                 waiter = task._fut_waiter
                 if waiter is not None:
@@ -169,8 +161,11 @@ class ChainWalker:
                         continue
                 chain: list[FrameKey] = []
                 obj = task.get_coro()
+                tp = type(obj)
+                if (obj.cr_running if tp is coro_t else obj.gi_running if tp is gen_t
+                        else getattr(obj, "cr_running", False)):
+                    continue                    # running: on its thread's stack
                 while obj is not None:      # finite: a coroutine cannot await itself
-                    tp = type(obj)
                     if tp is coro_t:
                         frame = obj.cr_frame
                         obj = obj.cr_await
@@ -187,6 +182,7 @@ class ChainWalker:
                     if cid not in names:
                         register(names, code, frame)
                     chain.append((cid, frame.f_lasti))
+                    tp = type(obj)
                 if not chain:               # done
                     continue
                 if len(chain) > _MAX_DEPTH:
@@ -196,13 +192,17 @@ class ChainWalker:
                 where = loops.get(id(loop))
                 if where is None:
                     where = loops[id(loop)] = _loop_thread(loop, threads)
-                sample = (where[0], where[1], task.get_name(), tuple(chain), for_task(task))
+                entry = spans.get(key)
+                link = entry[1][-1] if entry is not None and entry[1] and entry[0]() is task \
+                    else None
+                sample = (where[0], where[1], task.get_name(), tuple(chain), link)
                 if waiter is not None:
                     seen[key] = (task, waiter, sample)
                 append(sample)
             except Exception:
                 continue
-        if self._phase == 0 or self._phase >= weight:      # round complete
+        if self._phase >= weight:               # round complete
+            self._phase = 0
             self._blocked, self._seen = seen, {}
         return weight
 

@@ -115,7 +115,7 @@ def test_tracker_forgets_ended_spans_and_reused_task_ids() -> None:
     tracker.ended(2)                            # out of order
     assert tracker.for_thread(me) == (1, 3)
     tracker.ended(3)
-    assert tracker.for_thread(me) is None and not tracker._threads and not tracker._where
+    assert tracker.for_thread(me) is None and not tracker.threads and not tracker._where
 
     class Task:
         pass
@@ -127,10 +127,10 @@ def test_tracker_forgets_ended_spans_and_reused_task_ids() -> None:
     task = asyncio.run(in_task())
     assert tracker.for_task(task) == (7, 8)
     other = Task()                  # an object that got the id of a task gone with its span
-    tracker._tasks[id(other)] = tracker._tasks[id(task)]
+    tracker.tasks[id(other)] = tracker.tasks[id(task)]
     assert tracker.for_task(other) is None
     tracker.ended(8)
-    assert tracker.for_task(task) is None and id(task) not in tracker._tasks
+    assert tracker.for_task(task) is None and id(task) not in tracker.tasks
 
 
 def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> None:
@@ -176,17 +176,26 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
     assert moved[3] == first[3] and moved is not first    # same place, new wait
 
 
-def test_registry_resolved_before_any_loop_runs_sees_the_running_task() -> None:
-    """asyncio's running-task table is empty until a loop runs: the registry
-    must keep that very dict, not a copy of its emptiness."""
-    from telegen.sdk.tasks import Registry
+def test_the_running_task_is_not_sampled_as_a_suspended_one() -> None:
+    """A task running now is on its thread's stack: the walk skips it (its
+    coroutine is executing), also when the registry was resolved before any
+    loop ran, and samples the task it awaits with it suspended."""
+    walker = ChainWalker({})
+    walker.tick({}, SpanTracker(), [])              # resolves now, with no loop running
 
-    reg = Registry()
-    reg.refs()                              # resolves now, with no loop running
-    assert reg._sets is not None
+    async def parked() -> None:
+        await asyncio.sleep(30)
 
-    async def main() -> tuple[set[int], int]:
-        return reg.running(), id(asyncio.current_task())
+    async def main() -> list[str]:
+        other = asyncio.ensure_future(parked(), loop=None)
+        await asyncio.sleep(0)
+        out: list[Any] = []
+        walker.tick({}, SpanTracker(), out)
+        other.cancel()
+        me = asyncio.current_task()
+        assert me is not None
+        return [s[2] for s in out] + ["me:" + me.get_name()]
 
-    running, me = asyncio.run(main())
-    assert me in running
+    names = asyncio.run(main())
+    me = names.pop()[3:]
+    assert me not in names and len(names) == 1, names

@@ -206,11 +206,11 @@ def test_a_thread_that_has_not_moved_reuses_its_sample(waiting_thread: threading
 
     def sample_of(ident: int | None) -> Any:
         s.sample_once()
-        return s._still[ident][2] if ident in s._still else None
+        return s._walks[ident][1] if ident in s._walks else None
 
     first, again = sample_of(tid), sample_of(tid)
     assert first is not None and again is first
-    s.tracker._threads[tid or 0] = [(5, 6)]         # as if a span had started there
+    s.tracker.threads[tid or 0] = [(5, 6)]         # as if a span had started there
     linked = sample_of(tid)
     assert linked[4] == (5, 6) and linked[3] is first[3]
     me = threading.get_ident()                      # this thread moves between ticks

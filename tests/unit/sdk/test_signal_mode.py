@@ -172,6 +172,24 @@ def test_exit_without_stop_is_clean() -> None:
         assert proc.returncode == 0, (proc.returncode, proc.stderr)
 
 
+def test_counting_in_the_main_thread_while_ticks_come() -> None:
+    """fold() and drain() called from the main thread take the lock the tick
+    takes: a tick that interrupts them skips instead of waiting for itself
+    (which would hang the application)."""
+    out = run("""
+prof = telegen.sdk.start(endpoint="127.0.0.1:9", upload_interval=3600, sample_rate=1000)
+end, rounds, samples = time.monotonic() + 1.5, 0, 0
+while time.monotonic() < end:
+    prof.sampler.fold()
+    samples += sum(prof.sampler.drain().counts.values())
+    rounds += 1
+prof.sampler.stop()
+print(json.dumps(dict(rounds=rounds, samples=samples, stats=prof.stats.as_dict())))
+""", timeout=30)
+    assert out["rounds"] > 1000 and out["stats"]["signal_ticks"] > 500, out
+    assert out["samples"] > 500 and out["stats"]["errors"] == 0, out
+
+
 def test_tasks_in_rotation_keep_their_shares() -> None:
     """With more tasks than ``max_tasks``, each tick visits a slice of them
     and counts each sample for the ticks it stands for: over whole rounds

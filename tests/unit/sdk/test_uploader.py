@@ -140,6 +140,7 @@ async def main():
     t.cancel()
 p = telegen.sdk.start(endpoint="127.0.0.1:{free_port()}", asyncio=True, upload_interval=0.2)
 asyncio.run(main())
+p.sampler.fold()
 chains = [[p.sampler.names[c][0] for c, _ in k[3]] for k in p.sampler._buffer.counts if k[2]]
 telegen.sdk.stop()
 print(json.dumps({{"stats": p.stats.as_dict(), "chains": chains}}))
