@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 from telegen.sdk import codes
 from telegen.sdk import tasks as _tasks
 from telegen.sdk.spans import SpanTracker
-from telegen.sdk.stacks import walk
+from telegen.sdk.stacks import SUSPENDABLE, walk
 from telegen.sdk.timer import MainThreadTicks
 
 if TYPE_CHECKING:
@@ -281,10 +281,18 @@ class Sampler:
         for ident, top in frames.items():
             if ident in ignore or top is None:
                 continue
-            hit = last.get(ident)
-            stack, state = walk(top, hit[0] if hit is not None else None, names)
             open_ = spans.get(ident)
             link = open_[-1] if open_ else None
+            hit = last.get(ident)
+            state = hit[0] if hit is not None else None
+            if state is not None and state[0][-1] is top and state[2][0][1] == top.f_lasti \
+                    and not top.f_code.co_flags & SUSPENDABLE and hit[1][4] == link:
+                # walk()'s first test, inlined for idle threads: the same top
+                # frame at the same instruction, so the same stack; same span
+                seen[ident] = hit
+                found.append(hit[1])
+                continue
+            stack, state = walk(top, state, names)
             sample = hit[1] if hit is not None else None
             if sample is None or sample[3] is not stack or sample[4] != link:
                 th = threads.get(ident)
