@@ -6,16 +6,19 @@ second) to the next, which buries a 1-2% effect when whole runs with and
 without the SDK are compared (``bench.python_sdk`` does that, end to end).
 Here one service process (``bench.pyservice``) runs with the SDK started
 (``asyncio=True``, signal mode, uploading every 10 s to a real OTLP gRPC
-backend) and its per-thread timer is switched on and off in short phases
-(``--phase`` seconds) in ABBA order: the CPU the process uses per slice of
-work in "on" phases against the "off" phases next to them is the cost of
-sampling at ``--rate`` -- the ticks themselves and everything they do to the
-application (caches, the signal, the frames they materialise). Drift and the
-process's own luck are shared by both sides of each pair. Printed: the
-median and the inter-quartile range of the pairs' differences, the mean
-with a 95% interval, the ticks per second reached in "on" phases, the
-sampling CPU the SDK counts itself, and the uploader thread's CPU over the
-whole run (the part that does not switch off: add it).
+backend) through blocks of three short phases (``--phase`` seconds) in
+shuffled order: "off" (the per-thread timer stopped), "null" (the timer
+running, the handler returning at once) and "on" (sampling at ``--rate``).
+The CPU the process uses per slice of work in each phase, against the "off"
+phase of the same block, is the cost of that state -- for "on", the ticks
+and everything they do to the application (caches, the signal, the frames
+they materialise); "null" is what the timer and the signal alone cost on
+this host, which no in-process sampler avoids. Drift and the process's own
+luck are shared by the phases of a block. Printed: per comparison the median
+and the inter-quartile range of the blocks' differences and the mean with a
+95% interval; the ticks per second reached, the time the SDK counts in its
+ticks, and the uploader thread's CPU over the whole run (the part that does
+not switch off: add it).
 
     python -m bench.python_sdk_phases [--seconds 90] [--phase 0.1] [--rate 99]
                                       [--no-worker] [--no-asyncio] [--max-tasks 8]
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+STATES = ("off", "null", "on")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,22 +66,25 @@ def child(args: argparse.Namespace) -> None:
     phases: list[dict[str, Any]] = []
 
     async def switch() -> None:
-        i = 0
-        while time.monotonic() + args.phase < end:
-            on = (i % 4) in (1, 2)              # off on on off | off on on off ...
-            timer.set(1.0 / args.rate if on else 0.0)
-            done0, cpu0 = sum(service.done.values()), time.process_time()
-            ticks0, own0 = prof.stats.ticks, prof.stats.sampling_us
-            t0 = time.monotonic()
-            await asyncio.sleep(args.phase)
-            if on:                              # count this phase's samples in it
-                prof.sampler.fold()
-            phases.append({"on": on, "slices": sum(service.done.values()) - done0,
-                           "cpu": time.process_time() - cpu0,
-                           "seconds": time.monotonic() - t0,
-                           "ticks": prof.stats.ticks - ticks0,
-                           "own_us": prof.stats.sampling_us - own0})
-            i += 1
+        order = random.Random(1)
+        while time.monotonic() + 3 * args.phase < end:
+            block = list(STATES)
+            order.shuffle(block)                # each block: the three states, shuffled
+            for state in block:
+                timer.set(0.0 if state == "off" else 1.0 / args.rate)
+                prof.sampler._busy = state == "null"    # the handler returns at once
+                done0, cpu0 = sum(service.done.values()), time.process_time()
+                ticks0, own0 = prof.stats.ticks, prof.stats.sampling_us
+                t0 = time.monotonic()
+                await asyncio.sleep(args.phase)
+                if state == "on":               # count this phase's samples in it
+                    prof.sampler.fold()
+                phases.append({"state": state, "slices": sum(service.done.values()) - done0,
+                               "cpu": time.process_time() - cpu0,
+                               "seconds": time.monotonic() - t0,
+                               "ticks": prof.stats.ticks - ticks0,
+                               "own_us": prof.stats.sampling_us - own0})
+        prof.sampler._busy = False
 
     cpu_start = time.process_time()
     service.run(worker=not args.no_worker, alongside=switch)
@@ -88,38 +96,42 @@ def child(args: argparse.Namespace) -> None:
                       "stats": stats}))
 
 
+def _row(name: str, diffs: list[float]) -> str:
+    q = statistics.quantiles(diffs, n=4)
+    half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return (f"| {name} | {statistics.median(diffs):+.2f}% ({q[0]:+.1f}% .. {q[2]:+.1f}%) | "
+            f"{statistics.fmean(diffs):+.2f}% +- {half:.2f} |")
+
+
 def report(args: argparse.Namespace, out: dict[str, Any], uploads: int) -> None:
     phases = out["phases"]
-    cost = [p["cpu"] / p["slices"] for p in phases]
-    pairs = []                      # each "on" phase against the "off" phase beside it
-    for i in range(0, len(phases) - 1, 2):
-        a, b = phases[i], phases[i + 1]
-        j_on, j_off = (i + 1, i) if b["on"] else (i, i + 1)
-        if a["on"] != b["on"]:
-            pairs.append((cost[j_on] - cost[j_off]) / cost[j_off] * 100)
-    pairs.sort()
-    q = statistics.quantiles(pairs, n=4)
-    mean = statistics.fmean(pairs)
-    half = 1.96 * statistics.stdev(pairs) / len(pairs) ** 0.5
-    ons = [p for p in phases if p["on"]]
+    blocks = [{p["state"]: p["cpu"] / p["slices"] for p in phases[i:i + 3]}
+              for i in range(0, len(phases) - 2, 3)]
+
+    def diffs(a: str, b: str) -> list[float]:
+        return [(x[a] - x[b]) / x["off"] * 100 for x in blocks]
+
+    ons = [p for p in phases if p["state"] == "on"]
     ticks = sum(p["ticks"] for p in ons) / sum(p["seconds"] for p in ons)
     own = sum(p["own_us"] for p in ons) / 1e6 / sum(p["cpu"] for p in ons) * 100
     service = "40 asyncio handlers" + ("" if args.no_worker else " + 1 worker thread") + \
         ", 1 ms requests in spans, 20 parked tasks" + \
         (f", {args.idle_threads} idle pool threads" if args.idle_threads else "") + \
         ("; SDK without asyncio task chains" if args.no_asyncio else "")
-    print(f"service: {service}; {len(pairs)} on/off pairs of {args.phase} s phases, "
-          f"{args.rate} Hz, max_tasks_per_tick {args.max_tasks}\n")
-    print("| CPU per unit of work, sampling on vs off | value |")
-    print("|---|---:|")
-    print(f"| median of pairs (IQR) | {statistics.median(pairs):+.2f}% "
-          f"({q[0]:+.1f}% .. {q[2]:+.1f}%) |")
-    print(f"| mean of pairs, 95% interval | {mean:+.2f}% +- {half:.2f} |")
-    print(f"| ticks per second in on phases | {ticks:.1f} |")
-    print(f"| time in the SDK's ticks and folds, of the process's CPU in on phases | {own:.2f}% |")
-    print(f"| uploader thread (encode + send every 10 s), of the whole run's CPU | "
-          f"{out['uploader_cpu'] / out['cpu_total'] * 100:.2f}% |")
-    print(f"\nuploads received: {uploads}; SDK counters: {out['stats']}")
+    print(f"service: {service}; {len(blocks)} blocks of {args.phase} s phases (off, null "
+          f"ticks, sampling; shuffled), {args.rate} Hz, max_tasks_per_tick {args.max_tasks}\n")
+    print("| CPU per unit of work, vs the off phase of the same block | median (IQR) | "
+          "mean, 95% interval |")
+    print("|---|---:|---:|")
+    print(_row("sampling on vs off (the SDK's cost)", diffs("on", "off")))
+    print(_row("null ticks vs off (timer + signal + a handler that returns)",
+               diffs("null", "off")))
+    print(_row("sampling vs null ticks (the sampling's own part)", diffs("on", "null")))
+    print(f"\nticks per second in sampling phases: {ticks:.1f}; time in the SDK's ticks and "
+          f"folds: {own:.2f}% of the process's CPU in them; uploader thread (encode + send "
+          f"every 10 s): {out['uploader_cpu'] / out['cpu_total'] * 100:.2f}% of the whole "
+          f"run's CPU")
+    print(f"uploads received: {uploads}; SDK counters: {out['stats']}")
 
 
 def main() -> None:
