@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=90.0)
     ap.add_argument("--phase", type=float, default=0.1)
     ap.add_argument("--rate", type=int, default=99)
-    ap.add_argument("--max-tasks", type=int, default=8)
+    ap.add_argument("--max-tasks", type=int, default=4)
     ap.add_argument("--no-worker", action="store_true")
     ap.add_argument("--no-asyncio", action="store_true",
                     help="the SDK without asyncio task chains (threads only)")

@@ -109,7 +109,7 @@ def start(*, endpoint: str = "127.0.0.1:4317", service_name: str = "",
           tracer_provider: Any = None, max_stacks: int = 20000, max_pending: int = 6,
           timeout: float = 5.0, headers: dict[str, str] | None = None,
           resource: dict[str, str | int] | None = None, mode: str = "auto",
-          max_tasks_per_tick: int = 8) -> Profiler | None:
+          max_tasks_per_tick: int = 4) -> Profiler | None:
     """Start profiling this process (once; later calls return the running
     profiler). Returns None, after logging why, when it cannot start.
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import bisect
 import dis
-from types import CodeType, FrameType
+import sys
+from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from telegen.sdk.names import function_name
@@ -32,12 +33,38 @@ if TYPE_CHECKING:
 _MAX_CODES = 50000
 
 
-def register(names: Names, code: CodeType, frame: FrameType) -> None:
-    """Name ``code`` (the module comes from the frame's globals) in ``names``."""
+def register(names: Names, code: CodeType, modules: Modules) -> None:
+    """Name ``code`` (its module found by its file) in ``names``."""
     qual = getattr(code, "co_qualname", None) or code.co_name
-    module: Any = frame.f_globals.get("__name__", "")
-    names[id(code)] = (function_name(str(module or ""), qual, code.co_filename),
+    names[id(code)] = (function_name(modules.name(code.co_filename), qual, code.co_filename),
                        code.co_filename, code)
+
+
+class Modules:
+    """Module names by file, from ``sys.modules``: the ``__name__`` a frame's
+    globals would give, without a frame (the ticks keep only code objects).
+    Rebuilt on a miss when modules were imported since; a file no module
+    claims (a script, ``exec``'d code) is named by its path
+    (:func:`telegen.sdk.names.function_name`)."""
+
+    def __init__(self) -> None:
+        self._by_file: dict[str, str] = {}
+        self._seen = -1
+
+    def name(self, path: str) -> str:
+        hit = self._by_file.get(path)
+        if hit is None and len(sys.modules) != self._seen:
+            self._rebuild()
+            hit = self._by_file.get(path)
+        return hit or ""
+
+    def _rebuild(self) -> None:
+        self._seen = len(sys.modules)
+        by_file = self._by_file
+        for name, mod in list(sys.modules.items()):
+            path = getattr(mod, "__file__", None)
+            if isinstance(path, str) and (name != "__main__" or path not in by_file):
+                by_file[path] = name
 
 
 def full(names: Names) -> bool:

@@ -28,14 +28,12 @@ thread takes over for good.
 
 The sampler holds the GIL while it works, so every microsecond it spends is
 taken from the application, and a tick runs with the application's caches
-cold (on the 2-CPU VM this was built on, code that has not run for 10 ms runs
-~10x slower), so a tick touches as little as it can: a frame is recorded as
-``(id(code), f_lasti)`` and named only at upload (:mod:`telegen.sdk.codes`);
-a thread's stack is walked only down to the first frame that was on it at
-the last tick (:mod:`telegen.sdk.stacks`); a task blocked on the same future
-as at the last tick reuses its chain (:class:`telegen.sdk.tasks.ChainWalker`);
-and a tick only queues its samples -- the sampler thread counts them a few
-times a second, in one warm pass (:meth:`Sampler.fold`).
+cold, so a tick only copies what will change -- each thread's frames as
+``[code, f_lasti, ...]``, the visited tasks' await chains, the spans -- and
+the sampler thread names and counts the copies a few times a second, in one
+warm pass (:mod:`telegen.sdk.fold`); an idle thread and a task blocked on the
+same future as at the last tick reuse their copy
+(:class:`telegen.sdk.tasks.ChainWalker`).
 """
 
 from __future__ import annotations
@@ -48,22 +46,26 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from telegen.sdk import codes
 from telegen.sdk import tasks as _tasks
+from telegen.sdk.fold import MAX_DEPTH, Folder
 from telegen.sdk.spans import SpanTracker
-from telegen.sdk.stacks import SUSPENDABLE, walk
 from telegen.sdk.timer import MainThreadTicks
 
 if TYPE_CHECKING:
     from telegen.sdk.codes import Names, SampleKey
-    from telegen.sdk.stacks import Walk
+    from telegen.sdk.fold import Capture, Pending
 _SUPERVISE = 0.25           # signal mode: how often the sampler thread looks (and folds)
 _STALL = 0.1                # no signal tick for this long: the thread samples
 _FOLD_TICKS = 25            # thread mode: fold every this many ticks
 _MAX_PENDING = 2000         # ticks queued unfolded: the tick folds itself
+_MAX_FLAT = 2 * MAX_DEPTH    # a thread's captured frames: code, f_lasti, ...
 MODES = ("auto", "signal", "thread")
+# generator, coroutine, iterable coroutine, async generator: frames that can be
+# suspended and resumed by another caller (their f_back changes)
+SUSPENDABLE = 0x20 | 0x80 | 0x100 | 0x200
 log = logging.getLogger("telegen.sdk")
 
 
@@ -108,7 +110,8 @@ class Sampler:
         self.max_stacks = max_stacks
         self.names: Names = {}                  # id(code) -> (function, file, code)
         self.ignore: set[int] = set()           # our own threads
-        self._walker = _tasks.ChainWalker(self.names, max_tasks)
+        self._walker = _tasks.ChainWalker(max_tasks)
+        self._folder = Folder(stats, max_stacks)
         self._buffer = Buffer(self.names)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -122,11 +125,10 @@ class Sampler:
         self._busy = False                      # in a signal tick, or stopped
         self._main = threading.main_thread().ident or 0
         self._main_holds = False                # the main thread holds or takes _lock
-        # tid -> (its stack walk, its sample) from the last tick; see sample_once
-        self._walks: dict[int, tuple[Walk | None, SampleKey]] = {}
+        # tid -> (top frame, its f_lasti, captured frames) from the last tick
+        self._tops: dict[int, tuple[FrameType, int, list[Any]]] = {}
         self._lone = True           # no Python threads beyond threading's (see sample_once)
-        # samples of the ticks since the last fold, each list with its weight
-        self._pending: list[tuple[int, list[SampleKey]]] = []
+        self._pending: Pending = []             # what the ticks since the last fold captured
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -156,8 +158,6 @@ class Sampler:
             self._fold()
             if codes.full(self.names):          # the drained buffer keeps the old table
                 self.names = {}
-                self._walker = _tasks.ChainWalker(self.names, self._walker.max_tasks)
-                self._walks = {}
             buf, self._buffer = self._buffer, Buffer(self.names)
         return buf
 
@@ -255,14 +255,18 @@ class Sampler:
         """One round. ``in_signal``: called from the signal handler, in the main
         thread, whose stack is then ``frame`` (the one the signal interrupted).
 
-        Each thread's stack is walked only down to the first frame that was
-        on it at the last tick (:func:`telegen.sdk.stacks.walk`), and a
-        thread whose stack and span have not changed gives the same sample
-        object. Samples are only queued here; :meth:`fold` counts them."""
+        Only copies: each thread's frames as ``[code, f_lasti, ...]`` and its
+        span, and the visited tasks' (:class:`telegen.sdk.tasks.ChainWalker`);
+        :meth:`fold` names and counts them (:mod:`telegen.sdk.fold`). A thread
+        whose top frame is the same frame object at the same instruction as
+        at the last tick has not moved (idle pool workers, threads blocked in
+        C): its frames are reused, no walk. The frame cannot be another one
+        at the same address (it is held until the next tick), and its callers
+        cannot have changed while it is alive unless it can be suspended
+        (generators, coroutines: always walked)."""
         if in_signal and self._main_holds:      # interrupted drain() or fold()
             return
         self.stats.ticks += 1
-        names = self.names
         threads = threading._active  # type: ignore[attr-defined]
         ignore = self.ignore
         if in_signal and self._lone and len(threads) <= len(ignore) + 1 and self.stats.ticks & 15:
@@ -275,43 +279,41 @@ class Sampler:
                 if len(frames) > len(threads):  # threads started without threading
                     self._lone = False
         spans = self.tracker.threads
-        last, seen = self._walks, {}
-        found: list[SampleKey] = []
-        top = None
+        last, seen = self._tops, {}
+        found: list[Capture] = []
+        top = f = None
         for ident, top in frames.items():
             if ident in ignore or top is None:
                 continue
             open_ = spans.get(ident)
             link = open_[-1] if open_ else None
+            lasti = top.f_lasti
             hit = last.get(ident)
-            state = hit[0] if hit is not None else None
-            if state is not None and state[0][-1] is top and state[2][0][1] == top.f_lasti \
-                    and not top.f_code.co_flags & SUSPENDABLE and hit[1][4] == link:
-                # walk()'s first test, inlined for idle threads: the same top
-                # frame at the same instruction, so the same stack; same span
-                seen[ident] = hit
-                found.append(hit[1])
-                continue
-            stack, state = walk(top, state, names)
-            sample = hit[1] if hit is not None else None
-            if sample is None or sample[3] is not stack or sample[4] != link:
-                th = threads.get(ident)
-                sample = (th.native_id or ident, th.name, "", stack, link) \
-                    if th is not None else (ident, "", "", stack, link)
-            seen[ident] = (state, sample)
-            found.append(sample)
-        self._walks = seen
-        del frames, top
-        tasks: list[SampleKey] = []
-        weight = self._walker.tick(threads, self.tracker, tasks) if self.asyncio else 1
+            if hit is not None and hit[0] is top and hit[1] == lasti \
+                    and not top.f_code.co_flags & SUSPENDABLE:
+                flat = hit[2]                   # not moved: same frames (see above)
+            else:
+                flat = []
+                append = flat.append
+                f = top
+                while f is not None:
+                    append(f.f_code)
+                    append(f.f_lasti)
+                    f = f.f_back
+                    if len(flat) >= _MAX_FLAT:
+                        break
+            seen[ident] = (top, lasti, flat)
+            th = threads.get(ident)             # named at the fold: it may have ended
+            found.append((th if th is not None else ident, flat, link))
+        self._tops = seen
+        del frames, top, f
+        tasks: list[Capture] = []
+        weight = self._walker.tick(self.tracker, tasks) if self.asyncio else 1
         with self._lock:
-            if self.names is not names:         # drain() renewed the table meanwhile
-                self._walks = {}
-                return
             pending = self._pending
-            pending.append((1, found))
+            pending.append((1, False, found))
             if tasks:
-                pending.append((weight, tasks))
+                pending.append((weight, True, tasks))
             if len(pending) > _MAX_PENDING:     # nobody folded for a while (GIL-starved)
                 self._fold()
 
@@ -326,23 +328,4 @@ class Sampler:
 
     def _fold(self) -> None:
         pending, self._pending = self._pending, []
-        counts = self._buffer.counts
-        for weight, samples in pending:
-            self._add(counts, samples, weight)
-
-    def _add(self, counts: Counter[SampleKey], found: list[SampleKey], weight: int) -> None:
-        """Count ``found``, ``weight`` each; a new stack beyond ``max_stacks`` is dropped."""
-        get, room = counts.get, self.max_stacks - len(counts)
-        dropped = 0
-        for key in found:
-            n = get(key)
-            if n is not None:
-                counts[key] = n + weight
-            elif room > 0:
-                counts[key] = weight
-                room -= 1
-            else:
-                dropped += weight
-        stats = self.stats
-        stats.samples += len(found) * weight - dropped
-        stats.dropped_samples += dropped
+        self._folder.fold(pending, self._buffer.counts, self.names)

@@ -13,9 +13,9 @@ line is the ``await`` it is suspended at. A future at the end of the chain
 (``sleep``'s, a queue's or a lock's waiter) has no frame and ends it.
 
 :class:`ChainWalker` is the sampler's fast path: it walks chains with a type
-check per link instead of probing attributes, records frames as
-``(id(code), f_lasti)`` (see :mod:`telegen.sdk.codes`), and reuses a task's
-chain from the previous tick while the task is still blocked on the same
+check per link instead of probing attributes, copies frames as
+``code, f_lasti`` (named later, :mod:`telegen.sdk.fold`), and reuses a
+task's copy from the previous tick while the task is still blocked on the same
 pending future (``task._fut_waiter``): a task only runs when the future it
 waits on completes, and a completed future is never waited on again, so the
 same waiter means the coroutines have not moved since.
@@ -28,14 +28,9 @@ import weakref
 from types import CoroutineType, FrameType, GeneratorType
 from typing import TYPE_CHECKING, Any
 
-from telegen.sdk import codes
-
 if TYPE_CHECKING:
-    from telegen.sdk.codes import FrameKey, Names, SampleKey
+    from telegen.sdk.fold import Capture
     from telegen.sdk.spans import SpanTracker
-
-_MAX_DEPTH = 256
-
 
 class Registry:
     """asyncio's registries of live tasks, looked up once asyncio is imported
@@ -104,44 +99,39 @@ class ChainWalker:
     per round: a task started meanwhile waits for the next round (at most
     ``r`` ticks), and a task of 3.12's eager set is held that long."""
 
-    def __init__(self, names: Names, max_tasks: int = 0) -> None:
-        self.names = names
+    def __init__(self, max_tasks: int = 0) -> None:
         self.max_tasks = max_tasks
         self._phase = 0
-        # id(task) -> (task, the future it waited on, its sample): from the
+        # id(task) -> (task, the future it waited on, its capture): from the
         # last round through the registry, and from this round so far
-        self._blocked: dict[int, tuple[Any, Any, SampleKey]] = {}
-        self._seen: dict[int, tuple[Any, Any, SampleKey]] = {}
+        self._blocked: dict[int, tuple[Any, Any, Capture]] = {}
+        self._seen: dict[int, tuple[Any, Any, Capture]] = {}
         self._registry = Registry()
-        # this round: the registry's copy, its weight, id(loop) -> (tid, thread name)
+        # this round: the registry's copy, and the weight of its samples
         self._round: list[Any] = []
         self._weight = 1
-        self._loops: dict[int, tuple[int, str]] = {}
 
-    def tick(self, threads: dict[int, Any], tracker: SpanTracker,
-             out: list[SampleKey]) -> int:
-        """Append a sample for every suspended task visited this tick to
-        ``out``; returns the weight of each (see the class notes).
+    def tick(self, tracker: SpanTracker, out: list[Capture]) -> int:
+        """Append ``(task, frames, span link)`` for every suspended task visited
+        this tick to ``out`` (``frames``: ``[code, f_lasti, ...]``, outermost
+        coroutine first; named and counted later, :mod:`telegen.sdk.fold`);
+        returns the weight of each (see the class notes).
 
         A task still blocked on the future it waited on when last visited has
-        not run since (see the module notes): its whole sample from then is
-        reused -- chain, names and span link (its spans start and end as it
-        runs) -- so it costs a dict lookup and two identity checks. A task
-        with no future to wait on is either ready to run or running now (its
-        coroutine says which); a running one is on its thread's stack already.
-        This runs at every tick with the application's caches cold, so the
-        walk and the span lookup are inlined, and the registry is copied once
-        per round."""
+        not run since (see the module notes): its capture from then is
+        reused -- frames and span link (its spans start and end as it runs)
+        -- so it costs a dict lookup and two identity checks. A task with no
+        future to wait on is either ready to run or running now (its
+        coroutine says which); a running one is on its thread's stack
+        already. The registry is copied once per round."""
         if self._phase == 0:                    # a new round: who is there now
             self._round = self._registry.refs()
-            self._loops = {}
             k = self.max_tasks
             self._weight = -(-len(self._round) // k) if k and len(self._round) > k else 1
         weight = self._weight
         refs = self._round[self._phase::weight] if weight > 1 else self._round
         self._phase += 1
-        old, seen, loops = self._blocked, self._seen, self._loops
-        names, register = self.names, codes.register
+        old, seen = self._blocked, self._seen
         spans = tracker.tasks
         coro_t, gen_t, ref_t = CoroutineType, GeneratorType, weakref.ref
         append = out.append
@@ -159,12 +149,12 @@ class ChainWalker:
                         seen[key] = hit
                         append(hit[2])
                         continue
-                chain: list[FrameKey] = []
                 obj = task.get_coro()
                 tp = type(obj)
                 if (obj.cr_running if tp is coro_t else obj.gi_running if tp is gen_t
                         else getattr(obj, "cr_running", False)):
                     continue                    # running: on its thread's stack
+                frames: list[Any] = []
                 while obj is not None:      # finite: a coroutine cannot await itself
                     if tp is coro_t:
                         frame = obj.cr_frame
@@ -177,38 +167,21 @@ class ChainWalker:
                         obj = _awaited(obj)
                     if frame is None:
                         break
-                    code = frame.f_code
-                    cid = id(code)
-                    if cid not in names:
-                        register(names, code, frame)
-                    chain.append((cid, frame.f_lasti))
+                    frames.append(frame.f_code)
+                    frames.append(frame.f_lasti)
                     tp = type(obj)
-                if not chain:               # done
+                if not frames:              # done
                     continue
-                if len(chain) > _MAX_DEPTH:
-                    del chain[:len(chain) - _MAX_DEPTH]
-                chain.reverse()
-                loop = task.get_loop()
-                where = loops.get(id(loop))
-                if where is None:
-                    where = loops[id(loop)] = _loop_thread(loop, threads)
                 entry = spans.get(key)
                 link = entry[1][-1] if entry is not None and entry[1] and entry[0]() is task \
                     else None
-                sample = (where[0], where[1], task.get_name(), tuple(chain), link)
+                capture = (task, frames, link)
                 if waiter is not None:
-                    seen[key] = (task, waiter, sample)
-                append(sample)
+                    seen[key] = (task, waiter, capture)
+                append(capture)
             except Exception:
                 continue
         if self._phase >= weight:               # round complete
             self._phase = 0
             self._blocked, self._seen = seen, {}
         return weight
-
-
-def _loop_thread(loop: Any, threads: dict[int, Any]) -> tuple[int, str]:
-    """(native thread id, thread name) of the thread running ``loop``."""
-    ident = getattr(loop, "_thread_id", None) or 0
-    th = threads.get(ident)
-    return (th.native_id or ident, th.name) if th is not None else (ident, "")

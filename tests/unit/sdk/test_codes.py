@@ -58,7 +58,7 @@ def test_a_coroutine_not_started_is_at_its_first_line() -> None:
 
 
 def test_blocked_task_reuses_its_chain_until_it_moves() -> None:
-    walker = ChainWalker({})
+    walker = ChainWalker()
     seen: list[Any] = []
 
     async def second(fut: asyncio.Future[None]) -> None:
@@ -75,24 +75,22 @@ def test_blocked_task_reuses_its_chain_until_it_moves() -> None:
         await asyncio.sleep(0)
         for _ in range(2):
             out: list[Any] = []
-            walker.tick({}, SpanTracker(), out)
-            seen.append([s[3] for s in out if s[2] == task.get_name()][0])
+            walker.tick(SpanTracker(), out)
+            seen.append([frames for t, frames, _ in out if t is task][0])
         a.set_result(None)
         await asyncio.sleep(0)
         out = []
-        walker.tick({}, SpanTracker(), out)
-        seen.append([s[3] for s in out if s[2] == task.get_name()][0])
+        walker.tick(SpanTracker(), out)
+        seen.append([frames for t, frames, _ in out if t is task][0])
         b.set_result(None)
         await task
 
     asyncio.run(main())
     first, again, moved = seen
     assert again is first                       # same waiter: the cached chain
-    names = [[walker.names[c][0] for c, _ in chain] for chain in seen]
-    assert names[0] == [f"{__name__}.test_blocked_task_reuses_its_chain_until_it_moves."
-                        "<locals>.blocked"]
-    assert [n.rsplit(".", 1)[-1] for n in names[2]] == ["second", "blocked"]
-    assert moved[1][0] == first[0][0] and moved[1][1] != first[0][1]   # another await
+    names = [[code.co_name for code in frames[::2]] for frames in seen]   # outermost first
+    assert names[0] == ["blocked"] and names[2] == ["blocked", "second"]
+    assert moved[0] is first[0] and moved[1] != first[1]               # another await
 
 
 def test_code_table_is_renewed_between_intervals_only() -> None:
@@ -138,7 +136,7 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
     same future is reused; a new future at the same await (same line, new
     span) gives a fresh sample."""
     tracker = SpanTracker()
-    walker = ChainWalker({})
+    walker = ChainWalker()
     samples: list[Any] = []
 
     async def loop_on(futs: list[asyncio.Future[None]]) -> None:
@@ -149,8 +147,8 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
 
     def mine(task: Any) -> Any:
         out: list[Any] = []
-        walker.tick({}, tracker, out)
-        return [s for s in out if s[2] == task.get_name()][0]
+        walker.tick(tracker, out)
+        return [c for c in out if c[0] is task][0]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -165,23 +163,23 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
         futs[1].set_result(None)
         await task
         out: list[Any] = []
-        walker.tick({}, tracker, out)
-        assert not [s for s in out if s[2] == task.get_name()]     # done: no sample
+        walker.tick(tracker, out)
+        assert not [c for c in out if c[0] is task]                 # done: no sample
         assert id(task) not in walker._blocked
 
     asyncio.run(main())
     first, again, moved = samples
     assert again is first
-    assert first[4] == (99, 100) and moved[4] == (99, 101)
-    assert moved[3] == first[3] and moved is not first    # same place, new wait
+    assert first[2] == (99, 100) and moved[2] == (99, 101)
+    assert moved[1] == first[1] and moved is not first    # same place, new wait
 
 
 def test_the_running_task_is_not_sampled_as_a_suspended_one() -> None:
     """A task running now is on its thread's stack: the walk skips it (its
     coroutine is executing), also when the registry was resolved before any
     loop ran, and samples the task it awaits with it suspended."""
-    walker = ChainWalker({})
-    walker.tick({}, SpanTracker(), [])              # resolves now, with no loop running
+    walker = ChainWalker()
+    walker.tick(SpanTracker(), [])              # resolves now, with no loop running
 
     async def parked() -> None:
         await asyncio.sleep(30)
@@ -190,11 +188,11 @@ def test_the_running_task_is_not_sampled_as_a_suspended_one() -> None:
         other = asyncio.ensure_future(parked(), loop=None)
         await asyncio.sleep(0)
         out: list[Any] = []
-        walker.tick({}, SpanTracker(), out)
+        walker.tick(SpanTracker(), out)
         other.cancel()
         me = asyncio.current_task()
         assert me is not None
-        return [s[2] for s in out] + ["me:" + me.get_name()]
+        return [c[0].get_name() for c in out] + ["me:" + me.get_name()]
 
     names = asyncio.run(main())
     me = names.pop()[3:]

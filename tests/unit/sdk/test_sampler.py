@@ -198,21 +198,25 @@ def test_bounded_buffer_counts_drops(waiting_thread: threading.Thread) -> None:
     assert stats.dropped_samples >= 2 and stats.samples == 2
 
 
-def test_a_thread_that_has_not_moved_reuses_its_sample(waiting_thread: threading.Thread) -> None:
-    """Same top frame at the same instruction: the same sample object (no walk);
-    a span started in that thread since still shows; a thread that moved is walked."""
+def test_a_thread_that_has_not_moved_reuses_its_frames(waiting_thread: threading.Thread) -> None:
+    """Same top frame at the same instruction: the same captured frames (no
+    walk); a span started in that thread since still shows; a thread that
+    moved is walked."""
     s = Sampler(rate=100, asyncio=False, tracker=SpanTracker(), stats=Stats())
-    tid = waiting_thread.ident
+    tid = waiting_thread.ident or 0
 
-    def sample_of(ident: int | None) -> Any:
+    def captured(ident: int) -> Any:
         s.sample_once()
-        return s._walks[ident][1] if ident in s._walks else None
+        return [c for c in s._pending[-1][2] if getattr(c[0], "ident", c[0]) == ident][0]
 
-    first, again = sample_of(tid), sample_of(tid)
-    assert first is not None and again is first
-    s.tracker.threads[tid or 0] = [(5, 6)]         # as if a span had started there
-    linked = sample_of(tid)
-    assert linked[4] == (5, 6) and linked[3] is first[3]
+    first, again = captured(tid), captured(tid)
+    assert again[1] is first[1] and first[2] is None
+    s.tracker.threads[tid] = [(5, 6)]               # as if a span had started there
+    linked = captured(tid)
+    assert linked[2] == (5, 6) and linked[1] is first[1]
     me = threading.get_ident()                      # this thread moves between ticks
-    a, b = sample_of(me), sample_of(me)
-    assert a is not b
+    a, b = captured(me), captured(me)
+    assert a[1] is not b[1]
+    counts = s.drain().counts
+    waiter = {k[4]: n for k, n in counts.items() if k[1] == "known-waiter"}
+    assert waiter == {None: 2, (5, 6): 3}, waiter       # 5 ticks, the span from the 3rd

@@ -194,7 +194,7 @@ def test_tasks_in_rotation_keep_their_shares() -> None:
     """With more tasks than ``max_tasks``, each tick visits a slice of them
     and counts each sample for the ticks it stands for: over whole rounds
     every task has exactly one count per tick."""
-    walker = ChainWalker({}, max_tasks=4)
+    walker = ChainWalker(max_tasks=4)
     tracker = SpanTracker()
     counts: Counter[str] = Counter()
     per_tick: list[int] = []
@@ -217,15 +217,15 @@ def test_tasks_in_rotation_keep_their_shares() -> None:
         await asyncio.sleep(0)
         # 12 tasks + main (+ any tasks of earlier tests not yet collected):
         # a weight w >= 4, and w ticks go round once
-        weights = [walker.tick({}, tracker, [])]
+        weights = [walker.tick(tracker, [])]
         walker._phase = 0
         for _ in range(3 * weights[0]):
             out: list[Any] = []
-            weight = walker.tick({}, tracker, out)
+            weight = walker.tick(tracker, out)
             weights.append(weight)
             per_tick.append(len(out))
-            for s in out:
-                counts[walker.names[s[3][0][0]][0].rsplit(".", 1)[-1]] += weight
+            for _task, frames, _link in out:
+                counts[frames[-2].co_name] += weight           # the innermost coroutine
         ticks.append(len(weights) - 1)
         assert len(set(weights)) == 1 and weights[0] >= 4, weights
         for f in futs:
@@ -245,8 +245,8 @@ def test_weighted_samples_are_counted_and_bounded() -> None:
     counts: Counter[Any] = Counter()
     keys: list[Any] = [(1, "", "", ((1, 0),), None), (2, "", "", ((2, 0),), None),
                        (3, "", "", ((3, 0),), None)]
-    s._add(counts, keys, 3)
-    s._add(counts, keys[:1], 1)
+    s._folder.add(counts, keys, 3)
+    s._folder.add(counts, keys[:1], 1)
     assert counts == {keys[0]: 4, keys[1]: 3}
     assert stats.samples == 7 and stats.dropped_samples == 3
 
