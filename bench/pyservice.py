@@ -1,8 +1,12 @@
 """The busy Python service both SDK benches run (``bench.python_sdk``,
 ``bench.python_sdk_phases``): an asyncio loop with 40 handler tasks serving
-"requests" of ~1 ms CPU (10 slices, yielding to the loop between slices)
-inside an OpenTelemetry span, 20 tasks parked on a queue, and optionally a
-worker thread serving the same requests."""
+"requests" of ~1 ms CPU (10 slices) inside an OpenTelemetry span, 20 tasks
+parked on a queue, and optionally a worker thread serving the same requests.
+Between two slices a handler either yields to the loop (``await
+asyncio.sleep(0)``: always runnable, so no task is ever blocked on a future
+-- the sampler's worst case) or, with ``io``, waits 1 ms as on a database or
+socket (``await asyncio.sleep(0.001)``); 40 handlers keep the loop busy
+either way."""
 
 from __future__ import annotations
 
@@ -26,9 +30,10 @@ class Service:
     """``more(kind)`` says whether the loop (``"async"``) or the worker
     (``"worker"``) takes another request; ``done`` counts slices."""
 
-    def __init__(self, tracer: Any, more: Callable[[str], bool]) -> None:
+    def __init__(self, tracer: Any, more: Callable[[str], bool], io: bool = False) -> None:
         self.tracer = tracer
         self.more = more
+        self.wait = 0.001 if io else 0.0
         self.done = {"async": 0, "worker": 0}
 
     def worker(self) -> None:
@@ -40,13 +45,13 @@ class Service:
                     done["worker"] += 1
 
     async def handler(self) -> None:
-        done, span = self.done, self.tracer.start_as_current_span
+        done, span, wait = self.done, self.tracer.start_as_current_span, self.wait
         while self.more("async"):
             with span("handle"):
                 for _ in range(SLICES_PER_REQUEST):
                     slice_()
                     done["async"] += 1
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(wait)
 
     async def main(self, alongside: Awaitable[Any] | None = None) -> None:
         q: asyncio.Queue[int] = asyncio.Queue()

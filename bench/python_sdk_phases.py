@@ -21,7 +21,7 @@ ticks, and the uploader thread's CPU over the whole run (the part that does
 not switch off: add it).
 
     python -m bench.python_sdk_phases [--seconds 90] [--phase 0.1] [--rate 99]
-                                      [--no-worker] [--no-asyncio] [--max-tasks 8]
+                                      [--no-worker] [--io] [--no-asyncio] [--max-tasks 4]
                                       [--idle-threads 0]
 """
 
@@ -62,7 +62,7 @@ def child(args: argparse.Namespace) -> None:
         for f in [pool.submit(time.sleep, 0.05) for _ in range(args.idle_threads)]:
             f.result()
     end = time.monotonic() + args.seconds
-    service = Service(tracer(), lambda kind: time.monotonic() < end)
+    service = Service(tracer(), lambda kind: time.monotonic() < end, io=args.io)
     phases: list[dict[str, Any]] = []
 
     async def switch() -> None:
@@ -114,7 +114,9 @@ def report(args: argparse.Namespace, out: dict[str, Any], uploads: int) -> None:
     ons = [p for p in phases if p["state"] == "on"]
     ticks = sum(p["ticks"] for p in ons) / sum(p["seconds"] for p in ons)
     own = sum(p["own_us"] for p in ons) / 1e6 / sum(p["cpu"] for p in ons) * 100
-    service = "40 asyncio handlers" + ("" if args.no_worker else " + 1 worker thread") + \
+    service = "40 asyncio handlers" + (" waiting 1 ms on I/O between slices" if args.io else
+                                       " always runnable") + \
+        ("" if args.no_worker else " + 1 worker thread") + \
         ", 1 ms requests in spans, 20 parked tasks" + \
         (f", {args.idle_threads} idle pool threads" if args.idle_threads else "") + \
         ("; SDK without asyncio task chains" if args.no_asyncio else "")
@@ -141,6 +143,8 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=99)
     ap.add_argument("--max-tasks", type=int, default=4)
     ap.add_argument("--no-worker", action="store_true")
+    ap.add_argument("--io", action="store_true",
+                    help="handlers wait 1 ms on I/O between slices (not always runnable)")
     ap.add_argument("--no-asyncio", action="store_true",
                     help="the SDK without asyncio task chains (threads only)")
     ap.add_argument("--idle-threads", type=int, default=0,
@@ -159,7 +163,7 @@ def main() -> None:
                "--endpoint", f"127.0.0.1:{backend.port}", "--seconds", str(args.seconds),
                "--phase", str(args.phase), "--rate", str(args.rate),
                "--max-tasks", str(args.max_tasks), "--idle-threads", str(args.idle_threads)] + \
-            (["--no-worker"] if args.no_worker else []) + \
+            (["--no-worker"] if args.no_worker else []) + (["--io"] if args.io else []) + \
             (["--no-asyncio"] if args.no_asyncio else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                               timeout=args.seconds + 120)
