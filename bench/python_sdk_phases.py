@@ -8,7 +8,8 @@ Here one service process (``bench.pyservice``) runs with the SDK started
 (``asyncio=True``, signal mode, uploading every 10 s to a real OTLP gRPC
 backend) through blocks of three short phases (``--phase`` seconds) in
 shuffled order: "off" (the per-thread timer stopped), "null" (the timer
-running, the handler returning at once) and "on" (sampling at ``--rate``).
+running, the handler returning at once) and "on" (sampling at ``--rate``
+and the SDK's span processor on the application's TracerProvider).
 The CPU the process uses per slice of work in each phase, against the "off"
 phase of the same block, is the cost of that state -- for "on", the ticks
 and everything they do to the application (caches, the signal, the frames
@@ -38,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.sdk.trace import SpanProcessor
+
 STATES = ("off", "null", "on")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,10 +52,14 @@ def child(args: argparse.Namespace) -> None:
 
     telegen.sdk.sampler._STALL = float("inf")      # "off" means off: no thread fallback
 
+    tr = tracer()                               # the application's TracerProvider
     prof = telegen.sdk.start(endpoint=args.endpoint, service_name="bench",
                              sample_rate=args.rate, asyncio=not args.no_asyncio,
-                             max_tasks_per_tick=args.max_tasks)
+                             max_tasks_per_tick=args.max_tasks, tracer_provider=object())
     assert prof is not None and prof.sampler.signal_driven, "signal mode needed"
+    spans = Switched(prof.span_processor())     # the SDK's span processor, switchable
+    tr_provider = __import__("opentelemetry.trace").trace.get_tracer_provider()
+    tr_provider.add_span_processor(spans)
     timer = prof.sampler._ticks._timer          # type: ignore[union-attr]
     assert timer is not None
     if args.idle_threads:                       # a thread pool's idle workers
@@ -62,7 +69,7 @@ def child(args: argparse.Namespace) -> None:
         for f in [pool.submit(time.sleep, 0.05) for _ in range(args.idle_threads)]:
             f.result()
     end = time.monotonic() + args.seconds
-    service = Service(tracer(), lambda kind: time.monotonic() < end, io=args.io)
+    service = Service(tr, lambda kind: time.monotonic() < end, io=args.io)
     phases: list[dict[str, Any]] = []
 
     async def switch() -> None:
@@ -73,6 +80,7 @@ def child(args: argparse.Namespace) -> None:
             for state in block:
                 timer.set(0.0 if state == "off" else 1.0 / args.rate)
                 prof.sampler._busy = state == "null"    # the handler returns at once
+                spans.on = state == "on"
                 done0, cpu0 = sum(service.done.values()), time.process_time()
                 ticks0, own0 = prof.stats.ticks, prof.stats.sampling_us
                 t0 = time.monotonic()
@@ -103,6 +111,28 @@ def _row(name: str, diffs: list[float]) -> str:
             f"{statistics.fmean(diffs):+.2f}% +- {half:.2f} |")
 
 
+class Switched(SpanProcessor):  # type: ignore[misc]
+    """A SpanProcessor passing span starts to another while ``on`` (ends
+    always, so no span is left open): the SDK's span tracking is part of
+    what the "on" phases cost."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.on = inner, False
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.on:
+            self.inner.on_start(span, parent_context)
+
+    def on_end(self, span: Any) -> None:
+        self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
 def report(args: argparse.Namespace, out: dict[str, Any], uploads: int) -> None:
     phases = out["phases"]
     blocks = [{p["state"]: p["cpu"] / p["slices"] for p in phases[i:i + 3]}
@@ -125,10 +155,10 @@ def report(args: argparse.Namespace, out: dict[str, Any], uploads: int) -> None:
     print("| CPU per unit of work, vs the off phase of the same block | median (IQR) | "
           "mean, 95% interval |")
     print("|---|---:|---:|")
-    print(_row("sampling on vs off (the SDK's cost)", diffs("on", "off")))
+    print(_row("sampling + span tracking vs off (the SDK's cost)", diffs("on", "off")))
     print(_row("null ticks vs off (timer + signal + a handler that returns)",
                diffs("null", "off")))
-    print(_row("sampling vs null ticks (the sampling's own part)", diffs("on", "null")))
+    print(_row("sampling + span tracking vs null ticks", diffs("on", "null")))
     print(f"\nticks per second in sampling phases: {ticks:.1f}; time in the SDK's ticks and "
           f"folds: {own:.2f}% of the process's CPU in them; uploader thread (encode + send "
           f"every 10 s): {out['uploader_cpu'] / out['cpu_total'] * 100:.2f}% of the whole "

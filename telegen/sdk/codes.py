@@ -3,11 +3,12 @@
 Hashing a code object is expensive (CPython hashes its name, constants,
 names, ... on every call, nested code objects included) and so is
 ``frame.f_lineno`` (a scan of the line table), while the sampler records
-thousands of frames a second. So a frame is recorded as
+thousands of frames a second. So a frame is counted as
 ``(id(code), frame.f_lasti)`` -- two ints, cheap to build and to hash -- and
 turned into ``module.function`` / file / line only when a profile is built.
-A :class:`CodeTable` keeps every code object it has an id for alive, so an id
-cannot be reused for another code object while it is in the table.
+The names table (:data:`Names`) keeps every code object it has an id for
+alive, so an id cannot be reused for another code object while it is in the
+table.
 Compatible with Python 3.8+.
 """
 

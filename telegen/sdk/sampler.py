@@ -107,7 +107,6 @@ class Sampler:
         self.asyncio = asyncio
         self.tracker = tracker
         self.stats = stats
-        self.max_stacks = max_stacks
         self.names: Names = {}                  # id(code) -> (function, file, code)
         self.ignore: set[int] = set()           # our own threads
         self._walker = _tasks.ChainWalker(max_tasks)
