@@ -18,7 +18,7 @@ import bisect
 import dis
 import sys
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from telegen.sdk.names import function_name
 

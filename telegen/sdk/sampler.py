@@ -270,9 +270,9 @@ class Sampler:
         ignore = self.ignore
         if in_signal and self._lone and len(threads) <= len(ignore) + 1 and self.stats.ticks & 15:
             # only the main thread and ours: no need to list every thread's frame
-            frames = {self._main: frame}
+            frames: dict[int, FrameType | None] = {self._main: frame}
         else:
-            frames = sys._current_frames()
+            frames = sys._current_frames()  # type: ignore[assignment]
             if in_signal:
                 frames[self._main] = frame
                 if len(frames) > len(threads):  # threads started without threading
