@@ -32,8 +32,9 @@ import os
 import threading
 from typing import Any
 
-from telegen.sdk.sampler import Sampler, Stats
+from telegen.sdk.sampler import Sampler
 from telegen.sdk.spans import SpanTracker, make_span_processor
+from telegen.sdk.stats import Stats
 from telegen.sdk.uploader import Uploader
 
 __all__ = ["Profiler", "start", "stop", "stats", "span_processor"]

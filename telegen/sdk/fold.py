@@ -23,8 +23,8 @@ from telegen.sdk import codes
 
 if TYPE_CHECKING:
     from telegen.sdk.codes import FrameKey, Names, SampleKey
-    from telegen.sdk.sampler import Stats
     from telegen.sdk.spans import Link
+    from telegen.sdk.stats import Stats
 
     # (threading.Thread -- or its ident if threading does not know it -- or
     # asyncio task, frames, span link)

@@ -52,6 +52,7 @@ from telegen.sdk import codes
 from telegen.sdk import tasks as _tasks
 from telegen.sdk.fold import MAX_DEPTH, Folder
 from telegen.sdk.spans import SpanTracker
+from telegen.sdk.stats import Stats
 from telegen.sdk.timer import MainThreadTicks
 
 if TYPE_CHECKING:
@@ -67,24 +68,6 @@ MODES = ("auto", "signal", "thread")
 # suspended and resumed by another caller (their f_back changes)
 SUSPENDABLE = 0x20 | 0x80 | 0x100 | 0x200
 log = logging.getLogger("telegen.sdk")
-
-
-class Stats:
-    """Counters the application can read (``telegen.sdk.stats()``)."""
-
-    def __init__(self) -> None:
-        self.ticks = 0              # sampling rounds taken (rate x seconds when not starved)
-        self.signal_ticks = 0       # of which in the main thread's signal handler
-        self.sampling_us = 0        # time the ticks and folds took (the thread was held)
-        self.samples = 0
-        self.dropped_samples = 0
-        self.errors = 0
-        self.exported_profiles = 0
-        self.export_failures = 0
-        self.dropped_uploads = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
 
 
 class Buffer:

@@ -22,7 +22,8 @@ import sys
 import threading
 from typing import Any
 
-from telegen.sdk.sampler import Buffer, Sampler, Stats
+from telegen.sdk.sampler import Buffer, Sampler
+from telegen.sdk.stats import Stats
 
 log = logging.getLogger("telegen.sdk")
 _EXPORT = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"

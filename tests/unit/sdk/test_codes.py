@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 from telegen.sdk import codes
-from telegen.sdk.sampler import Sampler, Stats
+from telegen.sdk.sampler import Sampler
 from telegen.sdk.spans import SpanTracker
+from telegen.sdk.stats import Stats
 from telegen.sdk.tasks import ChainWalker
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from telegen.sdk.sampler import Sampler, Stats
+from telegen.sdk.sampler import Sampler
 from telegen.sdk.spans import SpanTracker, make_span_processor
+from telegen.sdk.stats import Stats
 
 
 def names(sampler: Sampler, stack: tuple[Any, ...]) -> list[str]:

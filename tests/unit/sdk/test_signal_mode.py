@@ -14,8 +14,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from telegen.sdk.sampler import Sampler, Stats
+from telegen.sdk.sampler import Sampler
 from telegen.sdk.spans import SpanTracker
+from telegen.sdk.stats import Stats
 from telegen.sdk.tasks import ChainWalker
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import telegen.sdk
 from telegen.formats.otlp import decode_request
-from telegen.sdk.sampler import Sampler, Stats
+from telegen.sdk.sampler import Sampler
 from telegen.sdk.spans import SpanTracker
+from telegen.sdk.stats import Stats
 from telegen.sdk.uploader import Uploader
 from telegen.testing import require
 from telegen.testing.agent import free_port
