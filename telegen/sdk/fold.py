@@ -52,22 +52,25 @@ class Folder:
         for weight, of_tasks, captured in pending:
             samples: list[SampleKey] = []
             for owner, frames, link in captured:
-                stack = keys.get(id(frames))
-                if stack is None:
-                    stack = keys[id(frames)] = self.key(frames, names, of_tasks)
-                if of_tasks:
-                    loop = owner.get_loop()
-                    place = where.get(id(loop))
-                    if place is None:
-                        place = where[id(loop)] = _thread(
-                            getattr(loop, "_thread_id", None) or 0, threads)
-                    samples.append((place[0], place[1], owner.get_name(), stack, link))
-                else:
-                    place = where.get(id(owner))
-                    if place is None:
-                        place = where[id(owner)] = (owner, "") if type(owner) is int \
-                            else (owner.native_id or owner.ident, owner.name)
-                    samples.append((place[0], place[1], "", stack, link))
+                try:
+                    stack = keys.get(id(frames))
+                    if stack is None:
+                        stack = keys[id(frames)] = self.key(frames, names, of_tasks)
+                    if of_tasks:
+                        loop = owner.get_loop()
+                        place = where.get(id(loop))
+                        if place is None:
+                            place = where[id(loop)] = _thread(
+                                getattr(loop, "_thread_id", None) or 0, threads)
+                        samples.append((place[0], place[1], owner.get_name(), stack, link))
+                    else:
+                        place = where.get(id(owner))
+                        if place is None:
+                            place = where[id(owner)] = (owner, "") if type(owner) is int \
+                                else (owner.native_id or owner.ident, owner.name)
+                        samples.append((place[0], place[1], "", stack, link))
+                except Exception:           # a task-like object that is not quite one
+                    self.stats.errors += 1
             self.add(counts, samples, weight)
 
     def key(self, frames: list[Any], names: Names, outer_first: bool) -> tuple[FrameKey, ...]:

@@ -221,3 +221,18 @@ def test_a_thread_that_has_not_moved_reuses_its_frames(waiting_thread: threading
     counts = s.drain().counts
     waiter = {k[4]: n for k, n in counts.items() if k[1] == "known-waiter"}
     assert waiter == {None: 2, (5, 6): 3}, waiter       # 5 ticks, the span from the 3rd
+
+
+def test_a_capture_that_cannot_be_named_is_counted_not_fatal() -> None:
+    """One odd task-like object in the registry costs its own sample only."""
+    stats = Stats()
+    s = Sampler(rate=100, asyncio=False, tracker=SpanTracker(), stats=stats)
+    s.sample_once()
+
+    class NotATask:
+        def get_loop(self) -> Any:
+            raise RuntimeError("no loop")
+
+    s._pending.append((1, True, [(NotATask(), [known_wait.__code__, 0], None)]))
+    counts = s.drain().counts
+    assert stats.errors == 1 and sum(counts.values()) == stats.samples > 0
