@@ -86,8 +86,8 @@ def _awaited(obj: Any) -> Any:
 
 
 class ChainWalker:
-    """Samples of suspended tasks: (tid, thread name, task name, await chain
-    as frame keys leaf first, span link).
+    """Copies of suspended tasks' await chains, for the sampler's ticks
+    (named and counted later, :mod:`telegen.sdk.fold`).
 
     ``max_tasks`` bounds the tasks visited per tick (0: every task, every
     tick). With more live tasks than that, the registry is visited in
