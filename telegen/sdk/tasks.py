@@ -23,6 +23,7 @@ same waiter means the coroutines have not moved since.
 
 from __future__ import annotations
 
+import random
 import sys
 import weakref
 from types import CoroutineType, FrameType, GeneratorType
@@ -95,21 +96,23 @@ class ChainWalker:
     one ``r``-th of it -- and every sample counts ``r``, so each task keeps
     its expected share of the time while a tick's cost stays bounded however
     many connections a service keeps parked (the way JFR's execution sampler
-    bounds the threads it visits per period). The registry is copied once
-    per round: a task started meanwhile waits for the next round (at most
-    ``r`` ticks), and a task of 3.12's eager set is held that long."""
+    bounds the threads it visits per period). A round visits the ``r``
+    slices in a random order, so a task that lives fewer than ``r`` ticks
+    (a server's requests) has its ``1/r`` chance at each tick it lives
+    wherever it stands in the registry, while over whole rounds every task
+    still gets exactly one count per tick; the registry is copied at every
+    tick for the same reason."""
 
     def __init__(self, max_tasks: int = 0) -> None:
         self.max_tasks = max_tasks
-        self._phase = 0
+        self._order: list[int] = []             # this round's slices, in visiting order
+        self._next = 0                          # how many of them were visited
+        self._random = random.Random()          # not the application's generator
         # id(task) -> (task, the future it waited on, its capture): from the
         # last round through the registry, and from this round so far
         self._blocked: dict[int, tuple[Any, Any, Capture]] = {}
         self._seen: dict[int, tuple[Any, Any, Capture]] = {}
         self._registry = Registry()
-        # this round: the registry's copy, and the weight of its samples
-        self._round: list[Any] = []
-        self._weight = 1
 
     def tick(self, tracker: SpanTracker, out: list[Capture]) -> int:
         """Append ``(task, frames, span link)`` for every suspended task visited
@@ -123,14 +126,16 @@ class ChainWalker:
         -- so it costs a dict lookup and two identity checks. A task with no
         future to wait on is either ready to run or running now (its
         coroutine says which); a running one is on its thread's stack
-        already. The registry is copied once per round."""
-        if self._phase == 0:                    # a new round: who is there now
-            self._round = self._registry.refs()
-            k = self.max_tasks
-            self._weight = -(-len(self._round) // k) if k and len(self._round) > k else 1
-        weight = self._weight
-        refs = self._round[self._phase::weight] if weight > 1 else self._round
-        self._phase += 1
+        already."""
+        refs = self._registry.refs()
+        k = self.max_tasks
+        weight = -(-len(refs) // k) if k and len(refs) > k else 1
+        if weight != len(self._order) or self._next >= weight:     # a new round
+            self._order = self._random.sample(range(weight), weight)
+            self._next = 0
+        if weight > 1:
+            refs = refs[self._order[self._next]::weight]
+        self._next += 1
         old, seen = self._blocked, self._seen
         spans = tracker.tasks
         coro_t, gen_t, ref_t = CoroutineType, GeneratorType, weakref.ref
@@ -181,7 +186,6 @@ class ChainWalker:
                 append(capture)
             except Exception:
                 continue
-        if self._phase >= weight:               # round complete
-            self._phase = 0
+        if self._next >= weight:                # round complete
             self._blocked, self._seen = seen, {}
         return weight

@@ -221,7 +221,7 @@ def test_tasks_in_rotation_keep_their_shares() -> None:
         # 12 tasks + main (+ any tasks of earlier tests not yet collected):
         # a weight w >= 4, and w ticks go round once
         weights = [walker.tick(tracker, [])]
-        walker._phase = 0
+        walker._next = weights[0]              # the next tick starts a round
         for _ in range(3 * weights[0]):
             out: list[Any] = []
             weight = walker.tick(tracker, out)
@@ -240,6 +240,47 @@ def test_tasks_in_rotation_keep_their_shares() -> None:
     assert max(per_tick) <= 4
     assert counts["park_a"] == 6 * n and counts["park_b"] == 4 * n \
         and counts["park_c"] == 2 * n, counts
+
+
+def test_short_lived_tasks_keep_their_share_in_rotation() -> None:
+    """Tasks that live fewer ticks than a rotation round (a server's
+    requests) are still counted, in expectation, for the ticks they lived:
+    each tick draws its slice from the tasks alive at that tick."""
+    walker = ChainWalker(max_tasks=2)
+    tracker = SpanTracker()
+    counted: list[int] = []
+
+    async def short(f: asyncio.Future[None]) -> None:
+        await f
+
+    async def parked(f: asyncio.Future[None]) -> None:
+        await f
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futs = [loop.create_future() for _ in range(10)]
+        longs = [asyncio.ensure_future(parked(f)) for f in futs]
+        live: list[tuple[asyncio.Future[None], asyncio.Future[None]]] = []
+        total = 0
+        for _ in range(TICKS):
+            f = loop.create_future()
+            live.append((asyncio.ensure_future(short(f)), f))
+            if len(live) > 2:                   # each short task lives two ticks
+                task, done = live.pop(0)
+                done.set_result(None)
+                await task
+            await asyncio.sleep(0)
+            out: list[Any] = []
+            weight = walker.tick(tracker, out)  # 13 tasks, 2 a tick: rounds of 7
+            total += weight * sum(1 for _t, frames, _l in out if frames[-2].co_name == "short")
+        counted.append(total)
+        for f in futs + [f for _, f in live]:
+            f.set_result(None)
+        await asyncio.gather(*longs, *(t for t, _ in live))
+
+    TICKS = 700
+    asyncio.run(main())
+    assert 0.7 * 2 * TICKS < counted[0] < 1.3 * 2 * TICKS, counted     # 2 alive at each tick
 
 
 def test_weighted_samples_are_counted_and_bounded() -> None:
