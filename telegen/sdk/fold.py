@@ -67,7 +67,7 @@ class Folder:
                         place = where.get(id(owner))
                         if place is None:
                             place = where[id(owner)] = (owner, "") if type(owner) is int \
-                                else (owner.native_id or owner.ident, owner.name)
+                                else _named(owner)
                         samples.append((place[0], place[1], "", stack, link))
                 except Exception:           # a task-like object that is not quite one
                     self.stats.errors += 1
@@ -107,4 +107,8 @@ class Folder:
 def _thread(ident: int, threads: dict[int, Any]) -> tuple[int, str]:
     """(native thread id, thread name) of a thread, by its ident."""
     th = threads.get(ident)
-    return (th.native_id or ident, th.name) if th is not None else (ident, "")
+    return _named(th) if th is not None else (ident, "")
+
+
+def _named(th: threading.Thread) -> tuple[int, str]:
+    return (th.native_id or th.ident or 0, th.name)

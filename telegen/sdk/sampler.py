@@ -66,7 +66,7 @@ _MAX_FLAT = 2 * MAX_DEPTH    # a thread's captured frames: code, f_lasti, ...
 MODES = ("auto", "signal", "thread")
 # generator, coroutine, iterable coroutine, async generator: frames that can be
 # suspended and resumed by another caller (their f_back changes)
-SUSPENDABLE = 0x20 | 0x80 | 0x100 | 0x200
+_SUSPENDABLE = 0x20 | 0x80 | 0x100 | 0x200
 log = logging.getLogger("telegen.sdk")
 
 
@@ -272,7 +272,7 @@ class Sampler:
             lasti = top.f_lasti
             hit = last.get(ident)
             if hit is not None and hit[0] is top and hit[1] == lasti \
-                    and not top.f_code.co_flags & SUSPENDABLE:
+                    and not top.f_code.co_flags & _SUSPENDABLE:
                 flat = hit[2]                   # not moved: same frames (see above)
             else:
                 flat = []

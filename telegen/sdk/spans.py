@@ -48,13 +48,16 @@ class SpanTracker:
 
     Spans of a task are kept under ``id(task)`` with a weak reference to the
     task (a finished task's id may be reused: the reference tells); entries
-    go away when their last span ends."""
+    go away when their last span ends. The sampler reads ``threads`` and
+    ``tasks`` directly, in its ticks (a method call per thread or task costs
+    more there than the lookup): a thread's span is the last of
+    ``threads[ident]``, a task's the last of ``tasks[id(task)][1]`` when that
+    entry's reference still points to the task."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # read by the sampler's ticks directly (a method call per thread or
-        # task costs more than the lookup): thread ident -> its open spans,
-        # id(task) -> (weak reference to the task, its open spans)
+        # thread ident -> its open spans; id(task) -> (weak reference to the
+        # task, its open spans). Read by the sampler directly (see above).
         self.threads: dict[int, list[Link]] = {}
         self.tasks: dict[int, tuple[weakref.ref[Any], list[Link]]] = {}
         # span id -> (the dict, key, stack and link it was put in)
@@ -114,17 +117,6 @@ class SpanTracker:
             entry = where.get(key)
             if entry is stack or (type(entry) is tuple and entry[1] is stack):
                 del where[key]
-
-    def for_thread(self, tid: int) -> Link | None:
-        stack = self.threads.get(tid)
-        return stack[-1] if stack else None
-
-    def for_task(self, task: Any) -> Link | None:
-        entry = self.tasks.get(id(task))
-        if entry is None or entry[0]() is not task:
-            return None
-        stack = entry[1]
-        return stack[-1] if stack else None
 
 
 def make_span_processor(tracker: SpanTracker) -> Any:

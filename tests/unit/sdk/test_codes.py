@@ -110,26 +110,38 @@ def test_tracker_forgets_ended_spans_and_reused_task_ids() -> None:
     tracker.started(1, 2)
     tracker.started(1, 3)
     me = threading.get_ident()
-    assert tracker.for_thread(me) == (1, 3)
+    assert tracker.threads[me] == [(1, 2), (1, 3)]
     tracker.ended(2)                            # out of order
-    assert tracker.for_thread(me) == (1, 3)
+    assert tracker.threads[me] == [(1, 3)]
     tracker.ended(3)
-    assert tracker.for_thread(me) is None and not tracker.threads and not tracker._where
-
-    class Task:
-        pass
+    assert not tracker.threads and not tracker._where
 
     async def in_task() -> Any:
         tracker.started(7, 8)
         return asyncio.current_task()
 
+    async def parked(f: asyncio.Future[None]) -> None:
+        await f
+
     task = asyncio.run(in_task())
-    assert tracker.for_task(task) == (7, 8)
-    other = Task()                  # an object that got the id of a task gone with its span
-    tracker.tasks[id(other)] = tracker.tasks[id(task)]
-    assert tracker.for_task(other) is None
+    assert tracker.tasks[id(task)][1] == [(7, 8)]
+
+    async def reused() -> Any:
+        """A live task that got the id of a task gone with its span: the
+        sampler's lookup (the weak reference) must not give it that span."""
+        f = asyncio.get_running_loop().create_future()
+        other = asyncio.ensure_future(parked(f))
+        await asyncio.sleep(0)
+        tracker.tasks[id(other)] = tracker.tasks[id(task)]
+        out: list[Any] = []
+        ChainWalker().tick(tracker, out)
+        f.set_result(None)
+        await other
+        return [link for t, _, link in out if t is other]
+
+    assert asyncio.run(reused()) == [None]
     tracker.ended(8)
-    assert tracker.for_task(task) is None and id(task) not in tracker.tasks
+    assert id(task) not in tracker.tasks
 
 
 def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> None:

@@ -186,7 +186,7 @@ def test_spans_of_threads_and_tasks() -> None:
     assert [format(link[1], "016x") for link in task_links] == [lt.span_ids["in-task"]]
     assert links["loop-thread"] is None
     # ended spans are forgotten
-    assert tracker.for_thread(t.ident or 0) is None
+    assert (t.ident or 0) not in tracker.threads
 
 
 def test_bounded_buffer_counts_drops(waiting_thread: threading.Thread) -> None:
