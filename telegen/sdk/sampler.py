@@ -24,7 +24,9 @@ In signal mode the sampler thread only supervises, four times a second: while
 no tick has come for ``_STALL`` seconds (the main thread is blocked in C code
 that does not return to Python) it samples at the rate itself, and if the
 application installs its own SIGPROF handler the timer is deleted and the
-thread takes over for good.
+thread takes over for good. A busy loop in the main thread would starve the
+SDK's threads of the GIL (folds, uploads): a tick hands it over when one of
+them is due (:mod:`telegen.sdk.turns`).
 
 The sampler holds the GIL while it works, so every microsecond it spends is
 taken from the application, and a tick runs with the application's caches
@@ -54,6 +56,7 @@ from telegen.sdk.fold import MAX_DEPTH, Folder
 from telegen.sdk.spans import SpanTracker
 from telegen.sdk.stats import Stats
 from telegen.sdk.timer import MainThreadTicks
+from telegen.sdk.turns import Turns
 
 if TYPE_CHECKING:
     from telegen.sdk.codes import Names, SampleKey
@@ -111,6 +114,7 @@ class Sampler:
         self._tops: dict[int, tuple[FrameType, int, list[Any]]] = {}
         self._lone = True           # no Python threads beyond threading's (see sample_once)
         self._pending: Pending = []             # what the ticks since the last fold captured
+        self.turns = Turns()                    # when our threads want the GIL (signal mode)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -185,7 +189,11 @@ class Sampler:
             stats.errors += 1
         finally:
             self._busy = self._stop.is_set()
-            stats.sampling_us += (time.perf_counter_ns() - t0) // 1000
+            t1 = time.perf_counter_ns()
+            stats.sampling_us += (t1 - t0) // 1000
+        if t1 >= self.turns.next:           # one of our threads waits: its turn
+            stats.gil_handoffs += 1
+            self.turns.give()
 
     def _tick(self) -> None:
         t0 = time.perf_counter_ns()
@@ -205,6 +213,7 @@ class Sampler:
         while not self._stop.is_set():
             if self._ticks is not None and self._supervised():
                 self.fold()
+                self.turns.at("sampler", _SUPERVISE)
                 if sleep(True, _SUPERVISE):
                     break
                 next_t = monotonic()

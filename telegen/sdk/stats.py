@@ -10,6 +10,7 @@ class Stats:
         self.ticks = 0              # sampling rounds taken (rate x seconds when not starved)
         self.signal_ticks = 0       # of which in the main thread's signal handler
         self.sampling_us = 0        # time the ticks and folds took (the thread was held)
+        self.gil_handoffs = 0       # ticks that let one of our threads have the GIL
         self.samples = 0
         self.dropped_samples = 0
         self.errors = 0

@@ -70,8 +70,17 @@ class Uploader:
         me = threading.current_thread().ident
         if me is not None:
             self.sampler.ignore.add(me)
-        while not self._stop.wait(self.interval):
-            self._flush_safely()
+        turns = self.sampler.turns
+        try:
+            turns.at("uploader", 0)            # working from now
+            _warm_up()
+            while True:
+                turns.at("uploader", self.interval)     # a tick lets us in when due
+                if self._stop.wait(self.interval):
+                    break
+                self._flush_safely()
+        finally:
+            turns.done("uploader")
 
     def _flush_safely(self) -> None:
         try:
@@ -140,3 +149,17 @@ class Uploader:
         if state != self._state:
             self._state = state
             (log.info if state == "up" else log.warning)("telegen.sdk: %s", message)
+
+
+def _warm_up() -> None:
+    """Import what uploads need now, while the application starts, rather
+    than at the first upload: on a loop busy from the start the uploader
+    gets the GIL only at ticks (:mod:`telegen.sdk.turns`), and an import's
+    many system calls would each wait for one."""
+    try:
+        import grpc  # noqa: F401
+
+        import telegen.formats.otlp  # noqa: F401
+        import telegen.sdk.encode  # noqa: F401
+    except Exception:           # reported by the first upload that needs them
+        pass

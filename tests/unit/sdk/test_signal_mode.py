@@ -85,6 +85,50 @@ def test_one_busy_asyncio_thread_gets_every_tick() -> None:
     assert hot > 0.5 * sum(tops.values()), tops      # the loop mostly runs work()
 
 
+def test_the_sdk_threads_get_their_turns_beside_a_busy_loop() -> None:
+    """A loop thread that drops and retakes the GIL at every epoll call
+    starves every other thread (CPython's convoy: the waiter never times out
+    without a switch): here the uploader and the sampler thread's folds.
+    The ticks hand the GIL over when one of them is due, so uploads and
+    folds keep time while the loop stays busy. (Counted from the second
+    second on: the uploader's first imports, started with the loop here,
+    proceed one system call per tick.)"""
+    from telegen.testing.backends import OtlpBackend
+
+    backend = OtlpBackend().start()
+    try:
+        out = run(f"""
+async def handler():
+    while time.monotonic() < end:
+        x = 0
+        for i in range(2000):
+            x += i * i
+        await asyncio.sleep(0.001)
+async def main():
+    await asyncio.gather(*(handler() for _ in range(40)))
+    await asyncio.sleep(0)
+async def mark():
+    await asyncio.sleep(2)
+    marks.append(prof.stats.exported_profiles)
+async def both():
+    await asyncio.gather(main(), mark())
+marks = []
+prof = telegen.sdk.start(endpoint="127.0.0.1:{backend.port}", sample_rate=99, asyncio=True,
+                         upload_interval=0.5)
+t0 = time.monotonic(); end = t0 + 5
+asyncio.run(both())
+exported, pending = prof.stats.exported_profiles - marks[0], len(prof.sampler._pending)
+report(prof, exported=exported, pending=pending)
+""")
+    finally:
+        backend.stop()
+    st = out["stats"]
+    assert out["signal"] and st["ticks"] >= 400, st
+    assert out["exported"] >= 4, out            # 6 due in the last 3 s; 0 without turns
+    assert out["pending"] <= 60, out            # folded every 0.25 s (25 ticks)
+    assert st["gil_handoffs"] > 0, st
+
+
 def test_thread_mode_when_not_started_from_the_main_thread() -> None:
     out = run("""
 box = []
