@@ -20,15 +20,16 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from telegen.sdk import codes
+from telegen.sdk.spans import link_of
 
 if TYPE_CHECKING:
     from telegen.sdk.codes import FrameKey, Names, SampleKey
-    from telegen.sdk.spans import Link
+    from telegen.sdk.spans import Span
     from telegen.sdk.stats import Stats
 
     # (threading.Thread -- or its ident if threading does not know it -- or
     # asyncio task, frames, span link)
-    Capture = tuple[Any, list[Any], Link | None]
+    Capture = tuple[Any, list[Any], Span | None]
     # captures of one tick: (weight, of tasks?, captures)
     Pending = list[tuple[int, bool, list[Capture]]]
 
@@ -49,10 +50,16 @@ class Folder:
         threads = threading._active  # type: ignore[attr-defined]
         keys: dict[int, tuple[FrameKey, ...]] = {}     # id(frames) -> key, this fold
         where: dict[int, tuple[int, str]] = {}          # id(thread or loop) -> (tid, name)
+        links: dict[int, Any] = {}                      # id(span) -> its ids, this fold
         for weight, of_tasks, captured in pending:
             samples: list[SampleKey] = []
-            for owner, frames, link in captured:
+            for owner, frames, span in captured:
                 try:
+                    link = None
+                    if span is not None:
+                        link = links.get(id(span), False)
+                        if link is False:
+                            link = links[id(span)] = link_of(span)
                     stack = keys.get(id(frames))
                     if stack is None:
                         stack = keys[id(frames)] = self.key(frames, names, of_tasks)

@@ -176,7 +176,9 @@ class Sampler:
         return self._ticks is not None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """SIGPROF handler: one tick, in the main thread (see the module notes)."""
+        """SIGPROF handler: one tick, in the main thread (see the module notes);
+        then, if one of our threads waits for the GIL, its turn (``_busy``
+        still set: a signal handled while the GIL is released returns at once)."""
         if self._busy:
             return
         self._busy = True
@@ -187,13 +189,14 @@ class Sampler:
             self.sample_once(True, frame)
         except Exception:
             stats.errors += 1
-        finally:
-            self._busy = self._stop.is_set()
+        try:
             t1 = time.perf_counter_ns()
             stats.sampling_us += (t1 - t0) // 1000
-        if t1 >= self.turns.next:           # one of our threads waits: its turn
-            stats.gil_handoffs += 1
-            self.turns.give()
+            if t1 >= self.turns.next:
+                stats.gil_handoffs += 1
+                self.turns.give()
+        finally:
+            self._busy = self._stop.is_set()
 
     def _tick(self) -> None:
         t0 = time.perf_counter_ns()

@@ -8,11 +8,12 @@ import json
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from telegen.sdk import codes
 from telegen.sdk.sampler import Sampler
-from telegen.sdk.spans import SpanTracker
+from telegen.sdk.spans import SpanTracker, link_of
 from telegen.sdk.stats import Stats
 from telegen.sdk.tasks import ChainWalker
 
@@ -105,26 +106,40 @@ def test_code_table_is_renewed_between_intervals_only() -> None:
         assert all(code_id in buf.names for code_id, _ in key[3])
 
 
+def span(trace_id: int, span_id: int) -> Any:
+    """What the tracker needs of an opentelemetry-sdk span."""
+    ctx = SimpleNamespace(trace_id=trace_id, span_id=span_id)
+    return SimpleNamespace(get_span_context=lambda: ctx)
+
+
+def ctx(sp: Any) -> Any:
+    return sp.get_span_context()
+
+
 def test_tracker_forgets_ended_spans_and_reused_task_ids() -> None:
     tracker = SpanTracker()
-    tracker.started(1, 2)
-    tracker.started(1, 3)
+    s2, s3, s8 = span(1, 2), span(1, 3), span(7, 8)
+    tracker.started(s2)
+    tracker.started(s3)
     me = threading.get_ident()
-    assert tracker.threads[me] == [(1, 2), (1, 3)]
-    tracker.ended(2)                            # out of order
-    assert tracker.threads[me] == [(1, 3)]
-    tracker.ended(3)
+    assert tracker.threads[me] == [ctx(s2), ctx(s3)] and link_of(ctx(s3)) == (1, 3)
+    tracker.ended(s2)                            # out of order
+    assert tracker.threads[me] == [ctx(s3)]
+    tracker.ended(s3)
     assert not tracker.threads and not tracker._where
+    tracker.started(object())                   # not a span: never raises
+    tracker.ended(None)
+    assert not tracker.threads and link_of(object()) is None
 
     async def in_task() -> Any:
-        tracker.started(7, 8)
+        tracker.started(s8)
         return asyncio.current_task()
 
     async def parked(f: asyncio.Future[None]) -> None:
         await f
 
     task = asyncio.run(in_task())
-    assert tracker.tasks[id(task)][1] == [(7, 8)]
+    assert tracker.tasks[id(task)][1] == [ctx(s8)]
 
     async def reused() -> Any:
         """A live task that got the id of a task gone with its span: the
@@ -140,7 +155,7 @@ def test_tracker_forgets_ended_spans_and_reused_task_ids() -> None:
         return [link for t, _, link in out if t is other]
 
     assert asyncio.run(reused()) == [None]
-    tracker.ended(8)
+    tracker.ended(s8)
     assert id(task) not in tracker.tasks
 
 
@@ -154,9 +169,10 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
 
     async def loop_on(futs: list[asyncio.Future[None]]) -> None:
         for i, fut in enumerate(futs):
-            tracker.started(99, 100 + i)
+            sp = span(99, 100 + i)
+            tracker.started(sp)
             await fut                               # the same await each time
-            tracker.ended(100 + i)
+            tracker.ended(sp)
 
     def mine(task: Any) -> Any:
         out: list[Any] = []
@@ -183,7 +199,7 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
     asyncio.run(main())
     first, again, moved = samples
     assert again is first
-    assert first[2] == (99, 100) and moved[2] == (99, 101)
+    assert link_of(first[2]) == (99, 100) and link_of(moved[2]) == (99, 101)
     assert moved[1] == first[1] and moved is not first    # same place, new wait
 
 

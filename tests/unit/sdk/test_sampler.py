@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -212,9 +213,10 @@ def test_a_thread_that_has_not_moved_reuses_its_frames(waiting_thread: threading
 
     first, again = captured(tid), captured(tid)
     assert again[1] is first[1] and first[2] is None
-    s.tracker.threads[tid] = [(5, 6)]               # as if a span had started there
+    sp = SimpleNamespace(trace_id=5, span_id=6)    # a SpanContext
+    s.tracker.threads[tid] = [sp]                   # as if a span had started there
     linked = captured(tid)
-    assert linked[2] == (5, 6) and linked[1] is first[1]
+    assert linked[2] is sp and linked[1] is first[1]
     me = threading.get_ident()                      # this thread moves between ticks
     a, b = captured(me), captured(me)
     assert a[1] is not b[1]

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import telegen.sdk
 from telegen.formats.otlp import decode_request
@@ -46,7 +47,8 @@ def test_upload_is_an_otlp_wall_profile_with_span_links() -> None:
     t.start()
     try:
         sampler, up, stats = make(backend.port)
-        sampler.tracker.started(0x1234, 0xABCD)          # this thread is in a span
+        ctx = SimpleNamespace(trace_id=0x1234, span_id=0xABCD)
+        sampler.tracker.started(SimpleNamespace(get_span_context=lambda: ctx))  # in a span
         for _ in range(3):
             sampler.sample_once()
         up.flush()
