@@ -22,7 +22,7 @@ ticks, and the uploader thread's CPU over the whole run (the part that does
 not switch off: add it).
 
     python -m bench.python_sdk_phases [--seconds 90] [--phase 0.1] [--rate 99]
-                                      [--no-worker] [--io] [--no-asyncio] [--max-tasks 4]
+                                      [--no-worker] [--io] [--no-asyncio] [--max-tasks 2]
                                       [--idle-threads 0]
 """
 
@@ -171,7 +171,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=90.0)
     ap.add_argument("--phase", type=float, default=0.1)
     ap.add_argument("--rate", type=int, default=99)
-    ap.add_argument("--max-tasks", type=int, default=4)
+    ap.add_argument("--max-tasks", type=int, default=2)
     ap.add_argument("--no-worker", action="store_true")
     ap.add_argument("--io", action="store_true",
                     help="handlers wait 1 ms on I/O between slices (not always runnable)")

@@ -110,7 +110,7 @@ def start(*, endpoint: str = "127.0.0.1:4317", service_name: str = "",
           tracer_provider: Any = None, max_stacks: int = 20000, max_pending: int = 6,
           timeout: float = 5.0, headers: dict[str, str] | None = None,
           resource: dict[str, str | int] | None = None, mode: str = "auto",
-          max_tasks_per_tick: int = 4) -> Profiler | None:
+          max_tasks_per_tick: int = 2) -> Profiler | None:
     """Start profiling this process (once; later calls return the running
     profiler). Returns None, after logging why, when it cannot start.
 
@@ -122,7 +122,10 @@ def start(*, endpoint: str = "127.0.0.1:4317", service_name: str = "",
 
     ``max_tasks_per_tick`` -- with more asyncio tasks than this, a tick
     visits them in rotation and each sample counts for the ticks it stands
-    for (0: every task at every tick); see :class:`telegen.sdk.tasks.ChainWalker`."""
+    for (0: every task at every tick); see :class:`telegen.sdk.tasks.ChainWalker`.
+    A task sample costs ~10 us (its visit in a tick, its count in a fold;
+    measured: 4 -> 2 took the SDK's own time from 0.74-0.82% to 0.57-0.58%
+    of a busy service's CPU at 99 Hz); 2 gives ~200 task samples a second."""
     global _profiler
     try:
         with _lock:
