@@ -51,6 +51,12 @@ def child(args: argparse.Namespace) -> None:
     from bench.pyservice import Service, threads_cpu_s, tracer
 
     telegen.sdk.sampler._STALL = float("inf")      # "off" means off: no thread fallback
+    # ... and no sampler thread waking to supervise and fold 4 times a second:
+    # in an off or null phase no tick would hand it the GIL, and a thread
+    # starved of the GIL costs the loop (a futex wake at every release) in
+    # the phases the SDK is meant to be absent from; the "on" phases fold
+    # at their end instead (telegen.sdk.turns)
+    telegen.sdk.sampler._SUPERVISE = 3600.0
 
     tr = tracer()                               # the application's TracerProvider
     prof = telegen.sdk.start(endpoint=args.endpoint, service_name="bench",
@@ -98,10 +104,11 @@ def child(args: argparse.Namespace) -> None:
     service.run(worker=not args.no_worker, alongside=switch)
     cpu_total = time.process_time() - cpu_start
     uploader = threads_cpu_s("telegen-sdk-uploader")
+    sampler_thread = threads_cpu_s("telegen-sdk-sampler")
     stats = prof.stats.as_dict()
     telegen.sdk.stop()
     print(json.dumps({"phases": phases, "cpu_total": cpu_total, "uploader_cpu": uploader,
-                      "stats": stats}))
+                      "sampler_thread_cpu": sampler_thread, "stats": stats}))
 
 
 def _row(name: str, diffs: list[float]) -> str:
@@ -133,42 +140,71 @@ class Switched(SpanProcessor):  # type: ignore[misc]
         return True
 
 
-def report(args: argparse.Namespace, out: dict[str, Any], uploads: int) -> None:
+# two-sided 95% t quantiles by degrees of freedom (runs - 1)
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+
+
+def _blocks(out: dict[str, Any]) -> list[dict[str, float]]:
     phases = out["phases"]
-    blocks = [{p["state"]: p["cpu"] / p["slices"] for p in phases[i:i + 3]}
-              for i in range(0, len(phases) - 2, 3)]
+    return [{p["state"]: p["cpu"] / p["slices"] for p in phases[i:i + 3]}
+            for i in range(0, len(phases) - 2, 3)]
 
-    def diffs(a: str, b: str) -> list[float]:
-        return [(x[a] - x[b]) / x["off"] * 100 for x in blocks]
 
-    ons = [p for p in phases if p["state"] == "on"]
+def _diffs(blocks: list[dict[str, float]], a: str, b: str) -> list[float]:
+    return [(x[a] - x[b]) / x["off"] * 100 for x in blocks]
+
+
+def _shares(out: dict[str, Any]) -> tuple[float, float, float, float]:
+    """(ticks/s, own time % of the on phases' CPU, uploader %, sampler thread %)."""
+    ons = [p for p in out["phases"] if p["state"] == "on"]
     ticks = sum(p["ticks"] for p in ons) / sum(p["seconds"] for p in ons)
     own = sum(p["own_us"] for p in ons) / 1e6 / sum(p["cpu"] for p in ons) * 100
+    return (ticks, own, out["uploader_cpu"] / out["cpu_total"] * 100,
+            out["sampler_thread_cpu"] / out["cpu_total"] * 100)
+
+
+def report(args: argparse.Namespace, outs: list[dict[str, Any]], uploads: int) -> None:
+    runs = [_blocks(out) for out in outs]
+    blocks = [b for run in runs for b in run]
     service = "40 asyncio handlers" + (" waiting 1 ms on I/O between slices" if args.io else
                                        " always runnable") + \
         ("" if args.no_worker else " + 1 worker thread") + \
         ", 1 ms requests in spans, 20 parked tasks" + \
         (f", {args.idle_threads} idle pool threads" if args.idle_threads else "") + \
         ("; SDK without asyncio task chains" if args.no_asyncio else "")
-    print(f"service: {service}; {len(blocks)} blocks of {args.phase} s phases (off, null "
-          f"ticks, sampling; shuffled), {args.rate} Hz, max_tasks_per_tick {args.max_tasks}\n")
+    print(f"service: {service}; {len(outs)} run(s), {len(blocks)} blocks of {args.phase} s "
+          f"phases (off, null ticks, sampling; shuffled), {args.rate} Hz, "
+          f"max_tasks_per_tick {args.max_tasks}\n")
     print("| CPU per unit of work, vs the off phase of the same block | median (IQR) | "
           "mean, 95% interval |")
     print("|---|---:|---:|")
-    print(_row("sampling + span tracking vs off (the SDK's cost)", diffs("on", "off")))
+    print(_row("sampling + span tracking vs off (the SDK's cost)", _diffs(blocks, "on", "off")))
     print(_row("null ticks vs off (timer + signal + a handler that returns)",
-               diffs("null", "off")))
-    print(_row("sampling + span tracking vs null ticks", diffs("on", "null")))
-    print(f"\nticks per second in sampling phases: {ticks:.1f}; time in the SDK's ticks and "
-          f"folds: {own:.2f}% of the process's CPU in them; uploader thread (encode + send "
-          f"every 10 s): {out['uploader_cpu'] / out['cpu_total'] * 100:.2f}% of the whole "
-          f"run's CPU")
-    print(f"uploads received: {uploads}; SDK counters: {out['stats']}")
+               _diffs(blocks, "null", "off")))
+    print(_row("sampling + span tracking vs null ticks", _diffs(blocks, "on", "null")))
+    shares = [_shares(out) for out in outs]
+    print("\n| run | on vs off (mean) | null vs off (mean) | ticks/s | ticks + folds | "
+          "uploader | sampler thread |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    means = []
+    for i, (run, (ticks, own, up, st)) in enumerate(zip(runs, shares, strict=True), 1):
+        means.append(statistics.fmean(_diffs(run, "on", "off")))
+        print(f"| {i} | {means[-1]:+.2f}% | {statistics.fmean(_diffs(run, 'null', 'off')):+.2f}% "
+              f"| {ticks:.1f} | {own:.2f}% | {up:.2f}% | {st:.2f}% |")
+    if len(outs) > 1:       # processes differ (memory layout): the runs are the samples
+        half = _T95.get(len(means) - 1, 2.0) * statistics.stdev(means) / len(means) ** 0.5
+        up = statistics.fmean(s[2] for s in shares)
+        print(f"\nacross runs: on vs off {statistics.fmean(means):+.2f}% +- {half:.2f} "
+              f"(95%, t over {len(means)} run means); + uploader {up:.2f}% = "
+              f"{statistics.fmean(means) + up:+.2f}%")
+    print(f"\nuploads received: {uploads}; SDK counters (last run): {outs[-1]['stats']}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=90.0)
+    ap.add_argument("--runs", type=int, default=1,
+                    help="service processes, one after another (each --seconds long)")
     ap.add_argument("--phase", type=float, default=0.1)
     ap.add_argument("--rate", type=int, default=99)
     ap.add_argument("--max-tasks", type=int, default=2)
@@ -188,6 +224,7 @@ def main() -> None:
     from telegen.testing.backends import OtlpBackend
 
     backend = OtlpBackend().start()
+    outs = []
     try:
         cmd = [sys.executable, "-m", "bench.python_sdk_phases", "--child",
                "--endpoint", f"127.0.0.1:{backend.port}", "--seconds", str(args.seconds),
@@ -195,14 +232,15 @@ def main() -> None:
                "--max-tasks", str(args.max_tasks), "--idle-threads", str(args.idle_threads)] + \
             (["--no-worker"] if args.no_worker else []) + (["--io"] if args.io else []) + \
             (["--no-asyncio"] if args.no_asyncio else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                              timeout=args.seconds + 120)
-        if proc.returncode != 0:
-            raise SystemExit(proc.stderr)
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        for _ in range(args.runs):
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                  timeout=args.seconds + 120)
+            if proc.returncode != 0:
+                raise SystemExit(proc.stderr)
+            outs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     finally:
         backend.stop()
-    report(args, out, len(backend.requests()))
+    report(args, outs, len(backend.requests()))
 
 
 if __name__ == "__main__":
