@@ -5,25 +5,31 @@ On a shared VM the same fixed work takes +-7% CPU from one process (or one
 second) to the next, which buries a 1-2% effect when whole runs with and
 without the SDK are compared (``bench.python_sdk`` does that, end to end).
 Here one service process (``bench.pyservice``) runs with the SDK started
-(``asyncio=True``, signal mode, uploading every 10 s to a real OTLP gRPC
-backend) through blocks of three short phases (``--phase`` seconds) in
-shuffled order: "off" (the per-thread timer stopped), "null" (the timer
-running, the handler returning at once) and "on" (sampling at ``--rate``
-and the SDK's span processor on the application's TracerProvider).
-The CPU the process uses per slice of work in each phase, against the "off"
-phase of the same block, is the cost of that state -- for "on", the ticks
-and everything they do to the application (caches, the signal, the frames
-they materialise); "null" is what the timer and the signal alone cost on
-this host, which no in-process sampler avoids. Drift and the process's own
-luck are shared by the phases of a block. Printed: per comparison the median
-and the inter-quartile range of the blocks' differences and the mean with a
-95% interval; the ticks per second reached, the time the SDK counts in its
-ticks, and the uploader thread's CPU over the whole run (the part that does
-not switch off: add it).
+(``asyncio=True``, signal mode) through blocks of three short phases
+(``--phase`` seconds) in shuffled order: "off" (the per-thread timer
+stopped), "null" (the timer running, the handler returning at once) and "on"
+(sampling at ``--rate`` and the SDK's span processor on the application's
+TracerProvider). The CPU the process uses per slice of work in each phase,
+against the "off" phase of the same block, is the cost of that state -- for
+"on", the ticks and everything they do to the application (caches, the
+signal, the frames they materialise); "null" is what the timer and the
+signal alone cost on this host, which no in-process sampler avoids. Drift
+and the process's own luck are shared by the phases of a block; processes
+differ by about a point (memory layout), so ``--runs`` pools several.
+
+Left out of the phases, and reported apart: the first ``WARM_UP`` seconds
+(imports, the code table, the first upload) and the uploads, which this
+process makes itself every 10 s between two blocks (to a real OTLP gRPC
+backend) and times: the SDK's own threads would get the GIL only at ticks,
+so their work would land in "on" phases and count three times there.
+Printed: per comparison the median and the inter-quartile range of the
+blocks' differences and the mean with a 95% interval; per run, the ticks
+per second, the time the SDK counts in its ticks and folds, and the uploads'
+share of the CPU (add it to "on vs off").
 
     python -m bench.python_sdk_phases [--seconds 90] [--phase 0.1] [--rate 99]
                                       [--no-worker] [--io] [--no-asyncio] [--max-tasks 2]
-                                      [--idle-threads 0]
+                                      [--idle-threads 0] [--no-spans] [--runs 1]
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from typing import Any
 from opentelemetry.sdk.trace import SpanProcessor
 
 STATES = ("off", "null", "on")
+WARM_UP = 3.0               # s before the phases, sampling on
+UPLOAD_EVERY = 10.0         # s: the SDK's default upload_interval
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,9 +67,13 @@ def child(args: argparse.Namespace) -> None:
     telegen.sdk.sampler._SUPERVISE = 3600.0
 
     tr = tracer()                               # the application's TracerProvider
+    # uploads are driven from here, between blocks, and timed apart: the
+    # uploader thread gets the GIL only at ticks, so its work would land in
+    # the "on" phases (a third of the time) and count three times there
     prof = telegen.sdk.start(endpoint=args.endpoint, service_name="bench",
                              sample_rate=args.rate, asyncio=not args.no_asyncio,
-                             max_tasks_per_tick=args.max_tasks, tracer_provider=object())
+                             max_tasks_per_tick=args.max_tasks, tracer_provider=object(),
+                             upload_interval=3600.0)
     assert prof is not None and prof.sampler.signal_driven, "signal mode needed"
     spans = Switched(prof.span_processor())     # the SDK's span processor, switchable
     tr_provider = __import__("opentelemetry.trace").trace.get_tracer_provider()
@@ -74,19 +86,34 @@ def child(args: argparse.Namespace) -> None:
         pool = ThreadPoolExecutor(max_workers=args.idle_threads)
         for f in [pool.submit(time.sleep, 0.05) for _ in range(args.idle_threads)]:
             f.result()
-    end = time.monotonic() + args.seconds
+    end = time.monotonic() + WARM_UP + args.seconds
     service = Service(tr, lambda kind: time.monotonic() < end, io=args.io)
     phases: list[dict[str, Any]] = []
+    uploads = {"cpu": 0.0, "n": 0, "cpu_total": 0.0, "threads": 0.0}
+
+    def upload() -> None:
+        cpu0 = time.process_time()
+        prof.uploader.flush()
+        uploads["cpu"] += time.process_time() - cpu0
+        uploads["n"] += 1
 
     async def switch() -> None:
+        spans.on = not args.no_spans            # warm-up: one-time costs (imports, the
+        await asyncio.sleep(WARM_UP)            # code table, the first upload) left out
+        prof.uploader.flush()
+        cpu_start, next_upload = time.process_time(), time.monotonic() + UPLOAD_EVERY
+        uploads["threads"] = -threads_cpu_s("telegen-sdk-")
         order = random.Random(1)
         while time.monotonic() + 3 * args.phase < end:
+            if time.monotonic() >= next_upload:
+                upload()
+                next_upload += UPLOAD_EVERY
             block = list(STATES)
             order.shuffle(block)                # each block: the three states, shuffled
             for state in block:
                 timer.set(0.0 if state == "off" else 1.0 / args.rate)
                 prof.sampler._busy = state == "null"    # the handler returns at once
-                spans.on = state == "on"
+                spans.on = state == "on" and not args.no_spans
                 done0, cpu0 = sum(service.done.values()), time.process_time()
                 ticks0, own0 = prof.stats.ticks, prof.stats.sampling_us
                 t0 = time.monotonic()
@@ -99,16 +126,15 @@ def child(args: argparse.Namespace) -> None:
                                "ticks": prof.stats.ticks - ticks0,
                                "own_us": prof.stats.sampling_us - own0})
         prof.sampler._busy = False
+        uploads["cpu_total"] = time.process_time() - cpu_start
+        uploads["threads"] += threads_cpu_s("telegen-sdk-")    # ~0: nothing left to them
 
-    cpu_start = time.process_time()
     service.run(worker=not args.no_worker, alongside=switch)
-    cpu_total = time.process_time() - cpu_start
-    uploader = threads_cpu_s("telegen-sdk-uploader")
-    sampler_thread = threads_cpu_s("telegen-sdk-sampler")
     stats = prof.stats.as_dict()
     telegen.sdk.stop()
-    print(json.dumps({"phases": phases, "cpu_total": cpu_total, "uploader_cpu": uploader,
-                      "sampler_thread_cpu": sampler_thread, "stats": stats}))
+    print(json.dumps({"phases": phases, "cpu_total": uploads["cpu_total"],
+                      "uploader_cpu": uploads["cpu"], "uploads": uploads["n"],
+                      "threads_cpu": uploads["threads"], "stats": stats}))
 
 
 def _row(name: str, diffs: list[float]) -> str:
@@ -160,7 +186,7 @@ def _shares(out: dict[str, Any]) -> tuple[float, float, float, float]:
     ticks = sum(p["ticks"] for p in ons) / sum(p["seconds"] for p in ons)
     own = sum(p["own_us"] for p in ons) / 1e6 / sum(p["cpu"] for p in ons) * 100
     return (ticks, own, out["uploader_cpu"] / out["cpu_total"] * 100,
-            out["sampler_thread_cpu"] / out["cpu_total"] * 100)
+            out["threads_cpu"] / out["cpu_total"] * 100)
 
 
 def report(args: argparse.Namespace, outs: list[dict[str, Any]], uploads: int) -> None:
@@ -171,7 +197,8 @@ def report(args: argparse.Namespace, outs: list[dict[str, Any]], uploads: int) -
         ("" if args.no_worker else " + 1 worker thread") + \
         ", 1 ms requests in spans, 20 parked tasks" + \
         (f", {args.idle_threads} idle pool threads" if args.idle_threads else "") + \
-        ("; SDK without asyncio task chains" if args.no_asyncio else "")
+        ("; SDK without asyncio task chains" if args.no_asyncio else "") + \
+        ("; span processor off" if args.no_spans else "")
     print(f"service: {service}; {len(outs)} run(s), {len(blocks)} blocks of {args.phase} s "
           f"phases (off, null ticks, sampling; shuffled), {args.rate} Hz, "
           f"max_tasks_per_tick {args.max_tasks}\n")
@@ -184,7 +211,7 @@ def report(args: argparse.Namespace, outs: list[dict[str, Any]], uploads: int) -
     print(_row("sampling + span tracking vs null ticks", _diffs(blocks, "on", "null")))
     shares = [_shares(out) for out in outs]
     print("\n| run | on vs off (mean) | null vs off (mean) | ticks/s | ticks + folds | "
-          "uploader | sampler thread |")
+          "uploads (every 10 s) | SDK threads |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     means = []
     for i, (run, (ticks, own, up, st)) in enumerate(zip(runs, shares, strict=True), 1):
@@ -213,6 +240,8 @@ def main() -> None:
                     help="handlers wait 1 ms on I/O between slices (not always runnable)")
     ap.add_argument("--no-asyncio", action="store_true",
                     help="the SDK without asyncio task chains (threads only)")
+    ap.add_argument("--no-spans", action="store_true",
+                    help="the SDK's span processor stays off (sampling alone)")
     ap.add_argument("--idle-threads", type=int, default=0,
                     help="also keep a thread pool with this many idle workers")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -231,7 +260,8 @@ def main() -> None:
                "--phase", str(args.phase), "--rate", str(args.rate),
                "--max-tasks", str(args.max_tasks), "--idle-threads", str(args.idle_threads)] + \
             (["--no-worker"] if args.no_worker else []) + (["--io"] if args.io else []) + \
-            (["--no-asyncio"] if args.no_asyncio else [])
+            (["--no-asyncio"] if args.no_asyncio else []) + \
+            (["--no-spans"] if args.no_spans else [])
         for _ in range(args.runs):
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                                   timeout=args.seconds + 120)
