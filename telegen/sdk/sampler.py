@@ -192,9 +192,8 @@ class Sampler:
         try:
             t1 = time.perf_counter_ns()
             stats.sampling_us += (t1 - t0) // 1000
-            if t1 >= self.turns.next:
+            if t1 >= self.turns.next and self.turns.give():
                 stats.gil_handoffs += 1
-                self.turns.give()
         finally:
             self._busy = self._stop.is_set()
 

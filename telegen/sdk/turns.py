@@ -12,16 +12,18 @@ the GIL (:meth:`Turns.at`), and the signal tick, which runs in the main
 thread, releases the GIL for a moment (``time.sleep(0)``) once one is due:
 the waiting thread takes it, and the main thread gets it back at its next
 switch request. Measured on the bench service: wake-ups 0.5 ms late
-(median) instead of seconds, and 1-2 us per tick that gives.
+(median) instead of seconds; a release costs ~80 us here, so ticks give
+only while one of our threads is due.
 Compatible with Python 3.8+.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 NEVER = 1 << 62
-_TAKEN = 20_000         # ns: a release that took longer let another thread run
+_TRIES = 3              # releases in a row that none of our threads used: stop
 
 
 class Turns:
@@ -30,31 +32,68 @@ class Turns:
 
     def __init__(self) -> None:
         self._due: dict[str, int] = {}
+        # who -> its thread's CPU-time clock (Linux: a negative number)
+        self._clocks: dict[str, int | None] = {}
+        self._skip = 0                          # due ticks to let pass (see give)
+        self._fruitless = 0
         self.next = NEVER
 
     def at(self, who: str, seconds: float) -> None:
-        """``who`` will want the GIL in ``seconds`` (it sleeps till then);
-        until it calls again it is due: it is working, or wants to."""
+        """``who`` (the calling thread) will want the GIL in ``seconds`` (it
+        sleeps till then); until it calls again it is due: it is working,
+        or wants to."""
+        if who not in self._clocks:
+            try:
+                self._clocks[who] = time.pthread_getcpuclockid(threading.get_ident())
+            except (AttributeError, OSError):   # not on this platform: no clock
+                self._clocks[who] = None
         self._due[who] = time.perf_counter_ns() + int(seconds * 1e9)
         self.next = min(self._due.values())
 
     def done(self, who: str) -> None:
         """``who`` no longer runs."""
         self._due.pop(who, None)
+        self._clocks.pop(who, None)
         self.next = min(self._due.values(), default=NEVER)
 
-    @staticmethod
-    def give(budget_ns: int = 1_000_000) -> None:
+    def give(self, budget_ns: int = 1_000_000) -> bool:
         """Release the GIL for a moment (from the thread holding it), again
-        while another thread takes it each time (its work between two system
-        calls: an import's file reads get many turns in one tick), for up to
-        ``budget_ns``. Not taken (the thread waits on I/O, not on the GIL):
-        one release, ~2 us."""
-        clock, sleep = time.perf_counter_ns, time.sleep
-        start = t0 = clock()
-        while True:
-            sleep(0)
-            t1 = clock()
-            if t1 - t0 < _TAKEN or t1 - start > budget_ns:
-                return
-            t0 = t1
+        and again while one of our threads uses it (its CPU clock moves: an
+        import's file reads get many turns in one tick), for up to
+        ``budget_ns``; stop after ``_TRIES`` releases in a row it did not
+        use. A release is ``time.sleep(0)``: long enough (~80 us on the VM
+        this was built on) for a waiting thread to wake and take the GIL --
+        not always the first time -- which a release without a sleep
+        (``os.sched_yield``, a zero-timeout ``select``) is not: measured,
+        those left the waiter starving. A thread that is due but waits on
+        something else (a send to a slow agent) uses none: after such a give
+        the next ones are skipped, 1, 3, 7 ... up to 31 due ticks. Returns
+        whether it released the GIL."""
+        if self._skip:
+            self._skip -= 1
+            return False
+        clocks = [c for c in self._clocks.values() if c is not None]
+        start = time.perf_counter_ns()
+        first = used = _cpu(clocks)
+        tries = 0
+        while tries < _TRIES and time.perf_counter_ns() - start < budget_ns:
+            time.sleep(0)
+            now = _cpu(clocks)
+            tries = tries + 1 if now == used else 0
+            used = now
+        if used == first:
+            self._fruitless = min(self._fruitless * 2 + 1, 31)
+            self._skip = self._fruitless
+        else:
+            self._fruitless = 0
+        return True
+
+
+def _cpu(clocks: list[int]) -> int:
+    total = 0
+    for clock in clocks:
+        try:
+            total += time.clock_gettime_ns(clock)
+        except OSError:         # its thread is gone
+            pass
+    return total

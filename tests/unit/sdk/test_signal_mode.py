@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from telegen.sdk.sampler import Sampler
 from telegen.sdk.spans import SpanTracker
 from telegen.sdk.stats import Stats
 from telegen.sdk.tasks import ChainWalker
+from telegen.sdk.turns import NEVER, Turns
 
 ROOT = Path(__file__).resolve().parents[3]
 PRELUDE = """
@@ -127,6 +129,40 @@ report(prof, exported=exported, pending=pending)
     assert out["exported"] >= 4, out            # 6 due in the last 3 s; 0 without turns
     assert out["pending"] <= 60, out            # folded every 0.25 s (25 ticks)
     assert st["gil_handoffs"] > 0, st
+
+
+def test_turns_bookkeeping_and_a_give_nobody_takes() -> None:
+    """``next`` is the earliest time one of the SDK's threads wants the GIL;
+    a thread that stops no longer counts; a due thread that waits on
+    something else than the GIL gets ever fewer releases (with one waiting
+    for the GIL a release lets it run: any thread, the application's too --
+    CPython's own fairness, which the busy loop had suspended)."""
+    turns = Turns()
+    assert turns.next == NEVER
+    turns.at("uploader", 10.0)
+    turns.at("sampler", 0.25)
+    soon = turns.next
+    assert soon < time.perf_counter_ns() + 0.3e9
+    turns.done("sampler")
+    assert turns.next > soon + 9e9
+    turns.done("uploader")
+    assert turns.next == NEVER
+    out = run("""
+from telegen.sdk.turns import Turns
+turns, stop = Turns(), threading.Event()
+helper = threading.Thread(target=lambda: (turns.at("helper", 0), stop.wait()))
+helper.start()                          # due, but blocked on an event, not on the GIL
+time.sleep(0.1)
+t0 = time.perf_counter()
+gave = [turns.give() for _ in range(200)]
+each_us = (time.perf_counter() - t0) * 1e6 / 200
+stop.set()
+print(json.dumps(dict(each_us=each_us, gave=gave)))
+""")
+    # a few releases (~80 us each here) that the thread does not use, then
+    # fewer and fewer: 1, 3, 7, 15, 31, 31, ... due ticks let pass
+    assert out["gave"][:3] == [True, False, True], out
+    assert sum(out["gave"]) <= 12 and out["each_us"] < 100, out
 
 
 def test_thread_mode_when_not_started_from_the_main_thread() -> None:
