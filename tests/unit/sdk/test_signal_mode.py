@@ -94,7 +94,7 @@ def test_the_sdk_threads_get_their_turns_beside_a_busy_loop() -> None:
     The ticks hand the GIL over when one of them is due, so uploads and
     folds keep time while the loop stays busy. (Counted from the second
     second on: the uploader's imports at start, ~90 ms of CPU and many
-    system calls, take ~0.4 s beside this loop.)"""
+    system calls, take ~0.5 s beside this loop.)"""
     from telegen.testing.backends import OtlpBackend
 
     backend = OtlpBackend().start()
