@@ -35,26 +35,26 @@ cold, so a tick only copies what will change -- each thread's frames as
 the sampler thread names and counts the copies a few times a second, in one
 warm pass (:mod:`telegen.sdk.fold`); an idle thread and a task blocked on the
 same future as at the last tick reuse their copy
-(:class:`telegen.sdk.tasks.ChainWalker`).
+(:class:`telegen.sdk.threads.StackCopier`, :class:`telegen.sdk.tasks.ChainWalker`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from telegen.sdk import codes
 from telegen.sdk import tasks as _tasks
-from telegen.sdk.fold import MAX_DEPTH, Folder
+from telegen.sdk.fold import Folder
 from telegen.sdk.spans import SpanTracker
 from telegen.sdk.stats import Stats
+from telegen.sdk.threads import StackCopier
 from telegen.sdk.timer import MainThreadTicks
 from telegen.sdk.turns import Turns
 
@@ -65,11 +65,7 @@ _SUPERVISE = 0.25           # signal mode: how often the sampler thread looks (a
 _STALL = 0.1                # no signal tick for this long: the thread samples
 _FOLD_TICKS = 25            # thread mode: fold every this many ticks
 _MAX_PENDING = 2000         # ticks queued unfolded: the tick folds itself
-_MAX_FLAT = 2 * MAX_DEPTH    # a thread's captured frames: code, f_lasti, ...
 MODES = ("auto", "signal", "thread")
-# generator, coroutine, iterable coroutine, async generator: frames that can be
-# suspended and resumed by another caller (their f_back changes)
-_SUSPENDABLE = 0x20 | 0x80 | 0x100 | 0x200
 log = logging.getLogger("telegen.sdk")
 
 
@@ -95,6 +91,8 @@ class Sampler:
         self.stats = stats
         self.names: Names = {}                  # id(code) -> (function, file, code)
         self.ignore: set[int] = set()           # our own threads
+        self._main = threading.main_thread().ident or 0
+        self._stacks = StackCopier(self._main, self.ignore)
         self._walker = _tasks.ChainWalker(max_tasks)
         self._folder = Folder(stats, max_stacks)
         self._buffer = Buffer(self.names)
@@ -108,11 +106,7 @@ class Sampler:
         self._ticks: MainThreadTicks | None = None
         self._last_signal = 0               # perf_counter_ns of the last signal tick
         self._busy = False                      # in a signal tick, or stopped
-        self._main = threading.main_thread().ident or 0
         self._main_holds = False                # the main thread holds or takes _lock
-        # tid -> (top frame, its f_lasti, captured frames) from the last tick
-        self._tops: dict[int, tuple[FrameType, int, list[Any]]] = {}
-        self._lone = True           # no Python threads beyond threading's (see sample_once)
         self._pending: Pending = []             # what the ticks since the last fold captured
         self.turns = Turns()                    # when our threads want the GIL (signal mode)
 
@@ -249,57 +243,14 @@ class Sampler:
         thread, whose stack is then ``frame`` (the one the signal interrupted).
 
         Only copies: each thread's frames as ``[code, f_lasti, ...]`` and its
-        span, and the visited tasks' (:class:`telegen.sdk.tasks.ChainWalker`);
-        :meth:`fold` names and counts them (:mod:`telegen.sdk.fold`). A thread
-        whose top frame is the same frame object at the same instruction as
-        at the last tick has not moved (idle pool workers, threads blocked in
-        C): its frames are reused, no walk. The frame cannot be another one
-        at the same address (it is held until the next tick), and its callers
-        cannot have changed while it is alive unless it can be suspended
-        (generators, coroutines: always walked)."""
+        span (:class:`telegen.sdk.threads.StackCopier`), and the visited
+        tasks' (:class:`telegen.sdk.tasks.ChainWalker`); :meth:`fold` names
+        and counts them (:mod:`telegen.sdk.fold`)."""
         if in_signal and self._main_holds:      # interrupted drain() or fold()
             return
-        self.stats.ticks += 1
-        threads = threading._active  # type: ignore[attr-defined]
-        ignore = self.ignore
-        if in_signal and self._lone and len(threads) <= len(ignore) + 1 and self.stats.ticks & 15:
-            # only the main thread and ours: no need to list every thread's frame
-            frames: dict[int, FrameType | None] = {self._main: frame}
-        else:
-            frames = sys._current_frames()  # type: ignore[assignment]
-            if in_signal:
-                frames[self._main] = frame
-                if len(frames) > len(threads):  # threads started without threading
-                    self._lone = False
-        spans = self.tracker.threads
-        last, seen = self._tops, {}
-        found: list[Capture] = []
-        top = f = None
-        for ident, top in frames.items():
-            if ident in ignore or top is None:
-                continue
-            open_ = spans.get(ident)
-            link = open_[-1] if open_ else None
-            lasti = top.f_lasti
-            hit = last.get(ident)
-            if hit is not None and hit[0] is top and hit[1] == lasti \
-                    and not top.f_code.co_flags & _SUSPENDABLE:
-                flat = hit[2]                   # not moved: same frames (see above)
-            else:
-                flat = []
-                append = flat.append
-                f = top
-                while f is not None:
-                    append(f.f_code)
-                    append(f.f_lasti)
-                    f = f.f_back
-                    if len(flat) >= _MAX_FLAT:
-                        break
-            seen[ident] = (top, lasti, flat)
-            th = threads.get(ident)             # named at the fold: it may have ended
-            found.append((th if th is not None else ident, flat, link))
-        self._tops = seen
-        del frames, top, f
+        stats = self.stats
+        stats.ticks += 1
+        found = self._stacks.tick(self.tracker.threads, in_signal, frame, stats.ticks)
         tasks: list[Capture] = []
         weight = self._walker.tick(self.tracker, tasks) if self.asyncio else 1
         with self._lock:
