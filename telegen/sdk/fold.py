@@ -24,12 +24,12 @@ from telegen.sdk.spans import link_of
 
 if TYPE_CHECKING:
     from telegen.sdk.codes import FrameKey, Names, SampleKey
-    from telegen.sdk.spans import Span
+    from telegen.sdk.spans import SpanCtx
     from telegen.sdk.stats import Stats
 
     # (threading.Thread -- or its ident if threading does not know it -- or
     # asyncio task, frames, span link)
-    Capture = tuple[Any, list[Any], Span | None]
+    Capture = tuple[Any, list[Any], SpanCtx | None]
     # captures of one tick: (weight, of tasks?, captures)
     Pending = list[tuple[int, bool, list[Capture]]]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     Link = tuple[int, int]          # (trace_id, span_id), hex only at upload
-    Span = Any                      # a span's SpanContext: .trace_id, .span_id
+    SpanCtx = Any                   # a span's SpanContext: .trace_id, .span_id
 _MAX_OPEN = 100000               # spans open at once
 
 
@@ -64,10 +64,10 @@ class SpanTracker:
         self._lock = threading.Lock()
         # thread ident -> its open spans; id(task) -> (weak reference to the
         # task, its open spans). Read by the sampler directly (see above).
-        self.threads: dict[int, list[Span]] = {}
-        self.tasks: dict[int, tuple[weakref.ref[Any], list[Span]]] = {}
+        self.threads: dict[int, list[SpanCtx]] = {}
+        self.tasks: dict[int, tuple[weakref.ref[Any], list[SpanCtx]]] = {}
         # id(span) -> (the dict, key and stack it was put in)
-        self._where: dict[int, tuple[dict[int, Any], int, list[Span]]] = {}
+        self._where: dict[int, tuple[dict[int, Any], int, list[SpanCtx]]] = {}
 
     def started(self, span: Any, parent_context: Any = None) -> None:
         """A span started in this thread (or its running task); the
@@ -135,7 +135,7 @@ class SpanTracker:
                 del where[owner]
 
 
-def link_of(ctx: Span) -> Link | None:
+def link_of(ctx: SpanCtx) -> Link | None:
     """A span context's (trace id, span id), or None if it has none."""
     try:
         return (ctx.trace_id, ctx.span_id)

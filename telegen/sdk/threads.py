@@ -23,7 +23,7 @@ from telegen.sdk.fold import MAX_DEPTH
 
 if TYPE_CHECKING:
     from telegen.sdk.fold import Capture
-    from telegen.sdk.spans import Span
+    from telegen.sdk.spans import SpanCtx
 
 _MAX_FLAT = 2 * MAX_DEPTH    # a thread's captured frames: code, f_lasti, ...
 # generator, coroutine, iterable coroutine, async generator: frames that can be
@@ -41,7 +41,7 @@ class StackCopier:
         self._tops: dict[int, tuple[FrameType, int, list[Any]]] = {}
         self._lone = True           # no Python threads beyond threading's (see tick)
 
-    def tick(self, spans: dict[int, list[Span]], in_signal: bool, frame: FrameType | None,
+    def tick(self, spans: dict[int, list[SpanCtx]], in_signal: bool, frame: FrameType | None,
              n: int) -> list[Capture]:
         """``(thread, frames, span)`` per thread (``threading.Thread``, or
         its ident if threading does not know it; ``spans``: the tracker's
