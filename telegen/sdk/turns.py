@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 
 NEVER = 1 << 62
 _TRIES = 3              # releases in a row that none of our threads used: stop
@@ -34,8 +35,9 @@ class Turns:
         self._due: dict[str, int] = {}
         # who -> its thread's CPU-time clock (Linux: a negative number)
         self._clocks: dict[str, int | None] = {}
-        self._skip = 0                          # due ticks to let pass (see give)
-        self._fruitless = 0
+        # who -> due ticks to let pass, and the length of its last back-off (see give)
+        self._skip: dict[str, int] = {}
+        self._fruitless: dict[str, int] = {}
         self.next = NEVER
 
     def at(self, who: str, seconds: float) -> None:
@@ -53,7 +55,8 @@ class Turns:
     def done(self, who: str) -> None:
         """``who`` no longer runs."""
         self._due.pop(who, None)
-        self._clocks.pop(who, None)
+        for table in (self._clocks, self._skip, self._fruitless):
+            table.pop(who, None)
         self.next = min(self._due.values(), default=NEVER)
 
     def give(self, budget_ns: int = 1_000_000) -> bool:
@@ -65,33 +68,48 @@ class Turns:
         this was built on) for a waiting thread to wake and take the GIL --
         not always the first time -- which a release without a sleep
         (``os.sched_yield``, a zero-timeout ``select``) is not: measured,
-        those left the waiter starving. A thread that is due but waits on
-        something else (a send to a slow agent) uses none: after such a give
-        the next ones are skipped, 1, 3, 7 ... up to 31 due ticks. Returns
-        whether it released the GIL."""
-        if self._skip:
-            self._skip -= 1
+        those left the waiter starving. A due thread that did not use a give
+        (it waits on something else: a send to a slow agent) backs off: its
+        next due ticks are let pass, 1, 3, 7 ... up to 31; each thread backs
+        off alone, so another one's turn is not delayed. Returns whether it
+        released the GIL."""
+        now = time.perf_counter_ns()
+        takers = []
+        for who, due in list(self._due.items()):
+            if due > now:
+                continue
+            skip = self._skip.get(who, 0)
+            if skip:
+                self._skip[who] = skip - 1
+            else:
+                takers.append(who)
+        if not takers:
             return False
-        clocks = [c for c in self._clocks.values() if c is not None]
-        start = time.perf_counter_ns()
-        first = used = _cpu(clocks)
+        clocks = list(self._clocks.values())
+        before = {who: _cpu([self._clocks.get(who)]) for who in takers}
+        used = _cpu(clocks)
         tries = 0
-        while tries < _TRIES and time.perf_counter_ns() - start < budget_ns:
+        while tries < _TRIES and time.perf_counter_ns() - now < budget_ns:
             time.sleep(0)
-            now = _cpu(clocks)
-            tries = tries + 1 if now == used else 0
-            used = now
-        if used == first:
-            self._fruitless = min(self._fruitless * 2 + 1, 31)
-            self._skip = self._fruitless
-        else:
-            self._fruitless = 0
+            moved = _cpu(clocks)
+            tries = tries + 1 if moved == used else 0
+            used = moved
+        for who in takers:
+            if who not in self._due:            # done() meanwhile
+                continue
+            if _cpu([self._clocks.get(who)]) == before[who]:
+                self._fruitless[who] = back_off = min(self._fruitless.get(who, 0) * 2 + 1, 31)
+                self._skip[who] = back_off
+            else:
+                self._fruitless[who] = 0
         return True
 
 
-def _cpu(clocks: list[int]) -> int:
+def _cpu(clocks: Iterable[int | None]) -> int:
     total = 0
     for clock in clocks:
+        if clock is None:
+            continue
         try:
             total += time.clock_gettime_ns(clock)
         except OSError:         # its thread is gone

@@ -134,7 +134,8 @@ report(prof, exported=exported, pending=pending)
 def test_turns_bookkeeping_and_a_give_nobody_takes() -> None:
     """``next`` is the earliest time one of the SDK's threads wants the GIL;
     a thread that stops no longer counts; a due thread that waits on
-    something else than the GIL gets ever fewer releases (with one waiting
+    something else than the GIL gets ever fewer releases, without delaying
+    another thread's turn (with one waiting
     for the GIL a release lets it run: any thread, the application's too --
     CPython's own fairness, which the busy loop had suspended)."""
     turns = Turns()
@@ -156,13 +157,20 @@ time.sleep(0.1)
 t0 = time.perf_counter()
 gave = [turns.give() for _ in range(200)]
 each_us = (time.perf_counter() - t0) * 1e6 / 200
+other = threading.Thread(target=lambda: (turns.at("other", 0), stop.wait()))
+other.start()                           # due now too, while the helper backs off
+time.sleep(0.1)
+then = [turns.give() for _ in range(3)]
 stop.set()
-print(json.dumps(dict(each_us=each_us, gave=gave)))
+print(json.dumps(dict(each_us=each_us, gave=gave, then=then)))
 """)
     # a few releases (~80 us each here) that the thread does not use, then
     # fewer and fewer: 1, 3, 7, 15, 31, 31, ... due ticks let pass
     assert out["gave"][:3] == [True, False, True], out
     assert sum(out["gave"]) <= 12 and out["each_us"] < 100, out
+    # each thread backs off alone: the helper's back-off does not delay the
+    # other's first turn (which it does not use either: then it backs off)
+    assert out["then"] == [True, False, True], out
 
 
 def test_thread_mode_when_not_started_from_the_main_thread() -> None:
