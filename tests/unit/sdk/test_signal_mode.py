@@ -281,6 +281,23 @@ print(json.dumps(dict(rounds=rounds, samples=samples, stats=prof.stats.as_dict()
     assert out["samples"] > 500 and out["stats"]["errors"] == 0, out
 
 
+# coroutines parked on a future, told apart by their names in the samples
+async def park_a(f: asyncio.Future[None]) -> None:
+    await f
+
+
+async def park_b(f: asyncio.Future[None]) -> None:
+    await f
+
+
+async def park_c(f: asyncio.Future[None]) -> None:
+    await f
+
+
+async def short(f: asyncio.Future[None]) -> None:
+    await f
+
+
 def test_tasks_in_rotation_keep_their_shares() -> None:
     """With more tasks than ``max_tasks``, each tick visits a slice of them
     and counts each sample for the ticks it stands for: over whole rounds
@@ -290,15 +307,6 @@ def test_tasks_in_rotation_keep_their_shares() -> None:
     counts: Counter[str] = Counter()
     per_tick: list[int] = []
     ticks: list[int] = []
-
-    async def park_a(f: asyncio.Future[None]) -> None:
-        await f
-
-    async def park_b(f: asyncio.Future[None]) -> None:
-        await f
-
-    async def park_c(f: asyncio.Future[None]) -> None:
-        await f
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -338,16 +346,10 @@ def test_short_lived_tasks_keep_their_share_in_rotation() -> None:
     tracker = SpanTracker()
     counted: list[int] = []
 
-    async def short(f: asyncio.Future[None]) -> None:
-        await f
-
-    async def parked(f: asyncio.Future[None]) -> None:
-        await f
-
     async def main() -> None:
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in range(10)]
-        longs = [asyncio.ensure_future(parked(f)) for f in futs]
+        longs = [asyncio.ensure_future(park_a(f)) for f in futs]
         live: list[tuple[asyncio.Future[None], asyncio.Future[None]]] = []
         total = 0
         for _ in range(TICKS):
