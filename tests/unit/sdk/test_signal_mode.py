@@ -135,9 +135,9 @@ def test_turns_bookkeeping_and_a_give_nobody_takes() -> None:
     """``next`` is the earliest time one of the SDK's threads wants the GIL;
     a thread that stops no longer counts; a due thread that waits on
     something else than the GIL gets ever fewer releases, without delaying
-    another thread's turn (with one waiting
-    for the GIL a release lets it run: any thread, the application's too --
-    CPython's own fairness, which the busy loop had suspended)."""
+    another thread's turn (with one waiting for the GIL a release lets it
+    run: any thread, the application's too -- CPython's own fairness, which
+    the busy loop had suspended)."""
     turns = Turns()
     assert turns.next == NEVER
     turns.at("uploader", 10.0)
