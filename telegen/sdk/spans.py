@@ -79,19 +79,19 @@ class SpanTracker:
                 where = self._where
                 if len(where) >= _MAX_OPEN:       # spans that never end: forget the oldest
                     self._forget(next(iter(where)))
+                owners: dict[int, Any]
                 if task is not None:
-                    key = id(task)
+                    owners, key = self.tasks, id(task)
                     entry = self.tasks.get(key)
                     if entry is None or entry[0]() is not task:
                         entry = self.tasks[key] = (weakref.ref(task), [])
                     stack = entry[1]
-                    where[id(ctx)] = (self.tasks, key, stack)
                 else:
-                    key = threading.get_ident()
+                    owners, key = self.threads, threading.get_ident()
                     stack = self.threads.get(key)      # type: ignore[assignment]
                     if stack is None:
                         stack = self.threads[key] = []
-                    where[id(ctx)] = (self.threads, key, stack)
+                where[id(ctx)] = (owners, key, stack)
                 stack.append(ctx)
         except Exception:
             pass
