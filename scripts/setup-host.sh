@@ -4,10 +4,11 @@
 set -euo pipefail
 
 # --runtime: only what the agent needs (the Docker image); default: also what
-# the test suite and benchmarks use (Go, compilers, debuginfod, perf).
+# the test suite and benchmarks use (Go, compilers, debuginfod, perf, podman).
 RUNTIME_PKGS=(bpfcc-tools python3-bpfcc libbpfcc bpftool linux-headers-amd64
               elfutils binutils python3-venv libc6-dbg)
-DEV_PKGS=(linux-perf golang-go debuginfod gcc g++ make chromium openjdk-17-jdk-headless)
+DEV_PKGS=(linux-perf golang-go debuginfod gcc g++ make chromium openjdk-17-jdk-headless
+          podman runc debootstrap)
 PKGS=("${RUNTIME_PKGS[@]}")
 [ "${1:-}" = "--runtime" ] || PKGS+=("${DEV_PKGS[@]}")
 
@@ -53,5 +54,10 @@ if ! mountpoint -q /sys/kernel/tracing; then
 fi
 if [ -d /sys/kernel/debug ] && ! mountpoint -q /sys/kernel/debug; then
   mount -t debugfs nodev /sys/kernel/debug 2>/dev/null || true
+fi
+
+# The container tests' base image (debootstrap, cached; no registry here).
+if [ "${1:-}" != "--runtime" ]; then
+  bash "$(dirname "$0")/container-base.sh" || log "WARNING: no container base image (container tests will fail)"
 fi
 exit 0
