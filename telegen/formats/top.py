@@ -146,9 +146,29 @@ def header(profile: Profile, sample_type: str | None = None) -> str:
     return f"{label}: {format_value(total(profile, sample_type), vt.unit)}"
 
 
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: every character that is not
+    printable — C0 controls (ESC, CR, LF, BS…), DEL, C1 controls (CSI is
+    U+009B), Unicode format characters (bidi overrides) and separators — is
+    shown escaped as Python does (ESC as backslash-x1b), so a name taken
+    from a profiled binary can neither drive the terminal nor fake a line of
+    the table."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
+        else f"\\U{code:08x}"
+
+
 def render_top(profile: Profile, sample_type: str | None = None, n: int = 10, *,
                node_fraction: float = 0.005) -> str:
-    """The seed-style table: total line, blank line, column header, rows."""
+    """The seed-style table: total line, blank line, column header, rows.
+    Names and the header pass through :func:`printable` (they come from
+    profiled binaries and pushed profiles)."""
     unit = profile.sample_types[_sample_index(profile, sample_type)].unit
     rows = top_rows(profile, sample_type, n, node_fraction=node_fraction)
     flats = [format_value(r.flat, unit) for r in rows]
@@ -156,12 +176,12 @@ def render_top(profile: Profile, sample_type: str | None = None, n: int = 10, *,
     fw = max([len(x) for x in flats] + [4])
     flat_col = max(10, fw + 2)
     cum_col = max(10, max([len(x) for x in cums] + [3]) + 2)
-    out = [header(profile, sample_type), "",
+    out = [printable(header(profile, sample_type)), "",
            "Flat".ljust(flat_col) + "Flat%   Sum%    " + "Cum".ljust(cum_col) + "Cum%    Name"]
     for row, f, c in zip(rows, flats, cums, strict=True):
         out.append(f.rjust(fw).ljust(flat_col) + _pct_cell(row.flat_pct)
                    + _pct_cell(row.sum_pct) + c.ljust(cum_col) + _pct_cell(row.cum_pct)
-                   + row.name)
+                   + printable(row.name))
     return "\n".join(out) + "\n"
 
 

@@ -1,7 +1,10 @@
 """Print one top table per profile type per ``consume`` call (one window).
 
 Profiles of one type are merged across resources first, so the table covers
-every process of the window::
+every process of the window. Every name written (functions, the profile
+type, the header) goes through :func:`telegen.formats.top.printable`: control
+characters from profiled binaries or pushed profiles are shown escaped, never
+sent to the terminal raw::
 
     == cpu profile: 2024-01-31 12:00:00 UTC + 10s, 3 resources, 412 samples ==
     Total CPU time: 60s
@@ -18,7 +21,7 @@ import time
 
 from telegen.component import CreateSettings, Host
 from telegen.exporters.console.config import ConsoleConfig
-from telegen.formats.top import format_value, render_top
+from telegen.formats.top import format_value, printable, render_top
 from telegen.helpers.windows import merge_by_type
 from telegen.pdata import Profile, Profiles
 
@@ -82,5 +85,5 @@ def window_line(profile: Profile, resources: int = 1) -> str:
     if profile.duration_ns:
         when += " + " + format_value(profile.duration_ns, "nanoseconds")
     plural = "" if resources == 1 else "s"
-    return (f"== {profile.name} profile: {when}, {resources} resource{plural}, "
+    return (f"== {printable(profile.name)} profile: {when}, {resources} resource{plural}, "
             f"{len(profile)} samples ==")
