@@ -27,9 +27,13 @@ class JfrReceiverConfig:
     duration: float = field(default=10.0, metadata={"duration": True})
     # How often to look for new JVMs and exited ones.
     scan_interval: float = field(default=5.0, metadata={"duration": True})
-    # Where dumps go, as a path inside the JVM's own filesystem (reached
-    # through /proc/PID/root, so JVMs in containers work).
-    dump_directory: str = "/tmp/telegen-jfr"
+    # An existing directory inside the JVM's own filesystem (reached through
+    # /proc/PID/root, so JVMs in containers work) where the agent makes one
+    # fresh directory per recording (random name, owned by the JVM's user);
+    # a symlink on the way is refused.
+    dump_directory: str = "/tmp"
+    # Largest JFR file (dump or dropped) read; a bigger one is refused unread.
+    max_file_bytes: int = 256 << 20
     # The jcmd launcher; a bare name is looked up on PATH.
     jcmd: str = "jcmd"
     # Longest wait for one jcmd call (JFR.start/dump/stop) before it counts as failed.
@@ -56,6 +60,8 @@ class JfrReceiverConfig:
         if not self.dump_directory.startswith("/"):
             raise ValueError(f"dump_directory must be an absolute path (got "
                              f"{self.dump_directory!r})")
+        if self.max_file_bytes <= 0:
+            raise ValueError(f"max_file_bytes must be > 0 (got {self.max_file_bytes})")
         if not (self.cpu or self.memory or self.gc or self.locks):
             raise ValueError("every event switch (cpu, memory, gc, locks) is off; "
                              "turn one on or remove the receiver")

@@ -1,15 +1,18 @@
 """Finding JVMs: by pid, by name, or by discovery (a ``java`` launcher
 executable, or a HotSpot ``hsperfdata_<user>/<pid>`` file in the process's
-own /tmp, reached through /proc/PID/root so JVMs in containers are found)."""
+own /tmp, reached inside /proc/PID/root without following its symlinks, so
+JVMs in containers are found)."""
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass
 
 from telegen.procinfo.process import read_text
 from telegen.procinfo.scan import find_targets
+from telegen.untrusted import Refused, open_in_root
+
+_MAX_PERF_DIRS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +49,35 @@ def read_jvm(pid: int, proc: str = "/proc") -> JvmProcess | None:
 def looks_like_jvm(p: JvmProcess, proc: str = "/proc") -> bool:
     if os.path.basename(p.exe.removesuffix(" (deleted)")) == "java":
         return True
-    pattern = f"{proc}/{p.pid}/root/tmp/hsperfdata_*/{p.nspid}"
+    return has_hsperfdata(p, proc)
+
+
+def has_hsperfdata(p: JvmProcess, proc: str = "/proc") -> bool:
+    """A regular ``/tmp/hsperfdata_*/<nspid>`` file in the process's own root,
+    owned by the process's user (another user's planted file, or a symlink,
+    does not make a root process look like a JVM for jcmd to signal)."""
     try:
-        return bool(glob.glob(pattern))
+        tmp = open_in_root(f"{proc}/{p.pid}/root", "/tmp", directory=True)
+    except (Refused, OSError):
+        return False
+    try:
+        with os.scandir(tmp) as it:
+            names = [e.name for e in it if e.name.startswith("hsperfdata_")][:_MAX_PERF_DIRS]
+        for name in names:
+            try:
+                fd = open_in_root(tmp, f"{name}/{p.nspid}")
+            except (Refused, OSError):
+                continue
+            try:
+                if os.fstat(fd).st_uid == p.uid:
+                    return True
+            finally:
+                os.close(fd)
+        return False
     except OSError:
         return False
+    finally:
+        os.close(tmp)
 
 
 def is_jdk_tool(p: JvmProcess) -> bool:

@@ -33,6 +33,7 @@ from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess, find_jvms
 from telegen.receivers.jfr.files import DroppedFiles
 from telegen.receivers.jfr.session import JcmdError, JvmSession, alive
+from telegen.untrusted import Refusals, Refused
 
 
 class JfrReceiver:
@@ -50,10 +51,12 @@ class JfrReceiver:
         self._attached = t.counter("jfr_recordings_started")
         self._jcmd_failures = t.counter("jfr_jcmd_failures")
         self._exited = t.counter("jfr_jvms_exited")
+        self.refusals = Refusals(t, self._log)
         self._sessions: dict[int, JvmSession] = {}
         self._failed: dict[int, float] = {}       # pid -> when to retry
         self._jcmd = shutil.which(config.jcmd) or config.jcmd
-        self._files = DroppedFiles(config.directory) if config.directory else None
+        self._files = DroppedFiles(config.directory, config.max_file_bytes,
+                                   self.refusals) if config.directory else None
         self._worker = Worker(self._name, self._run)
         self._stop = self._worker.stopping
         self._lock = threading.Lock()
@@ -125,9 +128,14 @@ class JfrReceiver:
                 self._attach(jvm)
 
     def _attach(self, jvm: JvmProcess) -> None:
-        session = JvmSession(jvm, self._config, self._jcmd)
+        session = JvmSession(jvm, self._config, self._jcmd, self.refusals)
         try:
             session.start()
+        except Refused as exc:          # the JVM's filesystem played a trick on us
+            self.refusals.note("jfr_dump_directory", exc.reason, f"pid {jvm.pid}: {exc.detail}")
+            self._failed[jvm.pid] = time.monotonic() + max(30.0, self._config.scan_interval)
+            session.cleanup()
+            return
         except (JcmdError, OSError) as exc:
             self._jcmd_failures.add(1)
             self._failed[jvm.pid] = time.monotonic() + max(30.0, self._config.scan_interval)
@@ -144,10 +152,14 @@ class JfrReceiver:
     def _gone(self, pid: int, session: JvmSession) -> None:
         del self._sessions[pid]
         self._exited.add(1)
-        path = session.exit_file()
-        if path is not None:
+        name = session.exit_file()
+        if name is not None:
             builder = self._builder(session.jvm)
-            session.read_file(path, lambda chunk: self._add(builder, chunk), self._bad_chunk)
+            try:
+                session.read_file(name, lambda chunk: self._add(builder, chunk),
+                                  self._bad_chunk, missing_ok=True)
+            except OSError as exc:
+                self._log.warning("%s: reading the exit dump of pid %d: %s", self._name, pid, exc)
             self._emit(builder)
         session.cleanup()
         self._log.info("%s: pid %d exited; its recording ended with it", self._name, pid)
@@ -216,6 +228,9 @@ class JfrReceiver:
 
         chunks = self._files.read(path, lambda chunk: self._add(builder, chunk), on_error) \
             if self._files else 0
+        if chunks < 0:                  # refused unread (noted): neither emitted nor deleted
+            self._refused_files.add(1)
+            return
         if chunks == 0 and errors:
             self._refused_files.add(1)
         self._emit(builder)

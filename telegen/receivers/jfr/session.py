@@ -1,27 +1,36 @@
 """One JVM's recording: ``jcmd PID JFR.start`` with generated settings, a
 ``JFR.dump`` per window, ``JFR.stop`` at the end.
 
-Files go to ``<dump_directory>/<nspid>`` as the JVM sees it, which the agent
-reaches through ``/proc/PID/root`` (the same path when the JVM shares our
-root). A dump holds every chunk the recording still keeps (``maxage``), and
-JFR rotates its chunk on each dump, so chunks already read are recognised by
-their start time and skipped: every event is emitted exactly once. With
-``dumponexit`` the JVM writes a last file when it exits, read if reachable.
+Files go to a fresh directory the agent makes inside the JVM's own root
+(:class:`~telegen.receivers.jfr.dumpdir.DumpDirectory`: random name under
+``dump_directory``, owned by the JVM's user, reached only through
+descriptors), so JVMs in containers work and nothing is written on the host.
+``jcmd`` runs with the JVM's uid and gid when the agent is root (the JVM's
+attach listener wants its own credentials, and a tenant then cannot make
+root's jcmd signal or create files anywhere). A dump holds every chunk the
+recording still keeps (``maxage``), and JFR rotates its chunk on each dump,
+so chunks already read are recognised by their start time and skipped: every
+event is emitted exactly once. With ``dumponexit`` the JVM writes a last file
+when it exits, read through the directory's descriptor (containers too).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
+from typing import Any
 from xml.sax.saxutils import escape
 
 from telegen.formats.jfr import Chunk, JfrError, read_chunks
+from telegen.formats.jfr.stream import DEFAULT_MAX_CHUNK_BYTES
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess
+from telegen.receivers.jfr.dumpdir import DumpDirectory
+from telegen.untrusted import Refusals, Refused, target_root
 
 RECORDING = "telegen"
+EXIT_FILE = "exit.jfr"
 
 
 class JcmdError(Exception):
@@ -56,23 +65,36 @@ def settings_xml(config: JfrReceiverConfig) -> str:
 
 
 class JvmSession:
-    def __init__(self, jvm: JvmProcess, config: JfrReceiverConfig, jcmd: str) -> None:
+    def __init__(self, jvm: JvmProcess, config: JfrReceiverConfig, jcmd: str,
+                 refusals: Refusals) -> None:
         self.jvm = jvm
         self._config = config
         self._jcmd = jcmd
-        self.target_dir = f"{config.dump_directory.rstrip('/')}/{jvm.nspid}"
-        self.host_dir = f"/proc/{jvm.pid}/root{self.target_dir}"
-        self._same_root = _same_root(jvm.pid)
+        self._refusals = refusals
+        self._dir: DumpDirectory | None = None
         self._seen: dict[tuple[int, int], int] = {}   # chunk identity -> start ns
         self._dumps = 0
         self.started = False
 
+    @property
+    def target_dir(self) -> str | None:
+        """The dump directory as the JVM sees it (None before start)."""
+        return self._dir.target_path if self._dir is not None else None
+
     # -- jcmd ----------------------------------------------------------------------
+    def _credentials(self) -> dict[str, Any]:
+        """Run jcmd as the JVM's user when we are root and it is not."""
+        if os.geteuid() != 0 or self.jvm.uid == 0:
+            return {}
+        return {"user": self.jvm.uid, "group": self.jvm.gid, "extra_groups": []}
+
     def jcmd(self, *args: str) -> str:
+        argv = [self._jcmd, "-J-XX:-UsePerfData", str(self.jvm.pid), *args]
         try:
-            proc = subprocess.run([self._jcmd, str(self.jvm.pid), *args], capture_output=True,
-                                  text=True, timeout=self._config.jcmd_timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd="/",
+                                  timeout=self._config.jcmd_timeout, check=False,
+                                  **self._credentials())
+        except (OSError, subprocess.SubprocessError) as exc:
             raise JcmdError(f"jcmd {self.jvm.pid} {args[0]}: {exc}") from exc
         out = proc.stdout + proc.stderr
         if proc.returncode != 0 or "Exception" in out or "Could not" in out:
@@ -81,47 +103,58 @@ class JvmSession:
         return out
 
     def start(self) -> None:
-        os.makedirs(self.host_dir, mode=0o700, exist_ok=True)
-        os.chown(self.host_dir, self.jvm.uid, self.jvm.gid)
-        jfc = os.path.join(self.host_dir, "telegen.jfc")
-        with open(jfc, "w") as f:
-            f.write(settings_xml(self._config))
-        os.chown(jfc, self.jvm.uid, self.jvm.gid)
+        """Make the dump directory and start the recording. Raises
+        :class:`Refused` (the JVM's filesystem refused), ``OSError`` or
+        :class:`JcmdError`."""
+        self._dir = DumpDirectory.create(
+            target_root(self.jvm.pid), self._config.dump_directory, self.jvm.uid, self.jvm.gid,
+            {"telegen.jfc": settings_xml(self._config).encode()})
         try:                      # a recording left behind by an agent that died
             self.jcmd("JFR.stop", f"name={RECORDING}")
         except JcmdError:
             pass
         max_age = max(60, int(self._config.duration * 6))
-        self.jcmd("JFR.start", f"name={RECORDING}", f"settings={self.target_dir}/telegen.jfc",
+        self.jcmd("JFR.start", f"name={RECORDING}", f"settings={self._dir.path('telegen.jfc')}",
                   f"maxage={max_age}s", "dumponexit=true",
-                  f"filename={self.target_dir}/exit.jfr")
+                  f"filename={self._dir.path(EXIT_FILE)}")
         self.started = True
 
     def dump(self, consume: Callable[[Chunk], None],
              on_error: Callable[[JfrError], None]) -> int:
         """Dump, hand each new chunk to ``consume``, delete the file; new chunks."""
+        if self._dir is None or self._dir.closed:
+            return 0
         self._dumps += 1
         name = f"dump-{self._dumps}.jfr"
-        self.jcmd("JFR.dump", f"name={RECORDING}", f"filename={self.target_dir}/{name}")
-        return self.read_file(os.path.join(self.host_dir, name), consume, on_error)
+        self.jcmd("JFR.dump", f"name={RECORDING}", f"filename={self._dir.path(name)}")
+        return self.read_file(name, consume, on_error)
 
-    def read_file(self, path: str, consume: Callable[[Chunk], None],
-                  on_error: Callable[[JfrError], None]) -> int:
+    def read_file(self, name: str, consume: Callable[[Chunk], None],
+                  on_error: Callable[[JfrError], None], *, missing_ok: bool = False) -> int:
+        """Read dump ``name`` from the dump directory (refusals are noted, not
+        raised) and delete it; how many new chunks were handed on. A missing
+        file raises ``FileNotFoundError`` unless ``missing_ok``."""
+        if self._dir is None or self._dir.closed:
+            return 0
+        limit = self._config.max_file_bytes
         new = 0
         try:
-            with open(path, "rb") as f:
-                for chunk in read_chunks(f, on_error=on_error):
+            with self._dir.open_dump(name, limit) as f:
+                for chunk in read_chunks(f, on_error=on_error,
+                                         max_chunk_bytes=min(limit, DEFAULT_MAX_CHUNK_BYTES)):
                     key = (chunk.header.start_ns, chunk.header.start_ticks)
                     if key in self._seen:
                         continue
                     self._seen[key] = chunk.header.start_ns
                     new += 1
                     consume(chunk)
+        except Refused as exc:
+            self._refusals.note("jfr_dump", exc.reason, exc.detail)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
         finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            self._dir.unlink(name)
         self._forget_old()
         return new
 
@@ -131,11 +164,12 @@ class JvmSession:
             self._seen = dict(keep)
 
     def exit_file(self) -> str | None:
-        """Where the JVM's dump-on-exit file is, once the JVM is gone."""
-        if not self._same_root:
+        """The name of the JVM's dump-on-exit file, once the JVM is gone and
+        if it wrote one (read through the directory's descriptor, so this works
+        for JVMs in containers too)."""
+        if self._dir is None or self._dir.closed or not self.started:
             return None
-        path = os.path.join(self.target_dir, "exit.jfr")
-        return path if os.path.exists(path) else None
+        return EXIT_FILE
 
     def stop(self) -> None:
         if self.started:
@@ -143,17 +177,8 @@ class JvmSession:
             self.jcmd("JFR.stop", f"name={RECORDING}")
 
     def cleanup(self) -> None:
-        for d in (self.host_dir, self.target_dir if self._same_root else None):
-            if d:
-                shutil.rmtree(d, ignore_errors=True)
-
-
-def _same_root(pid: int) -> bool:
-    try:
-        a, b = os.stat(f"/proc/{pid}/root/"), os.stat("/")
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+        if self._dir is not None:
+            self._dir.remove()
 
 
 def alive(pid: int) -> bool:
