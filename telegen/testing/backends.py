@@ -4,6 +4,7 @@ Pyroscope ``/ingest``. Both record what they receive and can be told to fail."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.parse
@@ -24,6 +25,7 @@ from opentelemetry.proto.collector.profiles.v1development import (  # type: igno
 )
 
 from telegen.helpers.exporterhelper.rpcstatus import DETAILS_KEY, status_details
+from telegen.testing.pyroscope_ingest import Accepted, Refusal, ingest
 
 
 @dataclass
@@ -101,13 +103,19 @@ class Ingest:
     headers: dict[str, str]      # names lower-cased
     profile: bytes          # the multipart "profile" field (or the raw body)
     at: float = field(default_factory=time.monotonic)
+    # /ingest: what Pyroscope would store (see telegen.testing.pyroscope_ingest).
+    accepted: Accepted | None = None
 
 
 class PyroscopeServer:
-    """Plays Pyroscope ``POST /ingest`` (and records any other POST as generic)."""
+    """Plays Pyroscope ``POST /ingest`` with its handler's parsing, validation
+    and answers (``telegen.testing.pyroscope_ingest``): what it would refuse is
+    answered as Pyroscope does and kept in ``refused``. Any other POST is
+    recorded as generic."""
 
     def __init__(self) -> None:
         self.ingested: list[Ingest] = []
+        self.refused: list[tuple[int, str]] = []
         self.attempts: list[float] = []
         # Called per request; returns (status, headers) to fail it, or None.
         self.fail: Callable[[int], tuple[int, dict[str, str]] | None] = lambda n: None
@@ -145,8 +153,24 @@ class PyroscopeServer:
                             payload = part.get_payload(decode=True)
                             data = payload if isinstance(payload, bytes) else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                accepted = None
+                if url.path == "/ingest":
+                    try:
+                        accepted = ingest(query, ctype, body)
+                    except Refusal as exc:
+                        with server._lock:
+                            server.refused.append((exc.status, str(exc)))
+                        answer = json.dumps({"code": "invalid_argument",
+                                             "message": str(exc)}).encode()
+                        self.send_response(exc.status)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(answer)))
+                        self.end_headers()
+                        self.wfile.write(answer)
+                        return
                 with server._lock:
-                    server.ingested.append(Ingest(url.path, query, headers, data))
+                    server.ingested.append(Ingest(url.path, query, headers, data,
+                                                  accepted=accepted))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -1,17 +1,27 @@
 """POST gzipped pprof over HTTP.
 
-``pyroscope`` mode: one ``POST <endpoint>/ingest`` per profile, the pprof in
-multipart field ``profile``, with ``name=<service>.<type>{labels}``,
-``from``/``until`` (unix seconds), ``format=pprof``, ``sampleRate``,
-``spyName``, ``units`` and ``aggregationType``. ``generic`` mode: one POST of
-the gzipped pprof per profile type per window to ``endpoint``. Auth and tenant
-headers are added at send time (never written to the on-disk queue). 429 and
-5xx retry (honouring ``Retry-After``), other 4xx are permanent.
+``pyroscope`` mode: one ``POST <endpoint>/ingest`` per profile the way
+Pyroscope's own Go client sends it: a multipart body with the gzipped pprof
+in ``profile`` and a ``sample_type_config`` naming each sample type (so each
+profile type lands in the series Pyroscope uses for it, see
+``telegen.exporters.http.pyroscope``), and ``name=<service>{labels}``,
+``from``/``until`` (unix seconds), ``spyName`` and ``sampleRate`` in the
+query, without ``format`` (which would make Pyroscope read the multipart body
+as raw pprof). ``generic`` mode: one POST of the gzipped pprof per profile
+type per window to ``endpoint``.
+
+The URL is always built from the current config at send time: a queued
+request (possibly read back from the on-disk queue) carries only query
+parameters, which are filtered and re-encoded, never a URL. Redirects are not
+followed (as Pyroscope's Go client): a 3xx is a permanent error, so neither
+the body nor ``Authorization`` goes anywhere but the configured endpoint.
+Auth and tenant headers are added at send time (never written to the queue).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import ssl
 import urllib.error
@@ -20,52 +30,34 @@ import urllib.request
 import uuid
 from collections.abc import Iterable
 
-from telegen.component import CreateSettings
+from telegen.component import CreateSettings, PermanentError
+from telegen.exporters.http import pyroscope
 from telegen.exporters.http.config import HttpExporterConfig
 from telegen.formats.otlp import service_name
 from telegen.formats.pprof import encode
 from telegen.helpers.exporterhelper import QueuedExporter, Request, RetryableError, http_error
 from telegen.helpers.windows import merge_by_type
-from telegen.pdata import Profile, Profiles
+from telegen.pdata import Profiles
 
-_UNITS = {"cpu": "samples", "off_cpu": "samples", "wall": "samples", "alloc": "bytes",
-          "inuse": "bytes", "mutex": "lock_samples", "block": "lock_samples",
-          "goroutine": "goroutines"}
-_AVERAGE = {"inuse", "goroutine"}
-_BAD_KEY = re.compile(r"[^A-Za-z0-9_]")
-_BAD_VALUE = re.compile(r"[{},=\s]")
+_BOUNDARY = re.compile(r"^multipart/form-data; boundary=[0-9a-f]{32}$")
+OCTET = "application/octet-stream"
 
 
-def pyroscope_name(app: str, profile: Profile, extra: dict[str, str]) -> str:
-    """``app.type{k=v,...}``: labels from resource attributes (except
-    service.name) and the configured ``labels``, keys made label-safe."""
-    labels = {_BAD_KEY.sub("_", k): str(v) for k, v in profile.resource.items()
-              if k != "service.name"}
-    labels.update({_BAD_KEY.sub("_", k): v for k, v in extra.items()})
-    body = ",".join(f"{k}={_BAD_VALUE.sub('_', v)}" for k, v in sorted(labels.items()))
-    return f"{app}.{profile.name}{{{body}}}"
-
-
-def pyroscope_query(app: str, profile: Profile, extra: dict[str, str], spy: str) -> str:
-    start = profile.start_ns
-    params = {"name": pyroscope_name(app, profile, extra), "format": "pprof", "spyName": spy,
-              "units": _UNITS.get(profile.name, "samples"),
-              "aggregationType": "average" if profile.name in _AVERAGE else "sum"}
-    if start:
-        params["from"] = str(start // 1_000_000_000)
-        params["until"] = str(max(profile.end_ns // 1_000_000_000, start // 1_000_000_000))
-    pt = profile.period_type
-    if pt is not None and pt.unit == "nanoseconds" and profile.period > 0:
-        params["sampleRate"] = str(round(1e9 / profile.period))
-    return urllib.parse.urlencode(params)
-
-
-def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+def multipart(parts: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """(body, Content-Type) of a form with one file per (field, filename, data)."""
     boundary = uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
-    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    chunks = []
+    for field_name, filename, data in parts:
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field_name}\"; "
+                f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+        chunks += [head.encode(), data, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None   # urllib then raises HTTPError with the 3xx
 
 
 class HttpExporter(QueuedExporter):
@@ -74,6 +66,7 @@ class HttpExporter(QueuedExporter):
         self._config = config
         self._id = str(settings.id)
         self._ssl: ssl.SSLContext | None = None
+        self._opener = urllib.request.build_opener(_NoRedirect())
         self._headers = dict(config.headers)
         if config.tenant_id:
             self._headers["X-Scope-OrgID"] = config.tenant_id
@@ -85,6 +78,7 @@ class HttpExporter(QueuedExporter):
 
     def open(self) -> None:
         tls = self._config.tls
+        ctx = None
         if self._config.endpoint.startswith("https://"):
             ctx = ssl.create_default_context(cafile=tls.ca_file or None)
             if tls.cert_file:
@@ -93,33 +87,78 @@ class HttpExporter(QueuedExporter):
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             self._ssl = ctx
+        self._opener = urllib.request.build_opener(
+            _NoRedirect(), urllib.request.HTTPSHandler(context=ctx))
 
     def requests(self, profiles: Profiles) -> Iterable[Request]:
         cfg = self._config
         if cfg.mode == "generic":
             for p in merge_by_type(profiles):
-                yield Request(encode(p), len(p), {"url": cfg.endpoint,
-                                                  "content_type": "application/octet-stream"})
+                yield Request(encode(p), len(p), {"content_type": OCTET})
             return
-        base = cfg.endpoint.rstrip("/") + "/ingest?"
-        for p in profiles:
-            app = service_name(p.resource, cfg.service_name)
-            body, ctype = multipart("profile", "profile.pprof", encode(p))
-            url = base + pyroscope_query(app, p, cfg.labels, cfg.spy_name)
-            yield Request(body, len(p), {"url": url, "content_type": ctype})
+        allow = cfg.resource_to_labels
+        for original in profiles:
+            p = pyroscope.shape_for_ingest(original)
+            if cfg.service_name:
+                app = cfg.service_name
+            else:
+                app = pyroscope.service_label(service_name(p.resource))
+            labels = pyroscope.series_labels(p.resource, allow, cfg.labels,
+                                              pyroscope.sample_label_names(p))
+            body, ctype = multipart([("profile", "profile.pprof", encode(p)),
+                                     ("sample_type_config", "sample_type_config.json",
+                                      pyroscope.sample_type_config(p))])
+            params = pyroscope.query(app, labels, p, cfg.spy_name)
+            yield Request(body, len(p), {"params": json.dumps(params), "content_type": ctype})
+
+    def url(self, request: Request) -> str:
+        """The configured endpoint; for Pyroscope, ``/ingest`` plus the
+        request's query parameters (known names only, re-encoded)."""
+        cfg = self._config
+        if cfg.mode == "generic":
+            return cfg.endpoint
+        params = _stored_params(request.meta)
+        query = urllib.parse.urlencode({k: params[k] for k in pyroscope.PARAMETERS
+                                        if isinstance(params.get(k), str)})
+        return cfg.endpoint.rstrip("/") + "/ingest?" + query
 
     def send(self, request: Request) -> None:
-        url = request.meta["url"]
-        headers = {**self._headers, "Content-Type": request.meta["content_type"]}
+        url = self.url(request)
+        where = url.split("?")[0]
+        ctype = request.meta.get("content_type", OCTET)
+        if ctype != OCTET and not _BOUNDARY.match(ctype):
+            raise PermanentError(f"POST {where}: queued request has a bad Content-Type")
+        headers = {**self._headers, "Content-Type": ctype}
         req = urllib.request.Request(url, data=request.payload, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self._config.timeout,
-                                        context=self._ssl) as resp:
+            with self._opener.open(req, timeout=self._config.timeout) as resp:
                 resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read(300).decode("utf-8", "replace").strip()
-            raise http_error(exc.code, f"POST {url.split('?')[0]}: HTTP {exc.code} {detail}",
-                             exc.headers.get("Retry-After")) from None
+            message = f"POST {where}: HTTP {exc.code} {detail}"
+            if 300 <= exc.code < 400:
+                message += (f" (redirect to {exc.headers.get('Location', '?')!r} not followed: "
+                            f"point endpoint at the final URL)")
+            if self._config.mode == "pyroscope":
+                raise pyroscope.classify(exc.code, detail, exc.headers.get("Retry-After"),
+                                         message) from None
+            if 300 <= exc.code < 400:
+                raise PermanentError(message) from None
+            raise http_error(exc.code, message, exc.headers.get("Retry-After")) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise RetryableError(f"POST {url.split('?')[0]}: {reason}") from None
+            raise RetryableError(f"POST {where}: {reason}") from None
+
+
+def _stored_params(meta: dict[str, str]) -> dict[str, object]:
+    """Query parameters of a queued request. Requests queued by older versions
+    carry a whole URL: only its query is taken, never its host or path."""
+    if "params" in meta:
+        try:
+            params = json.loads(meta["params"])
+        except ValueError:
+            return {}
+        return params if isinstance(params, dict) else {}
+    if "url" in meta:
+        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(meta["url"]).query))
+    return {}

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, field
 
 from telegen.helpers.exporterhelper import QueueConfig, RetryConfig, TLSConfig
+from telegen.helpers.exporterhelper.config import refuse_plaintext_credentials
 
 _ENDPOINT = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<target>[^/\s]+:\d{1,5})/?$")
 
@@ -39,6 +40,12 @@ class OtlpExporterConfig:
                              f"https:// (got {self.endpoint!r})")
         if self.timeout <= 0:
             raise ValueError(f"timeout must be > 0 (got {self.timeout}s)")
+        target, secure = self.target()
+        if not secure:
+            secrets = [f"headers::{k}" for k in self.headers
+                       if k.lower() in ("authorization", "proxy-authorization", "cookie")]
+            refuse_plaintext_credentials(target.rsplit(":", 1)[0], secrets,
+                                         "plain-text gRPC (http:// or tls::insecure)")
         self.tls.validate()
         self.sending_queue.validate()
         self.retry_on_failure.validate()

@@ -81,3 +81,32 @@ class TLSConfig:
             with open(name, "rb") as f:
                 return f.read()
         return load(self.ca_file), load(self.key_file), load(self.cert_file)
+
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and literal loopback addresses (127.0.0.0/8,
+    ``::1``, bracketed or not). Names are not resolved: a name that merely
+    resolves to loopback today counts as remote."""
+    import ipaddress
+
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_plaintext_credentials(host: str, credentials: list[str], what: str) -> None:
+    """Credentials never travel in clear text off the host: ``credentials``
+    names the settings that carry some (empty: nothing to protect)."""
+    if credentials and not is_loopback_host(host):
+        raise ValueError(
+            f"{' and '.join(credentials)} would be sent in clear text to {host} over {what}; "
+            f"use https:// (TLS) for a remote endpoint, or a loopback address")

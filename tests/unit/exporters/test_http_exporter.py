@@ -1,4 +1,5 @@
-"""Exporter http against a real HTTP server playing Pyroscope /ingest."""
+"""Exporter http against a real HTTP server playing Pyroscope /ingest with the
+real handler's parsing and answers (telegen.testing.pyroscope_ingest)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from telegen.component import Kind
+from telegen.component import ConfigError, Kind
 from telegen.config import build_component_config
-from telegen.exporters.http.exporter import pyroscope_name
+from telegen.exporters.http import pyroscope
 from telegen.exporters.http.factory import FACTORY
 from telegen.formats.pprof import decode
 from telegen.pdata import Profiles
@@ -44,20 +45,79 @@ def test_pyroscope_ingest_gets_pprof_and_parameters(server: PyroscopeServer) -> 
     exp.consume(Profiles([cpu.copy()]))
     assert wait_until(lambda: len(server.ingested) == 1, 10)
     exp.shutdown(5)
+    assert server.refused == []
     got = server.ingested[0]
     assert got.path == "/ingest"
     q = got.query
-    assert q["name"] == ("shop.cpu{env=test,host_name=web-1,process_executable_name=app,"
-                         "process_pid=4242}")
+    # no pid, no command line: the default label set only
+    assert q["name"] == "shop{env=test,host_name=web-1,process_executable_name=app}"
+    assert "format" not in q        # format=pprof would make Pyroscope read the form as pprof
     assert q["from"] == str(cpu.start_ns // 10**9)
     assert q["until"] == str(cpu.end_ns // 10**9)
-    assert q["format"] == "pprof" and q["spyName"] == "telegen"
-    assert q["sampleRate"] == str(round(1e9 / cpu.period)) and q["units"] == "samples"
-    assert q["aggregationType"] == "sum"
+    assert q["spyName"] == "telegen" and q["sampleRate"] == str(round(1e9 / cpu.period))
     assert got.headers["x-scope-orgid"] == "team-a"
     assert got.headers["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+    assert got.accepted is not None and got.accepted.service_name == "shop"
+    assert got.accepted.series == ["process_cpu:samples:count:cpu:nanoseconds",
+                                   "process_cpu:cpu:nanoseconds:cpu:nanoseconds"]
     assert profile_state(decode(got.profile)) == profile_state(cpu)
     assert counter(reg, "exporter_sent_samples") == len(cpu)
+
+
+def test_derived_service_name_is_made_valid_for_pyroscope(server: PyroscopeServer) -> None:
+    """unknown_service:app has a ':' that Pyroscope's name validation refuses (400)."""
+    reg = Registry()
+    exp = _exporter(server.port, reg)
+    exp.consume(Profiles(synthetic_profiles()[:1]))
+    assert wait_until(lambda: len(server.ingested) == 1, 10)
+    exp.shutdown(5)
+    assert server.refused == []
+    accepted = server.ingested[0].accepted
+    assert accepted is not None and accepted.service_name == "unknown_service_app"
+
+
+def test_label_limits_hold(server: PyroscopeServer) -> None:
+    """Pyroscope allows 30 label names per series (4 its own); more is a 422."""
+    reg = Registry()
+    p = synthetic_profiles()[0]
+    for i in range(40):
+        p.resource[f"custom.attr{i}"] = "v" * 3000
+    allow = [f"custom.attr{i}" for i in range(40)]
+    exp = _exporter(server.port, reg, service_name="shop", resource_to_labels=allow)
+    exp.consume(Profiles([p]))
+    assert wait_until(lambda: len(server.ingested) == 1, 10)
+    exp.shutdown(5)
+    assert server.refused == []
+    name = server.ingested[0].query["name"]
+    sample_keys = pyroscope.sample_label_names(p)
+    assert name.count("=") == pyroscope.MAX_OWN_LABELS - len(sample_keys) and sample_keys
+    assert max(len(kv) for kv in name.split(",")) < 2048 + 40
+
+
+@pytest.mark.parametrize("bad", [{"service_name": "unknown_service:app"},
+                                 {"labels": {"process.pid": "1"}},
+                                 {"labels": {"env": "a,b"}},
+                                 {"labels": {f"l{i}": "v" for i in range(27)}}])
+def test_config_refuses_what_pyroscope_would(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        build_component_config(FACTORY, {"endpoint": "http://127.0.0.1:4040", **bad},
+                               "exporters::http")
+
+
+@pytest.mark.parametrize(("status", "body", "retried"), [
+    (422, '{"code":"unknown","message":"pushing IngestInput-pprof failed push series with '
+          'index 0 and id  failed: unavailable: no healthy ingesters"}', True),
+    (422, '{"code":"unknown","message":"pushing IngestInput-pprof failed push series with '
+          'index 0 and id  failed: invalid_argument: sample value length mismatch"}', False),
+    (408, '{"code":"deadline_exceeded","message":"failed to read request body"}', True),
+    (413, '{"code":"unknown","message":"request body too large"}', False),
+])
+def test_retry_classes_follow_pyroscope_answers(status: int, body: str, retried: bool) -> None:
+    from telegen.component import PermanentError
+    from telegen.helpers.exporterhelper import RetryableError
+
+    err = pyroscope.classify(status, body, None, "x")
+    assert isinstance(err, RetryableError if retried else PermanentError)
 
 
 def test_429_retry_after_is_honoured(server: PyroscopeServer) -> None:
@@ -112,5 +172,6 @@ def test_dead_server_is_retryable(server: PyroscopeServer) -> None:
 
 def test_name_labels_are_sanitized() -> None:
     p = synthetic_profiles()[1]
-    p.resource["weird key"] = "a,b=c"
-    assert pyroscope_name("app", p, {}) == "app.off_cpu{host_name=web-1,weird_key=a_b_c}"
+    p.resource["weird key"] = "a,b}c"
+    labels = pyroscope.series_labels(p.resource, ["host.name", "weird key"], {})
+    assert pyroscope.ingest_name("app", labels) == "app{host_name=web-1,weird_key=a_b_c}"

@@ -1,0 +1,216 @@
+"""What Pyroscope's ``POST /ingest`` wants, as its own Go client sends it.
+
+Read against grafana/pyroscope (v2): ``pkg/ingester/pyroscope/ingest_handler.go``
+(a ``format`` query parameter wins over the Content-Type, so a multipart body
+goes *without* ``format``), ``pkg/og/convert/pprof/profile.go`` (multipart
+fields ``profile`` and ``sample_type_config``; the series name ``__name__`` is
+picked from the sample types through the config's ``display-name``),
+``api/model/labelset`` (the part of ``name`` before ``{`` is the service name:
+``[A-Za-z0-9_.\\-/]``; label names ``[A-Za-z0-9_.]``; values end at ``,`` or
+``}``) and ``pkg/validation`` (30 label names per series, values up to 2048
+characters). grafana/pyroscope-go's ``upstream/remote`` is the client shape.
+
+Series per telegen profile type (``__name__:type:unit:period_type:period_unit``):
+
+==========  ======================================================================
+cpu         process_cpu:samples:count:cpu:nanoseconds, process_cpu:cpu:nanoseconds:cpu:nanoseconds
+wall        wall:samples:count:wall:nanoseconds, wall:wall:nanoseconds:wall:nanoseconds
+off_cpu     process_cpu:off_cpu:nanoseconds:off_cpu:nanoseconds (Pyroscope names
+            every sample type containing "cpu" process_cpu; the off_cpu sample
+            type keeps it apart from CPU time; the count column is not sent)
+alloc       memory:alloc_objects:count:space:bytes, memory:alloc_space:bytes:space:bytes
+inuse       memory:inuse_objects:count:space:bytes, memory:inuse_space:bytes:space:bytes
+mutex       mutex:contentions:count:contentions:count, mutex:delay:nanoseconds:contentions:count
+block/park  block:contentions:count:contentions:count, block:delay:nanoseconds:contentions:count
+goroutine   goroutines:goroutine:count:goroutine:count
+gc (JFR)    gc:gc:count:gc:count, gc:pause:nanoseconds:gc:count
+==========  ======================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from telegen.component import PermanentError
+from telegen.exporters.http.config import DEFAULT_RESOURCE_LABELS  # noqa: F401 (re-exported)
+from telegen.helpers.exporterhelper import RetryableError, parse_retry_after
+from telegen.pdata import LabelValue, Profile, ValueType
+
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_LABEL_NAMES = 30          # Pyroscope's validation.max-label-names-per-series
+MAX_LABEL_VALUE = 2048        # validation.max-length-label-value
+# Labels Pyroscope adds itself to every /ingest series: __name__, __delta__,
+# pyroscope_spy, service_name.
+SERVER_LABELS = 4
+MAX_OWN_LABELS = MAX_LABEL_NAMES - SERVER_LABELS
+PARAMETERS = ("name", "from", "until", "spyName", "sampleRate")
+
+# profile name -> (display-name per sample type, aggregation); the display
+# names steer Pyroscope's metric-name heuristic to the series above.
+_DISPLAY: dict[str, dict[str, str]] = {
+    "cpu": {"samples": "cpu", "cpu": "cpu"},
+    "wall": {"samples": "wall", "wall": "wall"},
+    "off_cpu": {"off_cpu": "off_cpu"},
+    "alloc": {"alloc_objects": "alloc_objects", "alloc_space": "alloc_space"},
+    "inuse": {"inuse_objects": "inuse_objects", "inuse_space": "inuse_space"},
+    "mutex": {"contentions": "mutex_count", "delay": "mutex_duration"},
+    "block": {"contentions": "block_count", "delay": "block_duration"},
+    "park": {"contentions": "block_count", "delay": "block_duration"},
+    "goroutine": {"goroutine": "goroutines", "goroutines": "goroutines"},
+}
+_AVERAGE = {"inuse", "goroutine"}
+_BAD_SERVICE_CHAR = re.compile(r"[^A-Za-z0-9_.\-/]")
+_BAD_VALUE_CHAR = re.compile(r"[,}\x00-\x1f]")
+
+
+def check_service_name(name: str) -> None:
+    if not SERVICE_NAME.match(name):
+        raise ValueError(f"service_name {name!r} is refused by Pyroscope: use only letters, "
+                         f"digits and _ . - /")
+
+
+def check_label(key: str, value: str) -> None:
+    if not LABEL_NAME.match(key) or key.startswith("__") or key == "service_name":
+        raise ValueError(f"label name {key!r}: Pyroscope wants [A-Za-z_][A-Za-z0-9_]*, not "
+                         f"starting with __, and service_name comes from service_name")
+    if _BAD_VALUE_CHAR.search(value) or value != value.strip() or not value \
+            or len(value) > MAX_LABEL_VALUE:
+        raise ValueError(f"label {key}: value {value!r} must be 1..{MAX_LABEL_VALUE} characters "
+                         f"without , }} control characters or surrounding spaces")
+
+
+def service_label(raw: str) -> str:
+    """A service name Pyroscope accepts, from a resource's (``:`` and other
+    characters outside ``[A-Za-z0-9_.\\-/]`` become ``_``)."""
+    return _BAD_SERVICE_CHAR.sub("_", raw)[:MAX_LABEL_VALUE] or "unknown_service"
+
+
+def label_name(attribute: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", attribute)
+    return "_" + name if name[:1].isdigit() else name
+
+
+def label_value(value: LabelValue) -> str:
+    return _BAD_VALUE_CHAR.sub("_", str(value)).strip()[:MAX_LABEL_VALUE]
+
+
+def sample_label_names(profile: Profile) -> set[str]:
+    """String sample labels: Pyroscope adds them to the series labels (all but
+    ``trace_id`` / ``span_id``), so they count against the 30 names."""
+    return {k for s in profile for k, v in s.labels
+            if isinstance(v, str) and k not in ("trace_id", "span_id")}
+
+
+def series_labels(resource: Mapping[str, LabelValue], allow: tuple[str, ...] | list[str],
+                  static: Mapping[str, str], reserved: set[str] | None = None) -> dict[str, str]:
+    """Static ``labels`` first, then the allowed resource attributes, so that
+    with the ``reserved`` names (sample labels) at most :data:`MAX_OWN_LABELS`
+    names reach Pyroscope."""
+    out = dict(static)
+    taken = set(out) | set(reserved or ())
+    for attribute in allow:
+        value = resource.get(attribute)
+        if value is None or attribute == "service.name":
+            continue
+        key, text = label_name(attribute), label_value(value)
+        if text and key not in taken and len(taken) < MAX_OWN_LABELS:
+            out[key] = text
+            taken.add(key)
+    return out
+
+
+def ingest_name(service: str, labels: Mapping[str, str]) -> str:
+    body = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return f"{service}{{{body}}}"
+
+
+def columns(profile: Profile) -> list[int]:
+    """Value columns sent for ``profile`` (off-CPU: the time only)."""
+    if profile.name == "off_cpu":
+        keep = [i for i, vt in enumerate(profile.sample_types) if vt.type == "off_cpu"]
+        if keep:
+            return keep
+    return list(range(len(profile.sample_types)))
+
+
+def shape_for_ingest(profile: Profile) -> Profile:
+    """The profile as sent: off-CPU keeps its time column with an explicit
+    period type so its series never mixes with CPU's."""
+    keep = columns(profile)
+    if keep == list(range(len(profile.sample_types))) and \
+            (profile.name != "off_cpu" or profile.period_type is not None):
+        return profile
+    out = profile.copy()
+    out.sample_types = tuple(profile.sample_types[i] for i in keep)
+    if out.default_sample_type not in {vt.type for vt in out.sample_types}:
+        out.default_sample_type = out.sample_types[-1].type
+    if profile.name == "off_cpu" and out.period_type is None:
+        out.period_type, out.period = ValueType("off_cpu", "nanoseconds"), 1
+    for s in out:
+        s.values = [s.values[i] for i in keep]
+    return out
+
+
+def _units(profile_name: str, vt: ValueType) -> str:
+    lock = profile_name in ("mutex", "block", "park")
+    if vt.unit == "bytes":
+        return "bytes"
+    if vt.unit == "nanoseconds":
+        return "lock_nanoseconds" if lock else "nanoseconds"
+    if lock:
+        return "lock_samples"
+    if profile_name in ("alloc", "inuse"):
+        return "objects"
+    return "goroutines" if profile_name == "goroutine" else "samples"
+
+
+def sample_type_config(profile: Profile) -> bytes:
+    """The ``sample_type_config`` part: per sample type its display name
+    (which picks the series), units and aggregation."""
+    display = _DISPLAY.get(profile.name, {})
+    fallback = profile.name if SERVICE_NAME.match(profile.name or "") else "custom"
+    config = {vt.type: {"units": _units(profile.name, vt),
+                        "display-name": display.get(vt.type, fallback),
+                        "aggregation": "average" if profile.name in _AVERAGE else "sum",
+                        "sampled": profile.name in ("cpu", "wall")}
+              for vt in profile.sample_types}
+    return json.dumps(config, sort_keys=True).encode()
+
+
+def query(service: str, labels: Mapping[str, str], profile: Profile, spy: str) -> dict[str, str]:
+    params = {"name": ingest_name(service, labels), "spyName": spy}
+    if profile.start_ns:
+        start = profile.start_ns // 1_000_000_000
+        params["from"] = str(start)
+        params["until"] = str(max(profile.end_ns // 1_000_000_000, start))
+    pt = profile.period_type
+    if pt is not None and pt.unit == "nanoseconds" and profile.period > 0 and \
+            profile.name in ("cpu", "wall"):
+        params["sampleRate"] = str(max(1, round(1e9 / profile.period)))
+    return params
+
+
+# Connect error codes (as Pyroscope writes them into a 422's message) that
+# say the push failed for a reason that can pass.
+_TRANSIENT = ("unavailable:", "deadline_exceeded:", "aborted:", "canceled:",
+              "resource_exhausted:", "context deadline exceeded", "connection refused",
+              "too many unhealthy instances", "at least 1 live replicas required")
+
+
+def classify(status: int, body: str, retry_after: str | None, message: str) -> Exception:
+    """Pyroscope's answers: 429 and 5xx retry; 408 (the server failed reading
+    the body) retries; 422 retries when the push behind it failed for a
+    transient reason (its message names the connect code), otherwise it is
+    a validation or conversion refusal and permanent; 3xx (redirects are not
+    followed) and other 4xx are permanent."""
+    delay = parse_retry_after(retry_after)
+    if status in (408, 429) or 500 <= status <= 599:
+        return RetryableError(message, delay)
+    if status == 422:
+        text = body.lower()
+        if "invalid_argument" not in text and any(t in text for t in _TRANSIENT):
+            return RetryableError(message, delay)
+    return PermanentError(message)
