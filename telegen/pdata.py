@@ -161,8 +161,18 @@ def make_labels(**labels: LabelValue | None) -> Labels:
     return tuple(sorted((k, v) for k, v in labels.items() if v is not None and v != ""))
 
 
+# Where a profile's frames come from (``Profile.origin``). Not an attribute of
+# the data: never encoded, never decoded, so a sender cannot set it.
+OBSERVED = "observed"   # built by this agent from processes it watched itself
+PUSHED = "pushed"       # decoded from bytes someone else sent or wrote (OTLP, pprof)
+
+
 class Profile:
-    """One window of one profile type for one resource. Merges identical samples."""
+    """One window of one profile type for one resource. Merges identical samples.
+
+    ``origin`` is :data:`OBSERVED` unless a decoder marked it :data:`PUSHED`:
+    then mapping paths, pids and addresses in it are the sender's words, not
+    facts about this host (the ``symbolize`` processor uses build-ids only)."""
 
     def __init__(self, *, name: str, sample_types: Iterable[ValueType],
                  period_type: ValueType | None = None, period: int = 0,
@@ -178,6 +188,7 @@ class Profile:
         self.resource: dict[str, LabelValue] = dict(resource or {})
         self.default_sample_type = default_sample_type
         self.comments = list(comments)
+        self.origin = OBSERVED
         self._samples: dict[tuple[object, ...], Sample] = {}
 
     # -- samples -----------------------------------------------------------------
@@ -222,7 +233,7 @@ class Profile:
     def merge_key(self) -> tuple[object, ...]:
         """Profiles with equal keys can be merged into one (see ``merge``)."""
         return (self.name, self.sample_types, self.period_type, self.period,
-                tuple(sorted(self.resource.items())))
+                tuple(sorted(self.resource.items())), self.origin)
 
     def merge(self, other: Profile) -> None:
         if other.merge_key() != self.merge_key():

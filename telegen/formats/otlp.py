@@ -38,6 +38,7 @@ from opentelemetry.proto.profiles.v1development import (  # type: ignore[import-
 
 from telegen import __version__
 from telegen.pdata import (
+    PUSHED,
     Frame,
     FrameKind,
     LabelValue,
@@ -405,6 +406,7 @@ class _Decoder:
             duration_ns=first.duration_nano, resource=resource,
             default_sample_type=str(attrs.get(DEFAULT_TYPE, "")),
             comments=[str(c) for c in comments] if isinstance(comments, list) else [str(comments)])
+        profile.origin = PUSHED   # paths and pids in it are the sender's words
         rows: dict[tuple[object, ...], tuple[list[int], list[int], Sample, int]] = {}
         for col, g in enumerate(group):
             for i, s in enumerate(g.samples):

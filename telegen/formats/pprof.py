@@ -34,6 +34,7 @@ from google.protobuf.message import DecodeError
 
 from telegen.formats._proto import load_profile_pb2
 from telegen.pdata import (
+    PUSHED,
     Frame,
     FrameKind,
     LabelValue,
@@ -247,6 +248,7 @@ class _Decoder:
             period=msg.period, start_ns=msg.time_nanos, duration_ns=msg.duration_nanos,
             resource=resource, comments=comments,
             default_sample_type=self.s(msg.default_sample_type, "default_sample_type"))
+        profile.origin = PUSHED   # paths and pids in it are the writer's words
         frames = self.frames(kinds)
         for i, s in enumerate(msg.sample):
             if len(s.value) != len(sample_types):
