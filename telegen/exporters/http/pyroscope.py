@@ -136,19 +136,25 @@ def columns(profile: Profile) -> list[int]:
     return list(range(len(profile.sample_types)))
 
 
+# Period types Pyroscope's series use for these profile types (Go's, and what
+# its own JFR converter writes for memory), whatever the producer said.
+_PERIOD_TYPES = {"alloc": ValueType("space", "bytes"), "inuse": ValueType("space", "bytes"),
+                 "off_cpu": ValueType("off_cpu", "nanoseconds")}
+
+
 def shape_for_ingest(profile: Profile) -> Profile:
-    """The profile as sent: off-CPU keeps its time column with an explicit
-    period type so its series never mixes with CPU's."""
+    """The profile as sent: off-CPU keeps its time column only; off-CPU and
+    memory get the period type of their Pyroscope series."""
     keep = columns(profile)
-    if keep == list(range(len(profile.sample_types))) and \
-            (profile.name != "off_cpu" or profile.period_type is not None):
+    period_type = _PERIOD_TYPES.get(profile.name, profile.period_type)
+    if keep == list(range(len(profile.sample_types))) and period_type == profile.period_type:
         return profile
     out = profile.copy()
     out.sample_types = tuple(profile.sample_types[i] for i in keep)
     if out.default_sample_type not in {vt.type for vt in out.sample_types}:
         out.default_sample_type = out.sample_types[-1].type
-    if profile.name == "off_cpu" and out.period_type is None:
-        out.period_type, out.period = ValueType("off_cpu", "nanoseconds"), 1
+    if period_type != profile.period_type:
+        out.period_type, out.period = period_type, max(profile.period, 1)
     for s in out:
         s.values = [s.values[i] for i in keep]
     return out
