@@ -15,6 +15,7 @@ from telegen.pdata import (
     OFF_CPU,
     Frame,
     FrameKind,
+    LabelValue,
     Line,
     Mapping,
     Profile,
@@ -25,8 +26,9 @@ from telegen.pdata import (
 TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "testdata" / "pprof"
 START = 1_700_000_000_000_000_000
 WINDOW = 10_000_000_000
-RESOURCE = {"host.name": "web-1", "process.pid": 4242, "process.executable.name": "app",
-            "process.command_line": "/usr/bin/app --secret=x"}
+RESOURCE: dict[str, LabelValue] = {
+    "host.name": "web-1", "process.pid": 4242, "process.executable.name": "app",
+    "process.command_line": "/usr/bin/app --secret=x"}
 
 _APP = Mapping(0x400000, 0x600000, 0, "/usr/bin/app", "8f2a41c0ffee", True, True, True, True)
 _MAIN = Frame(FrameKind.NATIVE, 0x401000, _APP, (Line("main", "/src/main.c", 10),))
@@ -75,7 +77,8 @@ def go() -> list[Profile]:
     from telegen.receivers.go.convert import ENDPOINTS, convert
 
     by_path = {e.path: e for e in ENDPOINTS}
-    resource = {"service.name": "checkout", "host.name": "web-1", "process.pid": 77}
+    resource: dict[str, LabelValue] = {"service.name": "checkout", "host.name": "web-1",
+                                       "process.pid": 77}
     out: list[Profile] = []
     for path, file in (("profile", "go-cpu.pb.gz"), ("heap", "go-heap.pb.gz")):
         raw = decode(gzip.decompress((TESTDATA / file).read_bytes()))
@@ -115,7 +118,7 @@ def python() -> list[Profile]:
 
     stacks = [ThreadStack(tid=5, thread_name="MainThread",
                           frames=(RawFrame("handle", "/app/views.py", 12),), count=4)]
-    resource = {"service.name": "web", "process.pid": 5}
+    resource: dict[str, LabelValue] = {"service.name": "web", "process.pid": 5}
     return [build_profile(stacks, rate=100, start_ns=START, duration_ns=WINDOW,
                           resource=resource, wall=wall, frames=FrameCache())
             for wall in (False, True)]
