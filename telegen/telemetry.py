@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 
 from telegen.helpers.httpserver import BackgroundHTTPServer, reply
+from telegen.untrusted import Refusals
 
 log = logging.getLogger("telegen.telemetry")
 
@@ -116,7 +117,10 @@ def _series(name: str, labels: tuple[tuple[str, str], ...]) -> str:
 
 
 class MetricsServer:
-    """Serves ``/metrics`` in Prometheus text format on a background thread."""
+    """Serves ``/metrics`` in Prometheus text format on a background thread,
+    bounded like every agent server (:mod:`telegen.helpers.httpserver`: Host
+    allow-list, timeouts, connection cap); refusals are counted as
+    ``refused_inputs{kind="service",component="telemetry",source="metrics_http"}``."""
 
     def __init__(self, registry: Registry, host: str, port: int) -> None:
         reg = registry
@@ -131,7 +135,9 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._http = BackgroundHTTPServer(f"{host}:{port}", Handler, "telemetry-metrics")
+        refusals = Refusals(registry.for_component("service", "telemetry"), log)
+        self._http = BackgroundHTTPServer(f"{host}:{port}", Handler, "telemetry-metrics",
+                                          refusals=refusals, source="metrics_http")
         self.address = self._http.address
 
     def start(self) -> None:

@@ -23,6 +23,7 @@ from telegen.formats.pprof import encode
 from telegen.formats.top import render_top
 from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 from telegen.pdata import Profile
+from telegen.untrusted import Refusals
 
 
 class SpanStore(Protocol):
@@ -46,8 +47,14 @@ def choose(profiles: list[Profile], type_name: str | None) -> Profile | None:
 
 
 class SpanViewServer(BackgroundHTTPServer):
-    def __init__(self, store: SpanStore, endpoint: str, name: str) -> None:
-        super().__init__(endpoint, _handler(store), name)
+    """The view on its own loopback port, bounded like every agent server
+    (:mod:`telegen.helpers.httpserver`: Host allow-list, timeouts, connection
+    cap); refusals counted when the store passes ``refusals``."""
+
+    def __init__(self, store: SpanStore, endpoint: str, name: str,
+                 refusals: Refusals | None = None) -> None:
+        super().__init__(endpoint, _handler(store), name, refusals=refusals,
+                         source="spanstore_http")
 
 
 def _page(store: SpanStore, span_id: str, profile: Profile, query: dict[str, str]) -> str:

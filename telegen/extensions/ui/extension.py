@@ -7,8 +7,10 @@ demand. Other components may mount pages under a prefix with
 :meth:`UiExtension.add_route` (the per-span view ``/spans/`` does), so a
 tracing UI links to one port.
 
-One server thread (``telegen-ui``) accepts; requests are handled on short
-threads (``ThreadingHTTPServer``); shutdown stops it.
+One server thread (``telegen-ui``) accepts and reads requests; a small pool
+answers them (:mod:`telegen.helpers.httpserver`: Host allow-list against DNS
+rebinding, timeouts, connection cap). The endpoint is loopback unless
+``allow_remote`` (config validation; a warning at start).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from telegen.component import CreateSettings, Host
 from telegen.extensions.ui import pages
 from telegen.extensions.ui.config import UiConfig
 from telegen.extensions.ui.store import Catalog
-from telegen.helpers.httpserver import BackgroundHTTPServer, reply
+from telegen.helpers.httpserver import BackgroundHTTPServer, is_loopback, reply
+from telegen.untrusted import Refusals
 
 # handler(path, query) -> (status, content type, body)
 RouteHandler = Callable[[str, dict[str, str]], tuple[int, str, bytes]]
@@ -38,16 +41,22 @@ class UiExtension:
         t = settings.telemetry
         self._requests = t.counter("ui_requests")
         self._errors = t.counter("ui_request_errors")
+        self.refusals = Refusals(t, settings.logger)
         self.address: tuple[str, int] = ("", 0)
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, host: Host) -> None:
         # binds here: a busy port fails start-up at once
-        self._http = BackgroundHTTPServer(self._config.endpoint, _handler_class(self),
-                                          "telegen-ui")
+        cfg = self._config
+        self._http = BackgroundHTTPServer(cfg.endpoint, _handler_class(self), "telegen-ui",
+                                          allowed_hosts=cfg.allowed_hosts,
+                                          refusals=self.refusals, source="ui_http")
         self.address = self._http.address
         self._http.start()
         self._log.info("ui on http://%s:%d/", *self.address)
+        if not is_loopback(self.address[0]):
+            self._log.warning("ui: serving on %s (allow_remote): anyone who reaches it reads "
+                              "every profile, command line and code path", cfg.endpoint)
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         if self._http is not None:

@@ -6,6 +6,12 @@ from typing import Any
 
 DEFAULT_GRPC = "127.0.0.1:4317"
 DEFAULT_HTTP = "127.0.0.1:4318"
+# Collector's confighttp default; since CVE-2024-36129 it bounds the inflated
+# body too. 20 MiB also keeps one gzip bomb under the agent's 50 MB budget.
+DEFAULT_MAX_REQUEST_BODY = 20 << 20
+DEFAULT_MAX_RECV_MIB = 16           # gRPC: a message after decompression
+DEFAULT_MAX_STREAMS = 16            # gRPC: RPCs in progress (4 run, the rest wait)
+MiB = 1 << 20
 
 
 def _default_protocols() -> dict[str, Any]:
@@ -16,8 +22,13 @@ def _default_protocols() -> dict[str, Any]:
 class OtlpReceiverConfig:
     # Servers to run, Collector style; list only the ones you want, e.g.
     # {grpc: {endpoint: 0.0.0.0:4317}}. grpc: endpoint (127.0.0.1:4317),
-    # max_recv_msg_size_mib (16). http: endpoint (127.0.0.1:4318), serving
-    # POST /v1development/profiles (protobuf or JSON).
+    # max_recv_msg_size_mib (16, the message after decompression),
+    # max_concurrent_streams (16 RPCs at once; more get RESOURCE_EXHAUSTED).
+    # http: endpoint (127.0.0.1:4318), serving POST /v1development/profiles
+    # (protobuf or JSON); max_request_body_size (bytes, 20 MiB: the body as
+    # sent and after gzip; larger gets 413); allowed_hosts (names besides
+    # loopback, the endpoint's host and, off loopback, IP literals and this
+    # host's names, that clients may send as Host:; others get 421).
     protocols: dict[str, Any] = field(default_factory=_default_protocols)
     # An extension id (e.g. spanstore): OTLP traces (gRPC TraceService, HTTP
     # POST /v1/traces) are accepted and their spans kept there for the
@@ -31,6 +42,11 @@ class OtlpReceiverConfig:
         for name in ("grpc", "http"):
             if name in self.protocols and self.protocols[name] is None:
                 self.protocols[name] = {}
+        if self.http_max_body() < 1024:
+            raise ValueError(f"protocols::http::max_request_body_size must be at least 1024 "
+                             f"(got {self.http_max_body()})")
+        if self.grpc_max_streams() < 1:
+            raise ValueError("protocols::grpc::max_concurrent_streams must be at least 1")
 
     def grpc_endpoint(self) -> str | None:
         g = self.protocols.get("grpc")
@@ -38,8 +54,20 @@ class OtlpReceiverConfig:
 
     def grpc_max_recv_bytes(self) -> int:
         g = self.protocols.get("grpc") or {}
-        return int(g.get("max_recv_msg_size_mib") or 16) * 1024 * 1024
+        return int(g.get("max_recv_msg_size_mib") or DEFAULT_MAX_RECV_MIB) * MiB
+
+    def grpc_max_streams(self) -> int:
+        g = self.protocols.get("grpc") or {}
+        return int(g.get("max_concurrent_streams") or DEFAULT_MAX_STREAMS)
 
     def http_endpoint(self) -> str | None:
         h = self.protocols.get("http")
         return None if h is None else str(h.get("endpoint") or DEFAULT_HTTP)
+
+    def http_max_body(self) -> int:
+        h = self.protocols.get("http") or {}
+        return int(h.get("max_request_body_size") or DEFAULT_MAX_REQUEST_BODY)
+
+    def http_allowed_hosts(self) -> list[str]:
+        h = self.protocols.get("http") or {}
+        return [str(n) for n in h.get("allowed_hosts") or []]

@@ -2,15 +2,16 @@
 takes traces, ``POST /v1/traces``) with a protobuf
 (``application/x-protobuf``) or JSON (``application/json``) body, optionally
 ``Content-Encoding: gzip``. Errors answer with a ``google.rpc.Status`` body
-in the request's encoding; 400 malformed, 415 other media types, 503 when the
-pipeline is busy (retry)."""
+in the request's encoding; 400 malformed, 413 a body (as sent or inflated)
+over ``max_request_body_size``, 415 other media types or encodings, 503 when
+the pipeline is busy (retry). Host, Content-Length, timeouts and connection
+counts are checked by :mod:`telegen.helpers.httpserver` before this runs."""
 
 from __future__ import annotations
 
 import base64
-import gzip
 import json
-import zlib
+import logging
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -20,11 +21,13 @@ from google.protobuf import json_format
 from telegen.formats.otlp import OtlpError, svc
 from telegen.formats.otlp_traces import traces_from_json
 from telegen.helpers.exporterhelper.rpcstatus import Status
-from telegen.helpers.httpserver import BackgroundHTTPServer, reply
+from telegen.helpers.httpserver import BackgroundHTTPServer, ServerLimits, reply
+from telegen.receivers.otlp.config import DEFAULT_MAX_REQUEST_BODY
 from telegen.receivers.otlp.traces import TRACES_PATH
+from telegen.untrusted import Refusals, Refused, gunzip, read_stream
 
 PATH = "/v1development/profiles"
-MAX_BODY = 64 * 1024 * 1024
+SOURCE = "otlp_http"
 _PROTO, _JSON = "application/x-protobuf", "application/json"
 
 
@@ -38,8 +41,14 @@ class HttpServer(BackgroundHTTPServer):
     when the receiver takes no traces); ``refuse(reason)`` counts a bad request."""
 
     def __init__(self, endpoint: str, name: str, *, profiles: Accept,
-                 traces: Accept | None, refuse: Callable[[str], None]) -> None:
-        super().__init__(endpoint, _handler(profiles, traces, refuse), name)
+                 traces: Accept | None, refuse: Callable[[str], None],
+                 refusals: Refusals | None = None,
+                 max_body: int = DEFAULT_MAX_REQUEST_BODY,
+                 allowed_hosts: list[str] | None = None) -> None:
+        refusals = refusals or Refusals(None, logging.getLogger(f"telegen.{name}"))
+        super().__init__(endpoint, _handler(profiles, traces, refuse, refusals, max_body), name,
+                         limits=ServerLimits(max_body=max_body), allowed_hosts=allowed_hosts or (),
+                         refusals=refusals, source=SOURCE)
 
 
 def _hex_ids_to_base64(doc: Any) -> None:
@@ -54,8 +63,21 @@ def _hex_ids_to_base64(doc: Any) -> None:
                     pass
 
 
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body as sent, inflated when gzip (at most ``limit`` bytes out)."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding == "gzip":
+        return gunzip(body, limit)
+    raise Refused("content_encoding", f"unsupported Content-Encoding {encoding[:40]!r}")
+
+
+_REFUSED_STATUS = {"decompressed_too_large": 413, "too_large": 413, "content_encoding": 415}
+
+
 def _handler(accept_profiles: Accept, accept_traces: Accept | None,
-             refuse: Callable[[str], None]) -> type[BaseHTTPRequestHandler]:
+             refuse: Callable[[str], None], refusals: Refusals,
+             max_body: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -74,13 +96,7 @@ def _handler(accept_profiles: Accept, accept_traces: Accept | None,
 
         def _post(self) -> None:
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            length = int(self.headers.get("Content-Length") or 0)
-            if length < 0 or length > MAX_BODY:
-                refuse(f"body of {length} bytes")
-                self._error(413, _PROTO, f"body larger than {MAX_BODY} bytes")
-                self.close_connection = True
-                return
-            body = self.rfile.read(length)
+            encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
             path = self.path.split("?")[0]
             traces = path == TRACES_PATH and accept_traces is not None
             if path != PATH and not traces:
@@ -92,9 +108,17 @@ def _handler(accept_profiles: Accept, accept_traces: Accept | None,
                 self._error(415, _PROTO, f"unsupported content type {ctype!r}; use "
                                          f"{_PROTO} or {_JSON}")
                 return
+            try:   # the server framed the request: the length is there and within max_body
+                body = read_stream(self.rfile, max_body,  # type: ignore[arg-type]
+                                   int(self.headers.get("Content-Length") or 0))
+                body = _inflate(body, encoding, max_body)
+            except Refused as exc:
+                refuse(str(exc))
+                refusals.note_exc(SOURCE, exc)
+                self._error(_REFUSED_STATUS.get(exc.reason, 400),
+                            ctype, f"refused: {exc}")
+                return
             try:
-                if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
-                    body = gzip.decompress(body)
                 request = None
                 if ctype == _JSON and traces:
                     request = traces_from_json(json.loads(body))
@@ -104,7 +128,7 @@ def _handler(accept_profiles: Accept, accept_traces: Accept | None,
                         raise ValueError("the JSON body must be an object")
                     _hex_ids_to_base64(doc)
                     request = json_format.ParseDict(doc, svc.ExportProfilesServiceRequest())
-            except (OSError, EOFError, zlib.error, ValueError, json_format.ParseError) as exc:
+            except (ValueError, json_format.ParseError) as exc:
                 refuse(str(exc))
                 self._error(400, ctype, f"malformed request: {exc}")
                 return

@@ -6,6 +6,12 @@ the profiles on. A malformed request gets an error status (gRPC
 INVALID_ARGUMENT, HTTP 400), is counted (``receiver_refused_requests``) and
 logged at most once a minute; the servers keep serving. If the next component
 refuses the data the client gets UNAVAILABLE / 503 so it retries.
+
+Bounds (SECURITY.md): gRPC refuses a message over ``max_recv_msg_size_mib``
+*after* decompression (RESOURCE_EXHAUSTED) and more than
+``max_concurrent_streams`` RPCs at once; HTTP is bounded by
+:mod:`telegen.helpers.httpserver` and ``max_request_body_size``. What the
+trust boundary refuses is counted in ``refused_inputs{source,reason}``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from telegen.formats.otlp import OtlpError, decode_request, parse_request, svc
 from telegen.pdata import Profiles
 from telegen.receivers.otlp.config import OtlpReceiverConfig
 from telegen.receivers.otlp.traces import TRACE_SERVICE, TracesIntake
+from telegen.untrusted import Refusals
 
 SERVICE = "opentelemetry.proto.collector.profiles.v1development.ProfilesService"
 
@@ -41,6 +48,7 @@ class OtlpReceiver:
         self._accepted_profiles = t.counter("receiver_accepted_profiles")
         self._accepted_samples = t.counter("receiver_accepted_samples")
         self._refused = t.counter("receiver_refused_requests")
+        self.refusals = Refusals(t, settings.logger)
         self._grpc: grpc.Server | None = None
         self._http: Any = None
         self._last_log = -1e9
@@ -55,10 +63,14 @@ class OtlpReceiver:
         endpoint = self._config.grpc_endpoint()
         if endpoint is not None:
             size = self._config.grpc_max_recv_bytes()
+            streams = self._config.grpc_max_streams()
             server = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=4,
                                            thread_name_prefix=f"receiver-{self._id}-grpc"),
-                options=[("grpc.max_receive_message_length", size)])
+                # the length is checked on the decompressed message (tested)
+                options=[("grpc.max_receive_message_length", size),
+                         ("grpc.max_concurrent_streams", streams)],
+                maximum_concurrent_rpcs=streams)
             handler = grpc.unary_unary_rpc_method_handler(
                 self._grpc_export, request_deserializer=None, response_serializer=None)
             handlers = [grpc.method_handlers_generic_handler(SERVICE, {"Export": handler})]
@@ -86,7 +98,9 @@ class OtlpReceiver:
                 self._http = HttpServer(
                     endpoint, f"receiver-{self._id}-http", profiles=self.accept,
                     traces=self.traces.accept if self.traces.enabled else None,
-                    refuse=self.refuse)
+                    refuse=self.refuse, refusals=self.refusals,
+                    max_body=self._config.http_max_body(),
+                    allowed_hosts=self._config.http_allowed_hosts())
             except OSError:
                 self.shutdown()
                 raise
