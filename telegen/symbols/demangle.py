@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 MAX_NAME = 4096          # longer names stay mangled (libiberty's cost grows with length)
 DEADLINE_S = 1.0         # per name; c++filt is killed and restarted past it
 _SENTINEL = b"telegen-demangle-end"
-_MANGLED = re.compile(r"^[A-Za-z0-9_.$]+$")
+_MANGLED = re.compile(r"[A-Za-z0-9_.$]+")     # fullmatch: "$" would allow a final "\n"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RUST_LEGACY = re.compile(r"^_ZN.*17h[0-9a-f]{16}E(\..*)?$")
 _LEGACY_HASH = re.compile(r"::h[0-9a-f]{16}(?=$|\s|\.)")
@@ -62,7 +62,7 @@ def language(name: str) -> str:
 
 def sendable(name: str) -> bool:
     """True when ``name`` may go down the pipe: the mangled alphabet only."""
-    return len(name) <= MAX_NAME and _MANGLED.match(name) is not None
+    return len(name) <= MAX_NAME and _MANGLED.fullmatch(name) is not None
 
 
 class Demangler:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from telegen.symbols.debuginfod import default_cache_dir, urls_from_env
+from telegen.symbols.debuginfod import check_url, default_cache_dir, urls_from_env
 
 
 @dataclass
@@ -18,8 +18,16 @@ class SymbolizeConfig:
     debuginfod_urls: list[str] = field(default_factory=urls_from_env)
     # Where downloaded debug files are kept (<dir>/<build-id>/debuginfo).
     debuginfod_cache_dir: str = field(default_factory=default_cache_dir)
-    # Per-request timeout for debuginfod, seconds.
+    # Per-request timeout for debuginfod, seconds: connect, or one read that stalls.
     debuginfod_timeout: float = field(default=5.0, metadata={"duration": True})
+    # Deadline of one whole debuginfod download (connect, headers and body): a
+    # server trickling bytes is cut here.
+    debuginfod_deadline: float = field(default=60.0, metadata={"duration": True})
+    # Largest debug file downloaded, bytes (gzip bodies: at most 256 MiB inflated).
+    debuginfod_max_bytes: int = 1 << 30
+    # Allow plain http:// debuginfod URLs to non-loopback hosts (a network
+    # attacker can then replace debug files). Loopback http is always allowed.
+    debuginfod_allow_insecure: bool = False
     # Roots searched for separate debug files (.build-id/xx/yyyy.debug, debuglink).
     debug_dirs: list[str] = field(default_factory=lambda: ["/usr/lib/debug"])
     # Number of parsed object files (ELF + debug file: symbol tables, DWARF
@@ -32,9 +40,16 @@ class SymbolizeConfig:
             raise ValueError(f"debuginfod_timeout must be > 0 (got {self.debuginfod_timeout})")
         if self.cache_size < 1:
             raise ValueError(f"cache_size must be >= 1 (got {self.cache_size})")
+        if self.debuginfod_deadline <= 0:
+            raise ValueError(f"debuginfod_deadline must be > 0 (got {self.debuginfod_deadline})")
+        if self.debuginfod_max_bytes < 4096:
+            raise ValueError(f"debuginfod_max_bytes must be >= 4096 "
+                             f"(got {self.debuginfod_max_bytes})")
         for url in self.debuginfod_urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"debuginfod_urls: {url!r} is not an http(s) URL")
+            try:
+                check_url(url, allow_insecure=self.debuginfod_allow_insecure)
+            except ValueError as exc:
+                raise ValueError(f"debuginfod_urls: {exc}") from None
         for d in self.debug_dirs:
             if not d:
                 raise ValueError("debug_dirs: empty path; remove it")

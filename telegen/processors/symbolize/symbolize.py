@@ -3,20 +3,50 @@
 Warm path: one dict look-up per (pid, frame) in a memo of finished frames;
 behind it the Symbolizer's own result cache per (object, file offset). Frames
 are never dropped, except kernel frames when ``include_kernel`` is false.
+
+Pushed frames (SECURITY.md). A profile decoded from bytes someone sent
+(``Profile.origin == PUSHED``: the OTLP and pprof receivers) names mapping
+paths, pids and addresses that are the sender's words: any local user could
+name ``/etc/shadow`` and the agent's own pid. Such frames are symbolized
+**by build-id only** — the host's debug directories and debuginfod, never a
+path or a pid from the data:
+
+* native frames with a build-id: looked up by build-id; the mapping's file
+  and the sample's pid are not used; frames without one stay raw
+  (refused ``pushed_path``);
+* JIT / anonymous frames (they need the sender's pid to find a perf map) and
+  kernel frames (kallsyms would name addresses of *this* kernel for a
+  sender: a KASLR oracle) stay raw (``pushed_pid``, ``pushed_kernel``);
+* at most ``PUSHED_BUILD_IDS_PER_MINUTE`` build-ids not seen before are
+  looked up per minute (each may cost a debuginfod download and an object
+  cache slot); past that the frame stays raw for now (``build_id_rate``) and
+  is tried again in a later batch.
+
+Any frame, observed or pushed, whose build-id is not 8–128 hex digits is left
+raw (``bad_build_id``): a build-id becomes a path under the debug directories.
+Refusals are counted once per distinct frame as
+``refused_inputs{source="symbolize",reason}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import time
 
 from telegen.component import Consumer, CreateSettings, Host
-from telegen.pdata import Frame, FrameKind, Line, Mapping, Profile, Profiles, Sample
+from telegen.pdata import PUSHED, Frame, FrameKind, Line, Mapping, Profile, Profiles, Sample
 from telegen.processors.symbolize.config import SymbolizeConfig
 from telegen.symbols import Resolution, Symbolizer, SymbolizerOptions, is_anonymous
+from telegen.symbols.debuginfod import DebuginfodClient
+from telegen.untrusted import Refusals
 
 SOURCES = ("dwarf", "symtab", "dynsym", "debuginfo_file", "debuginfod", "kallsyms",
            "perfmap", "unknown")
+PUSHED_BUILD_IDS_PER_MINUTE = 120
+_BUILD_ID = re.compile(r"[0-9a-f]{8,128}")     # fullmatch: "$" would allow a final "\n"
 _MEMO_LIMIT = 500_000
+_PUSHED_PID = -1   # memo key of pushed frames: the sender's pid plays no part
 _DROP = None   # memo value for a kernel frame removed from stacks
 
 
@@ -30,16 +60,30 @@ class SymbolizeProcessor:
         t = settings.telemetry
         self._frames = {s: t.counter("symbolize_frames", source=s) for s in SOURCES}
         self._unknown = t.counter("symbolize_unknown_frames")
+        self.refusals = Refusals(t, settings.logger)
         self.symbolizer = Symbolizer(SymbolizerOptions(
             demangle_cpp=config.demangle_cpp, demangle_rust=config.demangle_rust,
-            debug_dirs=tuple(config.debug_dirs), debuginfod_urls=list(config.debuginfod_urls),
+            debug_dirs=tuple(config.debug_dirs), debuginfod_urls=[],
             debuginfod_cache_dir=config.debuginfod_cache_dir,
             debuginfod_timeout_s=float(config.debuginfod_timeout),
             cache_size=config.cache_size, result_cache_size=config.cache_size * 2048,
         ), counters={name: t.counter(name) for name in
                      ("debuginfod_hits", "debuginfod_misses", "debuginfod_errors")})
+        if config.debuginfod_urls:   # ours: deadline, size cap, http policy, refusals
+            self.symbolizer.debuginfod = DebuginfodClient(
+                config.debuginfod_urls, config.debuginfod_cache_dir,
+                timeout_s=float(config.debuginfod_timeout),
+                deadline_s=float(config.debuginfod_deadline),
+                max_size=config.debuginfod_max_bytes,
+                allow_insecure=config.debuginfod_allow_insecure,
+                counters={name: t.counter(f"debuginfod_{name}")
+                          for name in ("hits", "misses", "errors")},
+                refusals=self.refusals)
         self._memo: dict[tuple[int, Frame], tuple[Frame | None, str]] = {}
         self._mappings: dict[tuple[Mapping, bool, bool, bool, bool], Mapping] = {}
+        self._pushed_build_ids: set[str] = set()
+        self._budget = float(PUSHED_BUILD_IDS_PER_MINUTE)
+        self._budget_at = time.monotonic()
 
     def start(self, host: Host) -> None:
         pass
@@ -59,16 +103,17 @@ class SymbolizeProcessor:
 
     def _symbolize(self, profile: Profile, counts: dict[str, int]) -> None:
         memo = self._memo
+        pushed = profile.origin == PUSHED
         default_pid = profile.resource.get("pid", 0)
         samples: list[Sample] = []
         for s in profile:
-            pid = next((v for k, v in s.labels if k == "pid"), default_pid)
-            pid = pid if isinstance(pid, int) else int(pid) if str(pid).isdigit() else 0
+            pid = _PUSHED_PID if pushed else _pid(
+                next((v for k, v in s.labels if k == "pid"), default_pid))
             out: list[Frame] = []
             for f in s.stack:
                 hit = memo.get((pid, f))
                 if hit is None:
-                    hit = self._frame(f, pid)
+                    hit = self._pushed_frame(f) if pushed else self._frame(f, pid)
                 new, source = hit
                 if source:
                     counts[source] = counts.get(source, 0) + 1
@@ -93,6 +138,9 @@ class SymbolizeProcessor:
         elif kind is FrameKind.JIT or mapping is None or is_anonymous(mapping.file):
             res = self.symbolizer.jit(frame.address, pid)
             remember = bool(res.lines)   # the perf map may name it later
+        elif mapping.build_id and not _BUILD_ID.fullmatch(mapping.build_id.lower()):
+            self.refusals.note("symbolize", "bad_build_id", mapping.build_id[:200])
+            result = (frame, "unknown")
         else:
             res = self.symbolizer.native(frame.address, file=mapping.file, start=mapping.start,
                                          offset=mapping.offset, build_id=mapping.build_id,
@@ -100,9 +148,58 @@ class SymbolizeProcessor:
         if res is not None:
             result = (self._apply(frame, res), res.source)
         if remember:
-            if len(self._memo) >= _MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[(pid, frame)] = result
+            self._remember(pid, frame, result)
+        return result
+
+    def _pushed_frame(self, frame: Frame) -> tuple[Frame | None, str]:
+        """A frame of a pushed profile: by build-id only (module docstring)."""
+        kind, mapping = frame.kind, frame.mapping
+        if frame.lines or kind not in (FrameKind.NATIVE, FrameKind.KERNEL, FrameKind.JIT):
+            return self._remember(_PUSHED_PID, frame, (frame, ""))
+        if kind is FrameKind.KERNEL:
+            if not self._include_kernel:
+                return self._remember(_PUSHED_PID, frame, (_DROP, ""))
+            return self._refuse(frame, "pushed_kernel", f"0x{frame.address:x}")
+        if kind is FrameKind.JIT or mapping is None or is_anonymous(mapping.file):
+            return self._refuse(frame, "pushed_pid", f"0x{frame.address:x}")
+        build_id = mapping.build_id.lower()
+        if not build_id:
+            return self._refuse(frame, "pushed_path", mapping.file[:200])
+        if not _BUILD_ID.fullmatch(build_id):
+            return self._refuse(frame, "bad_build_id", build_id[:200])
+        if build_id not in self._pushed_build_ids:
+            if not self._spend():
+                self.refusals.note("symbolize", "build_id_rate", build_id)
+                return (frame, "unknown")        # not remembered: tried again later
+            if len(self._pushed_build_ids) >= _MEMO_LIMIT:
+                self._pushed_build_ids.clear()
+            self._pushed_build_ids.add(build_id)
+        res = self.symbolizer.native(frame.address, file="", start=mapping.start,
+                                     offset=mapping.offset, build_id=build_id, pid=0)
+        return self._remember(_PUSHED_PID, frame, (self._apply(frame, res), res.source))
+
+    def _refuse(self, frame: Frame, reason: str, detail: str) -> tuple[Frame | None, str]:
+        self.refusals.note("symbolize", reason, detail)
+        return self._remember(_PUSHED_PID, frame, (frame, "unknown"))
+
+    def _spend(self) -> bool:
+        """One look-up of a build-id not pushed before, from a bucket refilled
+        at PUSHED_BUILD_IDS_PER_MINUTE."""
+        now = time.monotonic()
+        rate = PUSHED_BUILD_IDS_PER_MINUTE / 60.0
+        self._budget = min(float(PUSHED_BUILD_IDS_PER_MINUTE),
+                           self._budget + (now - self._budget_at) * rate)
+        self._budget_at = now
+        if self._budget < 1.0:
+            return False
+        self._budget -= 1.0
+        return True
+
+    def _remember(self, pid: int, frame: Frame,
+                  result: tuple[Frame | None, str]) -> tuple[Frame | None, str]:
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[(pid, frame)] = result
         return result
 
     def _apply(self, frame: Frame, res: Resolution) -> Frame:
@@ -123,3 +220,7 @@ class SymbolizeProcessor:
         if not res.lines and mapping == frame.mapping:
             return frame
         return Frame(frame.kind, frame.address, mapping, tuple(Line(*ln) for ln in res.lines))
+
+
+def _pid(value: object) -> int:
+    return value if isinstance(value, int) else int(str(value)) if str(value).isdigit() else 0

@@ -49,7 +49,9 @@ def test_schema_accepts_the_keys_and_rejects_unknown_ones() -> None:
     schema = json.loads(SCHEMA.read_text())
     good = {"demangle_cpp": False, "demangle_rust": True, "include_kernel": True,
             "debuginfod_urls": ["http://127.0.0.1:1"], "debuginfod_cache_dir": "/tmp/x",
-            "debuginfod_timeout": "2s", "debug_dirs": ["/usr/lib/debug"], "cache_size": 10}
+            "debuginfod_timeout": "2s", "debuginfod_deadline": "30s",
+            "debuginfod_max_bytes": 1 << 20, "debuginfod_allow_insecure": False,
+            "debug_dirs": ["/usr/lib/debug"], "cache_size": 10}
     jsonschema.validate(good, schema)
     assert set(good) == set(SymbolizeConfig.__dataclass_fields__)
     for bad in ({"demangle": True}, {"cache_size": 0}, {"debuginfod_urls": ["ftp://x"]}):
@@ -61,6 +63,11 @@ def test_schema_accepts_the_keys_and_rejects_unknown_ones() -> None:
     ({"debuginfod_timeout": 0.0}, "debuginfod_timeout must be > 0"),
     ({"cache_size": 0}, "cache_size must be >= 1"),
     ({"debuginfod_urls": ["127.0.0.1:8002"]}, "not an http(s) URL"),
+    ({"debuginfod_urls": ["file:///etc/shadow"]}, "not an http(s) URL"),
+    ({"debuginfod_urls": ["http://debuginfod.example.org"]},
+     "plain http to a non-loopback host"),
+    ({"debuginfod_deadline": 0.0}, "debuginfod_deadline must be > 0"),
+    ({"debuginfod_max_bytes": 10}, "debuginfod_max_bytes must be >= 4096"),
     ({"debug_dirs": [""]}, "debug_dirs: empty path"),
 ])
 def test_validate_names_the_problem(bad: dict[str, object], message: str) -> None:
@@ -85,3 +92,10 @@ def test_frames_never_lost(tmp_path: Path) -> None:
     snap = reg.snapshot()
     assert snap['symbolize_frames{component="symbolize",kind="processor",source="unknown"}'] == 2
     assert snap['symbolize_unknown_frames{component="symbolize",kind="processor"}'] == 2
+
+
+def test_insecure_http_allowed_when_the_config_says_so() -> None:
+    SymbolizeConfig(debuginfod_urls=["http://debuginfod.example.org"],
+                    debuginfod_allow_insecure=True).validate()
+    SymbolizeConfig(debuginfod_urls=["http://localhost:8002", "http://[::1]:1",
+                                     "http://127.0.0.2/"]).validate()
