@@ -52,6 +52,28 @@ class Found:
 Report = Callable[[str, Refused], None]
 
 
+def open_dir(root: str | int, path: str) -> int:
+    """:func:`open_in_root` for a directory, with a final symlink refused as
+    ``symlink`` too (``O_DIRECTORY | O_NOFOLLOW`` reports it as ENOTDIR)."""
+    try:
+        return open_in_root(root, path, directory=True)
+    except NotADirectoryError:
+        parent, name = os.path.split("/" + path.strip("/"))
+        try:
+            pfd = open_in_root(root, parent, directory=True)
+        except OSError:
+            raise Refused("not_directory", path) from None
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except OSError:
+            raise Refused("not_directory", path) from None
+        finally:
+            os.close(pfd)
+        if stat.S_ISLNK(st.st_mode):
+            raise Refused("symlink", f"{path}: a symlink") from None
+        raise Refused("not_directory", f"{path}: {stat.filemode(st.st_mode)}") from None
+
+
 def find(pattern: str, refused: Report, *, max_depth: int = MAX_DEPTH,
          max_entries: int = MAX_ENTRIES) -> list[Found]:
     """Regular files matching ``pattern`` (``~`` expanded, made absolute),
@@ -61,7 +83,7 @@ def find(pattern: str, refused: Report, *, max_depth: int = MAX_DEPTH,
     split = next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts) - 1)
     base = "/" + "/".join(parts[:split])
     try:
-        base_fd = open_in_root("/", base, directory=True)
+        base_fd = open_dir("/", base)
     except Refused as exc:
         refused(base, exc)
         return []
@@ -168,7 +190,7 @@ def unlink(path: str, expect: Found | None = None) -> bool:
     followed on the way); with ``expect``, only while the name still names
     that file. True when removed."""
     parent, name = os.path.split(path)
-    dir_fd = open_in_root("/", parent or "/", directory=True)
+    dir_fd = open_dir("/", parent or "/")
     try:
         if expect is not None:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

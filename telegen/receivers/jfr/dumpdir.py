@@ -29,6 +29,7 @@ import secrets
 import stat
 from typing import BinaryIO
 
+from telegen.helpers.dropdir import open_dir
 from telegen.untrusted import Refused, open_in_root
 
 PREFIX = "telegen-jfr-"
@@ -51,7 +52,7 @@ class DumpDirectory:
         """Make ``<parent>/telegen-jfr-<random>`` inside ``root`` holding
         ``files``, all owned by ``uid:gid``. Raises :class:`Refused` (a symlink
         or non-directory on the way) or ``OSError``."""
-        parent_fd = open_in_root(root, parent, directory=True)
+        parent_fd = open_dir(root, parent)
         try:
             name = _mkdir_fresh(parent_fd)
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)

@@ -1,0 +1,294 @@
+"""The JFR receiver against a hostile tenant, for real: a JVM run as
+``nobody``, symlinks, renames and FIFOs planted as ``nobody`` (``setpriv``),
+a root-only directory (0700 root:root) as the prize. Whatever the tenant
+does, that directory keeps its owner, mode and content, the agent keeps
+running, and each refusal is logged once and counted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from telegen.component import ComponentID, CreateSettings, Kind
+from telegen.receivers.jfr.config import JfrReceiverConfig
+from telegen.receivers.jfr.dumpdir import DumpDirectory
+from telegen.receivers.jfr.receiver import JfrReceiver
+from telegen.telemetry import Registry
+from telegen.testing import require
+from telegen.testing.agent import wait_until
+from telegen.testing.sink import Sink
+from telegen.testing.tenant import (
+    as_nobody,
+    nobody_dir,
+    nobody_ids,
+    root_only_dir,
+    run_as_nobody,
+    snapshot,
+    world_readable_dir,
+)
+from telegen.untrusted import Refused
+
+pytestmark = pytest.mark.slow
+JAVA_SRC = Path(__file__).resolve().parents[1] / "testdata" / "java" / "Workload.java"
+LOG = "test.security.jfr"
+
+
+@pytest.fixture(autouse=True)
+def _prerequisites() -> None:
+    require.tools("javac", "java", "jcmd", "setpriv", provider="a JDK and util-linux")
+    require.prerequisite(os.geteuid() == 0, "root (the agent's own privilege)")
+
+
+@pytest.fixture(scope="module")
+def classes() -> Iterator[Path]:
+    out = world_readable_dir("telegen-jfr-classes-")
+    subprocess.run(["javac", "-d", str(out), str(JAVA_SRC)], check=True, timeout=120)
+    for f in out.iterdir():
+        os.chmod(f, 0o644)
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture
+def nobody_jvm(classes: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A JVM run by nobody, ready to be attached to."""
+    jvm = subprocess.Popen(as_nobody(["java", "-cp", str(classes), "Workload", "0"]), cwd="/",
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: os.path.exists(f"/tmp/hsperfdata_nobody/{jvm.pid}"), 30)
+        assert os.stat(f"/proc/{jvm.pid}").st_uid == nobody_ids()[0]
+        yield jvm
+    finally:
+        jvm.kill()
+        jvm.wait()
+
+
+@pytest.fixture
+def victim() -> Iterator[Path]:
+    d = root_only_dir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _receiver(**cfg: Any) -> tuple[JfrReceiver, Sink, Registry]:
+    config = JfrReceiverConfig(**cfg)
+    config.validate()
+    registry, sink = Registry(), Sink()
+    tel = registry.for_component("receiver", "jfr")
+    rx = JfrReceiver(CreateSettings(ComponentID("jfr"), Kind.RECEIVER, tel,
+                                    logging.getLogger(LOG)), config, sink)
+    return rx, sink, registry
+
+
+def _refused(registry: Registry, source: str, reason: str) -> int:
+    return int(registry.for_component("receiver", "jfr").counter(
+        "refused_inputs", source=source, reason=reason).value)
+
+
+def _dump_dirs(parent: str = "/tmp") -> set[str]:
+    return {n for n in os.listdir(parent) if n.startswith("telegen-jfr-")}
+
+
+def _cpu_samples(sink: Sink) -> int:
+    return sum(int(p.totals()[0]) for p in sink.profiles("cpu"))
+
+
+def _alive(rx: JfrReceiver) -> bool:
+    thread = next((t for t in threading.enumerate() if t.name == "receiver-jfr"), None)
+    return thread is not None and thread.is_alive()
+
+
+def test_the_issue_attack_plant_in_tmp_telegen_jfr_changes_nothing_and_jfr_still_works(
+        nobody_jvm: subprocess.Popen[bytes], victim: Path) -> None:
+    """The attack as filed: nobody made /tmp/telegen-jfr first with a
+    symlink ``<jvm pid>`` -> a root-only directory. Now that directory is
+    untouched, the dump directory is a fresh random one owned by the JVM's
+    user, the JVM (run as nobody) still yields a profile, and nothing is
+    left behind."""
+    before = snapshot(victim)
+    plant = Path("/tmp/telegen-jfr")
+    if plant.is_symlink() or plant.is_file():
+        plant.unlink()
+    elif plant.exists():
+        shutil.rmtree(plant)
+    run_as_nobody(["mkdir", "-m", "0777", str(plant)])
+    run_as_nobody(["ln", "-s", str(victim), f"{plant}/{nobody_jvm.pid}"])
+    old_dirs = _dump_dirs()
+    rx, sink, registry = _receiver(pids=[nobody_jvm.pid], discover=False, duration=2.0,
+                                   scan_interval=0.5, jcmd_timeout=60.0)
+    rx.start(host=None)  # type: ignore[arg-type]
+    try:
+        assert wait_until(lambda: _cpu_samples(sink) > 0, 90, 0.5), "no profile from the JVM"
+        ours = _dump_dirs() - old_dirs
+        assert len(ours) == 1
+        st = os.lstat(f"/tmp/{ours.pop()}")
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+        assert (st.st_uid, st.st_gid) == nobody_ids()        # fchown-ed to the JVM's user
+    finally:
+        rx.shutdown()
+    assert snapshot(victim) == before
+    assert os.readlink(f"{plant}/{nobody_jvm.pid}") == str(victim)   # the plant: not used
+    assert _dump_dirs() - old_dirs == set()                          # cleaned up
+    names = {s.stack[0].name for p in sink.profiles("cpu") for s in p if s.stack}
+    assert "Workload.hotMethod" in names
+    shutil.rmtree(plant)
+
+
+def test_dump_directory_swapped_for_a_symlink_is_refused_logged_once_and_counted(
+        nobody_jvm: subprocess.Popen[bytes], victim: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    before = snapshot(victim)
+    tenant = nobody_dir("telegen-tenant-")
+    run_as_nobody(["ln", "-s", str(victim), f"{tenant}/dumps"])
+    rx, sink, registry = _receiver(pids=[nobody_jvm.pid], discover=False, duration=3600.0,
+                                   scan_interval=0.2, dump_directory=f"{tenant}/dumps")
+    try:
+        with caplog.at_level(logging.DEBUG, logger=LOG):
+            rx.start(host=None)  # type: ignore[arg-type]
+            assert wait_until(lambda: _refused(registry, "jfr_dump_directory", "symlink") >= 1,
+                              30)
+            rx._failed.clear()                  # retry now instead of in 30 s: a second refusal
+            assert wait_until(lambda: _refused(registry, "jfr_dump_directory", "symlink") >= 2,
+                              30)
+            assert _alive(rx)
+    finally:
+        rx.shutdown()
+        shutil.rmtree(tenant)
+    warnings = [r for r in caplog.records
+                if r.levelno == logging.WARNING and "refused jfr_dump_directory" in r.message]
+    assert len(warnings) == 1
+    assert snapshot(victim) == before
+    assert rx.recorded_pids == []
+
+
+RACER = r"""
+import os, sys, time
+parent, victim, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+end, n = time.time() + seconds, 0
+while time.time() < end:
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if name.startswith("telegen-jfr-") and not os.path.islink(path):
+            try:
+                os.rename(path, os.path.join(parent, ".moved-%d" % n))
+                os.symlink(victim, path)
+                n += 1
+            except OSError:
+                pass
+print(n)
+"""
+
+
+def test_a_tenant_racing_to_swap_the_fresh_directory_for_a_symlink_gains_nothing(
+        nobody_jvm: subprocess.Popen[bytes], victim: Path) -> None:
+    """The parent directory is the tenant's own (not sticky): it renames our
+    fresh directory away as soon as it appears and puts a symlink to the
+    root-only directory in its place. The agent works through descriptors
+    and never by path, so nothing reaches the root-only directory."""
+    before = snapshot(victim)
+    tenant = nobody_dir("telegen-tenant-")
+    os.chmod(tenant, 0o777)
+    racer = subprocess.Popen(as_nobody([sys.executable, "-c", RACER, str(tenant), str(victim),
+                                        "12"]), cwd="/", stdout=subprocess.PIPE, text=True)
+    rx, sink, registry = _receiver(pids=[nobody_jvm.pid], discover=False, duration=1.0,
+                                   scan_interval=0.2, dump_directory=str(tenant),
+                                   jcmd_timeout=20.0)
+    try:
+        time.sleep(0.5)
+        rx.start(host=None)  # type: ignore[arg-type]
+        swaps = int(racer.communicate(timeout=60)[0].strip() or 0)
+        assert _alive(rx)
+    finally:
+        rx.shutdown()
+        if racer.poll() is None:
+            racer.kill()
+    assert swaps >= 1, "the racer never saw the agent's directory"
+    assert snapshot(victim) == before
+    shutil.rmtree(tenant)
+
+
+FIFO_PLANTER = r"""
+import os, sys, time
+end = time.time() + float(sys.argv[1])
+done = set()
+while time.time() < end:
+    for name in os.listdir("/tmp"):
+        d = os.path.join("/tmp", name)
+        if name.startswith("telegen-jfr-") and d not in done:
+            try:
+                for i in range(1, 40):
+                    os.mkfifo(os.path.join(d, "dump-%d.jfr" % i))
+                os.mkfifo(os.path.join(d, "exit.jfr"))
+                done.add(d)
+            except OSError:
+                pass
+    time.sleep(0.01)
+print(len(done))
+"""
+
+
+def test_fifos_named_like_dumps_do_not_hang_the_session(
+        nobody_jvm: subprocess.Popen[bytes]) -> None:
+    """The JVM's user owns its dump directory, so it can fill it with FIFOs
+    named like the next dumps: the agent never blocks on one (opened
+    O_NONBLOCK, refused as not a regular file), jcmd is bounded by
+    ``jcmd_timeout``, and shutdown comes back in bounded time."""
+    planter = subprocess.Popen(as_nobody([sys.executable, "-c", FIFO_PLANTER, "15"]), cwd="/",
+                               stdout=subprocess.PIPE, text=True)
+    rx, sink, registry = _receiver(pids=[nobody_jvm.pid], discover=False, duration=1.0,
+                                   scan_interval=0.5, jcmd_timeout=3.0)
+    rx.start(host=None)  # type: ignore[arg-type]
+    try:
+        planted = int(planter.communicate(timeout=60)[0].strip() or 0)
+        assert planted >= 1
+        assert _alive(rx)
+        t0 = time.monotonic()
+        assert rx._lock.acquire(timeout=10.0), "the session lock is held"
+        rx._lock.release()
+        waited = time.monotonic() - t0
+    finally:
+        t0 = time.monotonic()
+        rx.shutdown(timeout_s=30)
+        shutdown_s = time.monotonic() - t0
+    failures = int(registry.for_component("receiver", "jfr").counter(
+        "jfr_jcmd_failures").value)
+    refused = _refused(registry, "jfr_dump", "not_regular")
+    print(f"lock free after {waited:.2f}s; shutdown took {shutdown_s:.2f}s; "
+          f"{refused} FIFO dumps refused, {failures} jcmd failures")
+    assert shutdown_s < 20          # one dump + one stop, each at most jcmd_timeout
+    assert failures + refused >= 1
+
+
+def test_fifo_and_sparse_huge_dump_are_refused_fast(tmp_path: Path) -> None:
+    """Measured: opening a FIFO or a sparse 100 GiB file planted under a
+    dump's name is refused at once, reading nothing."""
+    tenant = nobody_dir("telegen-tenant-")
+    uid, gid = nobody_ids()
+    d = DumpDirectory.create("/", str(tenant), uid, gid, {"telegen.jfc": b"<x/>"})
+    try:
+        run_as_nobody(["mkfifo", f"{tenant}/{d.name}/dump-1.jfr"])
+        run_as_nobody(["truncate", "-s", "100G", f"{tenant}/{d.name}/dump-2.jfr"])
+        timings = {}
+        for name, reason in (("dump-1.jfr", "not_regular"), ("dump-2.jfr", "too_large")):
+            t0 = time.perf_counter()
+            with pytest.raises(Refused) as info:
+                d.open_dump(name, 256 << 20)
+            timings[name] = time.perf_counter() - t0
+            assert info.value.reason == reason
+        print(f"refused: FIFO in {timings['dump-1.jfr'] * 1e3:.2f} ms, sparse 100 GiB in "
+              f"{timings['dump-2.jfr'] * 1e3:.2f} ms")
+        assert max(timings.values()) < 0.5
+    finally:
+        d.remove()
+        shutil.rmtree(tenant)
