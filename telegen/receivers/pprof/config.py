@@ -15,6 +15,9 @@ class PprofReceiverConfig:
     poll_interval: float = field(default=1.0, metadata={"duration": True})
     # Delete each file after it was read and handed on successfully.
     delete_after_read: bool = False
+    # Largest file read (as stored, before any gunzip); a bigger one is
+    # refused unread. Symlinks, FIFOs and other non-regular files are never read.
+    max_file_bytes: int = 64 << 20
 
     def validate(self) -> None:
         if not self.paths:
@@ -23,5 +26,7 @@ class PprofReceiverConfig:
         for p in self.paths:
             if not p.strip():
                 raise ValueError("paths: empty pattern; remove it")
+        if self.max_file_bytes <= 0:
+            raise ValueError(f"max_file_bytes must be > 0 (got {self.max_file_bytes})")
         if self.poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0 (got {self.poll_interval}s)")
