@@ -362,3 +362,67 @@ def test_real_debuginfod_over_loopback_http(tmp_path: Path, binary: Path) -> Non
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_a_pushed_build_id_download_does_not_hold_the_symbolizer(server: Server,
+                                                                 tmp_path: Path,
+                                                                 binary: Path) -> None:
+    """Through the symbolize processor: while one pipeline thread waits for a
+    slow debuginfod download of a pushed build-id, another thread's observed
+    frames are symbolized at once."""
+    from telegen.component import ComponentID, CreateSettings, Kind
+    from telegen.pdata import CPU, PUSHED, Frame, FrameKind, Mapping, Profile, Profiles
+    from telegen.processors.symbolize.config import SymbolizeConfig
+    from telegen.processors.symbolize.symbolize import SymbolizeProcessor
+    from telegen.symbols.elf import ElfFile
+    from telegen.testing.sink import Sink
+
+    slow_id = "77" * 20
+    release = threading.Event()
+
+    def slow(req: BaseHTTPRequestHandler, _bid: str) -> None:
+        req.send_response(200)
+        req.send_header("Content-Length", "100")
+        req.end_headers()
+        req.wfile.write(b"\x7fELF")
+        req.wfile.flush()
+        release.wait(10)
+
+    server.routes[slow_id] = slow
+    sink = Sink()
+    proc = SymbolizeProcessor(
+        CreateSettings(ComponentID("symbolize"), Kind.PROCESSOR,
+                       Registry().for_component("processor", "symbolize"),
+                       logging.getLogger("t")),
+        SymbolizeConfig(debuginfod_urls=[server.url], debuginfod_deadline=8.0,
+                        debuginfod_cache_dir=str(tmp_path / "cache"),
+                        debug_dirs=[str(tmp_path / "none")]), sink)
+    pushed = Profile(name="cpu", sample_types=CPU)
+    pushed.origin = PUSHED
+    pushed.add((Frame(FrameKind.NATIVE, 0x1234, Mapping(0, 1 << 20, 0, "/x", slow_id)),),
+               [1, 1])
+    elf = ElfFile(str(binary))
+    table = elf.symbols(".symtab")
+    assert table is not None
+    main_vaddr = table.starts[table.names.index("main")]
+    seg = next(s for s in elf.segments if s.vaddr <= main_vaddr < s.vaddr + s.memsz)
+    elf.close()
+    observed = Profile(name="cpu", sample_types=CPU)
+    observed.add((Frame(FrameKind.NATIVE, main_vaddr - seg.vaddr + seg.offset,
+                        Mapping(0, 1 << 20, 0, str(binary))),), [1, 1])
+    waiting = threading.Thread(target=proc.consume, args=(Profiles([pushed]),))
+    try:
+        waiting.start()
+        while not any(r.startswith(f"/buildid/{slow_id}") for r in server.requests):
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        proc.consume(Profiles([observed]))
+        took = time.monotonic() - t0
+        assert waiting.is_alive()                       # still downloading
+        assert took < 1.0, took
+        names = [f.name for s in sink.profiles()[-1] for f in s.stack]
+        assert names == ["main"], names
+    finally:
+        release.set()
+        waiting.join(15)
+        proc.shutdown()

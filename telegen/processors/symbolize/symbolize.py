@@ -31,6 +31,7 @@ Refusals are counted once per distinct frame as
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
 
@@ -61,6 +62,7 @@ class SymbolizeProcessor:
         self._frames = {s: t.counter("symbolize_frames", source=s) for s in SOURCES}
         self._unknown = t.counter("symbolize_unknown_frames")
         self.refusals = Refusals(t, settings.logger)
+        self._debug_dirs = tuple(config.debug_dirs)
         self.symbolizer = Symbolizer(SymbolizerOptions(
             demangle_cpp=config.demangle_cpp, demangle_rust=config.demangle_rust,
             debug_dirs=tuple(config.debug_dirs), debuginfod_urls=[],
@@ -174,9 +176,20 @@ class SymbolizeProcessor:
             if len(self._pushed_build_ids) >= _MEMO_LIMIT:
                 self._pushed_build_ids.clear()
             self._pushed_build_ids.add(build_id)
+            self._prefetch(build_id)
         res = self.symbolizer.native(frame.address, file="", start=mapping.start,
                                      offset=mapping.offset, build_id=build_id, pid=0)
         return self._remember(_PUSHED_PID, frame, (self._apply(frame, res), res.source))
+
+    def _prefetch(self, build_id: str) -> None:
+        """Download the debug file of a pushed build-id *before* asking the
+        symbolizer, so the download runs outside the symbolizer's lock:
+        frames of other pipelines' threads are not held up by a slow server."""
+        client = self.symbolizer.debuginfod
+        if client is None or any(os.path.isfile(os.path.join(
+                d, ".build-id", build_id[:2], build_id[2:] + ".debug")) for d in self._debug_dirs):
+            return
+        client.debuginfo(build_id)
 
     def _refuse(self, frame: Frame, reason: str, detail: str) -> tuple[Frame | None, str]:
         self.refusals.note("symbolize", reason, detail)
