@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from telegen.pdata import CPU, Frame, FrameKind, Line, Profile, Profiles, make_labels
+from telegen.pdata import CPU, Frame, FrameKind, Line, Mapping, Profile, Profiles, make_labels
 from telegen.symbols import Symbolizer, SymbolizerOptions
 from telegen.symbols.demangle import Demangler
 from telegen.symbols.elf import ElfFile
@@ -83,6 +83,39 @@ def test_newline_in_an_elf_symbol_does_not_shift_later_names(evil_binary: Path) 
         assert sym.demangler.refused >= 1
     finally:
         sym.close()
+
+
+def test_through_the_processor_the_refused_name_is_counted(evil_binary: Path,
+                                                          tmp_path: Path) -> None:
+    from telegen.component import ComponentID, CreateSettings, Kind
+    from telegen.processors.symbolize.config import SymbolizeConfig
+    from telegen.processors.symbolize.symbolize import SymbolizeProcessor
+    from telegen.telemetry import Registry
+    from telegen.testing.sink import Sink
+
+    table = ElfFile(str(evil_binary)).symbols(".symtab")
+    assert table is not None
+    address = {name: table.starts[i] for i, name in enumerate(table.names)}
+    reg, sink = Registry(), Sink()
+    proc = SymbolizeProcessor(
+        CreateSettings(ComponentID("symbolize"), Kind.PROCESSOR,
+                       reg.for_component("processor", "symbolize"), logging.getLogger("t")),
+        SymbolizeConfig(debuginfod_urls=[], debug_dirs=[str(tmp_path / "none")],
+                        debuginfod_cache_dir=str(tmp_path / "c")), sink)
+    try:
+        for name in [EVIL_NAME, *NORMAL]:
+            p = Profile(name="cpu", sample_types=CPU)
+            mapping = Mapping(0, 1 << 20, 0, str(evil_binary))
+            p.add((Frame(FrameKind.NATIVE, address[name], mapping),), [1, 1],
+                  make_labels(pid=0))
+            proc.consume(Profiles([p]))
+    finally:
+        proc.shutdown()
+    got = [s.stack[0].name for prof in sink.profiles() for s in prof]
+    assert got == [EVIL_NAME, *NORMAL.values()], got
+    key = ('refused_inputs{component="symbolize",kind="processor",'
+           'reason="unsendable_name",source="demangle"}')
+    assert reg.snapshot().get(key) == 1
 
 
 def test_newline_nul_and_overlong_names_with_a_direct_demangler() -> None:

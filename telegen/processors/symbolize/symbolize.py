@@ -84,6 +84,7 @@ class SymbolizeProcessor:
         self._memo: dict[tuple[int, Frame], tuple[Frame | None, str]] = {}
         self._mappings: dict[tuple[Mapping, bool, bool, bool, bool], Mapping] = {}
         self._pushed_build_ids: set[str] = set()
+        self._demangler_seen: dict[str, int] = {}
         self._budget = float(PUSHED_BUILD_IDS_PER_MINUTE)
         self._budget_at = time.monotonic()
 
@@ -101,7 +102,17 @@ class SymbolizeProcessor:
             self._frames[source].add(n)
             if source == "unknown":
                 self._unknown.add(n)
+        self._count_demangler()
         self._next.consume(profiles)
+
+    def _count_demangler(self) -> None:
+        """Names c++filt was not given (control characters, too long) or did
+        not answer in time: ``refused_inputs{source="demangle"}``."""
+        d = self.symbolizer.demangler
+        for reason, now in (("unsendable_name", d.refused), ("timeout", d.timeouts)):
+            for _ in range(now - self._demangler_seen.get(reason, 0)):
+                self.refusals.note("demangle", reason)
+            self._demangler_seen[reason] = now
 
     def _symbolize(self, profile: Profile, counts: dict[str, int]) -> None:
         memo = self._memo
