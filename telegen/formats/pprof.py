@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import zlib
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -45,6 +44,7 @@ from telegen.pdata import (
     ValueType,
     infer_profile_name,
 )
+from telegen.untrusted import Refused, gunzip
 
 pb: Any = load_profile_pb2()
 
@@ -67,7 +67,17 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 class PprofError(ValueError):
-    """The bytes are not a valid pprof profile."""
+    """The bytes are not a valid pprof profile. ``reason`` is a short label
+    (``not_pprof``, or the trust boundary's: ``decompressed_too_large``,
+    ``nested_gzip``, ``bad_gzip``) for ``refused_inputs{reason}``."""
+
+    def __init__(self, message: str, reason: str = "not_pprof") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Inflated size allowed by default: a big Go heap profile is ~10-30 MB raw.
+MAX_DECOMPRESSED = 64 << 20
 
 
 def mapping_default_kind(file: str) -> FrameKind:
@@ -188,15 +198,19 @@ class _Encoder:
 
 
 # -- decode -----------------------------------------------------------------------
-def decode(data: bytes) -> Profile:
-    """Parse a pprof profile (gzipped or raw). Raises :class:`PprofError`."""
+def decode(data: bytes, *, max_decompressed: int = MAX_DECOMPRESSED) -> Profile:
+    """Parse a pprof profile (gzipped or raw), inflating at most
+    ``max_decompressed`` bytes through the agent's one bounded gunzip (gzip
+    inside gzip refused). Raises :class:`PprofError`."""
     if not data:
         raise PprofError("empty input: not a pprof profile")
     if data[:2] == _GZIP_MAGIC:
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise PprofError(f"corrupt gzip data: {exc}") from exc
+            data = gunzip(data, max_decompressed)
+        except Refused as exc:
+            reason = exc.reason
+            raise PprofError(f"corrupt gzip data: {exc}" if reason == "bad_gzip"
+                             else f"refused: {exc}", reason) from exc
     msg = pb.Profile()
     try:
         msg.ParseFromString(data)

@@ -35,13 +35,14 @@ class UiExtension:
     def __init__(self, settings: CreateSettings, config: UiConfig) -> None:
         self._config = config
         self._log = settings.logger
-        self.store = Catalog(max_windows=config.max_windows, directories=config.directories)
+        t = settings.telemetry
+        self.refusals = Refusals(t, settings.logger)
+        self.store = Catalog(max_windows=config.max_windows, directories=config.directories,
+                             refusals=self.refusals)
         self._routes: dict[str, RouteHandler] = {}
         self._http: BackgroundHTTPServer | None = None
-        t = settings.telemetry
         self._requests = t.counter("ui_requests")
         self._errors = t.counter("ui_request_errors")
-        self.refusals = Refusals(t, settings.logger)
         self.address: tuple[str, int] = ("", 0)
 
     # -- lifecycle ---------------------------------------------------------------

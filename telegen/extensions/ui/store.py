@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from telegen.formats.pprof import decode
+from telegen.formats.pprof import PprofError, decode
 from telegen.helpers.windows import merge_by_type
 from telegen.pdata import Profile, Profiles, Sample
+from telegen.untrusted import MiB, Refusals, Refused, read_fd
 
 MEMORY = "memory"
 _FILE_SUFFIXES = (".pb.gz", ".pprof", ".pb")
 _PROFILE_CACHE = 16
 _MAX_FILES = 5000
+MAX_FILE_BYTES = 64 * MiB   # a pprof file as stored (decode caps its inflated size too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,9 @@ def _constant(profile: Profile) -> Callable[[], Profile]:
 class Catalog:
     """Recent windows (bounded) plus the files of ``directories``. Thread-safe."""
 
-    def __init__(self, *, max_windows: int, directories: Iterable[str] = ()) -> None:
+    def __init__(self, *, max_windows: int, directories: Iterable[str] = (),
+                 refusals: Refusals | None = None) -> None:
+        self._refusals = refusals
         self._lock = threading.Lock()
         self._memory: deque[Window] = deque(maxlen=max_windows)
         self._seq = 0
@@ -144,12 +148,36 @@ class Catalog:
             if hit is not None:
                 self._decoded.move_to_end(path)
                 return hit
-        profile = decode(Path(path).read_bytes())
+        profile = self._read(path)
         with self._lock:
             self._decoded[path] = profile
             while len(self._decoded) > _PROFILE_CACHE:
                 self._decoded.popitem(last=False)
         return profile
+
+    def _read(self, path: str) -> Profile:
+        """Decode one file: a regular file (no symlink followed at its last
+        component, no FIFO waited on), read and inflated within bounds."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise Refused("not_regular", path)
+                data = read_fd(fd, MAX_FILE_BYTES)
+            finally:
+                os.close(fd)
+            return decode(data)
+        except Refused as exc:
+            self._refuse(exc.reason, f"{path}: {exc.detail}")
+            raise ValueError(str(exc)) from None
+        except PprofError as exc:
+            if exc.reason != "not_pprof":
+                self._refuse(exc.reason, f"{path}: {exc}")
+            raise
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        if self._refusals is not None:
+            self._refusals.note("ui_directory", reason, detail)
 
     # -- queries -----------------------------------------------------------------
     def sources(self) -> list[str]:

@@ -7,7 +7,13 @@ Failure reasons (the ``reason`` label of ``go_scrape_errors``):
 ``timeout``     no complete answer within the deadline
 ``http_status`` an answer other than 200
 ``too_large``   the body (or its gunzipped form) exceeds ``max_body_bytes``
+``nested_gzip`` the gunzipped body is gzip again (how one layer's limit is bypassed)
 ``not_pprof``   the body is not a pprof profile
+
+The body is inflated once, by the trust boundary's bounded gunzip
+(:func:`telegen.untrusted.gunzip` through :func:`telegen.formats.pprof.decode`).
+``too_large`` and ``nested_gzip`` are also counted as
+``refused_inputs{source="go_scrape"}`` when the scraper is given ``refusals``.
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ import socket
 import ssl
 import threading
 import time
-import zlib
 from urllib.parse import urlsplit
 
 from telegen.formats.pprof import PprofError, decode
 from telegen.pdata import Profile
+from telegen.untrusted import Refusals
 
-REASONS = ("down", "timeout", "http_status", "too_large", "not_pprof")
+REASONS = ("down", "timeout", "http_status", "too_large", "nested_gzip", "not_pprof")
+SOURCE = "go_scrape"
+# the trust boundary's reasons -> ours
+_REFUSED = {"decompressed_too_large": "too_large", "nested_gzip": "nested_gzip"}
 _CHUNK = 64 << 10
 
 
@@ -39,8 +48,10 @@ class Aborted(Exception):
 
 
 class Scraper:
-    def __init__(self, *, max_body_bytes: int, user_agent: str = "telegen-go-receiver") -> None:
+    def __init__(self, *, max_body_bytes: int, user_agent: str = "telegen-go-receiver",
+                 refusals: Refusals | None = None) -> None:
         self._max = max_body_bytes
+        self._refusals = refusals
         self._agent = user_agent
         self._open: set[http.client.HTTPConnection] = set()
         self._lock = threading.Lock()
@@ -50,9 +61,16 @@ class Scraper:
         """GET ``url`` and decode it as pprof (ScrapeError / Aborted on failure)."""
         data = self.get(url, timeout_s)
         try:
-            return decode(gunzip_limited(data, self._max))
+            return decode(data, max_decompressed=self._max)
         except PprofError as exc:
-            raise ScrapeError("not_pprof", str(exc)) from None
+            reason = _REFUSED.get(exc.reason, "not_pprof")
+            if reason != "not_pprof":
+                self._refuse(reason, f"{url}: {exc}")
+            raise ScrapeError(reason, str(exc)) from None
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        if self._refusals is not None:
+            self._refusals.note(SOURCE, reason, detail)
 
     def get(self, url: str, timeout_s: float) -> bytes:
         """The 200 body of ``url`` read within ``timeout_s`` in all."""
@@ -80,6 +98,7 @@ class Scraper:
                                   + (f": {body[0][:200]}" if body else ""))
             length = resp.getheader("Content-Length")
             if length and length.isdigit() and int(length) > self._max:
+                self._refuse("too_large", f"{url}: Content-Length {length}")
                 raise ScrapeError("too_large", f"body of {length} bytes exceeds "
                                                f"max_body_bytes {self._max}")
             chunks: list[bytes] = []
@@ -91,6 +110,7 @@ class Scraper:
                     break
                 size += len(chunk)
                 if size > self._max:
+                    self._refuse("too_large", f"{url}: more than {self._max} bytes")
                     raise ScrapeError("too_large", f"body exceeds max_body_bytes {self._max}")
                 chunks.append(chunk)
             return b"".join(chunks)
@@ -131,17 +151,3 @@ def _set_remaining(conn: http.client.HTTPConnection, deadline: float) -> None:
         raise TimeoutError("deadline passed")
     if conn.sock is not None:
         conn.sock.settimeout(left)
-
-
-def gunzip_limited(data: bytes, limit: int) -> bytes:
-    """``data`` gunzipped when it is gzip, refusing more than ``limit`` bytes out."""
-    if data[:2] != b"\x1f\x8b":
-        return data
-    d = zlib.decompressobj(wbits=31)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise ScrapeError("not_pprof", f"corrupt gzip data: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise ScrapeError("too_large", f"gunzipped body exceeds max_body_bytes {limit}")
-    return out
