@@ -155,6 +155,8 @@ def test_grpc_caps_concurrent_rpcs() -> None:
     release = threading.Event()
 
     class Holding:
+        mutates_data = False
+
         def consume(self, profiles: object) -> None:
             release.wait(20)
 
