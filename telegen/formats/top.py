@@ -168,8 +168,12 @@ def render_top(profile: Profile, sample_type: str | None = None, n: int = 10, *,
                node_fraction: float = 0.005) -> str:
     """The seed-style table: total line, blank line, column header, rows.
     Names and the header pass through :func:`printable` (they come from
-    profiled binaries and pushed profiles)."""
-    unit = profile.sample_types[_sample_index(profile, sample_type)].unit
+    profiled binaries and pushed profiles), and so does the message of the
+    KeyError for an unknown ``sample_type`` (it lists the file's types)."""
+    try:
+        unit = profile.sample_types[_sample_index(profile, sample_type)].unit
+    except KeyError as exc:
+        raise KeyError(printable(str(exc.args[0]))) from None
     rows = top_rows(profile, sample_type, n, node_fraction=node_fraction)
     flats = [format_value(r.flat, unit) for r in rows]
     cums = [format_value(r.cum, unit) for r in rows]

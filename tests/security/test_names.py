@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from telegen.pdata import CPU, Frame, FrameKind, Line, Mapping, Profile, Profiles, make_labels
+from telegen.pdata import (
+    CPU,
+    Frame,
+    FrameKind,
+    Line,
+    Mapping,
+    Profile,
+    Profiles,
+    ValueType,
+    make_labels,
+)
 from telegen.symbols import Symbolizer, SymbolizerOptions
 from telegen.symbols.demangle import Demangler
 from telegen.symbols.elf import ElfFile
@@ -234,3 +244,13 @@ def test_telegen_top_escapes_control_characters(esc_binary: Path, tmp_path: Path
     out = run.stdout.decode("utf-8")
     _assert_terminal_safe(out)
     assert "term_\\x1b[2J\\x1b]0;_clear" in out
+    # an unknown --type: the error lists the file's sample types, escaped too
+    odd = Profile(name="x", sample_types=(ValueType("evil\x1b[2J", "count"),))
+    odd.add((Frame(FrameKind.NATIVE, 0, None, (Line("main"),)),), [1])
+    path.write_bytes(pprof.encode(odd))
+    bad_type = subprocess.run([sys.executable, "-m", "telegen", "top", str(path),
+                               "--type", "nope"], capture_output=True)
+    assert bad_type.returncode != 0
+    err = bad_type.stderr.decode("utf-8")
+    assert "evil\\x1b[2J/count" in err, err
+    assert not [c for c in err if c != "\n" and not c.isprintable()], err
