@@ -1,57 +1,80 @@
-"""GNU build-ids read with pyelftools, cached per file identity."""
+"""GNU build-ids of the files processes map, read from descriptors with a
+bounded note parser (:mod:`telegen.procinfo.elfheaders`), cached per file
+identity."""
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 from cachetools import LRUCache
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import NoteSection
-from elftools.elf.segments import NoteSegment
+
+from telegen.procinfo.elfheaders import read_build_id_fd, valid_build_id
+from telegen.procinfo.maps import open_host_file, open_map_files
+from telegen.untrusted import Refused, open_in_root
+
+# the two shapes of path procinfo builds for a mapped file
+_ROOTED = re.compile(r"(?P<proc>.*)/(?P<pid>\d+)/root(?P<path>/.*)")
+_MAP_FILES = re.compile(r"(?P<proc>.*)/(?P<pid>\d+)/map_files/(?P<start>[0-9a-f]+)-[0-9a-f]+")
+
+__all__ = ["BuildIdCache", "open_for_build_id", "read_build_id", "valid_build_id"]
+
+
+def open_for_build_id(path: str) -> int:
+    """A descriptor for ``path``. ``/proc/PID/root/FILE`` is opened inside that
+    root without following its symlinks, ``/proc/PID/map_files/START-END``
+    through the mapping; any other path is a host file (regular files only)."""
+    m = _ROOTED.fullmatch(path)
+    if m is not None:
+        return open_in_root(f"{m['proc']}/{m['pid']}/root", m["path"])
+    m = _MAP_FILES.fullmatch(path)
+    if m is not None:
+        fd = open_map_files(f"{m['proc']}/{m['pid']}/map_files", int(m["start"], 16), None)
+        if fd is None:
+            raise FileNotFoundError(path)
+        return fd
+    return open_host_file(path)
 
 
 def read_build_id(path: str) -> str:
-    """The ``.note.gnu.build-id`` (NT_GNU_BUILD_ID) of an ELF file as hex, or ""."""
+    """The ``NT_GNU_BUILD_ID`` of an ELF file as hex, or ""."""
     try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            for section in elf.iter_sections():
-                if not isinstance(section, NoteSection):
-                    continue
-                for note in section.iter_notes():
-                    if note["n_type"] == "NT_GNU_BUILD_ID":
-                        return str(note["n_desc"])
-            for segment in elf.iter_segments():   # stripped of section headers
-                if not isinstance(segment, NoteSegment):
-                    continue
-                for note in segment.iter_notes():
-                    if note["n_type"] == "NT_GNU_BUILD_ID":
-                        return str(note["n_desc"])
-    except (OSError, ELFError, ValueError, KeyError, AssertionError):
+        fd = open_for_build_id(path)
+    except (OSError, Refused):
         return ""
-    return ""
+    try:
+        return read_build_id_fd(fd)
+    finally:
+        os.close(fd)
 
 
 class BuildIdCache:
-    """Build-ids keyed by (device, inode, mtime, size): one read per distinct file."""
+    """Build-ids keyed by (device, inode, size, mtime, ctime) of the opened
+    file: one read per distinct file."""
 
     def __init__(self, maxsize: int = 4096) -> None:
-        self._cache: LRUCache[tuple[int, int, int, int], str] = LRUCache(maxsize)
+        self._cache: LRUCache[tuple[int, int, int, int, int], str] = LRUCache(maxsize)
         self._lock = threading.Lock()
 
     def get(self, path: str) -> str:
         try:
-            st = os.stat(path)
-        except OSError:
+            fd = open_for_build_id(path)
+        except (OSError, Refused):
             return ""
-        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        try:
+            return self.get_fd(fd)
+        finally:
+            os.close(fd)
+
+    def get_fd(self, fd: int) -> str:
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
             return hit
-        build_id = read_build_id(path)
+        build_id = read_build_id_fd(fd)
         with self._lock:
             self._cache[key] = build_id
         return build_id

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 import os
+import stat
 from dataclasses import dataclass
+
+from telegen.procinfo.elfheaders import read_build_id_fd
+from telegen.untrusted import Refusals, Refused, open_in_root
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +50,138 @@ def parse_maps(text: str) -> list[MapEntry]:
     return out
 
 
-def mapped_file(pid: int, file: str, start: int, *, proc: str = "/proc") -> str | None:
-    """A path this agent can open for the file ``pid`` maps at ``start``:
-    through the process's root (its mount namespace: containers), else
-    through ``/proc/PID/map_files`` — the mapping itself, which still reaches
-    a file deleted since (an upgraded binary) or one that never had a path
-    (a memfd executable). None when neither opens."""
+class MappedFile:
+    """A regular file a process maps, open by descriptor (the only way the
+    agent reads a profiled process's files: paths under ``/proc/PID/root``
+    are never opened as paths, their symlinks would resolve on the host).
+
+    ``path`` is where the process sees the file (inside ``root``); ``root`` is
+    the process's root directory as the agent reaches it (``/proc/PID/root``),
+    or "" for a host file. Close it, or use it as a context manager."""
+
+    __slots__ = ("fd", "path", "root", "stat")
+
+    def __init__(self, fd: int, path: str, root: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.root = root
+        self.stat = os.fstat(fd)
+
+    @property
+    def identity(self) -> tuple[int, int, int, int, int]:
+        """(device, inode, size, mtime, ctime): equal identities are the same
+        content (ctime cannot be set back by the file's owner)."""
+        st = self.stat
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @property
+    def proc_path(self) -> str:
+        """A path naming this descriptor (for tools that want a path)."""
+        return f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> MappedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def open_host_file(path: str) -> int:
+    """A descriptor of a host file the agent trusts (its own binaries, the
+    host's debug directories, a path from the config): symlinks followed, but
+    opened ``O_NONBLOCK`` and refused unless regular, so a FIFO or a device
+    never blocks or is read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise Refused("not_regular", f"{path}: mode {stat.filemode(mode)}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_mapped(pid: int, file: str, start: int, *, proc: str = "/proc",
+                refusals: Refusals | None = None, host_fallback: bool = False,
+                build_id: str = "") -> MappedFile | None:
+    """The file ``pid`` maps at ``start``, open: inside the process's root
+    (its mount namespace: containers) with ``openat2(RESOLVE_IN_ROOT |
+    RESOLVE_NO_SYMLINKS)``, else through ``/proc/PID/map_files`` — the
+    mapping itself, which still reaches a file deleted since (an upgraded
+    binary), one that never had a path (a memfd), or one whose path now goes
+    through a symlink (refused and counted). Only regular files. With
+    ``pid == 0``, ``file`` is a host path. None when nothing opens.
+
+    ``host_fallback``: when the process is gone (its root and mappings with
+    it), the same path on the host — opened without following symlinks, and
+    only if it carries ``build_id`` (when one is given): the process may have
+    lived in another mount namespace, where that path was another file."""
     if not file or file.startswith("["):
         return None
     file = file.removesuffix(" (deleted)")
-    if pid:
-        rooted = f"{proc}/{pid}/root{file}"
-        if os.path.isfile(rooted):
-            return rooted
-        entries = glob.glob(f"{proc}/{pid}/map_files/{start:x}-*")
-        if entries and os.path.isfile(entries[0]):
-            return entries[0]
-    return file if os.path.isfile(file) else None
+    if not pid:
+        try:
+            return MappedFile(open_host_file(file), file, "")
+        except (OSError, Refused):
+            return None
+    root = f"{proc}/{pid}/root"
+    try:
+        return MappedFile(open_in_root(root, file), file, root)
+    except Refused as exc:
+        if refusals is not None:
+            refusals.note_exc("mapped_file", exc)
+    except OSError:
+        pass
+    fd = open_map_files(f"{proc}/{pid}/map_files", start, refusals)
+    if fd is not None:
+        return MappedFile(fd, file, root)
+    if host_fallback and not os.path.exists(f"{proc}/{pid}"):
+        return _host_copy(file, build_id)
+    return None
+
+
+def _host_copy(file: str, build_id: str) -> MappedFile | None:
+    try:
+        fd = open_in_root("/", file)
+    except (OSError, Refused):
+        return None
+    if build_id and read_build_id_fd(fd) != build_id:
+        os.close(fd)
+        return None
+    return MappedFile(fd, file, "")
+
+
+def open_map_files(directory: str, start: int, refusals: Refusals | None) -> int | None:
+    """The mapping at ``start`` opened through its ``map_files`` entry: an
+    ``O_PATH`` descriptor of the mapped inode first (no open side effect),
+    reopened for reading only when it is a regular file."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(f"{start:x}-")]
+    except OSError:
+        return None
+    if not names:
+        return None
+    try:
+        path_fd = os.open(f"{directory}/{names[0]}", os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        mode = os.fstat(path_fd).st_mode
+        if not stat.S_ISREG(mode):
+            if refusals is not None:
+                refusals.note("mapped_file", "not_regular", stat.filemode(mode))
+            return None
+        return os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    finally:
+        os.close(path_fd)

@@ -25,6 +25,7 @@ _ADDR_FORMS = ("DW_FORM_addr", "DW_FORM_addrx", "DW_FORM_addrx1", "DW_FORM_addrx
 
 # (raw or mangled name, plain DW_AT_name, file, line, decl line), innermost first
 DwarfLine = tuple[str, str, str, int, int]
+UNINDEXED = object()    # lookup_indexed: the unit must be parsed first
 
 
 class _Func:
@@ -93,12 +94,27 @@ class DwarfSymbols:
 
     def __init__(self, elf: ElfFile, *, max_cus: int = 64) -> None:
         self._elf = elf
-        self._dwarf = elf.elf.get_dwarf_info(relocate_dwarf_sections=False)
+        self._dwarf = elf.dwarf_info()     # sizes checked first; Refused when over the caps
         self._aranges: Any = None
         self._aranges_loaded = False
         self._cu_ranges: tuple[list[int], list[tuple[int, int, int]]] | None = None
         self._cus: LRUCache[int, _CUIndex] = LRUCache(max_cus)
         self._names: dict[int, tuple[str, str, int]] = {}
+
+    def lookup_indexed(self, vaddr: int) -> list[DwarfLine] | None | object:
+        """:meth:`lookup` when it needs no parsing (the unit holding ``vaddr``
+        is indexed already), else :data:`UNINDEXED`."""
+        if not self._aranges_loaded:
+            return UNINDEXED
+        cu_offset = self._arange_offset(vaddr)
+        if cu_offset is None:
+            if self._cu_ranges is None:
+                return UNINDEXED
+            cu_offset = self._range_offset(vaddr, *self._cu_ranges)
+        if cu_offset is None:
+            return None
+        index = self._cus.get(cu_offset)
+        return UNINDEXED if index is None else self._answer(index, vaddr)
 
     def lookup(self, vaddr: int) -> list[DwarfLine] | None:
         cu_offset = self._cu_offset(vaddr)
@@ -106,8 +122,14 @@ class DwarfSymbols:
             return None
         index = self._cus.get(cu_offset)
         if index is None:
-            index = self._index_cu(cu_offset)
+            try:
+                index = self._index_cu(cu_offset)
+            except Exception:    # malformed unit: remembered as empty, not parsed again
+                index = _CUIndex([], [], [])
             self._cus[cu_offset] = index
+        return self._answer(index, vaddr)
+
+    def _answer(self, index: _CUIndex, vaddr: int) -> list[DwarfLine] | None:
         chain = index.chain(vaddr)
         if not chain:
             return None
@@ -127,6 +149,10 @@ class DwarfSymbols:
                 self._aranges = self._dwarf.get_aranges()
             except Exception:
                 self._aranges = None
+        off = self._arange_offset(vaddr)
+        return off if off is not None else self._range_offset(vaddr, *self._cu_range_index())
+
+    def _arange_offset(self, vaddr: int) -> int | None:
         if self._aranges is not None and self._aranges.entries:
             try:
                 off = self._aranges.cu_offset_at_addr(vaddr)
@@ -134,7 +160,11 @@ class DwarfSymbols:
                 off = None
             if off is not None:
                 return int(off)
-        starts, spans = self._cu_range_index()
+        return None
+
+    @staticmethod
+    def _range_offset(vaddr: int, starts: list[int],
+                      spans: list[tuple[int, int, int]]) -> int | None:
         i = bisect_right(starts, vaddr) - 1
         for _ in range(64):   # CU ranges may overlap (LTO); bounded look-back
             if i < 0:
@@ -148,39 +178,53 @@ class DwarfSymbols:
     def _cu_range_index(self) -> tuple[list[int], list[tuple[int, int, int]]]:
         if self._cu_ranges is None:
             spans: list[tuple[int, int, int]] = []
-            for cu in self._dwarf.iter_CUs():
-                try:
-                    top = cu.get_top_DIE()
-                    for lo, hi in self._ranges(top, cu_base=None):
-                        spans.append((lo, hi, cu.cu_offset))
-                except Exception:
-                    continue
+            try:
+                for cu in self._dwarf.iter_CUs():
+                    try:
+                        top = cu.get_top_DIE()
+                        for lo, hi in self._ranges(top, cu_base=None):
+                            spans.append((lo, hi, cu.cu_offset))
+                    except Exception:
+                        continue
+            except Exception:    # a unit header past the end: the units before it stand
+                pass
             spans.sort()
             self._cu_ranges = ([s[0] for s in spans], spans)
         return self._cu_ranges
 
     # -- indexing one CU -----------------------------------------------------------
     def _index_cu(self, cu_offset: int) -> _CUIndex:
+        """One pass over the unit's DIEs in file order (``iter_DIEs``: each step
+        moves forward by the DIE's size and stops at the unit's end).
+        ``DW_AT_sibling`` is never followed — ``iter_children`` jumps to it,
+        and a sibling pointing backwards made that walk loop forever."""
         cu = self._dwarf.get_CU_at(cu_offset)
         top = cu.get_top_DIE()
         funcs: list[tuple[int, int, _Func]] = []
-        stack: list[tuple[DIE, _Func | None]] = [(top, None)]
-        while stack:
-            die, parent = stack.pop()
-            for child in die.iter_children():
-                tag = child.tag
-                owner = parent
-                if tag in _FUNC_TAGS:
-                    ranges = self._ranges(child)
-                    if ranges:
-                        f = self._make_func(child, ranges)
-                        if tag == "DW_TAG_subprogram" or parent is None:
-                            funcs.extend((lo, hi, f) for lo, hi in ranges)
-                        else:
-                            parent.children.append(f)
-                        owner = f
-                if child.has_children:
-                    stack.append((child, owner))
+        owners: list[_Func | None] = []     # the innermost function of each open level
+        for child in cu.iter_DIEs():
+            if child is top:
+                if top.has_children:
+                    owners.append(None)
+                continue
+            if child.is_null():
+                if owners:
+                    owners.pop()
+                continue
+            parent = owners[-1] if owners else None
+            tag = child.tag
+            owner = parent
+            if tag in _FUNC_TAGS:
+                ranges = self._ranges(child)
+                if ranges:
+                    f = self._make_func(child, ranges)
+                    if tag == "DW_TAG_subprogram" or parent is None:
+                        funcs.extend((lo, hi, f) for lo, hi in ranges)
+                    else:
+                        parent.children.append(f)
+                    owner = f
+            if child.has_children:
+                owners.append(owner)
         rows, files = self._line_table(cu, top)
         return _CUIndex(funcs, rows, files)
 

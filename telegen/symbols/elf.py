@@ -8,15 +8,32 @@ objects is ~20x slower (libc's .dynsym cold load would otherwise cost ~100 ms).
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
+import zlib
 from bisect import bisect_right
 from typing import BinaryIO, NamedTuple
 
+from elftools.dwarf.dwarfinfo import DWARFInfo
 from elftools.elf.elffile import ELFFile
+
+from telegen.procinfo.elfheaders import (
+    PT_LOAD,
+    SHT_NOBITS,
+    SectionHeader,
+    build_id_of,
+    read_build_id_fd,
+    read_headers,
+)
+from telegen.procinfo.maps import open_host_file
+from telegen.symbols.budget import DEFAULT_LIMITS, ParseLimits
+from telegen.untrusted import Refused
 
 _STT_FUNC, _STT_GNU_IFUNC = 2, 10
 _SHN_UNDEF = 0
 _BIND_RANK = {1: 0, 2: 1, 0: 2}   # GLOBAL before WEAK before LOCAL
+MAX_DEBUGLINK = 4096              # a file name and a CRC
 
 
 class Segment(NamedTuple):
@@ -72,21 +89,45 @@ class SymbolTable:
 
 
 class ElfFile:
-    """One opened ELF file (executable, shared library or separate debug file)."""
+    """One opened ELF file (executable, shared library or separate debug file).
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fh: BinaryIO = open(path, "rb")  # noqa: SIM115 (kept open for lazy reads)
+    ``source`` is a descriptor (duplicated: the caller keeps and closes its
+    own) — how every file of a profiled process is passed — or a path of a
+    host file the agent trusts. ``name`` is the file's path where its process
+    sees it (debug-link look-ups start from its directory). Headers are
+    checked first (:func:`~telegen.procinfo.elfheaders.read_headers`); section
+    contents larger than ``limits.max_section_bytes`` are never read (the
+    section is treated as absent and named in :attr:`skipped`)."""
+
+    def __init__(self, source: str | int, *, name: str = "",
+                 limits: ParseLimits = DEFAULT_LIMITS) -> None:
+        fd = os.dup(source) if isinstance(source, int) else open_host_file(source)
+        self.path = name or (source if isinstance(source, str) else "")
+        self.limits = limits
+        self.skipped: list[str] = []
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Refused("not_regular", f"{self.path}: mode {stat.filemode(st.st_mode)}")
+            self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            self.headers = read_headers(fd, st.st_size)
+            self.build_id = build_id_of(fd, self.headers)
+            self._fh: BinaryIO = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             self.elf = ELFFile(self._fh)
-        except Exception:
+        except BaseException:
             self._fh.close()
             raise
-        self.segments = [
-            Segment(s["p_vaddr"], s["p_offset"], s["p_filesz"], s["p_memsz"])
-            for s in self.elf.iter_segments() if s["p_type"] == "PT_LOAD"]
-        self.build_id = _build_id(self.elf)
+        self.segments = [Segment(p.vaddr, p.offset, p.filesz, p.memsz)
+                         for p in self.headers.segments if p.type == PT_LOAD]
         self._tables: dict[str, SymbolTable | None] = {}
+
+    @property
+    def fd(self) -> int:
+        return self._fh.fileno()
 
     def close(self) -> None:
         self._fh.close()
@@ -104,19 +145,84 @@ class ElfFile:
 
     # -- sections ------------------------------------------------------------------
     def has_section(self, name: str) -> bool:
-        return self.elf.get_section_by_name(name) is not None
+        return self.headers.section(name) is not None
+
+    def section_data(self, name: str, limit: int | None = None) -> bytes | None:
+        """The content of section ``name`` (inflated when compressed); None when
+        absent, ``SHT_NOBITS``, or declaring more than ``limit`` (default
+        ``limits.max_section_bytes``) — checked before anything is read."""
+        index = next((i for i, s in enumerate(self.headers.sections) if s.name == name), -1)
+        return self._data(index, limit) if index >= 0 else None
+
+    def _data(self, index: int, limit: int | None = None) -> bytes | None:
+        if not 0 < index < len(self.headers.sections):
+            return None
+        hdr = self.headers.sections[index]
+        if hdr.type in (SHT_NOBITS, 0):
+            return None
+        cap = self.limits.max_section_bytes if limit is None else limit
+        if hdr.data_size > cap:
+            self.skipped.append(f"{hdr.name}: {hdr.data_size} bytes > {cap}")
+            return None
+        return self.elf.get_section(index).data()
 
     @property
     def has_dwarf(self) -> bool:
-        sec = self.elf.get_section_by_name(".debug_info")
-        return sec is not None and sec["sh_type"] != "SHT_NOBITS" and sec["sh_size"] > 0
+        sec = self.headers.section(".debug_info") or self.headers.section(".zdebug_info")
+        return sec is not None and sec.type != SHT_NOBITS and sec.size > 0
+
+    def dwarf_info(self) -> DWARFInfo:
+        """pyelftools' DWARF of this file, which reads every DWARF section (and
+        ``.eh_frame``) into memory: refused (``section_too_large`` /
+        ``dwarf_too_large``) unless each is under ``max_section_bytes`` and
+        all together under ``max_dwarf_bytes``; old-style ``.zdebug``
+        sections are inflated once, bounded, to check what they declare.
+        Links to other files (``.gnu_debugaltlink``) are never followed."""
+        total = 0
+        for hdr in self.headers.sections:
+            if not hdr.name.startswith((".debug", ".zdebug", ".eh_frame", ".gnu_debugaltlink")):
+                continue
+            size = hdr.data_size
+            if hdr.name.startswith(".zdebug") and hdr.type != SHT_NOBITS:
+                size = self._zdebug_size(hdr)
+            if size > self.limits.max_section_bytes:
+                raise Refused("section_too_large", f"{self.path}: {hdr.name} is {size} bytes")
+            total += size
+        if total > self.limits.max_dwarf_bytes:
+            raise Refused("dwarf_too_large", f"{self.path}: {total} bytes of DWARF")
+        return self.elf.get_dwarf_info(relocate_dwarf_sections=False, follow_links=False)
+
+    def _zdebug_size(self, hdr: SectionHeader) -> int:
+        """What a ``.zdebug`` section (``ZLIB`` + 8-byte size + deflate) inflates
+        to, counted without keeping it, stopping past the cap."""
+        cap = self.limits.max_section_bytes
+        head = os.pread(self.fd, 12, hdr.offset)
+        if len(head) < 12 or head[:4] != b"ZLIB":
+            return 0       # pyelftools refuses it on its own (assertion): no allocation
+        declared = struct.unpack(">Q", head[4:])[0]
+        if declared > cap:
+            return declared
+        d = zlib.decompressobj()
+        total, pos, end = 0, hdr.offset + 12, hdr.offset + hdr.size
+        try:
+            while pos < end and total <= cap:
+                chunk = os.pread(self.fd, min(1 << 16, end - pos), pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                buf = chunk
+                while buf and total <= cap:
+                    total += len(d.decompress(buf, 1 << 20))
+                    buf = d.unconsumed_tail
+        except zlib.error:
+            return 0
+        return max(total, declared)
 
     def debuglink(self) -> tuple[str, int] | None:
         """(file name, CRC32) from .gnu_debuglink, or None."""
-        sec = self.elf.get_section_by_name(".gnu_debuglink")
-        if sec is None or sec["sh_type"] == "SHT_NOBITS":
+        data = self.section_data(".gnu_debuglink", MAX_DEBUGLINK)
+        if data is None:
             return None
-        data = sec.data()
         end = data.find(b"\0")
         if end <= 0:
             return None
@@ -133,11 +239,13 @@ class ElfFile:
         return self._tables[section]
 
     def _read_symbols(self, name: str) -> SymbolTable | None:
-        sec = self.elf.get_section_by_name(name)
-        if sec is None or sec["sh_type"] == "SHT_NOBITS" or not sec["sh_size"]:
+        index = next((i for i, s in enumerate(self.headers.sections) if s.name == name), -1)
+        data = self._data(index) if index > 0 else None
+        if not data:
             return None
-        strtab = self.elf.get_section(sec["sh_link"]).data()
-        data = sec.data()
+        strtab = self._data(self.headers.sections[index].link)
+        if strtab is None:
+            return None
         endian = "<" if self.elf.little_endian else ">"
         if self.elf.elfclass == 64:
             fmt, order = endian + "IBBHQQ", (0, 1, 3, 4, 5)
@@ -155,29 +263,18 @@ class ElfFile:
             if not value:
                 continue
             off = ent[n_name]
-            sym = strtab[off:strtab.find(b"\0", off)].decode("utf-8", "replace")
+            end = strtab.find(b"\0", off)
+            sym = strtab[off:end if end >= 0 else len(strtab)].decode("utf-8", "replace")
             at = sym.find("@")  # versioned names in some tables: memcpy@@GLIBC_2.14
             entries.append((value, ent[n_size], sym[:at] if at > 0 else sym, info >> 4))
         return SymbolTable(entries) if entries else None
 
 
-def _build_id(elf: ELFFile) -> str:
-    for sec in elf.iter_sections():
-        if sec["sh_type"] != "SHT_NOTE":
-            continue
-        for note in sec.iter_notes():  # type: ignore[attr-defined]
-            if note["n_type"] == "NT_GNU_BUILD_ID":
-                return str(note["n_desc"])
-    for seg in elf.iter_segments():
-        if seg["p_type"] != "PT_NOTE":
-            continue
-        for note in seg.iter_notes():  # type: ignore[attr-defined]
-            if note["n_type"] == "NT_GNU_BUILD_ID":
-                return str(note["n_desc"])
-    return ""
-
-
 def read_build_id(path: str) -> str:
-    """The GNU build-id of an ELF file as hex, '' when it has none."""
-    with open(path, "rb") as fh:
-        return _build_id(ELFFile(fh))
+    """The GNU build-id of the ELF file at host path ``path`` as hex, '' when
+    it has none (or is not ELF)."""
+    fd = open_host_file(path)
+    try:
+        return read_build_id_fd(fd)
+    finally:
+        os.close(fd)

@@ -4,31 +4,39 @@ warm path one dict look-up.
 Caches (all bounded):
 
 * objects — parsed ELF/debug files (symbol tables, DWARF CU indexes) per
-  build-id, or per path+mtime+size when a file has no build-id: an LRU of
-  ``cache_size`` entries; evicted files are closed;
+  build-id *and content digest* (:mod:`telegen.symbols.fileid`: a file that
+  copies another's build-id never shares its entry; the mismatch is counted):
+  an LRU of ``cache_size`` entries; evicted files are closed;
 * results — per (object key, file offset) for native code, per address for
   the kernel, per (pid, address) for JIT code: an LRU of ``result_cache_size``;
-* (pid, path) → object key, so a mapping without a build-id opens its file once.
+* (pid, path, build-id) → object key, so a process's mapping opens its file
+  once (by descriptor, inside the process's root: :func:`open_mapped`).
+
+Objects over their parse budget or caps are skipped and counted
+(``symbolize_rejected_objects{reason}`` through ``rejected_counter``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
-from telegen.procinfo.maps import mapped_file
+from telegen.procinfo.elfheaders import valid_build_id
+from telegen.procinfo.maps import MappedFile, open_mapped
+from telegen.symbols.budget import DEFAULT_LIMITS, ParseLimits
 from telegen.symbols.debuginfod import DebuginfodClient, default_cache_dir, urls_from_env
 from telegen.symbols.demangle import Demangler, language
 from telegen.symbols.dwarf import DwarfLine
+from telegen.symbols.fileid import ContentKeys
 from telegen.symbols.kallsyms import KernelSymbols
 from telegen.symbols.objects import ObjectSymbols
-from telegen.symbols.perfmap import PerfMap
+from telegen.symbols.perfmap import PerfMap, perf_map_for
 from telegen.symbols.types import UNKNOWN, CounterLike, Resolution, SymLine
+from telegen.untrusted import Refusals
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,7 @@ class SymbolizerOptions:
     result_cache_size: int = 1 << 18      # resolved addresses kept
     proc_root: str = "/proc"
     kallsyms_path: str = "/proc/kallsyms"
+    parse_limits: ParseLimits = DEFAULT_LIMITS   # caps and CPU/memory budget per object
 
 
 def is_anonymous(file: str) -> bool:
@@ -59,8 +68,14 @@ class Symbolizer:
     """Thread-safe. Use :meth:`native`, :meth:`kernel` and :meth:`jit`."""
 
     def __init__(self, options: SymbolizerOptions | None = None, *,
-                 counters: Mapping[str, CounterLike] | None = None) -> None:
+                 counters: Mapping[str, CounterLike] | None = None,
+                 refusals: Refusals | None = None,
+                 rejected_counter: Callable[[str], CounterLike] | None = None) -> None:
         self.options = opts = options or SymbolizerOptions()
+        self.refusals = refusals or Refusals(None, log)
+        self._rejected_counter = rejected_counter
+        self.rejected: dict[str, int] = {}          # objects skipped, by reason
+        self.content_keys = ContentKeys(max(4096, opts.cache_size * 16))
         urls = urls_from_env() if opts.debuginfod_urls is None else list(opts.debuginfod_urls)
         self.debuginfod = DebuginfodClient(
             urls, opts.debuginfod_cache_dir, timeout_s=opts.debuginfod_timeout_s,
@@ -71,7 +86,7 @@ class Symbolizer:
         self._objects: _ClosingLRU = _ClosingLRU(max(1, opts.cache_size))
         self._results: LRUCache[tuple[object, ...], Resolution] = LRUCache(
             max(16, opts.result_cache_size))
-        self._keys: LRUCache[tuple[int, str], str] = LRUCache(max(64, opts.cache_size * 16))
+        self._keys: LRUCache[tuple[int, str, str], str] = LRUCache(max(64, opts.cache_size * 16))
         self._perfmaps: LRUCache[int, PerfMap | None] = LRUCache(max(8, opts.cache_size))
         self._kernel: KernelSymbols | None = None
         self._kernel_loaded = False
@@ -83,7 +98,7 @@ class Symbolizer:
         """Resolve ``address`` (a process virtual address inside the mapping
         ``[start, …)`` of ``file`` at file ``offset``)."""
         file_offset = address - start + offset
-        key = build_id or self._keys.get((pid, file))
+        key = self._keys.get((pid, file, build_id))
         if key is not None:
             hit = self._results.get((key, file_offset))
             if hit is not None:
@@ -119,36 +134,40 @@ class Symbolizer:
 
     def _object(self, file: str, build_id: str, pid: int,
                 start: int) -> tuple[ObjectSymbols | None, str]:
-        path = mapped_file(pid, file, start, proc=self.options.proc_root)
-        if build_id:
-            obj = self._objects.get(build_id)
-            if obj is None:
-                obj = self._open(path, build_id, pid)
-                self._objects[build_id] = obj
-            return (obj if obj.usable else None), build_id
-        if path is None:
-            return None, ""
+        if build_id and not valid_build_id(build_id):
+            self.refusals.note("build_id", "bad_build_id", repr(build_id[:80]))
+            build_id = ""
+        mapped = open_mapped(pid, file, start, proc=self.options.proc_root,
+                             refusals=self.refusals, host_fallback=True, build_id=build_id)
         try:
-            st = os.stat(path)
-        except OSError:
-            return None, ""
-        obj = None
-        known = self._keys.get((pid, file))
-        if known is not None:
-            obj = self._objects.get(known)
-            key = known
-        if obj is None:
-            obj = self._open(path, "", pid)
-            key = obj.build_id or f"{os.path.realpath(path)}:{st.st_mtime_ns}:{st.st_size}"
-            self._objects[key] = obj
-        self._keys[(pid, file)] = key
-        return (obj if obj.usable else None), key
+            if mapped is None:
+                if not build_id:
+                    return None, ""
+                key = build_id        # the host's debug files (and debuginfod) only
+            else:
+                key, mismatch = self.content_keys.key(build_id, mapped.fd, mapped.identity)
+                if mismatch:
+                    self.refusals.note("build_id", "content_mismatch",
+                                       f"{file}: other content than the first {build_id}")
+            obj = self._objects.get(key)
+            if obj is None:
+                obj = self._open(mapped, build_id)
+                self._objects[key] = obj
+            self._keys[(pid, file, build_id)] = key
+            return (obj if obj.usable else None), key
+        finally:
+            if mapped is not None:
+                mapped.close()
 
-    def _open(self, path: str | None, build_id: str, pid: int) -> ObjectSymbols:
-        root = f"{self.options.proc_root}/{pid}/root" if pid else ""
-        return ObjectSymbols(path, build_id, debug_dirs=self.options.debug_dirs, root=root,
-                             debuginfod=self.debuginfod)
+    def _open(self, mapped: MappedFile | None, build_id: str) -> ObjectSymbols:
+        return ObjectSymbols(mapped, build_id, debug_dirs=self.options.debug_dirs,
+                            debuginfod=self.debuginfod, limits=self.options.parse_limits,
+                            refusals=self.refusals, on_rejected=self.note_rejected)
 
+    def note_rejected(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if self._rejected_counter is not None:
+            self._rejected_counter(reason).add()
 
     # -- kernel --------------------------------------------------------------------
     def kernel(self, address: int) -> Resolution:
@@ -175,7 +194,7 @@ class Symbolizer:
 
     # -- JIT -----------------------------------------------------------------------
     def jit(self, address: int, pid: int) -> Resolution:
-        """JIT code from ``/tmp/perf-PID.map`` (also through /proc/PID/root/tmp)."""
+        """JIT code from the process's own ``/tmp/perf-PID.map`` (see :meth:`_perfmap`)."""
         if not pid:
             return UNKNOWN
         hit = self._results.get(("j", pid, address))
@@ -191,14 +210,13 @@ class Symbolizer:
             return res
 
     def _perfmap(self, pid: int) -> PerfMap | None:
+        """``/tmp/perf-<its own pid>.map`` inside the process's root, owned by
+        its uid and size-capped (:func:`perf_map_for`); refusals noted once."""
         pm = self._perfmaps.get(pid)
         if pm is None:
-            name = f"perf-{pid}.map"
-            for cand in (f"/tmp/{name}", f"{self.options.proc_root}/{pid}/root/tmp/{name}"):
-                if os.path.isfile(cand):
-                    pm = PerfMap(cand)
-                    self._perfmaps[pid] = pm
-                    break
+            pm = perf_map_for(pid, proc=self.options.proc_root, refusals=self.refusals)
+            if pm is not None:
+                self._perfmaps[pid] = pm
         return pm
 
     def close(self) -> None:

@@ -13,11 +13,15 @@ unwinds with, so it covers every function of a normal build); otherwise
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
-from elftools.dwarf.callframe import FDE
+from elftools.dwarf.callframe import FDE, CallFrameInfo
+from elftools.dwarf.structs import DWARFStructs
 
+from telegen.procinfo.elfheaders import SHT_NOBITS
+from telegen.symbols.budget import DEFAULT_LIMITS, Budget, ParseLimits
 from telegen.symbols.elf import ElfFile
 from telegen.unwind.table import (
     OUTERMOST,
@@ -41,11 +45,25 @@ _DW_CFA_GNU_ARGS_SIZE = 0x2E
 # Decoding CFI with pyelftools costs ~3 s per MiB: bigger sections (browsers,
 # huge C++ binaries) are not decoded; their frames fall back to frame pointers.
 MAX_CFI_BYTES = 4 << 20
+# the whole build is one step: 4 MiB of CFI may take ~12 s of CPU
+CFI_LIMITS = ParseLimits(DEFAULT_LIMITS.max_section_bytes, DEFAULT_LIMITS.max_dwarf_bytes,
+                         step_cpu_s=20.0, object_cpu_s=20.0,
+                         step_memory_bytes=DEFAULT_LIMITS.step_memory_bytes)
 
 
-def build_table(path: str) -> UnwindTable:
-    """The unwind table of the ELF file at ``path`` (empty when it has no CFI)."""
-    elf = ElfFile(path)
+def build_table(source: str | int, *, name: str = "",
+                limits: ParseLimits = CFI_LIMITS) -> UnwindTable:
+    """The unwind table of an ELF file (empty when it has no CFI): ``source``
+    is a descriptor (a profiled process's file, see
+    :func:`~telegen.procinfo.maps.open_mapped`) or a host path. The whole
+    build is one budgeted step (:class:`~telegen.symbols.budget.Budget`):
+    over it, :class:`~telegen.symbols.budget.Rejected` is raised."""
+    budget = Budget(limits, name or str(source))
+    return budget.run(_build, source, name, limits)
+
+
+def _build(source: str | int, name: str, limits: ParseLimits) -> UnwindTable:
+    elf = ElfFile(source, name=name, limits=limits)
     try:
         return table_from_elf(elf)
     finally:
@@ -59,16 +77,23 @@ def table_from_elf(elf: ElfFile) -> UnwindTable:
     entries: list[Any] = []
     try:
         for name in (".eh_frame", ".debug_frame"):
-            sec = elf.elf.get_section_by_name(name)
-            if sec is not None and sec["sh_size"] > MAX_CFI_BYTES:
+            hdr = elf.headers.section(name)
+            if hdr is None or hdr.type == SHT_NOBITS:
+                continue
+            if hdr.data_size > MAX_CFI_BYTES:
                 log.info("%s: %s is %d bytes, over the %d limit: no CFI table",
-                         elf.path, name, sec["sh_size"], MAX_CFI_BYTES)
+                         elf.path, name, hdr.data_size, MAX_CFI_BYTES)
                 return builder.build(segments, build_id=elf.build_id)
-        dwarf = elf.elf.get_dwarf_info(relocate_dwarf_sections=False)
-        if dwarf.has_EH_CFI():
-            entries, source = dwarf.EH_CFI_entries(), ".eh_frame"
-        elif dwarf.has_CFI():
-            entries, source = dwarf.CFI_entries(), ".debug_frame"
+            data = elf.section_data(name, MAX_CFI_BYTES)
+            if not data:
+                continue
+            cfi = CallFrameInfo(stream=io.BytesIO(data), size=len(data), address=hdr.addr,
+                                base_structs=DWARFStructs(
+                                    little_endian=elf.headers.little, dwarf_format=32,
+                                    address_size=8 if elf.headers.is64 else 4),
+                                for_eh_frame=name == ".eh_frame")
+            entries, source = cfi.get_entries(), name
+            break
     except Exception as exc:   # no or unreadable CFI: the table stays empty
         log.debug("%s: cannot read CFI: %s", elf.path, exc)
     skipped = 0

@@ -1,5 +1,7 @@
 """The vDSO's unwind table: the kernel maps the same small ELF image into every
-process; it is read once from a process's memory and cached like any file."""
+process. It is read once from the *agent's own* memory (a profiled process can
+change its copy — a debugger's breakpoint writes through — and the image is
+cached on disk for every process) and cached like any file."""
 
 from __future__ import annotations
 
@@ -15,23 +17,38 @@ from telegen.unwind.table import UnwindTable
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _failed: set[str] = set()
+MAX_VDSO_BYTES = 1 << 20
+
+
+def _own_vdso() -> tuple[int, int] | None:
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("[vdso]"):
+                lo, _, hi = line.split()[0].partition("-")
+                return int(lo, 16), int(hi, 16)
+    return None
 
 
 def vdso_table(pid: int, m: Mapping, tables: TableCache) -> UnwindTable | None:
+    """The table of the vDSO (``pid`` and ``m`` name the profiled process's
+    mapping; the image itself is the agent's own)."""
     release = platform.release()
     path = tables.cache_dir / f"vdso-{release}.so"
     with _lock:
         if not path.exists() and release not in _failed:
             try:
-                with open(f"/proc/{pid}/mem", "rb") as mem:
-                    mem.seek(m.start)
-                    image = mem.read(m.limit - m.start)
+                span = _own_vdso()
+                if span is None or not 0 < span[1] - span[0] <= MAX_VDSO_BYTES:
+                    raise ValueError(f"no usable [vdso] in the agent: {span}")
+                with open("/proc/self/mem", "rb") as mem:
+                    mem.seek(span[0])
+                    image = mem.read(span[1] - span[0])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_bytes(image)
                 os.replace(tmp, path)
             except (OSError, ValueError) as exc:
-                log.debug("cannot read the vDSO of pid %d: %s", pid, exc)
+                log.debug("cannot read the vDSO (for pid %d): %s", pid, exc)
                 _failed.add(release)
                 return None
     if not path.exists():

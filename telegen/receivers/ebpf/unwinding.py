@@ -27,7 +27,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from telegen.pdata import Mapping
-from telegen.procinfo import ProcessCache, mapped_file
+from telegen.procinfo import ProcessCache, open_mapped
 from telegen.procinfo.process import ProcessInfo
 from telegen.receivers.ebpf.stacks import TRUNCATED_MARK, FramePointerStacks, StackRef
 from telegen.unwind import AddressSpace, TableCache, UnwindTable, unwind
@@ -167,8 +167,12 @@ class CfiStacks:
     def _table_for(self, pid: int, m: Mapping) -> UnwindTable | None:
         if m.file == "[vdso]":
             return vdso_table(pid, m, self._tables)
-        path = mapped_file(pid, m.file, m.start)
-        return self._tables.get(path, m.build_id) if path is not None else None
+        mapped = open_mapped(pid, m.file, m.start, refusals=self._tables.refusals,
+                             host_fallback=True, build_id=m.build_id)
+        if mapped is None:          # exited: a table already built for this build-id
+            return self._tables.known(m.build_id)
+        with mapped:        # opened inside the process's root, by descriptor
+            return self._tables.get(mapped, m.build_id)
 
     # -- StackSource ------------------------------------------------------------------
     def begin(self, seq: int) -> None:

@@ -214,7 +214,7 @@ def test_binary_deleted_while_running_is_read_through_its_mapping(c_program, har
     """An upgraded binary's old copy is gone from the tree but still running:
     its frames are named (and its unwind table built) through
     /proc/PID/map_files, the mapping the process still holds."""
-    from telegen.procinfo import mapped_file
+    from telegen.procinfo import open_mapped
     from telegen.unwind.build import build_table
 
     binary = tmp_path / "old_version"
@@ -227,8 +227,10 @@ def test_binary_deleted_while_running_is_read_through_its_mapping(c_program, har
         binary.unlink()
         mapping = stack[0].mapping
         assert mapping is not None
-        path = mapped_file(live.pid, f"{mapping.file} (deleted)", mapping.start)
-        assert path is not None and f"/proc/{live.pid}/map_files/" in path
-        assert len(build_table(path)) > 0              # the CFI table, from the mapping
+        mapped = open_mapped(live.pid, f"{mapping.file} (deleted)", mapping.start)
+        assert mapped is not None                      # through map_files: the path is gone
+        with mapped:
+            assert not os.path.exists(f"/proc/{live.pid}/root{mapped.path}")
+            assert len(build_table(mapped.fd)) > 0     # the CFI table, from the mapping
         out = h.run(stack, live.pid)
     assert [f.name for f in out] == ["leaf_compute", "outer_work", "main"]

@@ -108,13 +108,15 @@ def test_cache_builds_once_per_build_id(nofp_binary: Path, tmp_path: Path) -> No
     t1 = first.get(str(nofp_binary), build_id)
     assert first.get(str(nofp_binary), build_id) is t1           # memory hit
     assert (first.built, first.loaded) == (1, 0)
-    assert (tmp_path / f"{build_id}.unw").exists()
+    stored = list(tmp_path.glob(f"{build_id}-*.unw"))       # build-id + content digest
+    assert len(stored) == 1
     second = TableCache(4, cache_dir=tmp_path)                    # a new agent run
-    t2 = second.get("/nonexistent/path", build_id)                # served from disk
+    t2 = second.get(str(nofp_binary), build_id)                   # served from disk
     assert (second.built, second.loaded) == (0, 1)
     assert list(t2.starts) == list(t1.starts) and t2.source == ".eh_frame"
-    missing = second.get("/nonexistent/other", "")
-    assert not missing.has_cfi and second.failed == 1
+    # a build-id alone serves nothing: the file must be there to be checked
+    unverifiable = second.get("/nonexistent/path", build_id)
+    assert not unverifiable.has_cfi and second.failed == 1
 
 
 def test_load_bias_prefers_the_segment_covering_the_mapping() -> None:
