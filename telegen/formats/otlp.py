@@ -2,30 +2,56 @@
 encoding of :class:`telegen.pdata.Profile`, both directions, in one place.
 
 Encoding builds one :class:`ProfilesDictionary` per request: strings,
-functions, mappings, locations, stacks, links and attributes are interned once
-and index 0 of every table is the zero value (``string_table[0] == ""``).
-OTLP allows one sample type per Profile, so a pdata profile with N value
-columns becomes N OTLP profiles that share time, period and attributes; the
-decoder joins consecutive profiles like that back into one pdata profile.
+functions, mappings, locations, stacks, links and attributes are interned
+once and index 0 of every table is the zero value (``string_table[0] == ""``).
+OTLP allows one sample type per Profile; each pdata profile becomes the OTLP
+profiles receivers expect for its type (:func:`wire_columns`), chosen as the
+OpenTelemetry eBPF profiler sends them and as Pyroscope's OTLP converter
+(grafana/pyroscope ``pkg/ingester/otlp/convert.go``, which names a series
+after the period type) files them:
+
+Per telegen profile type: OTLP profile(s) as sample type / period type
+(samples shape) -> Pyroscope series:
+
+* cpu: samples/count / cpu/nanoseconds, period P (counts)
+  -> process_cpu:cpu:nanoseconds:cpu:nanoseconds
+* wall: samples/count / wall/nanoseconds, period P (counts)
+  -> wall:samples:count:wall:nanoseconds
+* off_cpu: off_cpu/nanoseconds, no period type, period 0 (events)
+  -> off_cpu:off_cpu:nanoseconds::; and samples/count / off_cpu/nanoseconds
+  (counts) -> off_cpu:samples:count:off_cpu:nanoseconds
+* alloc, inuse: {alloc,inuse}_objects/count (counts) and {alloc,inuse}_space/bytes
+  (values) / memory/bytes -> memory:alloc_space:bytes:memory:bytes, ...
+* mutex: contentions/count (counts), delay/nanoseconds (values) / mutex/count
+  -> mutex:contentions:count:mutex:count, mutex:delay:nanoseconds:mutex:count
+* block (Go), park (JFR): the same / block/count -> block:...:block:count
+* goroutine: goroutine/count / goroutine/count (counts)
+  -> goroutine:goroutine:count:goroutine:count
+* anything else (JFR gc, ...): one profile per column / its period type, or
+  <name>/count with period 1 when it has none -> <period type>:<column>:...
+
+(*) counts: one value per sample, or, when every sample of the profile has
+exactly one timestamp per count inside ``[time, time + duration)``, the
+timestamps only (the eBPF profiler's CPU shape). (**) events: one value per
+sample, or with timestamps N values for N timestamps adding up to the total.
+values: one value, timestamps not sent. One shape per profile, as profcheck
+wants. The CPU (wall) time column is not sent: it is count x period and the
+decoder rebuilds it (a profile whose time column is not count x period sends
+it as a second profile instead). The pdata period type and period travel in
+``telegen.profile.period`` when the wire's differ, so decoding is exact except
+for dropped timestamps. Span links are sent only with a 16-byte trace id and
+an 8-byte span id (else as ``trace_id`` / ``span_id`` attributes); a sample's
+attribute keys are unique; an all-empty function is index 0; a mapping range
+that is not ``start < limit`` is sent as 0-0; a profile without sample types
+is not sent (no empty ScopeProfiles).
 
 Conventions (OTel semantic conventions where one exists):
-
-* resource attributes go to ``Resource.attributes``; each resource gets one
-  ``ResourceProfiles`` with one ``ScopeProfiles`` (scope ``telegen``);
-* the frame kind is the location attribute ``profile.frame.type`` (``native``,
-  ``kernel``, ``cpython``, ``jvm``, ``go``; telegen's ``jit`` / ``truncated``
-  are custom values);
-* ``Mapping.build_id`` is ``process.executable.build_id.gnu`` and the pprof
-  ``has_*`` flags are ``pprof.mapping.has_*`` mapping attributes;
-* comments are ``pprof.profile.comment``; the pdata profile name and default
-  sample type are ``telegen.profile.name`` / ``telegen.profile.default_sample_type``;
-* per-sample timestamps keep their count: a sample with N timestamps carries N
-  values that add up to its total (spread evenly), so totals stay exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.collector.profiles.v1development import (  # type: ignore[import-untyped]
@@ -61,6 +87,7 @@ BUILD_ID = "process.executable.build_id.gnu"
 COMMENT = "pprof.profile.comment"
 NAME = "telegen.profile.name"
 DEFAULT_TYPE = "telegen.profile.default_sample_type"
+PERIOD = "telegen.profile.period"        # "type/unit/period" when the wire's differs
 SCOPE = "telegen"
 _HAS = ("has_functions", "has_filenames", "has_line_numbers", "has_inline_frames")
 _KIND_TO_TYPE = {FrameKind.PYTHON: "cpython"}
@@ -90,6 +117,8 @@ def encode_request(profiles: Iterable[Profile], *, service: str | None = None) -
     req = svc.ExportProfilesServiceRequest()
     scopes: dict[tuple[object, ...], Any] = {}
     for p in profiles:
+        if not p.sample_types:
+            continue        # nothing to send; an empty ScopeProfiles is invalid
         resource = dict(p.resource)
         if service is not None:
             resource["service.name"] = service_name(resource, service)
@@ -153,14 +182,16 @@ class _Encoder:
         return idx
 
     def function(self, ln: Line) -> int:
-        key = (ln.function, ln.system_name, ln.file, ln.start_line)
+        key = (ln.function, ln.system_name, ln.file, max(ln.start_line, 0))
+        if key == ("", "", "", 0):
+            return 0         # the zero Function: never repeated past index 0
         idx = self.functions.get(key)
         if idx is None:
             idx = self.functions[key] = len(self.d.function_table)
             self.d.function_table.add(name_strindex=self.s(ln.function),
                                       system_name_strindex=self.s(ln.system_name),
                                       filename_strindex=self.s(ln.file),
-                                      start_line=ln.start_line)
+                                      start_line=key[3])
         return idx
 
     def mapping(self, m: Mapping | None) -> int:
@@ -171,7 +202,9 @@ class _Encoder:
             idx = self.mappings[m] = len(self.d.mapping_table)
             attrs = [self.attr(BUILD_ID, m.build_id)] if m.build_id else []
             attrs += [self.attr("pprof.mapping." + f, True) for f in _HAS if getattr(m, f)]
-            self.d.mapping_table.add(memory_start=m.start, memory_limit=m.limit,
+            # a range must be empty (both 0) or start < limit
+            start, limit = (m.start, m.limit) if m.start < m.limit else (0, 0)
+            self.d.mapping_table.add(memory_start=start, memory_limit=limit,
                                      file_offset=m.offset, filename_strindex=self.s(m.file),
                                      attribute_indices=attrs)
         return idx
@@ -185,7 +218,7 @@ class _Encoder:
                                             address=f.address,
                                             attribute_indices=[self.attr(FRAME_TYPE, kind)])
             for ln in f.lines:
-                loc.lines.add(function_index=self.function(ln), line=ln.line)
+                loc.lines.add(function_index=self.function(ln), line=max(ln.line, 0))
         return idx
 
     def stack(self, frames: tuple[Frame, ...]) -> int:
@@ -202,9 +235,8 @@ class _Encoder:
         hit = self.link_ids.get((link.trace_id, link.span_id))
         if hit is not None:
             return hit
-        try:
-            key = (bytes.fromhex(link.trace_id), bytes.fromhex(link.span_id))
-        except ValueError:
+        key = valid_link(link)
+        if key is None:
             return 0
         idx = self.links.get(key)
         if idx is None:
@@ -213,40 +245,137 @@ class _Encoder:
         self.link_ids[(link.trace_id, link.span_id)] = idx
         return idx
 
+    def sample_attrs(self, labels: tuple[tuple[str, LabelValue], ...],
+                     extra: tuple[tuple[str, str], ...] = ()) -> list[int]:
+        """Attribute indices of a sample, one per key (the first value wins)."""
+        seen: set[str] = set()
+        out = []
+        for k, v in (*labels, *extra):
+            if k not in seen:
+                seen.add(k)
+                out.append(self.attr(k, v))
+        return out
+
     def add_profile(self, scope: Any, p: Profile) -> None:
-        attrs = [self.attr(NAME, p.name)]
+        columns = wire_columns(p)
+        if not columns:
+            return
+        base = [self.attr(NAME, p.name)]
         if p.default_sample_type:
-            attrs.append(self.attr(DEFAULT_TYPE, p.default_sample_type))
+            base.append(self.attr(DEFAULT_TYPE, p.default_sample_type))
         if p.comments:
-            attrs.append(self.attr(COMMENT, list(p.comments)))
+            base.append(self.attr(COMMENT, list(p.comments)))
         rows = []
         by_labels: dict[tuple[object, ...], list[int]] = {}   # many samples share labels
         by_stack: dict[tuple[Frame, ...], int] = {}            # ... and stacks
         for s in p:
-            labels = by_labels.get(s.labels)
-            if labels is None:
-                labels = by_labels[s.labels] = [self.attr(k, v) for k, v in s.labels]
             link = self.link(s.link)
-            if s.link is not None and link == 0:   # not hex: keep it readable as attributes
-                labels = labels + [self.attr("trace_id", s.link.trace_id),
-                                   self.attr("span_id", s.link.span_id)]
+            if s.link is not None and link == 0:   # not a valid id: keep it readable
+                labels = self.sample_attrs(s.labels, (("trace_id", s.link.trace_id),
+                                                      ("span_id", s.link.span_id)))
+            elif s.labels in by_labels:
+                labels = by_labels[s.labels]
+            else:
+                labels = by_labels[s.labels] = self.sample_attrs(s.labels)
             stack = by_stack.get(s.stack)
             if stack is None:
                 stack = by_stack[s.stack] = self.stack(s.stack)
             rows.append((stack, labels, link, s))
-        for i, vt in enumerate(p.sample_types):
+        attrs = list(base)
+        if any(c.period_type != p.period_type or c.period != p.period for c in columns):
+            pt = p.period_type
+            attrs.append(self.attr(PERIOD, f"{pt.type}/{pt.unit}/{p.period}" if pt else ""))
+        for col in columns:
             out = scope.profiles.add(time_unix_nano=p.start_ns, duration_nano=p.duration_ns,
-                                     period=p.period, attribute_indices=attrs)
-            out.sample_type.type_strindex = self.s(vt.type)
-            out.sample_type.unit_strindex = self.s(vt.unit)
-            if p.period_type is not None:
-                out.period_type.type_strindex = self.s(p.period_type.type)
-                out.period_type.unit_strindex = self.s(p.period_type.unit)
+                                     period=col.period, attribute_indices=attrs)
+            out.sample_type.type_strindex = self.s(col.sample_type.type)
+            out.sample_type.unit_strindex = self.s(col.sample_type.unit)
+            if col.period_type is not None:
+                out.period_type.type_strindex = self.s(col.period_type.type)
+                out.period_type.unit_strindex = self.s(col.period_type.unit)
+            stamped = _stamped(p, col)
             for stack, labels, link, s in rows:
-                n = len(s.timestamps)
-                values = _spread(s.values[i], n) if n else [s.values[i]]
+                value = s.values[col.index]
+                if not stamped:
+                    values, stamps = [value], []
+                elif col.mode == EVENTS:
+                    values, stamps = _spread(value, len(s.timestamps)), s.timestamps
+                else:     # counts: one timestamp per count
+                    values, stamps = [], s.timestamps
                 out.samples.add(stack_index=stack, attribute_indices=labels, link_index=link,
-                                values=values, timestamps_unix_nano=s.timestamps)
+                                values=values, timestamps_unix_nano=stamps)
+
+
+# How a pdata column travels (see the module docstring's table).
+COUNTS, VALUES, EVENTS = "counts", "values", "events"
+# Period types named so receivers that take the series name from the period
+# type (Pyroscope's OTLP converter) file these profiles under their usual name.
+_WIRE_PERIOD = {"alloc": ValueType("memory", "bytes"), "inuse": ValueType("memory", "bytes"),
+                "mutex": ValueType("mutex", "count"), "block": ValueType("block", "count"),
+                "park": ValueType("block", "count")}
+_DERIVED = {"cpu", "wall"}    # period types whose column is count x period
+
+
+@dataclass(frozen=True)
+class WireColumn:
+    index: int                       # pdata value column
+    sample_type: ValueType
+    period_type: ValueType | None
+    period: int
+    mode: str
+
+
+def wire_columns(p: Profile) -> list[WireColumn]:
+    """The OTLP profiles one pdata profile becomes, one sample type each."""
+    types = list(p.sample_types)
+    pt = p.period_type
+    off = [i for i, vt in enumerate(types) if vt == ValueType("off_cpu", "nanoseconds")]
+    if p.name == "off_cpu" and off:
+        count_period = pt or ValueType("off_cpu", "nanoseconds")
+        return [WireColumn(i, vt, None, 0, EVENTS) if i == off[0] else
+                WireColumn(i, vt, count_period, p.period if p.period > 0 else 1,
+                           COUNTS if vt.unit == "count" else VALUES)
+                for i, vt in enumerate(types)]
+    count = [i for i, vt in enumerate(types) if vt == ValueType("samples", "count")]
+    if count and pt is not None and pt.type in _DERIVED and pt.unit == "nanoseconds" and \
+            p.period > 0 and set(types) <= {types[count[0]], pt}:
+        c, t = count[0], types.index(pt) if pt in types else -1
+        if t < 0 or all(s.values[t] == s.values[c] * p.period for s in p):
+            return [WireColumn(c, types[c], pt, p.period, COUNTS)]
+    period_type = _WIRE_PERIOD.get(p.name, pt)
+    if period_type is None:
+        period_type = ValueType(p.name or "profile", "count")
+    period = p.period if p.period > 0 else 1
+    return [WireColumn(i, vt, period_type, period, COUNTS if vt.unit == "count" else VALUES)
+            for i, vt in enumerate(types)]
+
+
+def _stamped(p: Profile, col: WireColumn) -> bool:
+    """Send timestamps for this column: every sample has them, all inside
+    [start, end), and for counts exactly one per count (one shape per profile,
+    as profcheck and receivers want)."""
+    if col.mode == VALUES or not len(p):
+        return False
+    start, end = p.start_ns, p.end_ns
+    for s in p:
+        if not s.timestamps or (col.mode == COUNTS and len(s.timestamps) != s.values[col.index]):
+            return False
+        if min(s.timestamps) < start or max(s.timestamps) >= end:
+            return False
+    return True
+
+
+def valid_link(link: SpanLink) -> tuple[bytes, bytes] | None:
+    """(trace id, span id) bytes when both are valid W3C ids: 16 and 8 bytes,
+    not all zero; receivers (the Collector's pdata) refuse a whole request
+    for a link of another length."""
+    try:
+        trace, span = bytes.fromhex(link.trace_id), bytes.fromhex(link.span_id)
+    except ValueError:
+        return None
+    if len(trace) != 16 or len(span) != 8 or not any(trace) or not any(span):
+        return None
+    return trace, span
 
 
 def _spread(total: int, n: int) -> list[int]:
@@ -384,9 +513,11 @@ class _Decoder:
         return out
 
     def _key(self, p: Any) -> tuple[object, ...]:
-        return (p.time_unix_nano, p.duration_nano, p.period, p.HasField("period_type"),
-                p.period_type.type_strindex, p.period_type.unit_strindex,
-                sorted(p.attribute_indices))
+        key = (p.time_unix_nano, p.duration_nano, sorted(p.attribute_indices))
+        if any(k == NAME for k, _ in self.attr_list(p.attribute_indices, "profile")):
+            return key   # telegen's: the columns of one profile may differ in period
+        return (*key, p.period, p.HasField("period_type"), p.period_type.type_strindex,
+                p.period_type.unit_strindex)
 
     def _joins(self, group: list[Any], p: Any) -> bool:
         types = {(g.sample_type.type_strindex, g.sample_type.unit_strindex) for g in group}
@@ -422,10 +553,43 @@ class _Decoder:
                 row = rows.get(key)
                 if row is None:
                     row = rows[key] = ([0] * len(types), [],
-                                       Sample(stack, [], labels, [], link), col)
+                                       Sample(stack, [], labels, [], link), -1)
                 row[0][col] += sum(s.values) if s.values else len(s.timestamps_unix_nano)
-                if col == row[3]:   # every column repeats the timestamps: take one
+                # columns repeat the timestamps (or leave them out): take one column's
+                if s.timestamps_unix_nano and row[3] in (-1, col):
                     row[1].extend(s.timestamps_unix_nano)
+                    rows[key] = (row[0], row[1], row[2], col)
+        derived = _derived_period(profile, len(group))
+        if derived:
+            profile.sample_types = (*profile.sample_types,
+                                    ValueType(derived, "nanoseconds"))
+            if not profile.default_sample_type:
+                profile.default_sample_type = derived
+        _restore_period(profile, attrs.get(PERIOD))
         for values, stamps, sample, _ in rows.values():
+            if derived:
+                values = [*values, values[0] * first.period]
             profile.add(sample.stack, values, sample.labels, stamps, sample.link)
         return profile
+
+
+def _derived_period(p: Profile, columns: int) -> str:
+    """"cpu" / "wall" when the profile is the one-column CPU (or wall) shape
+    (samples/count with a cpu or wall nanoseconds period): its time column is
+    count x period and is rebuilt."""
+    pt = p.period_type
+    if columns == 1 and p.sample_types[0] == ValueType("samples", "count") and pt is not None \
+            and pt.type in _DERIVED and pt.unit == "nanoseconds" and p.period > 0:
+        return pt.type
+    return ""
+
+
+def _restore_period(p: Profile, stored: object) -> None:
+    """The pdata period type and period, when the wire carried another."""
+    if stored is None:
+        return
+    parts = str(stored).split("/")
+    if len(parts) == 3 and parts[2].isdigit():
+        p.period_type, p.period = ValueType(parts[0], parts[1]), int(parts[2])
+    else:
+        p.period_type, p.period = None, 0

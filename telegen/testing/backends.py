@@ -25,7 +25,10 @@ from opentelemetry.proto.collector.profiles.v1development import (  # type: igno
 )
 
 from telegen.helpers.exporterhelper.rpcstatus import DETAILS_KEY, status_details
+from telegen.testing.profcheck import check as profcheck
 from telegen.testing.pyroscope_ingest import Accepted, Refusal, ingest
+from telegen.testing.pyroscope_otlp import ExportRefused, Series
+from telegen.testing.pyroscope_otlp import convert as pyroscope_convert
 
 
 @dataclass
@@ -45,10 +48,19 @@ class Received:
 
 
 class OtlpBackend(svc_grpc.ProfilesServiceServicer):  # type: ignore[misc]
-    """``ProfilesService/Export`` on 127.0.0.1:``port``; restartable on the same port."""
+    """``ProfilesService/Export`` on 127.0.0.1:``port``; restartable on the same port.
+
+    Every request is run through the ``profcheck`` port (telegen.testing.profcheck):
+    a non-conformant one is refused with INVALID_ARGUMENT and its findings kept
+    in ``findings``, so any test exporting to this backend fails on them. What
+    Pyroscope's OTLP converter would make of each request is kept in
+    ``pyroscope_series`` (or its refusal in ``pyroscope_refusals``)."""
 
     def __init__(self, port: int = 0) -> None:
         self.port = port
+        self.findings: list[str] = []
+        self.pyroscope_series: list[Series] = []
+        self.pyroscope_refusals: list[str] = []
         self.received: list[Received] = []
         self.failures: list[Failure] = []
         self.attempts: list[float] = []
@@ -84,6 +96,15 @@ class OtlpBackend(svc_grpc.ProfilesServiceServicer):  # type: ignore[misc]
                     context.set_trailing_metadata(
                         ((DETAILS_KEY, status_details(f.code.value[0], "test", f.delay_s)),))
                 context.abort(f.code, "test backend failure")
+            findings = profcheck(request)
+            if findings:
+                self.findings += findings
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              "profcheck: " + "; ".join(findings[:5]))
+            try:
+                self.pyroscope_series += pyroscope_convert(request)
+            except ExportRefused as exc:
+                self.pyroscope_refusals.append(str(exc))
             self.received.append(Received(request, dict(context.invocation_metadata())))
             response = svc.ExportProfilesServiceResponse()
             if self.partial_rejected:

@@ -195,7 +195,7 @@ def test_credentials_over_plain_http_to_a_remote_host_are_refused(
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"""receivers:
   pprof:
-    include: [{tmp_path}/*.pprof]
+    paths: [{tmp_path}/*.pprof]
 exporters:
   {exporter}:
     endpoint: {endpoint}

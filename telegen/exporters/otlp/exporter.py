@@ -84,6 +84,8 @@ class OtlpExporter(QueuedExporter):
         if not len(profiles):
             return []
         msg = encode_request(profiles, service=self._config.service_name)
+        if not msg.resource_profiles:      # nothing with a sample type: nothing to send
+            return []
         return [Request(msg.SerializeToString(), profiles.sample_count(),
                         {"profiles": str(len(profiles))})]
 

@@ -11,10 +11,13 @@ from telegen.formats.otlp import (
     encode_request,
     parse_request,
     svc,
+    wire_columns,
 )
 from telegen.pdata import CPU, Frame, FrameKind, Line, Profile, SpanLink
 from telegen.testing.otlp_checks import check_dictionary
 from telegen.testing.pprof_checks import profile_state, synthetic_profiles
+from telegen.testing.profcheck import check
+from telegen.testing.profile_catalog import every_type
 
 
 def _round_trip(profiles: list[Profile], **kw: object) -> list[Profile]:
@@ -38,7 +41,7 @@ def test_dictionary_invariants_and_one_sample_type_per_profile() -> None:
     otlp = [p for rp in req.resource_profiles for sp in rp.scope_profiles for p in sp.profiles]
     types = [f"{strings[p.sample_type.type_strindex]}/{strings[p.sample_type.unit_strindex]}"
              for p in otlp]
-    assert types == [str(vt) for p in profiles for vt in p.sample_types]
+    assert types == [f"{c.sample_type}" for p in profiles for c in wire_columns(p)]
     # the dictionary is shared: a frame used by several profiles is one location
     assert len(req.dictionary.location_table) - 1 == len(
         {f for p in profiles for s in p for f in s.stack})
@@ -72,9 +75,12 @@ def test_links_are_bytes_and_timestamps_keep_totals() -> None:
     check_dictionary(req)
     assert req.dictionary.link_table[1].trace_id == bytes.fromhex(link.trace_id)
     assert len(req.dictionary.link_table[1].span_id) == 8
-    ns = req.resource_profiles[0].scope_profiles[0].profiles[1].samples[0]
-    assert list(ns.values) == [1_000_001, 1_000_000, 1_000_000]
-    assert list(ns.timestamps_unix_nano) == [1010, 1020, 1030]
+    # no period: one OTLP profile per column; the count column as timestamps
+    # only (one per count), the time column as one value (receivers that take a
+    # period refuse N values)
+    count, ns = (prof.samples[0] for prof in req.resource_profiles[0].scope_profiles[0].profiles)
+    assert list(count.values) == [] and list(count.timestamps_unix_nano) == [1010, 1020, 1030]
+    assert list(ns.values) == [3_000_001] and list(ns.timestamps_unix_nano) == []
     (back,) = _round_trip([p])
     (s,) = back.samples
     assert s.values == [3, 3_000_001] and s.timestamps == [1010, 1020, 1030] and s.link == link
@@ -123,3 +129,67 @@ def test_garbage_bytes_and_bad_string_table() -> None:
     req.dictionary.string_table[0] = "oops"
     with pytest.raises(OtlpError, match="string_table"):
         decode_request(req)
+
+
+def _otlp_profiles(req: object) -> list:  # type: ignore[type-arg]
+    return [p for rp in req.resource_profiles  # type: ignore[attr-defined]
+            for sp in rp.scope_profiles for p in sp.profiles]
+
+
+@pytest.mark.parametrize("trace, span", [
+    ("0af7651916cd43dd8448eb211c8031", "b7ad6b7169203331"),        # 15 bytes
+    ("0af7651916cd43dd8448eb211c80319c00", "b7ad6b7169203331"),    # 17 bytes
+    ("0af7651916cd43dd8448eb211c80319c", "b7ad6b71692033"),        # 7 bytes
+    ("00000000000000000000000000000000", "b7ad6b7169203331"),      # all zero
+    ("not hex", "b7ad6b7169203331"),
+])
+def test_link_ids_of_the_wrong_length_never_reach_the_link_table(trace: str, span: str) -> None:
+    frame = Frame(FrameKind.NATIVE, 0x10, None, (Line("f"),))
+    p = Profile(name="cpu", sample_types=CPU, start_ns=1000, duration_ns=100)
+    p.add((frame,), [1, 10], link=SpanLink(trace, span))
+    req = encode_request([p])
+    assert len(req.dictionary.link_table) == 1 and check(req) == []
+    (s,) = _otlp_profiles(req)[0].samples
+    assert s.link_index == 0
+    (back,) = _round_trip([p])
+    assert back.samples[0].link is None
+    assert dict(back.samples[0].labels) == {"trace_id": trace, "span_id": span}
+
+
+def test_encoder_enforces_profcheck_invariants() -> None:
+    """Timestamps outside [time, time+duration), mixed shapes, repeated keys,
+    an all-empty function, an empty profile: none reach the wire."""
+    empty_fn = Frame(FrameKind.NATIVE, 0x20, None, (Line(""),))
+    frame = Frame(FrameKind.NATIVE, 0x10, None, (Line("f"),))
+    p = Profile(name="cpu", sample_types=CPU, start_ns=1000, duration_ns=100)
+    p.add((frame,), [2, 20], (("k", "a"), ("k", 1)), timestamps=[1010, 1200])   # one outside
+    p.add((empty_fn,), [1, 10], timestamps=[1050])
+    p.add((frame, empty_fn), [1, 10])                                         # no timestamps
+    nothing = Profile(name="empty", sample_types=(), start_ns=1000, duration_ns=100)
+    req = encode_request([p, nothing])
+    assert check(req) == []
+    assert len(req.resource_profiles) == 1
+    assert all(fn.name_strindex for fn in list(req.dictionary.function_table)[1:])
+    for prof in _otlp_profiles(req):
+        assert all(not s.timestamps_unix_nano for s in prof.samples)
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_every_type_has_the_receivers_shape(timestamps: bool) -> None:
+    """cpu as the OpenTelemetry eBPF profiler sends it (samples/count with a cpu
+    period, timestamps only when on), off-CPU as off_cpu/nanoseconds without a
+    period (what Pyroscope's converter recognises), one sample type each."""
+    catalog = every_type(timestamps)
+    req = encode_request(list(catalog.values()))
+    assert check(req) == []
+    strings = req.dictionary.string_table
+    shapes = [(strings[p.sample_type.type_strindex], strings[p.period_type.type_strindex],
+               p.period, bool(p.samples[0].timestamps_unix_nano), len(p.samples[0].values))
+              for p in _otlp_profiles(req)]
+    ebpf_cpu, off_count, off_time = shapes[0], shapes[1], shapes[2]
+    assert ebpf_cpu == ("samples", "cpu", 10_101_010, timestamps, 0 if timestamps else 1)
+    assert off_count[:3] == ("samples", "off_cpu", 1)
+    assert off_time == ("off_cpu", "", 0, timestamps, 4 if timestamps else 1)
+    back = decode_request(parse_request(req.SerializeToString()))
+    for a, b in zip(catalog.values(), back, strict=True):
+        assert profile_state(b) == profile_state(a), a.name
