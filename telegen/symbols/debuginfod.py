@@ -18,7 +18,7 @@ A debuginfod response is untrusted input (SECURITY.md):
 * the body is streamed to a temporary file and refused past ``max_size``
   (a larger ``Content-Length`` is refused before reading); a gzip body
   (``Content-Encoding: gzip``) is inflated by :func:`telegen.untrusted.gunzip`
-  to at most ``min(max_size, MAX_GZIP)`` bytes, nested gzip refused;
+  to at most ``min(max_size, MAX_GZIP)`` (16 MiB) bytes, nested gzip refused;
 * no lock is held over the network: lookups of other build-ids never wait for
   a slow download; a second lookup of the *same* build-id waits for the first
   (bounded by the deadline) instead of downloading it twice.
@@ -52,7 +52,10 @@ from telegen.untrusted import MiB, Refusals, Refused, gunzip
 log = logging.getLogger(__name__)
 
 BUILD_ID = re.compile(r"[0-9a-f]{8,128}")       # use fullmatch (no "$": it allows "\n")
-MAX_GZIP = 256 * MiB          # a gzip body is inflated in memory: at most this much
+# A gzip body (we ask for identity; debuginfod servers send raw ELF) is
+# inflated in memory by untrusted.gunzip: peak ~2x this plus the compressed
+# body, so it stays small.
+MAX_GZIP = 16 * MiB
 MAX_REDIRECTS = 3
 _NEGATIVE_LIMIT = 10_000      # build-ids remembered as missing
 _CHUNK = 1 << 16

@@ -23,7 +23,7 @@ class SymbolizeConfig:
     # Deadline of one whole debuginfod download (connect, headers and body): a
     # server trickling bytes is cut here.
     debuginfod_deadline: float = field(default=60.0, metadata={"duration": True})
-    # Largest debug file downloaded, bytes (gzip bodies: at most 256 MiB inflated).
+    # Largest debug file downloaded, bytes (gzip bodies: at most 16 MiB inflated).
     debuginfod_max_bytes: int = 1 << 30
     # Allow plain http:// debuginfod URLs to non-loopback hosts (a network
     # attacker can then replace debug files). Loopback http is always allowed.
