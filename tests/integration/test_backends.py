@@ -141,12 +141,16 @@ service:
     from_files = _stacks([decode(f.read_bytes()) for f in out.glob("*.pb.gz")])
     assert from_otlp == from_files and from_otlp
     # Pyroscope got every window as pprof that go tool pprof reads
-    assert len(pyro.ingested) == len(inputs)
+    assert len(pyro.ingested) == len(inputs) and pyro.refused == []
+    assert backend.findings == [] and backend.pyroscope_refusals == []
     for i, got in enumerate(pyro.ingested):
         assert got.path == "/ingest" and got.headers["x-scope-orgid"] == "acme"
-        assert got.query["format"] == "pprof" and got.query["from"] and got.query["until"]
-        assert got.query["name"].split("{")[0] in ("unknown_service.cpu",
-                                                   "unknown_service.inuse")
+        # as Pyroscope's Go client: multipart without format, the service name
+        # alone before "{", the series picked by sample_type_config
+        assert "format" not in got.query and got.query["from"] and got.query["until"]
+        assert got.query["name"].split("{")[0] == "unknown_service"
+        assert got.accepted is not None and got.accepted.series[0].split(":")[0] in (
+            "process_cpu", "memory")
         f = tmp_path / f"pyro-{i}.pb.gz"
         f.write_bytes(got.profile)
         assert "Type:" in go_pprof("-top", str(f))
