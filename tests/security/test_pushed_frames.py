@@ -17,6 +17,7 @@ import shutil
 import signal
 import struct
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,3 +281,60 @@ def test_pprof_decoded_profiles_are_pushed_and_get_the_same_rule(
     names = {ln.function for s in sink.profiles()[-1] for f in s.stack for ln in f.lines}
     assert "secret_function_abc" in names, names
     assert str(planted["secret"]) in opened        # the watch does see an open
+
+
+def test_new_pushed_build_ids_are_rate_limited(tmp_path: Path) -> None:
+    """Random build-ids pushed by the hundred cannot turn the agent into a
+    debuginfod request cannon (nor flush its object cache): at most
+    PUSHED_BUILD_IDS_PER_MINUTE new ones are looked up, the rest stay raw,
+    counted, and are tried again in a later batch."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from telegen.component import ComponentID, CreateSettings, Kind
+    from telegen.processors.symbolize.config import SymbolizeConfig
+    from telegen.processors.symbolize.symbolize import (
+        PUSHED_BUILD_IDS_PER_MINUTE,
+        SymbolizeProcessor,
+    )
+    from telegen.telemetry import Registry
+    from telegen.testing.sink import Sink
+
+    asked: list[str] = []
+
+    class Missing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Missing)
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    reg, sink = Registry(), Sink()
+    proc = SymbolizeProcessor(
+        CreateSettings(ComponentID("symbolize"), Kind.PROCESSOR,
+                       reg.for_component("processor", "symbolize"), logging.getLogger("t")),
+        SymbolizeConfig(debuginfod_urls=[f"http://127.0.0.1:{httpd.server_address[1]}"],
+                        debug_dirs=[str(tmp_path / "none")],
+                        debuginfod_cache_dir=str(tmp_path / "c")), sink)
+    n = PUSHED_BUILD_IDS_PER_MINUTE + 80
+    try:
+        p = Profile(name="cpu", sample_types=CPU)
+        p.origin = PUSHED
+        for i in range(n):
+            frame = Frame(FrameKind.NATIVE, 0x1000, Mapping(0, 1 << 20, 0, "/x", f"{i:040x}"))
+            p.add((frame,), [1, 1])
+        t0 = time.monotonic()
+        proc.consume(Profiles([p]))
+        refilled = int((time.monotonic() - t0) * PUSHED_BUILD_IDS_PER_MINUTE / 60) + 1
+    finally:
+        proc.shutdown()
+        httpd.shutdown()
+        httpd.server_close()
+    assert PUSHED_BUILD_IDS_PER_MINUTE <= len(asked) <= PUSHED_BUILD_IDS_PER_MINUTE + refilled
+    key = ('refused_inputs{component="symbolize",kind="processor",'
+           'reason="build_id_rate",source="symbolize"}')
+    assert reg.snapshot().get(key) == n - len(asked)
+    assert len(sink.profiles()[-1]) == n            # every frame kept, raw

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import threading
 import time
 
 from telegen.component import Consumer, CreateSettings, Host
@@ -85,6 +86,7 @@ class SymbolizeProcessor:
         self._mappings: dict[tuple[Mapping, bool, bool, bool, bool], Mapping] = {}
         self._pushed_build_ids: set[str] = set()
         self._demangler_seen: dict[str, int] = {}
+        self._count_lock = threading.Lock()   # counters only; never held over a look-up
         self._budget = float(PUSHED_BUILD_IDS_PER_MINUTE)
         self._budget_at = time.monotonic()
 
@@ -109,10 +111,11 @@ class SymbolizeProcessor:
         """Names c++filt was not given (control characters, too long) or did
         not answer in time: ``refused_inputs{source="demangle"}``."""
         d = self.symbolizer.demangler
-        for reason, now in (("unsendable_name", d.refused), ("timeout", d.timeouts)):
-            for _ in range(now - self._demangler_seen.get(reason, 0)):
-                self.refusals.note("demangle", reason)
-            self._demangler_seen[reason] = now
+        with self._count_lock:
+            for reason, now in (("unsendable_name", d.refused), ("timeout", d.timeouts)):
+                for _ in range(now - self._demangler_seen.get(reason, 0)):
+                    self.refusals.note("demangle", reason)
+                self._demangler_seen[reason] = now
 
     def _symbolize(self, profile: Profile, counts: dict[str, int]) -> None:
         memo = self._memo
@@ -209,15 +212,16 @@ class SymbolizeProcessor:
     def _spend(self) -> bool:
         """One look-up of a build-id not pushed before, from a bucket refilled
         at PUSHED_BUILD_IDS_PER_MINUTE."""
-        now = time.monotonic()
-        rate = PUSHED_BUILD_IDS_PER_MINUTE / 60.0
-        self._budget = min(float(PUSHED_BUILD_IDS_PER_MINUTE),
-                           self._budget + (now - self._budget_at) * rate)
-        self._budget_at = now
-        if self._budget < 1.0:
-            return False
-        self._budget -= 1.0
-        return True
+        with self._count_lock:
+            now = time.monotonic()
+            rate = PUSHED_BUILD_IDS_PER_MINUTE / 60.0
+            self._budget = min(float(PUSHED_BUILD_IDS_PER_MINUTE),
+                               self._budget + (now - self._budget_at) * rate)
+            self._budget_at = now
+            if self._budget < 1.0:
+                return False
+            self._budget -= 1.0
+            return True
 
     def _remember(self, pid: int, frame: Frame,
                   result: tuple[Frame | None, str]) -> tuple[Frame | None, str]:
