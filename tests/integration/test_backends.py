@@ -170,7 +170,10 @@ def test_dead_port_does_not_delay_the_other_exporter(go_profiles: Path,
     try:
         assert wait_until(lambda: "telegen_exporter_queue_size" in scrape(metrics), 30), \
             log.read_text()
-        written = {i: _window(src, incoming, i) for i in range(10) if not time.sleep(0.5)}
+        written = {}
+        for i in range(10):
+            time.sleep(0.5)
+            written[i] = _window(src, incoming, i)
         assert wait_until(lambda: len(_window_ids(live)) == 10, 10), log.read_text()
         m = scrape(metrics)
     finally:
