@@ -19,6 +19,8 @@ A debuginfod response is untrusted input (SECURITY.md):
   (a larger ``Content-Length`` is refused before reading); a gzip body
   (``Content-Encoding: gzip``) is inflated by :func:`telegen.untrusted.gunzip`
   to at most ``min(max_size, MAX_GZIP)`` (16 MiB) bytes, nested gzip refused;
+* ``$https_proxy`` / ``$no_proxy`` are honoured for https (a CONNECT tunnel);
+  plain http never goes through a proxy;
 * no lock is held over the network: lookups of other build-ids never wait for
   a slow download; a second lookup of the *same* build-id waits for the first
   (bounded by the deadline) instead of downloading it twice.
@@ -40,6 +42,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
@@ -285,9 +288,15 @@ class _Download:
         host = parts.hostname or ""
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout,
-                                               context=ssl.create_default_context())
-        else:
+            proxy = _https_proxy(host)
+            if proxy is None:
+                conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout,
+                                                   context=ssl.create_default_context())
+            else:   # $https_proxy: a CONNECT tunnel, TLS to the server end to end
+                conn = http.client.HTTPSConnection(proxy[0], proxy[1], timeout=timeout,
+                                                   context=ssl.create_default_context())
+                conn.set_tunnel(host, parts.port or 443)
+        else:       # plain http goes to loopback (or was allowed): never through a proxy
             conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
         with self._guard:
             if self._conn is not None:
@@ -321,6 +330,18 @@ class _Download:
             out.truncate()
             out.write(data)
         out.flush()
+
+
+def _https_proxy(host: str) -> tuple[str, int] | None:
+    """(host, port) of the proxy ``$https_proxy`` names for ``host``, unless
+    ``$no_proxy`` exempts it (the agent's environment is trusted)."""
+    url = urllib.request.getproxies().get("https")
+    if not url or urllib.request.proxy_bypass(host):
+        return None
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or 8080
 
 
 def _safe_build_id(path: str) -> str:

@@ -456,3 +456,35 @@ def test_a_pushed_build_id_download_does_not_hold_the_symbolizer(server: Server,
         release.set()
         waiting.join(15)
         proc.shutdown()
+
+
+def test_https_goes_through_the_configured_proxy_as_a_tunnel(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """$https_proxy is honoured (a CONNECT tunnel: TLS stays end to end); a
+    proxy that refuses the tunnel is an error, counted, nothing cached."""
+    seen: list[bytes] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def proxy() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            seen.append(conn.recv(4096).split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=proxy, daemon=True)
+    thread.start()
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    try:
+        c = Client(["https://debuginfod.example.invalid"], tmp_path)
+        assert c.client.debuginfo("ab" * 20) is None
+        thread.join(5)
+    finally:
+        listener.close()
+    assert [line.rsplit(b" ", 1)[0] for line in seen] == [
+        b"CONNECT debuginfod.example.invalid:443"]
+    assert c.errors.value == 1 and c.leftovers() == []
