@@ -131,3 +131,42 @@ def test_config_defaults_and_errors() -> None:
     with pytest.raises(ConfigError, match="endpoint: invalid value"):
         build_component_config(FACTORY, {"protocols": {"http": {"endpoint": "nope"}}},
                                "receivers::otlp")
+
+
+def test_config_bounds() -> None:
+    cfg = build_component_config(FACTORY, None, "receivers::otlp")
+    assert (cfg.http_max_body(), cfg.grpc_max_recv_bytes(), cfg.grpc_max_streams()) == (
+        20 << 20, 16 << 20, 16)
+    assert cfg.http_allowed_hosts() == []
+    set_ = build_component_config(FACTORY, {"protocols": {
+        "grpc": {"max_recv_msg_size_mib": 2, "max_concurrent_streams": 3},
+        "http": {"max_request_body_size": 4096, "allowed_hosts": ["agent.local"]}}},
+        "receivers::otlp")
+    assert (set_.http_max_body(), set_.grpc_max_recv_bytes(), set_.grpc_max_streams()) == (
+        4096, 2 << 20, 3)
+    assert set_.http_allowed_hosts() == ["agent.local"]
+    with pytest.raises(ConfigError, match="max_request_body_size"):
+        build_component_config(FACTORY, {"protocols": {"http": {"max_request_body_size": 10}}},
+                               "receivers::otlp")
+
+
+def test_http_body_over_the_cap_is_refused_as_sent_and_inflated() -> None:
+    reg, sink = Registry(), Sink()
+    cfg = build_component_config(FACTORY, {"protocols": {"http": {
+        "endpoint": "127.0.0.1:0", "max_request_body_size": 64 << 10}}}, "receivers::otlp")
+    rcv = FACTORY.create(create_settings(Kind.RECEIVER, "otlp", reg), cfg, sink)
+    rcv.start(None)
+    try:
+        port = rcv.http_port
+        assert _post(port, bytes(100 << 10), "application/x-protobuf")[0] == 413
+        assert _post(port, gzip.compress(bytes(100 << 10)), "application/x-protobuf",
+                     "gzip")[0] == 413
+        assert _post(port, b"x", "application/x-protobuf", "br")[0] == 415
+        req = encode_request(synthetic_profiles()).SerializeToString()
+        assert _post(port, gzip.compress(req), "application/x-protobuf", "gzip")[0] == 200
+        snap = reg.snapshot()
+        assert [snap[f'refused_inputs{{component="otlp",kind="receiver",reason="{r}",'
+                     f'source="otlp_http"}}'] for r in
+                ("too_large", "decompressed_too_large", "content_encoding")] == [1, 1, 1]
+    finally:
+        rcv.shutdown(2)
