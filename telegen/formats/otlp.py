@@ -30,20 +30,22 @@ Per telegen profile type: OTLP profile(s) as sample type / period type
 * anything else (JFR gc, ...): one profile per column / its period type, or
   <name>/count with period 1 when it has none -> <period type>:<column>:...
 
-(*) counts: one value per sample, or, when every sample of the profile has
-exactly one timestamp per count inside ``[time, time + duration)``, the
-timestamps only (the eBPF profiler's CPU shape). (**) events: one value per
-sample, or with timestamps N values for N timestamps adding up to the total.
-values: one value, timestamps not sent. One shape per profile, as profcheck
-wants. The CPU (wall) time column is not sent: it is count x period and the
-decoder rebuilds it (a profile whose time column is not count x period sends
-it as a second profile instead). The pdata period type and period travel in
-``telegen.profile.period`` when the wire's differ, so decoding is exact except
-for dropped timestamps. Span links are sent only with a 16-byte trace id and
-an 8-byte span id (else as ``trace_id`` / ``span_id`` attributes); a sample's
-attribute keys are unique; an all-empty function is index 0; a mapping range
-that is not ``start < limit`` is sent as 0-0; a profile without sample types
-is not sent (no empty ScopeProfiles).
+Sample shapes, one per OTLP profile as profcheck wants: counts: the events
+that have a timestamp inside ``[time, time + duration)`` as timestamps only,
+one per event (the eBPF profiler's CPU shape), the rest of the count as one
+value in a second profile of the same type; events (off-CPU time): N values
+for N timestamps adding up to the sample's total, samples without timestamps
+as one value in a second profile; values: one value, no timestamps. Receivers
+add the two profiles of a type up, so totals stay exact. The CPU (wall) time
+column is not sent: it is count x period and the decoder rebuilds it (a
+profile whose time column is not count x period sends it as its own profile).
+The pdata period type and period travel in ``telegen.profile.period`` when
+the wire's differ, so decoding is exact except for timestamps outside the
+window. Span links are sent only with a 16-byte trace id and an 8-byte span
+id (else as ``trace_id`` / ``span_id`` attributes); a sample's attribute keys
+are unique; an all-empty function is index 0; a mapping range that is not
+``start < limit`` is sent as 0-0; a profile without sample types is not sent
+(no empty ScopeProfiles).
 
 Conventions (OTel semantic conventions where one exists):
 """
@@ -286,24 +288,22 @@ class _Encoder:
             pt = p.period_type
             attrs.append(self.attr(PERIOD, f"{pt.type}/{pt.unit}/{p.period}" if pt else ""))
         for col in columns:
-            out = scope.profiles.add(time_unix_nano=p.start_ns, duration_nano=p.duration_ns,
-                                     period=col.period, attribute_indices=attrs)
-            out.sample_type.type_strindex = self.s(col.sample_type.type)
-            out.sample_type.unit_strindex = self.s(col.sample_type.unit)
-            if col.period_type is not None:
-                out.period_type.type_strindex = self.s(col.period_type.type)
-                out.period_type.unit_strindex = self.s(col.period_type.unit)
-            stamped = _stamped(p, col)
-            for stack, labels, link, s in rows:
-                value = s.values[col.index]
-                if not stamped:
-                    values, stamps = [value], []
-                elif col.mode == EVENTS:
-                    values, stamps = _spread(value, len(s.timestamps)), s.timestamps
-                else:     # counts: one timestamp per count
-                    values, stamps = [], s.timestamps
-                out.samples.add(stack_index=stack, attribute_indices=labels, link_index=link,
-                                values=values, timestamps_unix_nano=stamps)
+            stamped, plain = _split(p, col, rows)
+            for part in (stamped, plain):
+                if not part:
+                    continue
+                out = scope.profiles.add(time_unix_nano=p.start_ns,
+                                         duration_nano=p.duration_ns, period=col.period,
+                                         attribute_indices=attrs)
+                out.sample_type.type_strindex = self.s(col.sample_type.type)
+                out.sample_type.unit_strindex = self.s(col.sample_type.unit)
+                if col.period_type is not None:
+                    out.period_type.type_strindex = self.s(col.period_type.type)
+                    out.period_type.unit_strindex = self.s(col.period_type.unit)
+                for stack, labels, link, values, stamps in part:
+                    out.samples.add(stack_index=stack, attribute_indices=labels,
+                                    link_index=link, values=values,
+                                    timestamps_unix_nano=stamps)
 
 
 # How a pdata column travels (see the module docstring's table).
@@ -350,19 +350,34 @@ def wire_columns(p: Profile) -> list[WireColumn]:
             for i, vt in enumerate(types)]
 
 
-def _stamped(p: Profile, col: WireColumn) -> bool:
-    """Send timestamps for this column: every sample has them, all inside
-    [start, end), and for counts exactly one per count (one shape per profile,
-    as profcheck and receivers want)."""
-    if col.mode == VALUES or not len(p):
-        return False
+Row = tuple[int, list[int], int, list[int], list[int]]
+
+
+def _split(p: Profile, col: WireColumn, rows: list[tuple[int, list[int], int, Sample]]
+           ) -> tuple[list[Row], list[Row]]:
+    """The column's samples as (timestamped, plain) parts, each of one shape:
+    events in ``[start, end)`` with a timestamp go to the first (counts: one
+    timestamp per event, no values; events: N values for N timestamps), the
+    rest (values columns, samples without timestamps, events whose timestamp
+    was lost or falls outside the window) to the second, one value each.
+    Totals stay exact; a receiver adds the two parts up."""
     start, end = p.start_ns, p.end_ns
-    for s in p:
-        if not s.timestamps or (col.mode == COUNTS and len(s.timestamps) != s.values[col.index]):
-            return False
-        if min(s.timestamps) < start or max(s.timestamps) >= end:
-            return False
-    return True
+    stamped: list[Row] = []
+    plain: list[Row] = []
+    for stack, labels, link, s in rows:
+        value = s.values[col.index]
+        stamps = [t for t in s.timestamps if start <= t < end] if col.mode != VALUES else []
+        if col.mode == COUNTS:
+            stamps = stamps[:max(value, 0)]
+            if stamps:
+                stamped.append((stack, labels, link, [], stamps))
+            if value - len(stamps) or not stamps:
+                plain.append((stack, labels, link, [value - len(stamps)], []))
+        elif col.mode == EVENTS and stamps:
+            stamped.append((stack, labels, link, _spread(value, len(stamps)), stamps))
+        else:
+            plain.append((stack, labels, link, [value], []))
+    return stamped, plain
 
 
 def valid_link(link: SpanLink) -> tuple[bytes, bytes] | None:
@@ -520,14 +535,18 @@ class _Decoder:
                 p.period_type.unit_strindex)
 
     def _joins(self, group: list[Any], p: Any) -> bool:
-        types = {(g.sample_type.type_strindex, g.sample_type.unit_strindex) for g in group}
-        return (self._key(group[0]) == self._key(p) and
-                (p.sample_type.type_strindex, p.sample_type.unit_strindex) not in types)
+        """Same profile: same key, and a new sample type or the last one's
+        again (the second part of a column, see ``_split``)."""
+        def vt(g: Any) -> tuple[int, int]:
+            return g.sample_type.type_strindex, g.sample_type.unit_strindex
+        return self._key(group[0]) == self._key(p) and \
+            (vt(p) == vt(group[-1]) or vt(p) not in {vt(g) for g in group})
 
     def build(self, group: list[Any], resource: dict[str, LabelValue]) -> Profile:
         first = group[0]
         attrs = dict(self.attr_list(first.attribute_indices, "profile"))
-        types = [value_type(self.strings, g.sample_type) for g in group]
+        columns = [value_type(self.strings, g.sample_type) for g in group]
+        types = list(dict.fromkeys(columns))
         comments = attrs.get(COMMENT, [])
         profile = Profile(
             name=str(attrs.get(NAME) or infer_profile_name(types)), sample_types=types,
@@ -539,7 +558,8 @@ class _Decoder:
             comments=[str(c) for c in comments] if isinstance(comments, list) else [str(comments)])
         profile.origin = PUSHED   # paths and pids in it are the sender's words
         rows: dict[tuple[object, ...], tuple[list[int], list[int], Sample, int]] = {}
-        for col, g in enumerate(group):
+        for g, column in zip(group, columns, strict=True):
+            col = types.index(column)
             for i, s in enumerate(g.samples):
                 if s.values and s.timestamps_unix_nano and \
                         len(s.values) != len(s.timestamps_unix_nano):
@@ -559,11 +579,11 @@ class _Decoder:
                 if s.timestamps_unix_nano and row[3] in (-1, col):
                     row[1].extend(s.timestamps_unix_nano)
                     rows[key] = (row[0], row[1], row[2], col)
-        derived = _derived_period(profile, len(group))
+        derived = _derived_period(profile, len(types))
         if derived:
             profile.sample_types = (*profile.sample_types,
                                     ValueType(derived, "nanoseconds"))
-            if not profile.default_sample_type:
+            if not profile.default_sample_type and NAME not in attrs:   # a foreign sender's
                 profile.default_sample_type = derived
         _restore_period(profile, attrs.get(PERIOD))
         for values, stamps, sample, _ in rows.values():

@@ -170,8 +170,13 @@ def test_encoder_enforces_profcheck_invariants() -> None:
     assert check(req) == []
     assert len(req.resource_profiles) == 1
     assert all(fn.name_strindex for fn in list(req.dictionary.function_table)[1:])
-    for prof in _otlp_profiles(req):
-        assert all(not s.timestamps_unix_nano for s in prof.samples)
+    stamps = sorted(t for prof in _otlp_profiles(req) for s in prof.samples
+                    for t in s.timestamps_unix_nano)
+    assert stamps == [1010, 1050]                 # 1200 is outside the window
+    (back,) = _round_trip([p])
+    assert sorted(s.values[0] for s in back) == [1, 1, 2]    # counts stay exact
+    assert sorted(t for s in back for t in s.timestamps) == [1010, 1050]
+    assert [dict(s.labels) for s in back if s.labels] == [{"k": "a"}]
 
 
 @pytest.mark.parametrize("timestamps", [False, True])
@@ -193,3 +198,33 @@ def test_every_type_has_the_receivers_shape(timestamps: bool) -> None:
     back = decode_request(parse_request(req.SerializeToString()))
     for a, b in zip(catalog.values(), back, strict=True):
         assert profile_state(b) == profile_state(a), a.name
+
+
+def test_lost_timestamps_split_a_column_into_two_shapes() -> None:
+    """eBPF may record fewer timestamps than events (ring buffer full): the
+    stamped events go as timestamps only, the rest as one value in a second
+    profile of the same type; profcheck and Pyroscope accept both, totals and
+    timestamps survive."""
+    from telegen.pdata import OFF_CPU, ValueType
+    from telegen.testing.pyroscope_otlp import convert
+
+    frame = Frame(FrameKind.NATIVE, 0x10, None, (Line("f"),))
+    cpu = Profile(name="cpu", sample_types=CPU, period_type=ValueType("cpu", "nanoseconds"),
+                  period=10, start_ns=1000, duration_ns=100)
+    cpu.add((frame,), [5, 50], (("tid", 1),), timestamps=[1001, 1002])
+    cpu.add((), [3, 30], (("tid", 2),))
+    off = Profile(name="off_cpu", sample_types=OFF_CPU, start_ns=1000, duration_ns=100)
+    off.add((frame,), [2, 700], (("tid", 1),), timestamps=[1010, 1020])
+    off.add((), [1, 300], (("tid", 2),))
+    req = encode_request([cpu, off])
+    assert check(req) == []
+    series = convert(req)
+    totals: dict[str, int] = {}
+    for s in series:
+        totals[s.profile_type] = totals.get(s.profile_type, 0) + s.total
+    assert totals == {"process_cpu:cpu:nanoseconds:cpu:nanoseconds": 80,
+                      "off_cpu:samples:count:off_cpu:nanoseconds": 3,
+                      "off_cpu:off_cpu:nanoseconds::": 1000}
+    back = decode_request(parse_request(req.SerializeToString()))
+    assert [profile_state(b) for b in back] == [profile_state(cpu), profile_state(off)]
+    assert sorted(t for b in back for s in b for t in s.timestamps) == [1001, 1002, 1010, 1020]
