@@ -116,3 +116,17 @@ class Conn:
             self.sock.close()
         except OSError:
             pass
+
+
+class SocketWriter(io.BufferedIOBase):
+    """``wfile`` of a handler: every write goes out whole (``sendall``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self._sock.sendall(b)
+        return len(b)

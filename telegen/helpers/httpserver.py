@@ -22,7 +22,6 @@ Refusals are counted (``refused_inputs{source,reason}``) and logged once.
 from __future__ import annotations
 
 import io
-import ipaddress
 import logging
 import selectors
 import socket
@@ -33,10 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
-from telegen.helpers.httpconn import Conn, RequestHead, parse_head
+from telegen.helpers.httpconn import Conn, RequestHead, SocketWriter, parse_head
+from telegen.helpers.httphosts import HostAllowList
 from telegen.untrusted import MiB, Refusals
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _STATUS = {400: "Bad Request", 408: "Request Timeout", 411: "Length Required",
            413: "Content Too Large", 421: "Misdirected Request",
@@ -76,67 +75,6 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:port``, ``:port`` = 127.0.0.1) → (host, port)."""
     host, _, port = endpoint.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """``host`` (a name or an address, brackets allowed) is this machine's loopback."""
-    host = host.strip("[]").lower().rstrip(".")
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class HostAllowList:
-    """The names a server answers to: the loopback names, the host of its
-    endpoint and ``extra`` names. A server bound to a non-loopback address
-    also answers to any IP literal and to this machine's host names: an IP
-    literal cannot be rebound to another address, only a DNS name can.
-    ``"*"`` among the extra names turns the check off."""
-
-    def __init__(self, bind_host: str, extra: Iterable[str] = ()) -> None:
-        extra = list(extra)
-        self.any = "*" in extra
-        names = set(LOOPBACK_NAMES) | {_norm(bind_host)} | {_norm(n) for n in extra}
-        self.remote = not is_loopback(bind_host)
-        if self.remote:
-            names |= {_norm(socket.gethostname()), _norm(socket.getfqdn())}
-        self.names = frozenset(n for n in names if n)
-
-    def allows(self, host_header: str) -> bool:
-        if self.any:
-            return True
-        host = _host_part(host_header)
-        if host is None:
-            return False
-        if host in self.names:
-            return True
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return self.remote or address.is_loopback
-
-
-def _norm(name: str) -> str:
-    return name.strip().strip("[]").lower().rstrip(".")
-
-
-def _host_part(header: str) -> str | None:
-    """The host of a ``Host`` header without its port; None when malformed."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        end = header.find("]")
-        tail = header[end + 1:]
-        if end < 0 or tail and not (tail.startswith(":") and tail[1:].isdigit()):
-            return None
-        return header[1:end]
-    host, sep, port = header.partition(":")
-    if sep and not port.isdigit():
-        return None
-    return host.rstrip(".") or None
 
 
 class BackgroundHTTPServer:
@@ -413,22 +351,8 @@ class BackgroundHTTPServer:
         h.client_address = conn.addr
         h.server = self  # type: ignore[assignment]
         h.rfile = io.BytesIO(request)
-        h.wfile = _SocketWriter(conn.sock)  # type: ignore[assignment]
+        h.wfile = SocketWriter(conn.sock)  # type: ignore[assignment]
         h.close_connection = True
         h.handle_expect_100 = lambda: True  # type: ignore[method-assign]  # sent by the loop
         h.handle_one_request()
         return not h.close_connection
-
-
-class _SocketWriter(io.BufferedIOBase):
-    """``wfile`` of a handler: every write goes out whole (``sendall``)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: bytes) -> int:  # type: ignore[override]
-        self._sock.sendall(b)
-        return len(b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from telegen.component import ComponentID
-from telegen.helpers.httpserver import is_loopback
+from telegen.helpers.httphosts import is_loopback
 
 
 def ui_extension_id(text: str, key: str) -> ComponentID:

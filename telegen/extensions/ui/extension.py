@@ -24,7 +24,8 @@ from telegen.component import CreateSettings, Host
 from telegen.extensions.ui import pages
 from telegen.extensions.ui.config import UiConfig
 from telegen.extensions.ui.store import Catalog
-from telegen.helpers.httpserver import BackgroundHTTPServer, is_loopback, reply
+from telegen.helpers.httphosts import is_loopback
+from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 from telegen.untrusted import Refusals
 
 # handler(path, query) -> (status, content type, body)
