@@ -144,16 +144,22 @@ class BackgroundHTTPServer:
         sel.register(self._listener, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
         while not self._stopping:
-            for key, _ in sel.select(timeout=0.25):
-                if key.fileobj is self._listener:
-                    self._accept()
-                elif key.fileobj is self._wake_r:
-                    self._take_returned()
-                else:
-                    conn = self._conns.get(key.fileobj)  # type: ignore[call-overload]
-                    if conn is not None:
-                        self._readable(conn)
-            self._expire(time.monotonic())
+            try:
+                for key, _ in sel.select(timeout=0.25):
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    elif key.fileobj is self._wake_r:
+                        self._take_returned()
+                    else:
+                        conn = self._conns.get(key.fileobj)  # type: ignore[call-overload]
+                        if conn is not None:
+                            self._readable(conn)
+                self._expire(time.monotonic())
+            except Exception:   # the server must outlive any one connection
+                if self._stopping:
+                    return
+                self._log.exception("%s: serving loop", self._name)
+                time.sleep(0.05)
 
     def _accept(self) -> None:
         while True:
@@ -161,8 +167,10 @@ class BackgroundHTTPServer:
                 sock, addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:   # EMFILE and the like: refuse this one, keep serving
+            except OSError as exc:   # EMFILE and the like: make room, keep serving
                 self.refusals.note(self._source, "accept_failed", str(exc))
+                if not self._evict():
+                    time.sleep(0.01)   # the listener stays readable: do not spin
                 return
             if len(self._conns) >= self.limits.max_connections and not self._evict():
                 self.refusals.note(self._source, "too_many_connections",

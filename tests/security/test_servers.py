@@ -89,8 +89,16 @@ def test_foreign_host_gets_421_from_every_server(agent: AgentServers) -> None:
         assert log.count(f"refused {name} (host)") == 1, name
 
 
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("Threads:")[1].split()[0])
+
+
 def test_idle_half_open_connections_do_not_delay_a_request(agent: AgentServers) -> None:
     socks = []
+    for name in ("ui_http", "otlp_http"):    # workers started: the count is the steady one
+        request(agent.ports[name], *NORMAL[name][:2])
+    threads = _threads(agent.proc.pid)
     try:
         for name in ("ui_http", "otlp_http"):
             for i in range(100):    # 200 in all: half silent, half stopping mid-head
@@ -99,11 +107,14 @@ def test_idle_half_open_connections_do_not_delay_a_request(agent: AgentServers) 
                     s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
                 socks.append(s)
         time.sleep(0.2)
+        assert _threads(agent.proc.pid) <= threads + 8    # pools of 4: no thread per connection
         for name in ("ui_http", "otlp_http", "ui_http"):
             t0 = time.monotonic()
             method, path, normal = NORMAL[name]
             assert request(agent.ports[name], method, path)[0] == normal
             elapsed = time.monotonic() - t0
+            print(f"{name}: {method} {path} in {elapsed * 1000:.1f} ms beside 200 idle "
+                  f"connections")
             assert elapsed < 1.0, f"{name}: {elapsed:.3f}s with 200 idle connections"
         t0 = time.monotonic()
         assert _post_profiles(agent.ports["otlp_http"], _valid_request()) == 200
