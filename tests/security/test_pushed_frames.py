@@ -338,3 +338,42 @@ def test_new_pushed_build_ids_are_rate_limited(tmp_path: Path) -> None:
            'reason="build_id_rate",source="symbolize"}')
     assert reg.snapshot().get(key) == n - len(asked)
     assert len(sink.profiles()[-1]) == n            # every frame kept, raw
+
+
+def test_pushed_build_ids_cannot_evict_observed_objects(
+        tmp_path: Path, planted: dict[str, Path]) -> None:
+    """A flood of pushed build-ids (each an object-cache entry) must not evict
+    what observed processes need: pushed frames have their own caches."""
+    from telegen.component import ComponentID, CreateSettings, Kind
+    from telegen.processors.symbolize.config import SymbolizeConfig
+    from telegen.processors.symbolize.symbolize import SymbolizeProcessor
+    from telegen.telemetry import Registry
+    from telegen.testing.sink import Sink
+
+    binary = planted["build"]
+    bid = read_build_id(str(binary))
+    off = file_offset(binary, "secret_function_abc")
+    sink = Sink()
+    proc = SymbolizeProcessor(
+        CreateSettings(ComponentID("symbolize"), Kind.PROCESSOR,
+                       Registry().for_component("processor", "symbolize"),
+                       logging.getLogger("t")),
+        SymbolizeConfig(debuginfod_urls=[], debug_dirs=[str(tmp_path / "none")],
+                        debuginfod_cache_dir=str(tmp_path / "c"), cache_size=8), sink)
+    try:
+        observed = Profile(name="cpu", sample_types=CPU)
+        observed.add((Frame(FrameKind.NATIVE, off, Mapping(0, 1 << 20, 0, str(binary), bid)),),
+                     [1, 1], make_labels(pid=0))
+        proc.consume(Profiles([observed]))
+        assert sink.profiles()[-1].samples[0].stack[0].name == "secret_function_abc"
+        kept = dict(proc.symbolizer._objects)
+        assert len(kept) == 1
+        flood = Profile(name="cpu", sample_types=CPU)
+        flood.origin = PUSHED
+        for i in range(50):
+            flood.add((Frame(FrameKind.NATIVE, off, Mapping(0, 1 << 20, 0, "/x", f"{i:040x}")),),
+                      [1, 1])
+        proc.consume(Profiles([flood]))
+        assert dict(proc.symbolizer._objects) == kept       # nothing evicted
+    finally:
+        proc.shutdown()

@@ -17,6 +17,9 @@ path or a pid from the data:
 * JIT / anonymous frames (they need the sender's pid to find a perf map) and
   kernel frames (kallsyms would name addresses of *this* kernel for a
   sender: a KASLR oracle) stay raw (``pushed_pid``, ``pushed_kernel``);
+* their look-ups use a second Symbolizer with its own (smaller) caches, so a
+  pushed build-id can neither stand in for nor evict the objects of observed
+  processes; the debuginfod client (and its disk cache) is shared;
 * at most ``PUSHED_BUILD_IDS_PER_MINUTE`` build-ids not seen before are
   looked up per minute (each may cost a debuginfod download and an object
   cache slot); past that the frame stays raw for now (``build_id_rate``) and
@@ -64,16 +67,26 @@ class SymbolizeProcessor:
         self._unknown = t.counter("symbolize_unknown_frames")
         self.refusals = Refusals(t, settings.logger)
         self._debug_dirs = tuple(config.debug_dirs)
-        self.symbolizer = Symbolizer(SymbolizerOptions(
+        counters = {name: t.counter(name) for name in
+                    ("debuginfod_hits", "debuginfod_misses", "debuginfod_errors")}
+        options = SymbolizerOptions(
             demangle_cpp=config.demangle_cpp, demangle_rust=config.demangle_rust,
             debug_dirs=tuple(config.debug_dirs), debuginfod_urls=[],
             debuginfod_cache_dir=config.debuginfod_cache_dir,
             debuginfod_timeout_s=float(config.debuginfod_timeout),
-            cache_size=config.cache_size, result_cache_size=config.cache_size * 2048,
-        ), counters={name: t.counter(name) for name in
-                     ("debuginfod_hits", "debuginfod_misses", "debuginfod_errors")})
+            cache_size=config.cache_size, result_cache_size=config.cache_size * 2048)
+        self.symbolizer = Symbolizer(options, counters=counters)
+        # Pushed frames get their own caches: an object opened for a pushed
+        # build-id (debug file only) must never stand in for the binary an
+        # observed process maps under the same build-id, nor evict it.
+        pushed_slots = max(8, config.cache_size // 4)
+        self._pushed_options = dataclasses.replace(
+            options, cache_size=pushed_slots, result_cache_size=pushed_slots * 2048)
+        self._pushed_counters = counters
+        self._pushed: Symbolizer | None = None
+        self._debuginfod: DebuginfodClient | None = None
         if config.debuginfod_urls:   # ours: deadline, size cap, http policy, refusals
-            self.symbolizer.debuginfod = DebuginfodClient(
+            self._debuginfod = self.symbolizer.debuginfod = DebuginfodClient(
                 config.debuginfod_urls, config.debuginfod_cache_dir,
                 timeout_s=float(config.debuginfod_timeout),
                 deadline_s=float(config.debuginfod_deadline),
@@ -95,6 +108,14 @@ class SymbolizeProcessor:
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         self.symbolizer.close()
+        if self._pushed is not None:
+            self._pushed.close()
+
+    def _pushed_symbolizer(self) -> Symbolizer:
+        if self._pushed is None:
+            self._pushed = Symbolizer(self._pushed_options, counters=self._pushed_counters)
+            self._pushed.debuginfod = self._debuginfod
+        return self._pushed
 
     def consume(self, profiles: Profiles) -> None:
         counts: dict[str, int] = {}
@@ -110,9 +131,13 @@ class SymbolizeProcessor:
     def _count_demangler(self) -> None:
         """Names c++filt was not given (control characters, too long) or did
         not answer in time: ``refused_inputs{source="demangle"}``."""
-        d = self.symbolizer.demangler
+        demanglers = [self.symbolizer.demangler]
+        if self._pushed is not None:
+            demanglers.append(self._pushed.demangler)
+        refused = sum(d.refused for d in demanglers)
+        timeouts = sum(d.timeouts for d in demanglers)
         with self._count_lock:
-            for reason, now in (("unsendable_name", d.refused), ("timeout", d.timeouts)):
+            for reason, now in (("unsendable_name", refused), ("timeout", timeouts)):
                 for _ in range(now - self._demangler_seen.get(reason, 0)):
                     self.refusals.note("demangle", reason)
                 self._demangler_seen[reason] = now
@@ -191,15 +216,16 @@ class SymbolizeProcessor:
                 self._pushed_build_ids.clear()
             self._pushed_build_ids.add(build_id)
             self._prefetch(build_id)
-        res = self.symbolizer.native(frame.address, file="", start=mapping.start,
-                                     offset=mapping.offset, build_id=build_id, pid=0)
+        res = self._pushed_symbolizer().native(
+            frame.address, file="", start=mapping.start, offset=mapping.offset,
+            build_id=build_id, pid=0)
         return self._remember(_PUSHED_PID, frame, (self._apply(frame, res), res.source))
 
     def _prefetch(self, build_id: str) -> None:
         """Download the debug file of a pushed build-id *before* asking the
         symbolizer, so the download runs outside the symbolizer's lock:
         frames of other pipelines' threads are not held up by a slow server."""
-        client = self.symbolizer.debuginfod
+        client = self._debuginfod
         if client is None or any(os.path.isfile(os.path.join(
                 d, ".build-id", build_id[:2], build_id[2:] + ".debug")) for d in self._debug_dirs):
             return
