@@ -219,3 +219,31 @@ service:
         proc = telegen("validate", "-c", str(cfg))
         assert proc.returncode == 0, proc.stderr
         cfg.write_text(cfg.read_text().replace(ok, endpoint))
+
+
+def test_planted_queue_files_neither_block_nor_leak(tmp_path: Path) -> None:
+    """A FIFO and a symlink to a secret named like queue files: the sender
+    neither blocks on the FIFO nor reads or deletes the symlink's target, and
+    keeps sending the real queued request."""
+    import os
+
+    dead = free_port()
+    path = _queue_one(HTTP, {"endpoint": f"http://127.0.0.1:{dead}", "service_name": "shop"},
+                      tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    os.mkfifo(path.parent / "0000000000000005.req")
+    os.symlink(secret, path.parent / "0000000000000006.req")
+    server = PyroscopeServer().start()
+    try:
+        exp = _create(HTTP, {"endpoint": f"http://127.0.0.1:{server.port}",
+                             "service_name": "shop", "sending_queue": {
+                                 "storage": str(tmp_path), "num_consumers": 1}}, Registry())
+        exp.start(None)
+        assert wait_until(lambda: len(server.ingested) == 1, 10)
+        exp.shutdown(2)
+    finally:
+        server.stop()
+    assert secret.read_text() == "root only"
+    assert _queued(tmp_path) == []            # the planted names are gone, the target is not
+    assert server.refused == []

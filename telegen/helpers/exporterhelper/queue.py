@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import stat
 import struct
 import threading
 from collections import deque
@@ -22,9 +23,13 @@ from pathlib import Path
 from typing import Protocol
 
 from telegen.helpers.files import atomic_write
+from telegen.untrusted import Refused
+from telegen.untrusted.limits import read_fd
 
 _MAGIC = b"TGQ1"
 _NAME = re.compile(r"^(\d{16})\.req$")
+# Larger than any request an exporter writes (gRPC messages are capped at 64 MiB).
+MAX_REQUEST_FILE = 128 * 1024 * 1024
 
 
 @dataclass
@@ -45,7 +50,11 @@ class Request:
             raise ValueError("not a queued request (bad magic)")
         (n,) = struct.unpack(">I", data[4:8])
         header = json.loads(data[8:8 + n])
-        return cls(data[8 + n:], int(header["samples"]), dict(header["meta"]))
+        meta = header["meta"]
+        if not isinstance(meta, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise ValueError("not a queued request (bad meta)")
+        return cls(data[8 + n:], int(header["samples"]), dict(meta))
 
 
 class Queue(Protocol):
@@ -136,8 +145,8 @@ class PersistentQueue:
                 path = self._pending.popleft()
                 self._inflight.add(path)
             try:
-                return path, Request.from_bytes(path.read_bytes())
-            except (OSError, ValueError, KeyError) as exc:
+                return path, Request.from_bytes(_read_request_file(path))
+            except (OSError, ValueError, KeyError, TypeError, Refused) as exc:
                 self.corrupt += 1
                 self._log.error("dropping unreadable queued request %s: %s", path, exc)
                 self.done(path)
@@ -156,6 +165,21 @@ class PersistentQueue:
     def size(self) -> int:
         with self._cond:
             return len(self._pending) + len(self._inflight)
+
+
+def _read_request_file(path: Path) -> bytes:
+    """A queue file's bytes: a regular file (not a symlink, FIFO or device:
+    opened with O_NOFOLLOW | O_NONBLOCK), at most MAX_REQUEST_FILE bytes. The
+    URL a request goes to never comes from here (exporters build it from their
+    config); this only keeps a planted file from blocking or exhausting the
+    sender."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        return read_fd(fd, MAX_REQUEST_FILE)
+    finally:
+        os.close(fd)
 
 
 def _unlink(path: Path) -> None:
