@@ -28,6 +28,7 @@ from telegen.formats.flamegraph import (
 from telegen.formats.folded import Node, build_tree, prune
 from telegen.formats.top import format_value, top_rows, total
 from telegen.pdata import Profile
+from telegen.untrusted.text import printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +103,10 @@ def render_diff(base: Profile, new: Profile, sample_type: str | None = None,
     table = diff_table(base, new, sample_type, n)
     widths = [max([len(c)] + [len(str(r[i])) for r in table.rows])
               for i, c in enumerate(table.columns)]
-    out = [table.caption, ""]
+    out = [printable(table.caption), ""]
     for row in [table.columns, *table.rows]:
         cells = [str(c).rjust(w) for c, w in zip(row[:-1], widths, strict=False)]
-        out.append("  ".join(cells) + "  " + str(row[-1]))
+        out.append("  ".join(cells) + "  " + printable(str(row[-1])))
     return "\n".join(out) + "\n"
 
 

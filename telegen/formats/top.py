@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from telegen.formats.pprof import pseudo_mapping_file
 from telegen.pdata import Frame, Profile
+from telegen.untrusted.text import printable
 
 _HEADERS = {
     "cpu": "Total CPU time",
@@ -144,24 +145,6 @@ def header(profile: Profile, sample_type: str | None = None) -> str:
     vt = profile.sample_types[_sample_index(profile, sample_type)]
     label = _HEADERS.get(vt.type, f"Total {vt.type}")
     return f"{label}: {format_value(total(profile, sample_type), vt.unit)}"
-
-
-def printable(text: str) -> str:
-    """``text`` safe to write to a terminal: every character that is not
-    printable — C0 controls (ESC, CR, LF, BS…), DEL, C1 controls (CSI is
-    U+009B), Unicode format characters (bidi overrides) and separators — is
-    shown escaped as Python does (ESC as backslash-x1b), so a name taken
-    from a profiled binary can neither drive the terminal nor fake a line of
-    the table."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
-
-
-def _escape(c: str) -> str:
-    code = ord(c)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
-        else f"\\U{code:08x}"
 
 
 def render_top(profile: Profile, sample_type: str | None = None, n: int = 10, *,

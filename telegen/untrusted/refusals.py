@@ -7,6 +7,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from telegen.untrusted.text import shortened
+
 if TYPE_CHECKING:
     from telegen.telemetry import ComponentTelemetry
 
@@ -41,7 +43,7 @@ class Refusals:
             self._telemetry.counter("refused_inputs", source=source, reason=reason).add()
         level = logging.WARNING if first else logging.DEBUG
         self._log.log(level, "refused %s (%s)%s%s", source, reason, ": " if detail else "",
-                      _printable(detail), extra={"refused": key})
+                      shortened(detail), extra={"refused": key})
 
     def note_exc(self, source: str, exc: Refused) -> None:
         self.note(source, exc.reason, exc.detail)
@@ -49,9 +51,3 @@ class Refusals:
     def total(self) -> int:
         with self._lock:
             return sum(self.counts.values())
-
-
-def _printable(text: str, limit: int = 300) -> str:
-    """Attacker text for a log line: control characters escaped, length cut."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
-    return out + ("…" if len(text) > limit else "")

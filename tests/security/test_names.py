@@ -254,3 +254,21 @@ def test_telegen_top_escapes_control_characters(esc_binary: Path, tmp_path: Path
     err = bad_type.stderr.decode("utf-8")
     assert "evil\\x1b[2J/count" in err, err
     assert not [c for c in err if c != "\n" and not c.isprintable()], err
+
+
+def test_telegen_diff_escapes_control_characters(esc_binary: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from telegen.formats import pprof
+
+    base, new = tmp_path / "base.pb.gz", tmp_path / "new.pb.gz"
+    base.write_bytes(pprof.encode(_symbolized_profile(esc_binary)))
+    grown = _symbolized_profile(esc_binary)
+    grown.add((Frame(FrameKind.NATIVE, 0, None, (Line(ESC_NAME),)),), [50, 500_000_000],
+              make_labels(pid=1))
+    new.write_bytes(pprof.encode(grown))
+    run = subprocess.run([sys.executable, "-m", "telegen", "diff", str(base), str(new)],
+                         capture_output=True, check=True)
+    out = run.stdout.decode("utf-8")
+    _assert_terminal_safe(out)

@@ -2,7 +2,7 @@
 
 Profiles of one type are merged across resources first, so the table covers
 every process of the window. Every name written (functions, the profile
-type, the header) goes through :func:`telegen.formats.top.printable`: control
+type, the header) goes through :func:`telegen.untrusted.text.printable`: control
 characters from profiled binaries or pushed profiles are shown escaped, never
 sent to the terminal raw::
 
@@ -21,9 +21,10 @@ import time
 
 from telegen.component import CreateSettings, Host
 from telegen.exporters.console.config import ConsoleConfig
-from telegen.formats.top import format_value, printable, render_top
+from telegen.formats.top import format_value, render_top
 from telegen.helpers.windows import merge_by_type
 from telegen.pdata import Profile, Profiles
+from telegen.untrusted.text import printable
 
 
 class ConsoleExporter:
