@@ -74,7 +74,8 @@ def symbol_offset(binary: Path, name: str) -> int:
         sym = elf.get_section_by_name(".symtab").get_symbol_by_name(name)[0]  # type: ignore[union-attr]
         value = sym["st_value"]
         for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= value < seg["p_vaddr"] + seg["p_filesz"]:
+            lo = seg["p_vaddr"]
+            if seg["p_type"] == "PT_LOAD" and lo <= value < lo + seg["p_filesz"]:
                 return int(value - seg["p_vaddr"] + seg["p_offset"] + 4)
     raise LookupError(name)
 
@@ -140,3 +141,49 @@ class OpenWatch:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def tiny_units_dwarf(count: int) -> tuple[bytes, bytes]:
+    """(.debug_info, .debug_abbrev) of ``count`` minimal compile units (28
+    bytes each, covering nothing): cheap to write, ~40 µs each for pyelftools
+    to read — what the CPU budget is for."""
+    abbrev = bytes([1, 0x11, 0, 0x11, 0x01, 0x12, 0x07, 0, 0, 0])
+    die = bytes([1]) + struct.pack("<QQ", 0x10, 0x8)
+    unit = struct.pack("<IHIB", 2 + 4 + 1 + len(die), 4, 0, 8) + die
+    return unit * count, abbrev
+
+
+def remember_state_cfi(count: int, start: int, size: int) -> bytes:
+    """A ``.debug_frame`` of one CIE and one FDE whose instructions are
+    ``count`` × ``DW_CFA_remember_state``: each copies the row (pyelftools
+    deep-copies it) — what the memory budget is for."""
+    def pad(body: bytes) -> bytes:
+        return body + b"\0" * (-(len(body) + 4) % 8)     # DW_CFA_nop
+    cie = pad(struct.pack("<IB", 0xFFFFFFFF, 1) + b"\0" + bytes([1, 0x78, 16])
+              + bytes([0x0C, 7, 8, 0x90, 1]))
+    fde = pad(struct.pack("<IQQ", 0, start, size) + b"\x0a" * count)
+    return struct.pack("<I", len(cie)) + cie + struct.pack("<I", len(fde)) + fde
+
+
+def zlib_bomb_section(size: int, *, gnu_zdebug: bool = False) -> bytes:
+    """Section content inflating to ``size`` zero bytes: an ELF64 compression
+    header (SHF_COMPRESSED; set the flag with :func:`set_section_flags`) or the
+    old GNU ``.zdebug`` form (``ZLIB`` + big-endian size)."""
+    import zlib
+
+    c = zlib.compressobj(9)
+    chunk = bytes(1 << 20)
+    body = b"".join(c.compress(chunk) for _ in range(size >> 20)) + c.flush()
+    if gnu_zdebug:
+        return b"ZLIB" + struct.pack(">Q", size) + body
+    return struct.pack("<IIQQ", 1, 0, size, 1) + body
+
+
+def set_section_flags(binary: Path, name: str, flags: int) -> None:
+    """OR ``flags`` into section ``name``'s ``sh_flags`` (ELF64, little-endian)."""
+    _i, shdr, _off = section_header(binary, name)
+    with open(binary, "r+b") as f:
+        f.seek(shdr + 8)
+        old = struct.unpack("<Q", f.read(8))[0]
+        f.seek(shdr + 8)
+        f.write(struct.pack("<Q", old | flags))

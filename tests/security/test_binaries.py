@@ -27,8 +27,8 @@ from telegen.testing import require
 from telegen.testing.agent import wait_until
 from telegen.testing.hostile_elf import (
     MAPPER_SOURCE,
-    OpenWatch,
     TENANT_LIB_SOURCE,
+    OpenWatch,
     add_section,
     build,
     debuglink_section,
@@ -37,9 +37,9 @@ from telegen.testing.hostile_elf import (
 )
 from telegen.testing.native import LiveProcess
 from telegen.testing.tenant import as_nobody, nobody_dir, nobody_ids, root_only_dir, run_as_nobody
+from telegen.untrusted import Refusals
 from telegen.unwind import TableCache
 from telegen.unwind.build import build_table
-from telegen.untrusted import Refusals
 
 LOG = logging.getLogger("test.security.binaries")
 SECRET_LIB_SOURCE = "int secret_function_xyz(int x) { return x * 11; }\n"
