@@ -285,6 +285,28 @@ def test_connection_cap_drops_the_longest_silent(
             s.close()
 
 
+def test_bodies_in_flight_are_bounded_in_all(
+        small: tuple[BackgroundHTTPServer, Registry]) -> None:
+    """Four clients declaring 1 MiB bodies and sending none hold the 4 MiB
+    budget: a fifth body waits (503 + Retry-After); bodiless requests pass."""
+    server, reg = small
+    head = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n"
+    holders = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+    try:
+        for s in holders:
+            s.sendall(head)
+        time.sleep(0.2)
+        assert raw_exchange(server.port, head)[0] == 503
+        assert request(server.port, "GET", "/")[0] == 200
+        key = 'refused_inputs{component="small",kind="test",reason="busy",source="small"}'
+        assert reg.snapshot()[key] == 1
+    finally:
+        for s in holders:
+            s.close()
+    time.sleep(0.3)     # their reservations are given back when they go
+    assert request(server.port, "POST", "/", body=bytes(1 << 20))[0] == 200
+
+
 def test_keep_alive_and_pipelining_still_work(
         small: tuple[BackgroundHTTPServer, Registry]) -> None:
     server, _ = small

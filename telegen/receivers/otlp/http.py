@@ -47,7 +47,9 @@ class HttpServer(BackgroundHTTPServer):
                  allowed_hosts: list[str] | None = None) -> None:
         refusals = refusals or Refusals(None, logging.getLogger(f"telegen.{name}"))
         super().__init__(endpoint, _handler(profiles, traces, refuse, refusals, max_body), name,
-                         limits=ServerLimits(max_body=max_body), allowed_hosts=allowed_hosts or (),
+                         # two bodies at the cap in flight at once; more wait (503 + Retry-After)
+                         limits=ServerLimits(max_body=max_body, max_buffered=2 * max_body),
+                         allowed_hosts=allowed_hosts or (),
                          refusals=refusals, source=SOURCE)
 
 
