@@ -15,7 +15,8 @@ Written from grafana/pyroscope (v2) source, not from telegen's encoder:
   ``__name__`` from the sample types' display names; ``createLabels`` adds
   ``__delta__``, ``pyroscope_spy``, ``service_name`` (the name before ``{``
   unless a ``service_name`` label is given) and drops ``__``-prefixed labels.
-* ``pkg/validation/validate.go`` — ``ValidateProfile`` (sample types present,
+* ``pkg/validation/validate.go`` — ``ValidateProfile`` (default limits of
+  ``limits.go``: 4 MiB uncompressed, 16000 samples; sample types present,
   no ``-`` in a sample type, values per sample = sample types, string 0
   empty, UTF-8) and ``ValidateLabels`` (30 names, 1024-character names,
   2048-character values, legacy label-name sanitizing of dots, duplicates).
@@ -40,6 +41,7 @@ from telegen.formats._proto import load_profile_pb2
 _pb: Any = load_profile_pb2()
 
 MAX_LABEL_NAMES, MAX_NAME_LENGTH, MAX_VALUE_LENGTH = 30, 1024, 2048
+MAX_PROFILE_BYTES, MAX_SAMPLES = 4 * 1024 * 1024, 16_000     # pkg/validation/limits.go
 _SERVICE_RUNE = re.compile(r"[A-Za-z0-9_.\-/]")
 _LABEL_RUNE = re.compile(r"[A-Za-z0-9_.]")
 # pkg/og/storage/tree/pprof.go DefaultSampleTypeMapping: display names only
@@ -128,7 +130,7 @@ def _form(body: bytes, content_type: str) -> dict[str, bytes]:
     return parts
 
 
-def _decode_pprof(data: bytes) -> Any:
+def _decode_pprof(data: bytes) -> tuple[Any, int]:
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
@@ -139,14 +141,20 @@ def _decode_pprof(data: bytes) -> Any:
         profile.ParseFromString(data)
     except Exception as exc:
         raise Refusal(422, f"invalid_argument: failed to parse pprof: {exc}") from None
-    return profile
+    return profile, len(data)
 
 
-def _validate_profile(p: Any) -> None:
+def _validate_profile(p: Any, size: int) -> None:
     def malformed(what: str) -> Refusal:
         return Refusal(422, f"invalid_argument: {what}")
     if not p.sample_type:
         raise malformed("empty profile")
+    if size > MAX_PROFILE_BYTES:
+        raise malformed(f"the profile exceeds the size limit (max_profile_size_byte, actual: "
+                        f"{size}, limit: {MAX_PROFILE_BYTES})")
+    if len(p.sample) > MAX_SAMPLES:
+        raise malformed(f"the profile exceeds the samples count limit "
+                        f"(max_profile_stacktrace_samples, actual: {len(p.sample)})")
     for s in p.sample:
         if len(s.value) != len(p.sample_type):
             raise malformed("sample value length mismatch")
@@ -210,9 +218,9 @@ def ingest(query: dict[str, str], content_type: str, body: bytes) -> Accepted | 
         raise Refusal(422, "body taken as the 'groups' (lines) format")
     if not raw:
         return None
-    p = _decode_pprof(raw)
+    p, size = _decode_pprof(raw)
     strings = list(p.string_table)
-    _validate_profile(p)
+    _validate_profile(p, size)
     types = [strings[vt.type] for vt in p.sample_type]
     labels = {"__name__": metric_name(types, config), "__delta__": "false",
               "pyroscope_spy": spy}

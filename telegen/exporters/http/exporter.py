@@ -105,11 +105,13 @@ class HttpExporter(QueuedExporter):
                 app = pyroscope.service_label(service_name(p.resource))
             labels = pyroscope.series_labels(p.resource, allow, cfg.labels,
                                               pyroscope.sample_label_names(p))
-            body, ctype = multipart([("profile", "profile.pprof", encode(p)),
-                                     ("sample_type_config", "sample_type_config.json",
-                                      pyroscope.sample_type_config(p))])
-            params = pyroscope.query(app, labels, p, cfg.spy_name)
-            yield Request(body, len(p), {"params": json.dumps(params), "content_type": ctype})
+            params = json.dumps(pyroscope.query(app, labels, p, cfg.spy_name))
+            config = pyroscope.sample_type_config(p)
+            for part, pprof in pyroscope.chunks(p):
+                body, ctype = multipart([("profile", "profile.pprof", pprof),
+                                         ("sample_type_config", "sample_type_config.json",
+                                          config)])
+                yield Request(body, len(part), {"params": params, "content_type": ctype})
 
     def url(self, request: Request) -> str:
         """The configured endpoint; for Pyroscope, ``/ingest`` plus the

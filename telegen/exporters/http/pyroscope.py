@@ -29,19 +29,23 @@ gc (JFR)    gc:gc:count:gc:count, gc:pause:nanoseconds:gc:count
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Mapping
 
 from telegen.component import PermanentError
 from telegen.exporters.http.config import DEFAULT_RESOURCE_LABELS  # noqa: F401 (re-exported)
+from telegen.formats.pprof import encode
 from telegen.helpers.exporterhelper import RetryableError, parse_retry_after
-from telegen.pdata import LabelValue, Profile, ValueType
+from telegen.pdata import LabelValue, Profile, Sample, ValueType
 
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_LABEL_NAMES = 30          # Pyroscope's validation.max-label-names-per-series
 MAX_LABEL_VALUE = 2048        # validation.max-length-label-value
+MAX_SAMPLES = 16_000          # validation.max-profile-stacktrace-samples
+MAX_PROFILE_BYTES = 4 * 1024 * 1024   # validation.max-profile-size-bytes (uncompressed)
 # Labels Pyroscope adds itself to every /ingest series: __name__, __delta__,
 # pyroscope_spy, service_name.
 SERVER_LABELS = 4
@@ -157,6 +161,37 @@ def shape_for_ingest(profile: Profile) -> Profile:
         out.period_type, out.period = period_type, max(profile.period, 1)
     for s in out:
         s.values = [s.values[i] for i in keep]
+    return out
+
+
+def chunks(profile: Profile, max_samples: int = MAX_SAMPLES,
+           max_bytes: int = MAX_PROFILE_BYTES) -> list[tuple[Profile, bytes]]:
+    """(profile, gzipped pprof) pieces within Pyroscope's default limits on
+    samples and uncompressed size (more is a permanent 422): disjoint sets of
+    samples of one window, which Pyroscope adds up in the same series."""
+    samples = list(profile)
+    if len(samples) > max_samples:
+        parts = [samples[i:i + max_samples] for i in range(0, len(samples), max_samples)]
+        return [c for part in parts for c in chunks(_subset(profile, part), max_samples,
+                                                     max_bytes)]
+    raw = encode(profile, compress=False)
+    if len(raw) > max_bytes and len(samples) > 1:
+        half = len(samples) // 2
+        return chunks(_subset(profile, samples[:half]), max_samples, max_bytes) + \
+            chunks(_subset(profile, samples[half:]), max_samples, max_bytes)
+    return [(profile, gzip.compress(raw, compresslevel=6, mtime=0))]
+
+
+def _subset(profile: Profile, samples: list[Sample]) -> Profile:
+    out = Profile(name=profile.name, sample_types=profile.sample_types,
+                  period_type=profile.period_type, period=profile.period,
+                  start_ns=profile.start_ns, duration_ns=profile.duration_ns,
+                  resource=dict(profile.resource),
+                  default_sample_type=profile.default_sample_type,
+                  comments=list(profile.comments))
+    out.origin = profile.origin
+    for s in samples:
+        out.add(s.stack, list(s.values), s.labels, list(s.timestamps), s.link)
     return out
 
 

@@ -175,3 +175,27 @@ def test_name_labels_are_sanitized() -> None:
     p.resource["weird key"] = "a,b}c"
     labels = pyroscope.series_labels(p.resource, ["host.name", "weird key"], {})
     assert pyroscope.ingest_name("app", labels) == "app{host_name=web-1,weird_key=a_b_c}"
+
+
+def test_a_window_beyond_pyroscopes_limits_goes_in_pieces(server: PyroscopeServer) -> None:
+    """Pyroscope refuses (422, permanent) a profile of more than 16000 samples
+    or 4 MiB: the window goes as disjoint pieces that land in one series."""
+    from telegen.pdata import CPU, Frame, FrameKind, Line, Profile, ValueType, make_labels
+
+    frame = Frame(FrameKind.NATIVE, 0x10, None, (Line("f", "/src/f.c", 1),))
+    p = Profile(name="cpu", sample_types=CPU, period_type=ValueType("cpu", "nanoseconds"),
+                period=10, start_ns=1_700_000_000 * 10**9, duration_ns=10**10,
+                resource={"host.name": "h"})
+    for i in range(40_000):
+        p.add((frame,), [1, 10], make_labels(n=i))
+    reg = Registry()
+    exp = _exporter(server.port, reg, service_name="shop")
+    exp.consume(Profiles([p]))
+    assert wait_until(lambda: len(server.ingested) == 3, 20)
+    exp.shutdown(5)
+    assert server.refused == []
+    assert sum(i.accepted.samples for i in server.ingested if i.accepted) == 40_000
+    assert {tuple(i.accepted.series) for i in server.ingested if i.accepted} == {
+        ("process_cpu:samples:count:cpu:nanoseconds",
+         "process_cpu:cpu:nanoseconds:cpu:nanoseconds")}
+    assert counter(reg, "exporter_sent_samples") == 40_000
