@@ -307,6 +307,16 @@ def test_bodies_in_flight_are_bounded_in_all(
     assert request(server.port, "POST", "/", body=bytes(1 << 20))[0] == 200
 
 
+def test_requests_without_host(small: tuple[BackgroundHTTPServer, Registry]) -> None:
+    """HTTP/1.1 requires Host (400 without); HTTP/1.0 clients may omit it (a
+    browser never does, so no rebinding page can)."""
+    server, _ = small
+    assert raw_exchange(server.port, b"GET / HTTP/1.1\r\n\r\n")[0] == 400
+    assert raw_exchange(server.port, b"GET / HTTP/1.0\r\n\r\n") == (200, b"hello")
+    assert raw_exchange(server.port, b"GET / HTTP/1.1\r\nHost: a\r\nHost: localhost\r\n"
+                                     b"\r\n")[0] == 400
+
+
 def test_keep_alive_and_pipelining_still_work(
         small: tuple[BackgroundHTTPServer, Registry]) -> None:
     server, _ = small
