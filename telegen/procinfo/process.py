@@ -25,6 +25,7 @@ class ProcessInfo:
     exe: str = ""                      # as seen inside the process's mount namespace
     cmdline: tuple[str, ...] = ()
     container_id: str = ""
+    vpid: int = 0                      # pid inside its own pid namespace (NSpid), 0: unknown
     mappings: tuple[Mapping, ...] = ()  # executable mappings, by address
     captured_ns: int = 0
     exited: bool = False
@@ -51,6 +52,16 @@ def read_text(path: str) -> str | None:
         return None
 
 
+def namespaced_pid(status_text: str) -> int:
+    """The pid in the innermost pid namespace (the last ``NSpid`` field of
+    ``/proc/PID/status``: what the process sees as its own pid); 0 when absent."""
+    for line in status_text.splitlines():
+        if line.startswith("NSpid:"):
+            fields = line.split()
+            return int(fields[-1]) if len(fields) > 1 and fields[-1].isdigit() else 0
+    return 0
+
+
 def read_process(pid: int, *, proc: str = "/proc",
                  build_ids: BuildIdCache | None = None) -> ProcessInfo | None:
     """Everything we keep about ``pid``; None when it is gone (or a kernel thread
@@ -66,10 +77,11 @@ def read_process(pid: int, *, proc: str = "/proc",
         exe = ""
     cmdline = tuple(a for a in (read_text(f"{base}/cmdline") or "").split("\0") if a)
     container = container_id_from_cgroup(read_text(f"{base}/cgroup") or "")
+    vpid = namespaced_pid(read_text(f"{base}/status") or "")
     cache = build_ids or BuildIdCache(64)
     mappings = tuple(_mapping(e, base, cache) for e in parse_maps(maps_text) if e.executable)
     return ProcessInfo(pid=pid, comm=comm, exe=exe.removesuffix(_DELETED), cmdline=cmdline,
-                       container_id=container, mappings=mappings,
+                       container_id=container, vpid=vpid, mappings=mappings,
                        captured_ns=time.time_ns())
 
 

@@ -95,8 +95,12 @@ class ProfileBuilder:
             info = self._procs.get(key.pid)
             exe = info.exe if info else ""
             container = info.container_id if info else ""
+            # the pid the process sees in its own pid namespace (a container's),
+            # next to the host pid; absent for host processes (the same number)
+            vpid = info.vpid if info and info.vpid and info.vpid != key.pid else None
             labels = make_labels(pid=key.pid, tid=key.tid, comm=key.comm,
-                                 **{"process.executable": exe, "container.id": container})
+                                 **{"process.executable": exe, "container.id": container,
+                                    "process.vpid": vpid})
             if info is not None:     # do not memoize a miss: metadata may come later
                 self._label_memo[memo_key] = labels
         return labels
