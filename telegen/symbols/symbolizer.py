@@ -107,6 +107,9 @@ class Symbolizer:
             obj, key = self._object(file, build_id, pid, start)
             if obj is None:
                 return UNKNOWN
+            hit = self._results.get((key, file_offset))   # known from another process
+            if hit is not None:
+                return hit
             res = self._resolve_native(obj, file_offset)
             self._results[(key, file_offset)] = res
             return res
