@@ -247,3 +247,22 @@ def test_planted_queue_files_neither_block_nor_leak(tmp_path: Path) -> None:
     assert secret.read_text() == "root only"
     assert _queued(tmp_path) == []            # the planted names are gone, the target is not
     assert server.refused == []
+
+
+def test_loopback_credentials_never_go_through_an_environment_proxy(
+        attacker: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """http_proxy set in the agent's environment: a loopback endpoint (allowed
+    in clear text) is reached directly, the proxy never sees Authorization."""
+    server = PyroscopeServer().start()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{attacker.port}")
+    monkeypatch.setenv("no_proxy", "")
+    try:
+        exp = _create(HTTP, {"endpoint": f"http://127.0.0.1:{server.port}",
+                             "service_name": "shop", "bearer_token": "s3cret"}, Registry())
+        exp.start(None)
+        exp.consume(Profiles(synthetic_profiles()[:1]))
+        assert wait_until(lambda: len(server.ingested) == 1, 10)
+        exp.shutdown(2)
+    finally:
+        server.stop()
+    assert attacker.seen == []

@@ -36,6 +36,7 @@ from telegen.exporters.http.config import HttpExporterConfig
 from telegen.formats.otlp import service_name
 from telegen.formats.pprof import encode
 from telegen.helpers.exporterhelper import QueuedExporter, Request, RetryableError, http_error
+from telegen.helpers.exporterhelper.config import is_loopback_host
 from telegen.helpers.windows import merge_by_type
 from telegen.pdata import Profiles
 
@@ -87,8 +88,14 @@ class HttpExporter(QueuedExporter):
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             self._ssl = ctx
-        self._opener = urllib.request.build_opener(
-            _NoRedirect(), urllib.request.HTTPSHandler(context=ctx))
+        handlers: list[urllib.request.BaseHandler] = [
+            _NoRedirect(), urllib.request.HTTPSHandler(context=ctx)]
+        host = urllib.parse.urlsplit(self._config.endpoint).hostname or ""
+        if is_loopback_host(host):
+            # a loopback endpoint may get credentials in clear text: never
+            # through a proxy from the environment (http_proxy) to elsewhere
+            handlers.append(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(*handlers)
 
     def requests(self, profiles: Profiles) -> Iterable[Request]:
         cfg = self._config
