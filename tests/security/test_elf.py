@@ -99,11 +99,13 @@ def tenant_lib(stage: Path, home: Path, name: str, craft: Callable[[Path], Path]
     return out
 
 
-def symbolize(sym: Symbolizer, pid: int, lib: Path, function: str) -> tuple[str, str, float]:
+def symbolize(sym: Symbolizer, pid: int, lib: Path, function: str,
+              offsets_from: Path | None = None) -> tuple[str, str, float]:
     path = str(lib)
     m = mapping_of(pid, path)
+    off = symbol_offset(offsets_from or lib, function)
     t0 = time.monotonic()
-    res = sym.native(m.start - m.offset + symbol_offset(lib, function), file=path,
+    res = sym.native(m.start - m.offset + off, file=path,
                      start=m.start, offset=m.offset, pid=pid)
     return (res.lines[0].function if res.lines else "", res.source, time.monotonic() - t0)
 
@@ -272,3 +274,55 @@ def test_memory_budget_skips_a_cfi_bomb(stage: Path, home: Path) -> None:
     assert tables.rejected == {"memory": 1}
     assert growth < 48 * MiB + 100 * MiB          # the budget plus one poll's overshoot
     assert took < 120
+
+
+@pytest.mark.parametrize("damage", ["shentsize_zero", "section_past_eof", "too_many_sections",
+                                    "extended_count_huge", "phentsize_wrong"])
+def test_malformed_headers_are_refused_before_pyelftools(stage: Path, home: Path,
+                                                         damage: str) -> None:
+    """Header tables pyelftools would believe: an ``e_shentsize`` of 0 (the same
+    header read again up to the section count), a section past the end of the
+    file, 60 000 sections declared in a small file, an extended section count
+    (section 0's ``sh_size``) of 2**40, a wrong program-header size. Each is
+    refused by the struct-level check (``bad_elf``) in well under a second."""
+    def craft(base: Path) -> Path:
+        out = stage / f"{damage}.so"
+        shutil.copy(base, out)
+        with open(out, "rb") as f:
+            elf = ELFFile(f)
+            shoff, shentsize = elf["e_shoff"], elf["e_shentsize"]
+            text_hdr = shoff + shentsize * next(
+                i for i, s in enumerate(elf.iter_sections()) if s.name == ".text")
+        with open(out, "r+b") as f:
+            if damage == "shentsize_zero":
+                f.seek(0x3A)
+                f.write(struct.pack("<H", 0))
+            elif damage == "section_past_eof":
+                f.seek(text_hdr + 0x18)
+                f.write(struct.pack("<Q", 1 << 40))
+            elif damage == "too_many_sections":
+                f.seek(0x3C)
+                f.write(struct.pack("<H", 60_000))
+            elif damage == "extended_count_huge":
+                f.seek(0x3C)
+                f.write(struct.pack("<H", 0))
+                f.seek(shoff + 0x20)
+                f.write(struct.pack("<Q", 1 << 40))
+            else:
+                f.seek(0x36)
+                f.write(struct.pack("<H", 24))
+        return out
+    lib = tenant_lib(stage, home, damage, craft)
+    with LiveProcess(as_nobody([str(stage / "mapper"), str(lib)])) as tenant:
+        refusals = Refusals(None, LOG)
+        sym = Symbolizer(SymbolizerOptions(debug_dirs=(), debuginfod_urls=[]),
+                         refusals=refusals)
+        name, _source, took = symbolize(sym, tenant.pid, lib, "tenant_function_abc",
+                                        offsets_from=stage / f"{damage}.base.so")
+        tables = TableCache(disk=False)
+        mapped = open_mapped(tenant.pid, str(lib), mapping_of(tenant.pid, str(lib)).start)
+        assert mapped is not None
+        with mapped:
+            assert not tables.get(mapped, "").has_cfi
+    assert name == "" and took < 1.0
+    assert refusals.counts == {("mapped_file", "bad_elf"): 1}
