@@ -52,8 +52,8 @@ SERVER_LABELS = 4
 MAX_OWN_LABELS = MAX_LABEL_NAMES - SERVER_LABELS
 PARAMETERS = ("name", "from", "until", "spyName", "sampleRate")
 
-# profile name -> (display-name per sample type, aggregation); the display
-# names steer Pyroscope's metric-name heuristic to the series above.
+# profile name -> display name per sample type: the display names steer
+# Pyroscope's metric-name heuristic (metricName) to the series above.
 _DISPLAY: dict[str, dict[str, str]] = {
     "cpu": {"samples": "cpu", "cpu": "cpu"},
     "wall": {"samples": "wall", "wall": "wall"},
