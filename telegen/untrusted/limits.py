@@ -69,7 +69,7 @@ def gunzip(data: bytes, limit: int, *, nested: bool = False) -> bytes:
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             buf = rest
             while buf:
-                chunk = d.decompress(buf, limit + 1 - total)
+                chunk = d.decompress(buf, min(_CHUNK, limit + 1 - total))
                 out.append(chunk)
                 total += len(chunk)
                 if total > limit:

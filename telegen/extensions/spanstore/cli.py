@@ -32,14 +32,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     return p
 
 
+MAX_PROFILE_BYTES = 64 << 20    # a span's profile as the agent sends it (gzipped pprof)
+
+
 def _from_agent(agent: str, span_id: str, type_name: str | None) -> Profile | None:
     from telegen.formats.pprof import decode
+    from telegen.untrusted import read_stream
 
     query = f"?type={urllib.parse.quote(type_name)}" if type_name else ""
     url = f"http://{agent}/spans/{span_id}/profile{query}"
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
-            return decode(resp.read())
+            length = resp.headers.get("Content-Length")
+            return decode(read_stream(resp, MAX_PROFILE_BYTES,
+                                      int(length) if length is not None else None))
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None

@@ -13,6 +13,7 @@ from telegen.extensions.spanstore.server import SpanViewServer, safe_respond
 from telegen.extensions.spanstore.store import SpanIndex
 from telegen.pdata import Profile, Sample
 from telegen.ptrace import SpanRecord
+from telegen.untrusted import Refusals
 
 
 class SpanStore:
@@ -43,7 +44,8 @@ class SpanStore:
         elif self._config.endpoint:
             try:
                 self._server = SpanViewServer(self, self._config.endpoint,
-                                              f"extension-{self._id}-http")
+                                              f"extension-{self._id}-http",
+                                              refusals=Refusals(self._telemetry, self._log))
             except OSError as exc:
                 raise OSError(f"cannot listen on {self._config.endpoint}: {exc}") from None
             self.port = self._server.port

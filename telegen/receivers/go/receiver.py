@@ -31,6 +31,7 @@ from telegen.receivers.go.convert import CUMULATIVE, ENDPOINTS, Endpoint, conver
 from telegen.receivers.go.discovery import Discovery
 from telegen.receivers.go.scraper import REASONS, Aborted, ScrapeError, Scraper
 from telegen.receivers.go.target import Target
+from telegen.untrusted import Refusals
 
 _OK = "ok"
 _STOP_REASONS = ("down", "timeout")   # no point asking the same target for more this tick
@@ -53,7 +54,8 @@ class GoReceiver:
         self._targets_gauge = t.gauge("go_targets")
         self._resets = t.counter("go_delta_resets")
         self._deltas = CumulativeDelta()
-        self._scraper = Scraper(max_body_bytes=config.max_body_bytes)
+        self._scraper = Scraper(max_body_bytes=config.max_body_bytes,
+                                refusals=Refusals(t, settings.logger))
         self._discovery = Discovery(self._probe) if config.discovery else None
         self._static = [Target(url=tg.base_url, labels=tuple(sorted(tg.labels.items())))
                         for tg in config.targets]
