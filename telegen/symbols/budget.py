@@ -49,13 +49,9 @@ class ParseLimits:
     max_section_bytes: int = 256 << 20   # declared/decompressed size of one section read
     max_dwarf_bytes: int = 768 << 20     # all DWARF sections of one file (held in memory)
     step_cpu_s: float = 5.0              # CPU time of one parse step (open, one CU, a table)
-    object_cpu_s: float = 60.0           # CPU time of all steps of one object
+    object_cpu_s: float = 60.0           # CPU time of all steps of one object, refilled at
+    object_refill_s: float = 600.0       # this pace (a long-lived binary's lazy steps go on)
     step_memory_bytes: int = 1 << 30     # RSS growth during one step
-
-    def scaled(self, factor: float) -> ParseLimits:
-        return ParseLimits(self.max_section_bytes, self.max_dwarf_bytes,
-                           self.step_cpu_s * factor, self.object_cpu_s * factor,
-                           self.step_memory_bytes)
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -83,7 +79,13 @@ class Rejected(Exception):
 
 
 class Budget:
-    """The CPU account of one object; :meth:`run` is one parse step."""
+    """The CPU account of one object; :meth:`run` is one parse step.
+
+    The account is a bucket of ``object_cpu_s`` refilled in
+    ``object_refill_s``: the lazy steps of a big binary used for days (one
+    DWARF unit indexed per cold address) go on, one object cannot take more
+    than that share of a CPU. A step that would overdraw it is stopped and
+    the object rejected for good."""
 
     def __init__(self, limits: ParseLimits = DEFAULT_LIMITS, name: str = "") -> None:
         self.limits = limits
@@ -91,6 +93,13 @@ class Budget:
         self.used_cpu_s = 0.0
         self.rejected = ""
         self._local = threading.local()
+        self._refilled = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        pace = self.limits.object_cpu_s / max(self.limits.object_refill_s, 1e-9)
+        self.used_cpu_s = max(0.0, self.used_cpu_s - (now - self._refilled) * pace)
+        self._refilled = now
 
     def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` within the step's budget; :class:`Rejected` when over
@@ -99,6 +108,7 @@ class Budget:
             raise Rejected(self.rejected, self.name)
         if getattr(self._local, "inside", False):     # a nested step: the outer one counts
             return fn(*args)
+        self._refill()
         left = self.limits.object_cpu_s - self.used_cpu_s
         ident = threading.get_ident()
         clock = time.pthread_getcpuclockid(ident)

@@ -21,7 +21,7 @@ from elftools.dwarf.callframe import FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
 from telegen.procinfo.elfheaders import SHT_NOBITS
-from telegen.symbols.budget import DEFAULT_LIMITS, Budget, ParseLimits
+from telegen.symbols.budget import Budget, ParseLimits
 from telegen.symbols.elf import ElfFile
 from telegen.unwind.table import (
     OUTERMOST,
@@ -46,9 +46,7 @@ _DW_CFA_GNU_ARGS_SIZE = 0x2E
 # huge C++ binaries) are not decoded; their frames fall back to frame pointers.
 MAX_CFI_BYTES = 4 << 20
 # the whole build is one step: 4 MiB of CFI may take ~12 s of CPU
-CFI_LIMITS = ParseLimits(DEFAULT_LIMITS.max_section_bytes, DEFAULT_LIMITS.max_dwarf_bytes,
-                         step_cpu_s=20.0, object_cpu_s=20.0,
-                         step_memory_bytes=DEFAULT_LIMITS.step_memory_bytes)
+CFI_LIMITS = ParseLimits(step_cpu_s=20.0, object_cpu_s=20.0)
 
 
 def build_table(source: str | int, *, name: str = "",
