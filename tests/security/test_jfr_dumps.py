@@ -292,3 +292,62 @@ def test_fifo_and_sparse_huge_dump_are_refused_fast(tmp_path: Path) -> None:
     finally:
         d.remove()
         shutil.rmtree(tenant)
+
+
+@pytest.fixture(scope="module")
+def recording(classes: Path) -> Iterator[Path]:
+    out = world_readable_dir("telegen-jfr-recording-")
+    subprocess.run(["java", f"-XX:StartFlightRecording:filename={out}/r.jfr,settings=profile",
+                    "-cp", str(classes), "Workload", "2"],
+                   check=True, timeout=120, capture_output=True)
+    os.chmod(out / "r.jfr", 0o644)
+    yield out / "r.jfr"
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def test_dropped_files_directory_does_not_follow_what_the_tenant_plants(
+        recording: Path, victim: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``directory`` owned by the tenant: a symlink to a root-only recording,
+    a FIFO, a sparse 100 GiB file, then the directory itself swapped for a
+    symlink to the root-only directory. Only the tenant's own good recording
+    is read (and deleted); nothing outside is read or deleted."""
+    shutil.copy(recording, victim / "trap.jfr")
+    os.chmod(victim / "trap.jfr", 0o600)
+    before = snapshot(victim)
+    tenant = nobody_dir("telegen-tenant-")
+    drops = f"{tenant}/drops"
+    run_as_nobody(["mkdir", drops])
+    run_as_nobody(["cp", str(recording), f"{drops}/good.jfr"])
+    run_as_nobody(["ln", "-s", f"{victim}/trap.jfr", f"{drops}/evil.jfr"])
+    run_as_nobody(["mkfifo", f"{drops}/fifo.jfr"])
+    run_as_nobody(["truncate", "-s", "100G", f"{drops}/huge.jfr"])
+    rx, sink, registry = _receiver(directory=drops, discover=False, poll_interval=0.2,
+                                   duration=3600.0, delete_after_read=True)
+
+    def counted(reason: str, n: int = 1) -> bool:
+        return _refused(registry, "jfr_file", reason) >= n
+    try:
+        with caplog.at_level(logging.DEBUG, logger=LOG):
+            t0 = time.monotonic()
+            rx.start(host=None)  # type: ignore[arg-type]
+            assert wait_until(lambda: _cpu_samples(sink) > 0 and counted("symlink") and
+                              counted("not_regular") and counted("too_large"), 30)
+            first_pass = time.monotonic() - t0
+            run_as_nobody(["mv", drops, f"{drops}.old"])
+            run_as_nobody(["ln", "-s", str(victim), drops])
+            assert wait_until(lambda: counted("symlink", 2), 10)     # the directory itself
+            time.sleep(1.0)                                          # more polls
+            assert _alive(rx)
+    finally:
+        rx.shutdown()
+    print(f"first pass (good file read, symlink/FIFO/100 GiB refused): {first_pass:.2f}s")
+    assert snapshot(victim) == before
+    assert len(sink.profiles("cpu")) == 1
+    old = set(os.listdir(f"{drops}.old"))
+    assert old == {"evil.jfr", "fifo.jfr", "huge.jfr"}          # good.jfr read and deleted
+    assert [_refused(registry, "jfr_file", r) for r in ("symlink", "not_regular", "too_large")
+            ] == [2, 1, 1]
+    warned = [r.message for r in caplog.records if r.levelno == logging.WARNING
+              and "refused jfr_file" in r.message]
+    assert len(warned) == 3                     # one per kind, however often it recurs
+    shutil.rmtree(tenant)
