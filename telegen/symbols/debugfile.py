@@ -8,8 +8,9 @@
 Inside a profiled process's root (``root``, e.g. ``/proc/PID/root``) every
 candidate is opened with ``openat2(RESOLVE_IN_ROOT)``: build-id links (often
 symlinks) may be followed but stay in that root, debug-link candidates may not
-contain symlinks at all. On the host (the agent's own debug directories,
-root-owned and trusted) paths are opened as they are. Only regular files; a
+contain symlinks at all; the same holds for the binary's own directory on the
+host (its owner may be any user). The agent's own debug directories on the
+host (root-owned, trusted) are opened as they are. Only regular files; a
 debug-link name is a file name (no ``/``, never ``.``/``..``); a build-id is
 hex before it becomes a path; a CRC is computed only over a file whose size
 is under the cap. Found files are returned open, never as paths.
@@ -113,7 +114,10 @@ def _link_candidates(bin_path: str, name: str, debug_dirs: Sequence[str],
     bin_dir = os.path.dirname(bin_path)
     if ".." in bin_dir.split("/"):
         raise Refused("debuglink_path", f"binary directory {bin_dir[:80]!r}")
-    out = [(root, os.path.join(bin_dir, name)), (root, os.path.join(bin_dir, ".debug", name))]
+    # the binary's own directory is the tenant's even on the host: never through a symlink
+    beside_root = root or "/"
+    out = [(beside_root, os.path.join(bin_dir, name)),
+           (beside_root, os.path.join(bin_dir, ".debug", name))]
     for d in debug_dirs:
         beside = os.path.join(d, bin_dir.lstrip("/"), name)
         out.append(("", beside))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from telegen.procinfo import open_mapped, read_process
+from telegen.procinfo import MapEntry, open_mapped, read_process
 from telegen.symbols import Symbolizer, SymbolizerOptions
 from telegen.symbols.elf import read_build_id
 from telegen.testing import require
@@ -86,10 +86,10 @@ def symbolizer(refusals: Refusals, tmp: Path) -> Symbolizer:
 
 
 def resolve(sym: Symbolizer, pid: int, path: str, offset: int, build_id: str = "",
-            timeout: float = 20.0) -> tuple[str, float]:
+            timeout: float = 20.0, m: MapEntry | None = None) -> tuple[str, float]:
     """The function named at file ``offset`` of ``path`` in ``pid``; fails when the
     look-up does not return within ``timeout`` (a hang under the lock)."""
-    m = mapping_of(pid, path)
+    m = m or mapping_of(pid, path)
     out: list[str] = []
 
     def run() -> None:
@@ -190,12 +190,14 @@ def test_host_path_of_a_tenant_swapped_after_mapping(stage: Path, victim: Path, 
         shutil.rmtree(home)
 
 
-@pytest.mark.parametrize("attack", ["absolute", "climbing", "planted_symlink", "planted_fifo"])
+@pytest.mark.parametrize("attack", ["absolute", "climbing", "planted_symlink", "planted_fifo",
+                                    "planted_symlink_after_exit"])
 def test_debuglink_cannot_name_a_host_file_or_hang_the_agent(
         stage: Path, victim: Path, tmp_path: Path, attack: str) -> None:
     """A binary without build-id whose .gnu_debuglink names /proc/kcore (CRC
     read forever), climbs out of its directory to a root-only ELF, or names a
-    file the tenant planted next to it as a symlink to /proc/kcore or a FIFO."""
+    file the tenant planted next to it as a symlink to /proc/kcore or a FIFO —
+    also once the tenant has exited (its library is then read on the host)."""
     home = nobody_dir("telegen-debuglink-")
     name = {"absolute": b"/proc/kcore",
             "climbing": b"../" * 12 + str(victim / "libnolink.debug").lstrip("/").encode()
@@ -205,7 +207,7 @@ def test_debuglink_cannot_name_a_host_file_or_hang_the_agent(
     shutil.copy(crafted, home / "libnolink.so")
     os.chown(home / "libnolink.so", *nobody_ids())
     os.chmod(home / "libnolink.so", 0o755)
-    if attack == "planted_symlink":
+    if attack.startswith("planted_symlink"):
         run_as_nobody(["ln", "-s", "/proc/kcore", str(home / "libnolink.debug")])
     elif attack == "planted_fifo":
         run_as_nobody(["mkfifo", str(home / "libnolink.debug")])
@@ -213,16 +215,22 @@ def test_debuglink_cannot_name_a_host_file_or_hang_the_agent(
     watch = OpenWatch([victim / "libnolink.debug"])
     try:
         path = str(home / "libnolink.so")
+        refusals = Refusals(None, LOG)
+        offset = symbol_offset(stage / "libnolink.so", "tenant_function_abc")
         with LiveProcess(as_nobody([str(stage / "mapper"), path])) as tenant:
-            refusals = Refusals(None, LOG)
-            fn, took = resolve(symbolizer(refusals, tmp_path), tenant.pid, path,
-                               symbol_offset(stage / "libnolink.so", "tenant_function_abc"))
+            m = mapping_of(tenant.pid, path)
+            if not attack.endswith("_after_exit"):
+                fn, took = resolve(symbolizer(refusals, tmp_path), tenant.pid, path, offset)
+        if attack.endswith("_after_exit"):
+            assert not os.path.exists(f"/proc/{tenant.pid}")
+            fn, took = resolve(symbolizer(refusals, tmp_path), tenant.pid, path, offset, m=m)
         assert fn == "tenant_function_abc"             # its own symbol table still names it
         assert took < 10
         assert watch.opened() == []
         want = {"absolute": ("debuglink", "debuglink_path"),
                 "climbing": ("debuglink", "debuglink_path"),
                 "planted_symlink": ("debug_file", "symlink"),
+                "planted_symlink_after_exit": ("debug_file", "symlink"),
                 "planted_fifo": ("debug_file", "not_regular")}[attack]
         assert refusals.counts.get(want, 0) == 1, refusals.counts
     finally:
