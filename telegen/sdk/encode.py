@@ -18,8 +18,12 @@ from telegen.sdk.codes import Lines
 if TYPE_CHECKING:
     from telegen.sdk.sampler import Buffer
 
+# One profile, as the OpenTelemetry eBPF profiler sends CPU: samples/count with
+# the period type; receivers (ours, Pyroscope's converter) derive the time
+# column as count x period. A second wall/nanoseconds profile would be stored
+# by Pyroscope as an extra series.
+SAMPLE_TYPE = ("samples", "count")
 PERIOD_TYPE = ("wall", "nanoseconds")
-SAMPLE_TYPES = (("samples", "count"), PERIOD_TYPE)
 
 
 def encode(buf: Buffer, *, period: int, end_ns: int,
@@ -79,18 +83,16 @@ def encode(buf: Buffer, *, period: int, end_ns: int,
     scope = rp.scope_profiles.add()
     scope.scope.name, scope.scope.version = SCOPE, __version__
     attrs = [enc.attr(NAME, "wall"), enc.attr(DEFAULT_TYPE, "wall")]
-    for i, (vtype, unit) in enumerate(SAMPLE_TYPES):
-        out = scope.profiles.add(time_unix_nano=buf.start_ns,
-                                 duration_nano=max(0, end_ns - buf.start_ns),
-                                 period=period, attribute_indices=attrs)
-        out.sample_type.type_strindex = enc.s(vtype)
-        out.sample_type.unit_strindex = enc.s(unit)
-        out.period_type.type_strindex = enc.s(PERIOD_TYPE[0])
-        out.period_type.unit_strindex = enc.s(PERIOD_TYPE[1])
-        add = out.samples.add
-        scale = period if i else 1
-        for (st, lab, ln), count in rows.items():
-            add(stack_index=st, attribute_indices=lab, link_index=ln, values=[count * scale])
+    out = scope.profiles.add(time_unix_nano=buf.start_ns,
+                             duration_nano=max(0, end_ns - buf.start_ns),
+                             period=period, attribute_indices=attrs)
+    out.sample_type.type_strindex = enc.s(SAMPLE_TYPE[0])
+    out.sample_type.unit_strindex = enc.s(SAMPLE_TYPE[1])
+    out.period_type.type_strindex = enc.s(PERIOD_TYPE[0])
+    out.period_type.unit_strindex = enc.s(PERIOD_TYPE[1])
+    add = out.samples.add
+    for (st, lab, ln), count in rows.items():
+        add(stack_index=st, attribute_indices=lab, link_index=ln, values=[count])
     req.dictionary.CopyFrom(d)
     return bytes(req.SerializeToString())
 

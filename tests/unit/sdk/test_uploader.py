@@ -19,7 +19,7 @@ from telegen.sdk.sampler import Sampler
 from telegen.sdk.spans import SpanTracker
 from telegen.sdk.stats import Stats
 from telegen.sdk.uploader import Uploader
-from telegen.testing import require
+from telegen.testing import pyroscope_otlp, require
 from telegen.testing.agent import free_port
 from telegen.testing.backends import OtlpBackend
 
@@ -71,6 +71,10 @@ def test_upload_is_an_otlp_wall_profile_with_span_links() -> None:
     assert {(s.link.trace_id, s.link.span_id) for s in mine if s.link} == \
         {(format(0x1234, "032x"), format(0xABCD, "016x"))}
     assert dict(mine[0].labels)["thread_name"] == "MainThread"
+    # one series in Pyroscope (its OTLP converter, telegen.testing.pyroscope_otlp):
+    # samples/count with the wall period, not a second wall/nanoseconds profile
+    assert [s.profile_type for s in pyroscope_otlp.convert(req)] == \
+        ["wall:samples:count:wall:nanoseconds"]
 
 
 def test_agent_down_bounded_queue_counted_drops_then_recovers() -> None:
