@@ -15,7 +15,7 @@ from telegen.procinfo.maps import open_host_file, open_map_files
 from telegen.untrusted import Refused, open_in_root
 
 # the two shapes of path procinfo builds for a mapped file
-_ROOTED = re.compile(r"(?P<proc>.*)/(?P<pid>\d+)/root(?P<path>/.*)")
+_ROOTED = re.compile(r"(?P<proc>.*?)/(?P<pid>\d+)/root(?P<path>/.*)")  # first /PID/root
 _MAP_FILES = re.compile(r"(?P<proc>.*)/(?P<pid>\d+)/map_files/(?P<start>[0-9a-f]+)-[0-9a-f]+")
 
 __all__ = ["BuildIdCache", "open_for_build_id", "read_build_id", "valid_build_id"]
