@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -351,3 +352,56 @@ def test_dropped_files_directory_does_not_follow_what_the_tenant_plants(
               and "refused jfr_file" in r.message]
     assert len(warned) == 3                     # one per kind, however often it recurs
     shutil.rmtree(tenant)
+
+
+CONTAINED_JVM = r"""
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+exec setpriv --reuid=nobody --regid=nogroup --clear-groups java -cp "$1" Workload 0
+"""
+
+
+def test_jvm_in_its_own_namespaces_is_recorded_with_nothing_written_on_the_host(
+        tmp_path: Path) -> None:
+    """A container-like JVM: own pid and mount namespaces, its own /tmp,
+    run as nobody. Its profile arrives; the dump directory lives in its /tmp
+    and nothing appears in the host's /tmp."""
+    classes = Path(tempfile.mkdtemp(prefix="telegen-jfr-classes-", dir="/var/tmp"))
+    os.chmod(classes, 0o755)
+    subprocess.run(["javac", "-d", str(classes), str(JAVA_SRC)], check=True, timeout=120)
+    for f in classes.iterdir():
+        os.chmod(f, 0o644)
+    outer = subprocess.Popen(["unshare", "--mount", "--pid", "--fork", "--kill-child",
+                              "--mount-proc", "--propagation", "private",
+                              "sh", "-c", CONTAINED_JVM, "sh", str(classes)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host_before = _dump_dirs()
+    try:
+        pid = 0
+
+        def started() -> bool:
+            nonlocal pid
+            kids = Path(f"/proc/{outer.pid}/task/{outer.pid}/children").read_text().split()
+            if kids and Path(f"/proc/{kids[0]}/comm").read_text().strip() == "java":
+                pid = int(kids[0])
+            return bool(pid) and os.path.exists(f"/proc/{pid}/root/tmp/hsperfdata_nobody/1")
+        assert wait_until(started, 30, 0.1)
+        rx, sink, registry = _receiver(pids=[pid], discover=False, duration=2.0,
+                                       scan_interval=0.5, jcmd_timeout=60.0)
+        rx.start(host=None)  # type: ignore[arg-type]
+        try:
+            assert wait_until(lambda: _cpu_samples(sink) > 0, 90, 0.5), "no profile"
+            inside = _dump_dirs(f"/proc/{pid}/root/tmp")
+            assert len(inside) == 1
+            st = os.stat(f"/proc/{pid}/root/tmp/{inside.pop()}")
+            assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (nobody_ids()[0], 0o700)
+            assert _dump_dirs() == host_before
+        finally:
+            rx.shutdown()
+        assert _dump_dirs(f"/proc/{pid}/root/tmp") == set()
+        assert _dump_dirs() == host_before
+        names = {s.stack[0].name for p in sink.profiles("cpu") for s in p if s.stack}
+        assert "Workload.hotMethod" in names
+    finally:
+        outer.kill()
+        outer.wait()
+        shutil.rmtree(classes, ignore_errors=True)
