@@ -29,10 +29,12 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
         count = cpu_counts1.lookup_or_try_init(&key, &zero);
     else
         count = cpu_counts0.lookup_or_try_init(&key, &zero);
-    if (count)
+    if (count) {
         __sync_fetch_and_add(count, 1);
-    else
+    } else {
         stat_add(ST_COUNTS_FULL, 1);
+        spill(SPILL_CPU, seq, &key, 1, 0, 0);
+    }
     stat_add(ST_CPU_SAMPLES, 1);
     emit_sample(EV_CPU_SAMPLE, seq, bpf_ktime_get_ns(), 1, &key);
     return 0;

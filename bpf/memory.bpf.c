@@ -10,9 +10,18 @@
  * totals unbiased. SAMPLE_EVERY_BYTES 0 samples every allocation (weight 1).
  *
  * MEM_INUSE: a sampled allocation's pointer (from the uretprobe) is kept in
- * `mem_live` with its key, size and weight until freed; user space sums the
- * live entries at each window's end. Otherwise the entry probe counts
- * (objects, bytes) per stack in mem_counts{0,1} (window generations).
+ * `mem_live` (keyed by process and pointer) with its key, size and weight
+ * until freed; user space sums the live entries at each window's end.
+ * Otherwise the entry probe counts (objects, bytes) per stack in
+ * mem_counts{0,1} (window generations); a full counts map spills (telegen.h).
+ *
+ * Pairing entry -> return (MEM_INUSE): `mem_pending` (per thread, removed at
+ * the return or when the thread exits) remembers the stack pointer at entry;
+ * only the return of that call (sp + 8, the return address popped) takes it,
+ * so a nested allocator call or a return that never came (probes detached
+ * mid-call) cannot give a sampled size to another call's pointer. A pending
+ * record replaced unreturned, or one that does not fit, is counted
+ * (MS_UNPAIRED, MS_PENDING_FULL).
  *
  * Calls glibc makes to its own public entry points (realloc(NULL, n) and
  * small-alignment memalign relay to malloc) are counted once: those cases
@@ -32,6 +41,8 @@ enum mem_stat {
     MS_LIVE_FULL,      /* inuse: sampled allocations not tracked (mem_live full) */
     MS_FREES_MATCHED,  /* inuse: frees of tracked allocations */
     MS_COUNTS_FULL,
+    MS_PENDING_FULL,   /* inuse: a sampled allocation's entry record did not fit */
+    MS_UNPAIRED,       /* inuse: a sampled call's record replaced before its return */
     MS_NSTATS,
 };
 
@@ -57,7 +68,14 @@ struct mem_pending {
     u64 size;
     u64 weight_fp;
     u64 memptr;        /* posix_memalign's out pointer */
+    u64 sp;            /* stack pointer at entry: the return comes with sp + 8 */
     struct mem_key_t key;
+};
+
+struct mem_live_key {
+    u32 pid;           /* addresses are per process */
+    u32 pad;
+    u64 ptr;
 };
 
 BPF_PERCPU_ARRAY(mem_stats, u64, MS_NSTATS);
@@ -67,7 +85,7 @@ BPF_TABLE("lru_hash", u32, s64, mem_countdown, MAX_THREADS);
 BPF_HASH(mem_counts0, struct mem_key_t, struct mem_value, MAX_COUNTS);
 BPF_HASH(mem_counts1, struct mem_key_t, struct mem_value, MAX_COUNTS);
 #ifdef MEM_INUSE
-BPF_HASH(mem_live, u64, struct mem_live_value, MAX_LIVE);
+BPF_HASH(mem_live, struct mem_live_key, struct mem_live_value, MAX_LIVE);
 BPF_HASH(mem_pending, u32, struct mem_pending, MAX_THREADS);
 #endif
 
@@ -169,8 +187,15 @@ static __always_inline int on_alloc(struct pt_regs *ctx, u64 size, u64 memptr)
     p.size = size;
     p.weight_fp = w;
     p.memptr = memptr;
+    p.sp = PT_REGS_SP(ctx);
     __builtin_memcpy(&p.key, &k, sizeof(k));
-    mem_pending.update(&tid, &p);
+    int err = mem_pending.insert(&tid, &p);
+    if (err == -EEXIST) {
+        mem_stat(MS_UNPAIRED, 1);
+        err = mem_pending.update(&tid, &p);
+    }
+    if (err != 0)
+        mem_stat(MS_PENDING_FULL, 1);
     return 0;
 #else
     struct mem_value zero = {}, *v;
@@ -180,6 +205,7 @@ static __always_inline int on_alloc(struct pt_regs *ctx, u64 size, u64 memptr)
         v = mem_counts0.lookup_or_try_init(&k, &zero);
     if (!v) {
         mem_stat(MS_COUNTS_FULL, 1);
+        spill(SPILL_MEM, seq, &k.key, 1, (size * w) >> 16, w);
         return 0;
     }
     __sync_fetch_and_add(&v->objects_fp, w);
@@ -215,11 +241,14 @@ int mem_posix_memalign(struct pt_regs *ctx)   /* (void **memptr, alignment, size
 }
 
 #ifdef MEM_INUSE
-static __always_inline void forget(u64 ptr)
+static __always_inline void forget(u32 tgid, u64 ptr)
 {
     if (!ptr)
         return;
-    if (mem_live.delete(&ptr) == 0)
+    struct mem_live_key k = {};
+    k.pid = tgid;
+    k.ptr = ptr;
+    if (mem_live.delete(&k) == 0)
         mem_stat(MS_FREES_MATCHED, 1);
 }
 #endif
@@ -230,8 +259,9 @@ int mem_realloc(struct pt_regs *ctx)       /* (ptr, size) */
     if (!ptr)
         return 0;                          /* realloc(NULL, n) relays to malloc */
 #ifdef MEM_INUSE
-    if (wanted(bpf_get_current_pid_tgid() >> 32))
-        forget(ptr);
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (wanted(tgid))
+        forget(tgid, ptr);
 #endif
     return on_alloc(ctx, PT_REGS_PARM2(ctx), 0);
 }
@@ -240,18 +270,20 @@ int mem_realloc(struct pt_regs *ctx)       /* (ptr, size) */
 int mem_free(struct pt_regs *ctx)
 {
     u64 ptr = PT_REGS_PARM1(ctx);
-    if (ptr && wanted(bpf_get_current_pid_tgid() >> 32))
-        forget(ptr);
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (ptr && wanted(tgid))
+        forget(tgid, ptr);
     return 0;
 }
 
 /* uretprobe of every allocating entry point: the sampled call's pointer */
 int mem_return(struct pt_regs *ctx)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
     struct mem_pending *p = mem_pending.lookup(&tid);
-    if (!p)
-        return 0;
+    if (!p || PT_REGS_SP(ctx) != p->sp + 8)
+        return 0;                          /* not the sampled call's return */
     struct mem_live_value live = {};
     live.key = p->key;
     live.size = p->size;
@@ -265,7 +297,10 @@ int mem_return(struct pt_regs *ctx)
     mem_pending.delete(&tid);
     if (!ptr)
         return 0;
-    if (mem_live.update(&ptr, &live) != 0)
+    struct mem_live_key lk = {};
+    lk.pid = id >> 32;
+    lk.ptr = ptr;
+    if (mem_live.update(&lk, &live) != 0)
         mem_stat(MS_LIVE_FULL, 1);
     return 0;
 }

@@ -24,8 +24,15 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = (u32)id;
+    /* a thread's start records go with it (maps are plain hashes: no eviction) */
 #ifdef OFF_CPU
     off_starts.delete(&tid);
+#endif
+#ifdef MUTEX
+    lock_starts.delete(&tid);
+#endif
+#ifdef MEM_INUSE
+    mem_pending.delete(&tid);
 #endif
     if (tid != tgid)
         return 0;

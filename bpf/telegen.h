@@ -14,6 +14,7 @@
  *                     space drops what it then classifies as unwanted
  *   INCLUDE_KERNEL    also walk kernel stacks
  *   TIMESTAMPS        emit one event per sample (timestamp + thread) as well
+ *   MAX_SPILL         entries of each spill map (one per generation)
  *   OFFCPU_MIN_NS     off-CPU intervals shorter than this are not recorded
  *   USER_STACKS       (unwinding auto/dwarf) copy user stacks for CFI unwinding in
  *                     user space (capture_user_stack below); needs USTACK_PAGES,
@@ -59,12 +60,27 @@ enum telegen_stat {
     ST_USNAP_THROTTLED,  /* budget exhausted: frame pointers instead (truncated) */
     ST_USNAP_LOST,       /* ring buffer full: frame pointers instead (truncated) */
     ST_USNAP_FAULT,      /* stack unreadable: frame pointers instead */
+    ST_OFFCPU_UNPAIRED,  /* switch-out of a thread whose last one never ended (replaced) */
+    ST_SPILLED,          /* counts map full: counted per process in spillN, stack not kept */
+    /* spill map full too: lost (count, value) per SPILL_* kind */
+    ST_LOST_CPU, ST_LOST_CPU_VALUE,
+    ST_LOST_OFFCPU, ST_LOST_OFFCPU_VALUE,
+    ST_LOST_LOCK, ST_LOST_LOCK_VALUE,
+    ST_LOST_MEM, ST_LOST_MEM_VALUE,
     ST_NSTATS,
 };
+
+/* Which profile a spilled count belongs to (sample_key.flags >> 8 in spillN). */
+#define SPILL_CPU 0
+#define SPILL_OFFCPU 1
+#define SPILL_LOCK 2
+#define SPILL_MEM 3
 
 #define KEY_USER_MODE 1   /* the sample interrupted user code: user[0] is exact */
 #define KEY_FP_FALLBACK 2 /* a user stack copy was wanted but failed: user_stack is a
                              frame-pointer stack id, counted truncated */
+#define KEY_SPILLED 4     /* spillN: the counts map was full; only pid and comm are kept,
+                             flags >> 8 is the SPILL_* kind */
 
 struct sample_key {
     u32 pid;          /* tgid */
@@ -122,11 +138,47 @@ BPF_HASH(excluded, u32, u8, 1024);
 BPF_TABLE("lru_hash", u32, u8, seen, MAX_PROCS);
 BPF_RINGBUF_OUTPUT(events, EVENTS_PAGES);
 
+/* A full counts map must not lose what it would have counted: the sample is
+ * added to its process's entry here instead (no stack, no thread). */
+struct spill_value {
+    u64 count;
+    u64 value;      /* ns (off-CPU, lock), bytes (memory), 0 (cpu) */
+    u64 extra;      /* memory: objects in 16.16 */
+};
+BPF_HASH(spill0, struct sample_key, struct spill_value, MAX_SPILL);
+BPF_HASH(spill1, struct sample_key, struct spill_value, MAX_SPILL);
+
 static __always_inline void stat_add(u32 slot, u64 n)
 {
     u64 *v = stats.lookup(&slot);
     if (v)
         *v += n;
+}
+
+static __always_inline void spill(u32 kind, u32 seq, struct sample_key *from, u64 count,
+                                  u64 value, u64 extra)
+{
+    struct sample_key k = {};
+    k.pid = from->pid;
+    k.user_stack = -ENOSPC;
+    k.kernel_stack = -ENOSPC;
+    k.stack_seq = seq;
+    k.flags = KEY_SPILLED | (kind << 8);
+    __builtin_memcpy(k.comm, from->comm, sizeof(k.comm));
+    struct spill_value zero = {}, *v;
+    if (seq & 1)
+        v = spill1.lookup_or_try_init(&k, &zero);
+    else
+        v = spill0.lookup_or_try_init(&k, &zero);
+    if (v) {
+        __sync_fetch_and_add(&v->count, count);
+        __sync_fetch_and_add(&v->value, value);
+        __sync_fetch_and_add(&v->extra, extra);
+        stat_add(ST_SPILLED, 1);
+        return;
+    }
+    stat_add(ST_LOST_CPU + 2 * kind, count);
+    stat_add(ST_LOST_CPU + 2 * kind + 1, value);
 }
 
 static __always_inline u32 current_seq(void)

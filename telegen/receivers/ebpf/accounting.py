@@ -17,7 +17,6 @@ class Accounting:
         self._t = telemetry
         self.accepted = {name: telemetry.counter("receiver_accepted_samples", profile=name)
                          for name in ("cpu", "off_cpu", "alloc", "inuse", "mutex")}
-        self.lost_events = telemetry.counter("ebpf_lost_events")
         self.truncated = telemetry.counter("ebpf_truncated_stacks")
         self.processes = telemetry.gauge("ebpf_processes_tracked")
         self.targets = telemetry.gauge("ebpf_targeted_processes")
@@ -63,7 +62,10 @@ class Accounting:
         if stats.get("starts_full"):
             self.map_full("off_cpu_starts", stats["starts_full"])
         if stats.get("events_lost"):
-            self.lost_events.add(stats["events_lost"])
+            self._t.counter("ebpf_lost_events", reason="event_ring_full",
+                            profile="events").add(stats["events_lost"])
+        if stats.get("spilled"):
+            self._t.counter("ebpf_spilled_samples").add(stats["spilled"])
         if stats.get("offcpu_below_threshold"):
             self.below.add(stats["offcpu_below_threshold"])
         self.windows.add(1)

@@ -37,6 +37,7 @@ USTACK_RING_PAGES = 1024     # 4 MiB ring for user stack copies (CFI unwinding)
 USNAP_ENTRIES = 8192         # remembered stack copies (dedupe, bpf/telegen.h)
 USNAP_BUDGET = 100           # new off-CPU stack copies per CPU per second
 MAX_LIVE = 65536             # inuse memory: sampled live allocations tracked (bpf/memory.bpf.c)
+MAX_SPILL = 4096             # per-process counts when a counts map is full (bpf/telegen.h)
 
 
 class BpfLoadError(RuntimeError):
@@ -78,6 +79,7 @@ class BpfOptions:
             f"-DOFFCPU_MIN_NS={self.off_cpu_threshold_ns}ULL",
             f"-DSAMPLE_EVERY_BYTES={self.sample_every_bytes}ULL",
             f"-DMAX_LIVE={MAX_LIVE}",
+            f"-DMAX_SPILL={MAX_SPILL}",
             f"-DMUTEX_MIN_NS={self.mutex_threshold_ns}ULL",
         ]
         if self.user_stacks:
@@ -89,6 +91,7 @@ class BpfOptions:
                          ("INCLUDE_KERNEL", self.include_kernel),
                          ("TIMESTAMPS", self.timestamps),
                          ("OFF_CPU", self.off_cpu), ("CPU", self.cpu),
+                         ("MUTEX", self.mutex),
                          ("MEM_INUSE", self.memory and self.memory_inuse)):
             if on:
                 flags.append(f"-D{name}")

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 KEY_USER_MODE = 1
 KEY_FP_FALLBACK = 2     # bpf/telegen.h: a stack copy failed, frame pointers used
+KEY_SPILLED = 4         # bpf/telegen.h: a spillN entry (counts map full); kind = flags >> 8
 TASK_COMM_LEN = 16
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 from telegen.pdata import MUTEX, Profile, ValueType
 from telegen.receivers.ebpf.keys import raw_key
+from telegen.receivers.ebpf.losses import Losses
 from telegen.receivers.ebpf.profiles import ProfileBuilder
 from telegen.receivers.ebpf.stats import StatDeltas
 from telegen.receivers.ebpf.window import WindowData, drain
 from telegen.telemetry import ComponentTelemetry
 
-STAT_NAMES = ("waits", "below", "below_ns", "starts_full", "counts_full")
+STAT_NAMES = ("waits", "below", "below_ns", "starts_full", "counts_full", "unpaired")
 
 
 class LockProfiles:
@@ -32,6 +33,7 @@ class LockProfiles:
         self.threshold_ns = threshold_ns
         self._t = telemetry
         self._stats = StatDeltas(lambda: self._bpf[b"lock_stats"], STAT_NAMES)
+        self._losses = Losses(telemetry)
 
     def profile(self, w: WindowData) -> Profile:
         """This window's profile; call between MapReader.read and finish."""
@@ -47,6 +49,10 @@ class LockProfiles:
             count = int(v.count)
             p.add(self._builder.frames(key, count), [count, int(v.ns)],
                   self._builder.labels(key))
+        self._losses.spilled(p, "mutex", w.spilled, w.stats, self._builder.labels,
+                             self._builder.wanted, lambda n, ns, _e: [n, ns])
+        self._losses.lost(p, "mutex", "starts_full", stats["starts_full"], "futex waits")
+        self._losses.lost(p, "mutex", "unpaired", stats["unpaired"], "futex waits")
         if stats["below"]:
             p.comments.append(
                 f"mutex_threshold {self.threshold_ns / 1e3:g}us: {stats['below']} shorter "

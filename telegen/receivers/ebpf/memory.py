@@ -21,6 +21,7 @@ from typing import Any
 from telegen.pdata import ALLOC, INUSE, Frame, FrameKind, Profile, ValueType
 from telegen.procinfo import ProcessCache
 from telegen.receivers.ebpf.keys import RawKey, raw_key
+from telegen.receivers.ebpf.losses import Losses
 from telegen.receivers.ebpf.profiles import ProfileBuilder
 from telegen.receivers.ebpf.stacks import StackRef
 from telegen.receivers.ebpf.stats import StatDeltas
@@ -30,7 +31,8 @@ from telegen.telemetry import ComponentTelemetry
 FP_ONE = 1 << 16
 EXP_TABLE = 1024
 WEIGHT_TABLE = 3840          # x in [1, 16) in steps of 1/256 (bpf/memory.bpf.c)
-STAT_NAMES = ("calls", "sampled", "live_full", "frees_matched", "counts_full")
+STAT_NAMES = ("calls", "sampled", "live_full", "frees_matched", "counts_full",
+              "pending_full", "unpaired")
 MemKey = tuple[RawKey, int]  # (sample key, caller return address)
 
 
@@ -75,6 +77,7 @@ class MemoryProfiles:
         self._keep: set[StackRef] = set()
         self._stats = StatDeltas(lambda: self._bpf[b"mem_stats"], STAT_NAMES)
         self._t = telemetry
+        self._losses = Losses(telemetry)
         self.dropped_exited = 0
         _fill(bpf[b"mem_exp"], exp_table())
         _fill(bpf[b"mem_weight"], weight_table())
@@ -106,6 +109,15 @@ class MemoryProfiles:
         if stats["live_full"]:
             p.comments.append(f"{stats['live_full']} sampled allocations not tracked "
                               "(live map full)")
+        if self.inuse:
+            for reason in ("pending_full", "unpaired"):
+                self._losses.lost(p, self.name, reason.replace("pending", "starts"),
+                                  stats[reason], "sampled allocations")
+        else:
+            self._losses.spilled(p, self.name, w.spilled, w.stats, self._builder.labels,
+                                 self._builder.wanted,
+                                 lambda _n, nbytes, objects_fp: [
+                                     max(1, round(objects_fp / FP_ONE)), nbytes])
         return p
 
     # -- reading ---------------------------------------------------------------------

@@ -18,13 +18,14 @@ from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
 from telegen.receivers.ebpf.config import EbpfConfig
 from telegen.receivers.ebpf.events import EventReader
 from telegen.receivers.ebpf.locks import LockProfiles
+from telegen.receivers.ebpf.losses import Losses
 from telegen.receivers.ebpf.memory import MemoryProfiles
 from telegen.receivers.ebpf.profiles import ProfileBuilder
 from telegen.receivers.ebpf.stacks import FramePointerStacks
 from telegen.receivers.ebpf.targets import Targets
 from telegen.receivers.ebpf.unwinding import CfiStacks
 from telegen.receivers.ebpf.uprobes import Uprobes
-from telegen.receivers.ebpf.window import MapReader
+from telegen.receivers.ebpf.window import MapReader, WindowData
 
 PROCESS_CACHE_SIZE = 8192
 
@@ -37,6 +38,7 @@ class EbpfReceiver:
         self._next = next_consumer
         self._log = settings.logger
         self._acct = Accounting(settings.telemetry)
+        self._losses = Losses(settings.telemetry)
         self._procs = ProcessCache(PROCESS_CACHE_SIZE)
         self._lock = threading.Lock()        # one window at a time (ticker vs shutdown)
         self._stop = threading.Event()
@@ -192,9 +194,13 @@ class EbpfReceiver:
             self._acct.window_stats(data.stats)
             if c.cpu:
                 out.append(builder.cpu(data, events.take_timestamps("cpu", closed)))
+                period = 1_000_000_000 // c.sample_rate
+                self._losses.spilled(out[-1], "cpu", data.spilled, data.stats, builder.labels,
+                                     builder.wanted, lambda n, _v, _e: [n, n * period])
             if c.off_cpu:
                 out.append(builder.off_cpu(data, events.take_timestamps("off_cpu", closed),
                                            int(c.off_cpu_threshold * 1e9)))
+                self._off_cpu_losses(out[-1], data)
             for extra in (self._memory, self._locks):
                 if extra is not None:
                     out.append(extra.profile(data))
@@ -208,6 +214,16 @@ class EbpfReceiver:
         self._acct.processes.set(len(self._procs))
         self._acct.targets.set(len(self._targets))
         return Profiles(out)
+
+    def _off_cpu_losses(self, p: Profile, data: WindowData) -> None:
+        builder = self._builder
+        assert builder is not None
+        self._losses.spilled(p, "off_cpu", data.spilled, data.stats, builder.labels,
+                             builder.wanted, lambda n, ns, _e: [n, ns])
+        self._losses.lost(p, "off_cpu", "starts_full", data.stats.get("starts_full", 0),
+                          "off-CPU intervals")
+        self._losses.lost(p, "off_cpu", "unpaired", data.stats.get("offcpu_unpaired", 0),
+                          "off-CPU intervals")
 
     # -- events ----------------------------------------------------------------------
     def _on_new_process(self, pid: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from telegen.receivers.ebpf.bpf_loader import STACK_DEPTH, LoadedBpf
 from telegen.receivers.ebpf.keys import RawKey, raw_key
+from telegen.receivers.ebpf.losses import Spilled, read_spill
 from telegen.receivers.ebpf.stacks import StackRef, StackSource
 from telegen.receivers.ebpf.stats import StatDeltas
 
@@ -30,6 +31,9 @@ STAT_NAMES = (
     "counts_full", "starts_full", "events_lost", "seen_full",
     "offcpu_below_threshold", "offcpu_below_ns",
     "usnap_emitted", "usnap_deduped", "usnap_throttled", "usnap_lost", "usnap_fault",
+    "offcpu_unpaired", "spilled",
+    "lost_cpu", "lost_cpu_value", "lost_offcpu", "lost_offcpu_value",
+    "lost_lock", "lost_lock_value", "lost_mem", "lost_mem_value",
 )
 
 
@@ -41,6 +45,7 @@ class WindowData:
     cpu: list[tuple[RawKey, int]] = field(default_factory=list)            # samples
     off_cpu: list[tuple[RawKey, int, int]] = field(default_factory=list)   # ns, intervals
     stats: dict[str, int] = field(default_factory=dict)                    # deltas
+    spilled: Spilled = field(default_factory=dict)     # counts maps full: per process
 
 
 def drain(table: Any) -> list[tuple[Any, Any]]:
@@ -95,6 +100,7 @@ class MapReader:
         if self._off:
             for k, v in drain(self._bpf.table(f"off_counts{g}")):
                 data.off_cpu.append((raw_key(k), int(v.ns), int(v.count)))
+        data.spilled = read_spill(drain(self._bpf.table(f"spill{g}")))
         data.stats = self.stats_delta()
         return data
 
