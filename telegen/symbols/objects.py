@@ -56,6 +56,8 @@ class ObjectSymbols:
             self.budget.run(self._load, mapped, debug_dirs, debuginfod)
         except Rejected as exc:
             self._reject(exc.reason, exc.detail)
+        except Exception as exc:     # malformed input pyelftools chokes on: what loaded stays
+            log.debug("reading %s stopped: %s", self.budget.name, exc)
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejected = reason
