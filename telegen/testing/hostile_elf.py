@@ -58,6 +58,18 @@ def build(source: str, out: Path, *, flags: Sequence[str] = ("-O1",),
     return out
 
 
+def staging_dir(prefix: str) -> Path:
+    """A fresh world-readable directory outside /tmp (a namespaced tenant mounts
+    its own /tmp) holding the ``mapper`` program."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    os.chmod(d, 0o755)
+    build(MAPPER_SOURCE, d / "mapper")
+    os.chmod(d / "mapper", 0o755)
+    return d
+
+
 def mapping_of(pid: int, path: str) -> MapEntry:
     """The first mapping of ``path`` (as /proc/PID/maps shows it) in ``pid``."""
     with open(f"/proc/{pid}/maps") as f:

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,13 +25,13 @@ from telegen.symbols.elf import read_build_id
 from telegen.testing import require
 from telegen.testing.agent import wait_until
 from telegen.testing.hostile_elf import (
-    MAPPER_SOURCE,
     TENANT_LIB_SOURCE,
     OpenWatch,
     add_section,
     build,
     debuglink_section,
     mapping_of,
+    staging_dir,
     symbol_offset,
 )
 from telegen.testing.native import LiveProcess
@@ -49,9 +48,7 @@ SECRET_LIB_SOURCE = "int secret_function_xyz(int x) { return x * 11; }\n"
 def stage() -> Iterator[Path]:
     """Programs and libraries, outside /tmp (the namespaced tenant mounts its own)."""
     require.prerequisite(os.geteuid() == 0, "root (the agent runs as root)")
-    d = Path(tempfile.mkdtemp(prefix="telegen-binaries-", dir="/var/tmp"))
-    os.chmod(d, 0o755)
-    build(MAPPER_SOURCE, d / "mapper")
+    d = staging_dir("telegen-binaries-")
     build(TENANT_LIB_SOURCE, d / "libtenant.so", shared=True)
     build(TENANT_LIB_SOURCE, d / "libnolink.so", shared=True,
           flags=("-O1", "-Wl,--build-id=none"))

@@ -14,7 +14,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -29,13 +28,13 @@ from telegen.symbols import Symbolizer, SymbolizerOptions
 from telegen.symbols.budget import ParseLimits
 from telegen.testing import require
 from telegen.testing.hostile_elf import (
-    MAPPER_SOURCE,
     TENANT_LIB_SOURCE,
     add_section,
     build,
     mapping_of,
     remember_state_cfi,
     set_section_flags,
+    staging_dir,
     symbol_offset,
     tiny_units_dwarf,
     zlib_bomb_section,
@@ -54,10 +53,7 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def stage() -> Iterator[Path]:
     require.prerequisite(os.geteuid() == 0, "root (the agent runs as root)")
-    d = Path(tempfile.mkdtemp(prefix="telegen-elf-", dir="/var/tmp"))
-    os.chmod(d, 0o755)
-    build(MAPPER_SOURCE, d / "mapper")
-    os.chmod(d / "mapper", 0o755)
+    d = staging_dir("telegen-elf-")
     try:
         yield d
     finally:
@@ -99,6 +95,11 @@ def tenant_lib(stage: Path, home: Path, name: str, craft: Callable[[Path], Path]
     return out
 
 
+def local_symbolizer(refusals: Refusals) -> Symbolizer:
+    """A symbolizer with no debug directory and no debuginfod: the file alone."""
+    return Symbolizer(SymbolizerOptions(debug_dirs=(), debuginfod_urls=[]), refusals=refusals)
+
+
 def symbolize(sym: Symbolizer, pid: int, lib: Path, function: str,
               offsets_from: Path | None = None) -> tuple[str, str, float]:
     path = str(lib)
@@ -135,8 +136,7 @@ def test_compressed_debug_section_is_refused_before_it_is_inflated(
     lib = tenant_lib(stage, home, bomb, craft)
     with LiveProcess(as_nobody([str(stage / "mapper"), str(lib)])) as tenant:
         refusals = Refusals(None, LOG)
-        sym = Symbolizer(SymbolizerOptions(debug_dirs=(), debuginfod_urls=[]),
-                         refusals=refusals)
+        sym = local_symbolizer(refusals)
         (name, source, took), growth = peak_rss_growth(
             lambda: symbolize(sym, tenant.pid, lib, "tenant_function_abc"))
     print(f"{bomb}: {took:.2f}s, peak RSS +{growth / MiB:.1f} MiB")
@@ -197,8 +197,7 @@ def test_backward_sibling_does_not_loop(stage: Path, home: Path) -> None:
         looped = True
     assert looped
     with LiveProcess(as_nobody([str(stage / "mapper"), str(lib)])) as tenant:
-        sym = Symbolizer(SymbolizerOptions(debug_dirs=(), debuginfod_urls=[]),
-                         refusals=Refusals(None, LOG))
+        sym = local_symbolizer(Refusals(None, LOG))
         for function in ("tenant_function_abc", "tenant_other_def"):
             name, source, took = symbolize(sym, tenant.pid, lib, function)
             assert (name, source) == (function, "dwarf")
@@ -315,8 +314,7 @@ def test_malformed_headers_are_refused_before_pyelftools(stage: Path, home: Path
     lib = tenant_lib(stage, home, damage, craft)
     with LiveProcess(as_nobody([str(stage / "mapper"), str(lib)])) as tenant:
         refusals = Refusals(None, LOG)
-        sym = Symbolizer(SymbolizerOptions(debug_dirs=(), debuginfod_urls=[]),
-                         refusals=refusals)
+        sym = local_symbolizer(refusals)
         name, _source, took = symbolize(sym, tenant.pid, lib, "tenant_function_abc",
                                         offsets_from=stage / f"{damage}.base.so")
         tables = TableCache(disk=False)
