@@ -32,7 +32,7 @@ from telegen.helpers.worker import Worker
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess, find_jvms
 from telegen.receivers.jfr.files import DroppedFiles
-from telegen.receivers.jfr.session import JcmdError, JvmSession, alive
+from telegen.receivers.jfr.session import JcmdError, JcmdTimeout, JvmSession, alive
 from telegen.untrusted import Refusals, Refused
 
 
@@ -54,6 +54,7 @@ class JfrReceiver:
         self.refusals = Refusals(t, self._log)
         self._sessions: dict[int, JvmSession] = {}
         self._failed: dict[int, float] = {}       # pid -> when to retry
+        self._retry_after: dict[int, float] = {}  # pid -> next back-off (doubles, 1 h at most)
         self._jcmd = shutil.which(config.jcmd) or config.jcmd
         self._files = DroppedFiles(config.directory, config.max_file_bytes,
                                    self.refusals) if config.directory else None
@@ -72,6 +73,8 @@ class JfrReceiver:
         with self._lock:
             for pid, session in list(self._sessions.items()):
                 self._safe(self._dump_one, session)
+                if pid not in self._sessions:
+                    continue                # abandoned: its JVM does not answer
                 try:
                     session.stop()
                 except JcmdError as exc:
@@ -133,17 +136,18 @@ class JfrReceiver:
             session.start()
         except Refused as exc:          # the JVM's filesystem played a trick on us
             self.refusals.note("jfr_dump_directory", exc.reason, f"pid {jvm.pid}: {exc.detail}")
-            self._failed[jvm.pid] = time.monotonic() + max(30.0, self._config.scan_interval)
+            self._back_off(jvm.pid)
             session.cleanup()
             return
         except (JcmdError, OSError) as exc:
             self._jcmd_failures.add(1)
-            self._failed[jvm.pid] = time.monotonic() + max(30.0, self._config.scan_interval)
+            self._back_off(jvm.pid)
             self._log.warning("%s: cannot record pid %d (%s): %s", self._name, jvm.pid,
                               jvm.comm, exc)
             session.cleanup()
             return
         self._failed.pop(jvm.pid, None)
+        self._retry_after.pop(jvm.pid, None)
         self._sessions[jvm.pid] = session
         self._attached.add(1)
         self._log.info("%s: recording pid %d (%s)", self._name, jvm.pid,
@@ -178,11 +182,28 @@ class JfrReceiver:
         builder = self._builder(session.jvm)
         try:
             session.dump(lambda chunk: self._add(builder, chunk), self._bad_chunk)
+        except JcmdTimeout as exc:
+            # A JVM that does not answer (e.g. its dump file is a FIFO nobody
+            # reads) would cost jcmd_timeout per window under our lock: drop
+            # the session and try again after a growing back-off.
+            self._jcmd_failures.add(1)
+            self._log.warning("%s: pid %d does not answer; recording again in %.0fs: %s",
+                              self._name, pid, self._back_off(pid), exc)
+            self._sessions.pop(pid, None)
+            session.cleanup()
+            return
         except (JcmdError, OSError) as exc:
             self._jcmd_failures.add(1)
             self._log.warning("%s: dump of pid %d failed: %s", self._name, pid, exc)
             return
         self._emit(builder)
+
+    def _back_off(self, pid: int) -> float:
+        """Retry ``pid`` later: 30 s (or scan_interval) first, doubling up to 1 h."""
+        delay = self._retry_after.get(pid, max(30.0, self._config.scan_interval))
+        self._retry_after[pid] = min(3600.0, delay * 2)
+        self._failed[pid] = time.monotonic() + delay
+        return delay
 
     def _builder(self, jvm: JvmProcess | None, source: str = "") -> ProfileBuilder:
         resource: dict[str, str | int] = {"host.name": socket.gethostname(), "os.type": "linux",

@@ -17,6 +17,7 @@ when it exits, read through the directory's descriptor (containers too).
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,10 @@ EXIT_FILE = "exit.jfr"
 
 class JcmdError(Exception):
     pass
+
+
+class JcmdTimeout(JcmdError):
+    """jcmd did not finish within ``jcmd_timeout`` (the JVM does not answer)."""
 
 
 def settings_xml(config: JfrReceiverConfig) -> str:
@@ -94,6 +99,8 @@ class JvmSession:
             proc = subprocess.run(argv, capture_output=True, text=True, cwd="/",
                                   timeout=self._config.jcmd_timeout, check=False,
                                   **self._credentials())
+        except subprocess.TimeoutExpired as exc:
+            raise JcmdTimeout(f"jcmd {self.jvm.pid} {args[0]}: {exc}") from exc
         except (OSError, subprocess.SubprocessError) as exc:
             raise JcmdError(f"jcmd {self.jvm.pid} {args[0]}: {exc}") from exc
         out = proc.stdout + proc.stderr
@@ -125,7 +132,7 @@ class JvmSession:
         if self._dir is None or self._dir.closed:
             return 0
         self._dumps += 1
-        name = f"dump-{self._dumps}.jfr"
+        name = f"dump-{self._dumps}-{secrets.token_hex(4)}.jfr"     # not guessable ahead
         self.jcmd("JFR.dump", f"name={RECORDING}", f"filename={self._dir.path(name)}")
         return self.read_file(name, consume, on_error)
 
