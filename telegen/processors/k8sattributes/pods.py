@@ -75,15 +75,20 @@ class PodCache:
             self.upsert(pod)
 
     def by_uid(self, uid: str) -> PodMeta | None:
-        return self._by_uid.get(uid)
+        pod = self._by_uid.get(uid)
+        return pod if pod is not None and self._live(pod) else None
 
     def by_container(self, container_id: str) -> tuple[PodMeta, str] | None:
         with self._lock:
             uid = self._by_container.get(container_id)
             pod = self._by_uid.get(uid) if uid else None
-            if pod is None:
-                return None
-            return pod, pod.containers.get(container_id, "")
+        if pod is None or not self._live(pod):
+            return None
+        return pod, pod.containers.get(container_id, "")
+
+    def _live(self, pod: PodMeta) -> bool:
+        """Not deleted, or deleted less than ``grace`` seconds ago."""
+        return pod.deleted_at is None or self._clock() - pod.deleted_at < self._grace
 
     def evict_expired(self) -> None:
         with self._lock:
@@ -234,6 +239,8 @@ class PodWatcher:
             _request_timeout=(timeout, self._config.watch_timeout + timeout), **kwargs)
         self._response = response
         try:
+            if self._stop.is_set():    # stop() ran before the response was published
+                return version
             for line in _lines(response, MAX_EVENT):
                 if self._stop.is_set():
                     break

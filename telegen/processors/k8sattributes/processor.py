@@ -15,6 +15,7 @@ API server.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from telegen.component import Consumer, CreateSettings, Host
@@ -46,6 +47,7 @@ class K8sAttributesProcessor:
         self._misses = t.counter("processor_k8sattributes_misses")
         self._refusals = Refusals(t, settings.logger)
         self.watcher: PodWatcher | None = None
+        self._evicted_at = time.monotonic()
 
     def start(self, host: Host) -> None:
         node = self._config.node_name(os.environ)
@@ -64,6 +66,9 @@ class K8sAttributesProcessor:
             self.watcher.stop(min(timeout_s, 5.0))
 
     def consume(self, profiles: Profiles) -> None:
+        if time.monotonic() - self._evicted_at > 10.0:   # deleted pods past their grace
+            self._evicted_at = time.monotonic()
+            self.cache.evict_expired()
         for profile in profiles:
             try:
                 self._apply(profile)
