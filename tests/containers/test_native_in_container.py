@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from container_programs import spinner_source
 
 from telegen.symbols.elf import ElfFile, read_build_id
 from telegen.testing import containers
@@ -18,39 +19,6 @@ from telegen.testing.native import compile_c, nm, split_debug
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
 
-SOURCE = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-
-static volatile unsigned long sink;
-
-/* the volatile local gives the leaf a frame: gcc leaves frame pointers out of
-   leaf functions that use no stack, even with -mno-omit-leaf-frame-pointer */
-__attribute__((noinline)) static unsigned long inside_only_leaf(unsigned long x) {
-    volatile unsigned long state = x;
-    for (int i = 0; i < 2000; i++)
-        state = state * 6364136223846793005UL + 1442695040888963407UL;
-    return state;
-}
-
-__attribute__((noinline)) static void inside_only_outer(double seconds) {
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        for (int i = 0; i < 1000; i++)
-            sink += inside_only_leaf(sink + i);
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < seconds);
-}
-
-int main(int argc, char **argv) {
-    printf("ready\n");
-    fflush(stdout);
-    inside_only_outer(argc > 1 ? atof(argv[1]) : 5.0);
-    return 0;
-}
-"""
 INSIDE = "/opt/inside-only/tg_inside"
 SECONDS = 600.0     # ended with the container
 
@@ -62,8 +30,8 @@ def container_tree(tmp_path: Path) -> tuple[Path, Path, str]:
     /usr/lib/debug/.build-id. Built on the host, deleted from it once copied."""
     build = tmp_path / "build"
     build.mkdir()
-    binary = compile_c(SOURCE, build / "tg_inside", flags=("-O1", "-g", "-fno-omit-frame-pointer",
-                                                    "-Wl,--build-id"))
+    binary = compile_c(spinner_source("inside_only"), build / "tg_inside",
+                       flags=("-O1", "-g", "-fno-omit-frame-pointer", "-Wl,--build-id"))
     debug = split_debug(binary, build / "tg_inside.debug")
     build_id = read_build_id(str(binary))
     tree = tmp_path / "tree"
