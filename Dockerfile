@@ -8,11 +8,10 @@
 # The cache volume keeps CFI unwind tables (built once per binary: libc ~0.7 s
 # of CPU, libjvm ~8 s) and debuginfod downloads across restarts.
 #
-# BASE: any Debian 12. Where no registry is reachable, scripts/container-base.sh
-# makes localhost/debian:12 with debootstrap (build with --build-arg
-# BASE=localhost/debian:12, and --network=host --volume /etc/apt:/etc/apt:ro
-# when apt reaches its mirror through the host's configuration). PIP_CERT: a CA
-# bundle for pip, for a build behind a TLS-intercepting proxy.
+# BASE: any Debian 12. Where no registry is reachable, `make image`
+# (scripts/container-image.sh) builds from localhost/debian:12, made with
+# debootstrap by scripts/container-base.sh, with the podman flags such a
+# machine needs. PIP_CERT: a CA bundle for pip behind a TLS-intercepting proxy.
 ARG BASE=docker.io/library/debian:bookworm-slim
 FROM ${BASE}
 ARG PIP_CERT

@@ -11,7 +11,7 @@ ARGS   ?=
 SETUP_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test install host lint bench clean
+.PHONY: run test install host lint bench clean image
 
 run: install
 	$(VENV)/bin/telegen run $(ARGS)
@@ -47,6 +47,12 @@ $(BCC_LINK): $(STAMP)
 lint: install
 	$(VENV)/bin/ruff check telegen tests bench
 	$(VENV)/bin/mypy telegen
+
+# The container image, built with podman from the local Debian base
+# (scripts/container-image.sh: no registry needed). IMAGE=name:tag
+IMAGE ?= telegen:latest
+image: host
+	bash scripts/container-image.sh $(IMAGE)
 
 bench: install
 	$(PY) -m bench.overhead
