@@ -100,6 +100,7 @@ class FakeKubeAPI:
         self.ca_cert, cert, key = make_certificates(directory)
         self.token = token
         self.gone_as_http = False
+        self.empty_watches = False             # set: every watch ends at once, no event
         self.hang = threading.Event()          # set: requests get no answer
         self.requests: list[dict[str, Any]] = []
         self.unauthorized = 0
@@ -250,6 +251,8 @@ def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             if api.gone_as_http and since < api._oldest - 1:
                 return self._json(410, _status(410, "Gone", "too old resource version"))
             deadline = time.monotonic() + float(query.get("timeoutSeconds", "1800"))
+            if api.empty_watches:
+                deadline = 0.0
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")

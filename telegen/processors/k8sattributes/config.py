@@ -80,7 +80,14 @@ class K8sAttributesConfig:
     api_server: str = ""
     # Where the pod's service-account token and ca.crt are mounted.
     service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
+    # Which pods are watched: {node_from_env_var: K8S_NODE_NAME} (the variable
+    # set from the downward API's spec.nodeName) or {node: NAME}; neither:
+    # every pod of the cluster.
     filter: FilterConfig = field(default_factory=FilterConfig)
+    # metadata: the attributes added (as listed); labels / annotations: pod
+    # labels and annotations copied, [{tag_name, key | key_regex, from: pod}]
+    # (default names k8s.pod.labels.<key>, k8s.pod.annotations.<key>; with
+    # key_regex, tag_name may use $$1 for its first group).
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     # Tried in order until one matches: [{sources: [{from: resource_attribute,
     # name: container.id | k8s.pod.uid}]}].

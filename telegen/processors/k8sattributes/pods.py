@@ -69,7 +69,9 @@ class PodCache:
     def replace_all(self, pods: list[PodMeta]) -> None:
         """After a (re)list: these are the live pods; the others were deleted."""
         live = {p.uid for p in pods}
-        for uid in [u for u in self._by_uid if u not in live]:
+        with self._lock:
+            gone = [u for u in self._by_uid if u not in live]
+        for uid in gone:
             self.delete(uid)
         for pod in pods:
             self.upsert(pod)
@@ -160,10 +162,16 @@ class PodWatcher:
 
     # ------------------------------------------------------------------ the loop
     def _run(self) -> None:
+        """List, then watch; again and again. A round that made no progress (an
+        error, a 410, a watch that ended at once with no event) waits a delay
+        that doubles up to max_backoff, so a broken server or proxy is not
+        hammered; a watch that delivered events resets the delay."""
         delay = 1.0
         api = None
         version: str | None = None
+        gone_in_a_row = 0
         while not self._stop.is_set():
+            progressed = False
             try:
                 if api is None:
                     api = self._api()
@@ -171,27 +179,36 @@ class PodWatcher:
                     version = self._list(api)
                     self._relists.add(1)
                     self.synced.set()
-                version = self._watch(api, version)
-                delay = 1.0
+                started = time.monotonic()
+                version, events = self._watch(api, version)
+                progressed = events > 0 or time.monotonic() - started >= 1.0
+                gone_in_a_row = 0
             except Gone:
-                self._log.info("k8sattributes: resourceVersion %s expired (410); listing again",
-                               version)
+                self._log.info("k8sattributes: resourceVersion %s expired (410 Gone); "
+                               "listing again", version)
                 version = None
+                gone_in_a_row += 1
+                progressed = gone_in_a_row == 1     # the first relist is immediate
             except Exception as exc:  # noqa: BLE001 - the agent keeps running
                 if self._stop.is_set():
                     break
                 if getattr(exc, "status", None) == 410:   # HTTP 410 Gone
                     self._log.info("k8sattributes: 410 Gone; listing again")
                     version = None
-                    continue
-                self._api_errors.add(1)
-                self._log.warning("k8sattributes: API server: %s; retrying in %.0f s",
-                                  _short(exc), delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._config.max_backoff)
+                    gone_in_a_row += 1
+                    progressed = gone_in_a_row == 1
+                else:
+                    self._api_errors.add(1)
+                    self._log.warning("k8sattributes: API server: %s; retrying in %.0f s",
+                                      _short(exc), delay)
             finally:
                 self._cache.evict_expired()
                 self._cached.set(len(self._cache))
+            if progressed:
+                delay = 1.0
+            else:
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._config.max_backoff)
 
     def _api(self) -> Any:
         from kubernetes.client import CoreV1Api
@@ -226,7 +243,9 @@ class PodWatcher:
                 self._cached.set(len(self._cache))
                 return str(meta.get("resourceVersion") or "")
 
-    def _watch(self, api: Any, version: str) -> str:
+    def _watch(self, api: Any, version: str) -> tuple[str, int]:
+        """Watch from ``version`` until the server ends the stream: the last
+        version seen and the number of events."""
         kwargs: dict[str, Any] = {"watch": True, "resource_version": version,
                                   "allow_watch_bookmarks": True,
                                   "timeout_seconds": int(self._config.watch_timeout)}
@@ -238,20 +257,22 @@ class PodWatcher:
             _preload_content=False,
             _request_timeout=(timeout, self._config.watch_timeout + timeout), **kwargs)
         self._response = response
+        events = 0
         try:
             if self._stop.is_set():    # stop() ran before the response was published
-                return version
+                return version, events
             for line in _lines(response, MAX_EVENT):
                 if self._stop.is_set():
                     break
                 version = self._event(json.loads(line)) or version
+                events += 1
         except Refused as exc:
             self._refusals.note_exc("k8s_watch", exc)
             raise Gone() from None     # an event was lost: list again
         finally:
             self._response = None
             response.release_conn()
-        return version
+        return version, events
 
     def _event(self, event: Any) -> str | None:
         kind = event.get("type") if isinstance(event, dict) else None

@@ -274,6 +274,26 @@ def test_hanging_server_never_blocks_the_pipeline(api: FakeKubeAPI,
     api.hang.clear()
 
 
+def test_watches_ending_at_once_back_off(api: FakeKubeAPI, make: Callable[..., Made]) -> None:
+    api.empty_watches = True       # e.g. a proxy closing every stream: no tight loop
+    proc, sink, registry = make()
+    assert proc.watcher is not None and proc.watcher.synced.wait(20)
+    time.sleep(3.5)                # waits of 1 s, then 2 s between watches
+    watches = [r for r in api.requests if r["query"].get("watch")]
+    assert 2 <= len(watches) <= 3, len(watches)
+
+
+def test_node_variable_unset_adds_nothing_and_passes_data(
+        api: FakeKubeAPI, make: Callable[..., Made], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("K8S_NODE_NAME")
+    api.add(web_pod())
+    proc, sink, registry = make()
+    assert proc.watcher is None and "K8S_NODE_NAME" in caplog.text
+    assert resource_after(proc, sink, {"container.id": CID_WEB}) == {"container.id": CID_WEB}
+    assert api.requests == []      # never the whole cluster by accident
+
+
 def test_oversized_watch_event_is_refused_and_relisted(
         api: FakeKubeAPI, make: Callable[..., Made], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pods_module, "MAX_EVENT", 64 << 10)
