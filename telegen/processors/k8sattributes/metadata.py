@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegen.processors.k8sattributes.config import FieldRule
-from telegen.untrusted import Refused
+from telegen.untrusted import Refusals, Refused
 
 MAX_VALUE = 4096          # longer label/annotation values are not copied
+MAX_COPIED = 64           # label/annotation attributes per pod (key_regex rules)
 _JOB_OF_CRONJOB = re.compile(r"^(.+)-\d+$")
 _OWNER_ATTRIBUTE = {"StatefulSet": "k8s.statefulset.name", "DaemonSet": "k8s.daemonset.name",
                     "ReplicaSet": "k8s.replicaset.name", "Job": "k8s.job.name"}
@@ -41,10 +42,11 @@ class Extractor:
     """Turns pod objects into :class:`PodMeta` for one configuration."""
 
     def __init__(self, metadata: list[str], labels: list[FieldRule],
-                 annotations: list[FieldRule]) -> None:
+                 annotations: list[FieldRule], refusals: Refusals | None = None) -> None:
         self.metadata = frozenset(metadata)
         self.labels = labels
         self.annotations = annotations
+        self.refusals = refusals
         self.skipped_values = 0
 
     def pod(self, obj: Any) -> PodMeta:
@@ -64,11 +66,17 @@ class Extractor:
         pod_labels = _string_map(meta.get("labels"))
         found.update(_owners(meta.get("ownerReferences"), pod_labels))
         attributes = {k: v for k, v in found.items() if k in self.metadata and v}
+        # labels and annotations are written by whoever may create pods: bounded
+        copied: dict[str, str] = {}
         if self.labels:
-            attributes.update(self._copy(self.labels, pod_labels, "k8s.pod.labels."))
+            copied.update(self._copy(self.labels, pod_labels, "k8s.pod.labels."))
         if self.annotations:
-            attributes.update(self._copy(self.annotations, _string_map(meta.get("annotations")),
-                                         "k8s.pod.annotations."))
+            copied.update(self._copy(self.annotations, _string_map(meta.get("annotations")),
+                                     "k8s.pod.annotations."))
+        if len(copied) > MAX_COPIED:
+            self._skip("too_many_attributes", f"pod {uid}: {len(copied)} > {MAX_COPIED}")
+            copied = dict(sorted(copied.items())[:MAX_COPIED])
+        attributes.update(copied)
         return PodMeta(uid, attributes, _containers(obj.get("status") or {}))
 
     def _copy(self, rules: list[FieldRule], values: dict[str, str],
@@ -76,11 +84,16 @@ class Extractor:
         out: dict[str, str] = {}
         for rule in rules:
             for name, value in rule.attributes(values, prefix).items():
-                if len(value) > MAX_VALUE:
-                    self.skipped_values += 1
+                if len(value) > MAX_VALUE or len(name) > MAX_VALUE:
+                    self._skip("too_large", f"{name}: {len(value)} bytes > {MAX_VALUE}")
                     continue
                 out[name] = value
         return out
+
+    def _skip(self, reason: str, detail: str) -> None:
+        self.skipped_values += 1
+        if self.refusals is not None:
+            self.refusals.note("k8s_pod_field", reason, detail)
 
 
 def _owners(refs: Any, pod_labels: dict[str, str]) -> dict[str, str]:

@@ -40,12 +40,12 @@ class K8sAttributesProcessor:
         self._associate_by = config.association_names()
         self._container_name = CONTAINER_NAME in config.extract.metadata
         self.cache = PodCache(config.max_pods, config.pod_delete_grace)
-        self.extractor = Extractor(config.extract.metadata, config.label_rules(),
-                                   config.annotation_rules())
         t = settings.telemetry
         self._matched = t.counter("processor_k8sattributes_matched")
         self._misses = t.counter("processor_k8sattributes_misses")
         self._refusals = Refusals(t, settings.logger)
+        self.extractor = Extractor(config.extract.metadata, config.label_rules(),
+                                   config.annotation_rules(), self._refusals)
         self.watcher: PodWatcher | None = None
         self._evicted_at = time.monotonic()
 

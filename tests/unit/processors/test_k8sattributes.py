@@ -274,6 +274,32 @@ def test_hanging_server_never_blocks_the_pipeline(api: FakeKubeAPI,
     api.hang.clear()
 
 
+def test_kubeconfig_auth_and_paged_list(api: FakeKubeAPI, make: Callable[..., Made],
+                                        tmp_path: Path) -> None:
+    """The development path: a kubeconfig (server, CA, token) instead of the
+    pod's service account; the list paged two pods at a time."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""
+apiVersion: v1
+kind: Config
+clusters: [{{name: dev, cluster: {{server: "https://127.0.0.1:{api.port}",
+                                  certificate-authority: "{api.ca_cert}"}}}}]
+users: [{{name: me, user: {{token: {api.token}}}}}]
+contexts: [{{name: dev, context: {{cluster: dev, user: me}}}}]
+current-context: dev
+""")
+    for i in range(5):
+        api.add(pod_object(f"p{i}", node=NODE, containers={"c": f"{i:02x}" * 32}))
+    proc, sink, registry = make(auth_type="kubeConfig", kubeconfig=str(kubeconfig),
+                                list_page_size=2)
+    assert proc.watcher is not None and proc.watcher.synced.wait(20)
+    assert len(proc.cache) == 5
+    lists = [r["query"] for r in api.requests if not r["query"].get("watch")]
+    assert [q.get("continue") for q in lists] == [None, "2", "4"]
+    assert all(q["limit"] == "2" for q in lists)
+    assert resource_after(proc, sink, {"container.id": "04" * 32})["k8s.pod.name"] == "p4"
+
+
 def test_watches_ending_at_once_back_off(api: FakeKubeAPI, make: Callable[..., Made]) -> None:
     api.empty_watches = True       # e.g. a proxy closing every stream: no tight loop
     proc, sink, registry = make()
@@ -363,6 +389,9 @@ def test_owner_names_and_field_rules() -> None:
     assert attrs(annotations={"note-a": "1", "nope": "2", "note-big": "z" * 5000}) == {
         "k8s.pod.annotations.note-a": "1"}
     assert ex.skipped_values == 1
+    many = {f"note-{i:03d}": "v" for i in range(200)}      # a tenant's pod with 200 notes
+    assert len(attrs(annotations=many)) == 64
+    assert ex.skipped_values == 2
 
 
 @pytest.mark.parametrize(("raw", "message"), [
