@@ -229,6 +229,10 @@ class PodWatcher:
                 _preload_content=False, _request_timeout=(timeout, timeout), **kwargs)
             try:
                 body = limits.read_stream(response, MAX_LIST_PAGE)
+            except Refused as exc:
+                self._refusals.note_exc("k8s_list", exc)
+                response.close()       # unread bytes: the connection is not reused
+                raise
             finally:
                 response.release_conn()
             page = json.loads(body)
@@ -258,19 +262,23 @@ class PodWatcher:
             _request_timeout=(timeout, self._config.watch_timeout + timeout), **kwargs)
         self._response = response
         events = 0
+        complete = False
         try:
             if self._stop.is_set():    # stop() ran before the response was published
                 return version, events
             for line in _lines(response, MAX_EVENT):
                 if self._stop.is_set():
-                    break
+                    return version, events
                 version = self._event(json.loads(line)) or version
                 events += 1
+            complete = True
         except Refused as exc:
             self._refusals.note_exc("k8s_watch", exc)
             raise Gone() from None     # an event was lost: list again
         finally:
             self._response = None
+            if not complete:
+                response.close()       # a stream left mid-way is not put back in the pool
             response.release_conn()
         return version, events
 
