@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -409,6 +410,8 @@ def test_jvm_in_its_own_namespaces_is_recorded_with_nothing_written_on_the_host(
         names = {s.stack[0].name for p in sink.profiles("cpu") for s in p if s.stack}
         assert "Workload.hotMethod" in names
     finally:
+        if pid:             # setpriv's uid change cleared --kill-child's death signal
+            os.kill(pid, signal.SIGKILL)
         outer.kill()
         outer.wait()
         shutil.rmtree(classes, ignore_errors=True)
