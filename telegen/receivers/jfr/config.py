@@ -39,6 +39,7 @@ class JfrReceiverConfig:
     # Longest wait for one jcmd call (JFR.start/dump/stop) before it counts as failed.
     jcmd_timeout: float = field(default=30.0, metadata={"duration": True})
     # Also read .jfr files dropped here (-XX:StartFlightRecording, async-profiler).
+    # Symlinks are never followed, in the path or in the directory: give its real path.
     directory: str = ""
     # How often ``directory`` is looked at; a file is read once its size holds still.
     poll_interval: float = field(default=2.0, metadata={"duration": True})

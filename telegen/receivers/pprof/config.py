@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 @dataclass
 class PprofReceiverConfig:
     # Glob patterns of files to read (``**`` matches subdirectories, ``~`` expands).
+    # Symlinks are never followed, in the pattern's directories or among the
+    # matches: give real paths.
     paths: list[str] = field(default_factory=list)
     # Keep polling for new or changed files; otherwise read what matches once.
     watch: bool = False
