@@ -75,7 +75,9 @@ class SymbolizeProcessor:
             debuginfod_cache_dir=config.debuginfod_cache_dir,
             debuginfod_timeout_s=float(config.debuginfod_timeout),
             cache_size=config.cache_size, result_cache_size=config.cache_size * 2048)
-        self.symbolizer = Symbolizer(options, counters=counters)
+        self._rejected = lambda reason: t.counter("symbolize_rejected_objects", reason=reason)
+        self.symbolizer = Symbolizer(options, counters=counters, refusals=self.refusals,
+                                     rejected_counter=self._rejected)
         # Pushed frames get their own caches: an object opened for a pushed
         # build-id (debug file only) must never stand in for the binary an
         # observed process maps under the same build-id, nor evict it.
@@ -113,7 +115,8 @@ class SymbolizeProcessor:
 
     def _pushed_symbolizer(self) -> Symbolizer:
         if self._pushed is None:
-            self._pushed = Symbolizer(self._pushed_options, counters=self._pushed_counters)
+            self._pushed = Symbolizer(self._pushed_options, counters=self._pushed_counters,
+                                      refusals=self.refusals, rejected_counter=self._rejected)
             self._pushed.debuginfod = self._debuginfod
         return self._pushed
 

@@ -99,3 +99,20 @@ def test_insecure_http_allowed_when_the_config_says_so() -> None:
                     debuginfod_allow_insecure=True).validate()
     SymbolizeConfig(debuginfod_urls=["http://localhost:8002", "http://[::1]:1",
                                      "http://127.0.0.2/"]).validate()
+
+
+def test_rejected_objects_and_refusals_reach_the_processors_metrics(tmp_path: Path) -> None:
+    """The symbolizers the processor builds (observed and pushed) count
+    rejected objects as symbolize_rejected_objects{reason} and refusals as
+    refused_inputs in the processor's telemetry."""
+    proc, _sink, reg = _processor(tmp_path)
+    for sym in (proc.symbolizer, proc._pushed_symbolizer()):
+        assert sym.refusals is proc.refusals
+        assert sym._rejected_counter is not None
+        sym._rejected_counter("cpu_time").add()
+        sym.refusals.note("build_id", "bad_build_id")
+    snap = reg.snapshot()
+    assert snap['symbolize_rejected_objects{component="symbolize",kind="processor",'
+                'reason="cpu_time"}'] == 2
+    assert snap['refused_inputs{component="symbolize",kind="processor",'
+                'reason="bad_build_id",source="build_id"}'] == 2
