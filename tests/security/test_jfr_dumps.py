@@ -6,6 +6,7 @@ running, and each refusal is logged once and counted."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -415,3 +416,31 @@ def test_jvm_in_its_own_namespaces_is_recorded_with_nothing_written_on_the_host(
         outer.kill()
         outer.wait()
         shutil.rmtree(classes, ignore_errors=True)
+
+
+def test_an_hsperfdata_file_planted_for_a_root_process_does_not_make_it_a_jvm() -> None:
+    """jcmd attaches by sending SIGQUIT: had discovery taken nobody's
+    ``/tmp/hsperfdata_nobody/<pid>`` for a root process as a JVM, root's
+    jcmd would have killed that process. Only a file owned by the process's
+    own user counts."""
+    from telegen.receivers.jfr.discovery import find_jvms
+
+    bindir = Path(tempfile.mkdtemp(prefix="telegen-bin-", dir="/var/tmp"))
+    os.chmod(bindir, 0o755)
+    sleep = str(shutil.copy("/bin/sleep", bindir / "sleep"))  # not beside a java launcher
+    root_proc = subprocess.Popen([sleep, "60"])
+    nobody_proc = subprocess.Popen(as_nobody([sleep, "60"]), cwd="/")
+    try:
+        run_as_nobody(["mkdir", "-p", "/tmp/hsperfdata_nobody"])
+        for p in (root_proc, nobody_proc):
+            run_as_nobody(["touch", f"/tmp/hsperfdata_nobody/{p.pid}"])
+        found = {j.pid for j in find_jvms(pids=[], names=[], discover=True)}
+        assert root_proc.pid not in found
+        assert nobody_proc.pid in found          # its own user's file: looks like a JVM
+    finally:
+        for p in (root_proc, nobody_proc):
+            p.kill()
+            p.wait()
+            with contextlib.suppress(OSError):
+                os.unlink(f"/tmp/hsperfdata_nobody/{p.pid}")
+        shutil.rmtree(bindir)
