@@ -175,6 +175,15 @@ def _sections(fd: int, size: int, shoff: int, shnum: int, entsize: int, shstrndx
 def build_id_of(fd: int, headers: ElfHeaders) -> str:
     """The NT_GNU_BUILD_ID note as lowercase hex ('' when none): note sections
     first, then PT_NOTE segments (files stripped of section headers)."""
+    desc = find_note(fd, headers, b"GNU", NT_GNU_BUILD_ID)
+    bid = desc.hex() if desc else ""
+    return bid if valid_build_id(bid) else ""
+
+
+def find_note(fd: int, headers: ElfHeaders, name: bytes, n_type: int) -> bytes | None:
+    """The descriptor of the first note ``name``/``n_type`` in the note
+    sections, then the PT_NOTE segments; at most ``MAX_NOTES`` bytes read
+    per place. None when there is none."""
     places = [(s.offset, s.size) for s in headers.sections
               if s.type == SHT_NOTE and not s.compressed]
     places += [(p.offset, p.filesz) for p in headers.segments if p.type == PT_NOTE]
@@ -182,27 +191,25 @@ def build_id_of(fd: int, headers: ElfHeaders) -> str:
     for off, sz in places:
         if off + sz > headers.file_size:
             continue
-        data = os.pread(fd, min(sz, MAX_NOTES), off)
-        found = _build_id_note(data, e)
-        if found:
+        found = _note(os.pread(fd, min(sz, MAX_NOTES), off), e, name, n_type)
+        if found is not None:
             return found
-    return ""
+    return None
 
 
-def _build_id_note(data: bytes, e: str) -> str:
+def _note(data: bytes, e: str, name: bytes, n_type: int) -> bytes | None:
     pos = 0
     while pos + 12 <= len(data):
-        namesz, descsz, n_type = struct.unpack_from(e + "III", data, pos)
+        namesz, descsz, typ = struct.unpack_from(e + "III", data, pos)
         name_at = pos + 12
         desc_at = name_at + ((namesz + 3) & ~3)
         end = desc_at + ((descsz + 3) & ~3)
         if desc_at + descsz > len(data):
-            return ""
-        if n_type == NT_GNU_BUILD_ID and data[name_at:name_at + namesz].rstrip(b"\0") == b"GNU":
-            bid = data[desc_at:desc_at + descsz].hex()
-            return bid if valid_build_id(bid) else ""
+            return None
+        if typ == n_type and data[name_at:name_at + namesz].rstrip(b"\0") == name:
+            return data[desc_at:desc_at + descsz]
         pos = end
-    return ""
+    return None
 
 
 def read_build_id_fd(fd: int) -> str:

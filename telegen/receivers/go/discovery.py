@@ -20,45 +20,49 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import stat
+import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cachetools import LRUCache
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from telegen.procinfo import read_process
+from telegen.procinfo.elfheaders import find_note, read_headers
 from telegen.receivers.go.config import DEFAULT_PATH
 from telegen.receivers.go.target import Target
+from telegen.untrusted import Refused
 
 log = logging.getLogger(__name__)
 
 _LISTEN = "0A"
-_GO_NOTE_NAME = "Go"
-# type 4 under name "Go"; pyelftools names it after the GNU type 4 (gold version)
-_GO_BUILDID_TYPES = (4, "NT_GNU_GOLD_VERSION")
+_GO_NOTE_NAME = b"Go"
+_GO_BUILDID_TYPE = 4
 
 
 # -- is it Go? -------------------------------------------------------------------
 def is_go_elf(path: str) -> bool:
+    """Whether ``path`` (``/proc/PID/exe``: the executable itself, never a
+    tenant's symlink) is a Go binary. Read with the struct-level header check
+    (section and segment tables bounded, inside the file) and at most
+    ``MAX_NOTES`` bytes per note place: the executable is the tenant's."""
     try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            if elf.get_section_by_name(".go.buildinfo") is not None:
-                return True
-            if elf.get_section_by_name(".note.go.buildid") is not None:
-                return True
-            for segment in elf.iter_segments():
-                if segment.header["p_type"] != "PT_NOTE":
-                    continue
-                for note in segment.iter_notes():  # type: ignore[attr-defined]
-                    if note["n_name"] == _GO_NOTE_NAME and note["n_type"] in _GO_BUILDID_TYPES:
-                        return True
-    except (OSError, ELFError, ValueError, KeyError, AssertionError, UnicodeDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return False
-    return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        headers = read_headers(fd)
+        if headers.section(".go.buildinfo") or headers.section(".note.go.buildid"):
+            return True
+        return find_note(fd, headers, _GO_NOTE_NAME, _GO_BUILDID_TYPE) is not None
+    except (Refused, OSError, struct.error, ValueError):
+        return False
+    finally:
+        os.close(fd)
 
 
 class GoBinaryCache:

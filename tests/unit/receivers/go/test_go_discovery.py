@@ -150,3 +150,19 @@ def test_scan_asks_only_go_processes(listeners: tuple[subprocess.Popen[str], int
         assert go.pid not in {t.pid for t in d.scan()}
     finally:
         d.close()
+
+
+def test_go_check_of_a_hostile_executable_is_bounded(go_binary: Path, tmp_path: Path) -> None:
+    """The executable is the tenant's: a FIFO does not block, and section
+    tables claiming 65 535 entries past the end of the file are refused by
+    the struct-level header check instead of being walked."""
+    import time
+
+    os.mkfifo(tmp_path / "fifo")
+    data = bytearray(go_binary.read_bytes())
+    data[0x3C:0x3E] = (0xFFFF).to_bytes(2, "little")    # e_shnum
+    (tmp_path / "many").write_bytes(bytes(data))
+    t0 = time.monotonic()
+    assert not is_go_elf(str(tmp_path / "fifo"))
+    assert not is_go_elf(str(tmp_path / "many"))
+    assert time.monotonic() - t0 < 1.0
