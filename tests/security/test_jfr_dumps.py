@@ -73,8 +73,12 @@ def nobody_jvm(classes: Path) -> Iterator[subprocess.Popen[bytes]]:
         assert os.stat(f"/proc/{jvm.pid}").st_uid == nobody_ids()[0]
         yield jvm
     finally:
-        jvm.kill()
-        jvm.wait()
+        jvm.terminate()                 # SIGTERM: the JVM removes its hsperfdata file
+        try:
+            jvm.wait(15)
+        except subprocess.TimeoutExpired:
+            jvm.kill()
+            jvm.wait()
 
 
 @pytest.fixture
