@@ -9,6 +9,7 @@ after a code change, ~1 min after a pyproject change (figures printed)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -108,7 +109,9 @@ def test_readme_run_profiles_host_and_container_processes(tmp_path: Path, base_i
     files = sorted(profiles.glob("cpu-*.pb.gz"))
     labels = {}
     for f in files:
-        for s in decode(f.read_bytes()):
+        profile = decode(f.read_bytes())
+        assert profile.resource["host.name"] == socket.gethostname()   # --uts=host
+        for s in profile:
             d = dict(s.labels)
             if d.get("pid") == workload.pid:
                 labels = d
