@@ -36,10 +36,16 @@ KREL=$(uname -r)
 if [ ! -e "/lib/modules/$KREL/build/Makefile" ]; then
   H=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1 || true)
   if [ -n "$H" ]; then
-    mkdir -p "/lib/modules/$KREL"
-    ln -sfn "$H" "/lib/modules/$KREL/build"
-    ln -sfn "${H%-amd64}-common" "/lib/modules/$KREL/source"
-    log "linked kernel headers $H for $KREL"
+    # In the container /lib/modules is the host's, mounted read-only: the link
+    # is then the host's to make (this script run there), not a reason to stop.
+    if mkdir -p "/lib/modules/$KREL" 2>/dev/null \
+        && ln -sfn "$H" "/lib/modules/$KREL/build" 2>/dev/null; then
+      ln -sfn "${H%-amd64}-common" "/lib/modules/$KREL/source"
+      log "linked kernel headers $H for $KREL"
+    else
+      log "WARNING: cannot link $H as /lib/modules/$KREL/build (read-only?): run" \
+          "scripts/setup-host.sh on the host, or mount /lib/modules read-write"
+    fi
   else
     log "WARNING: no linux-headers found; BCC will not compile"
   fi
