@@ -34,9 +34,11 @@ from telegen.symbols.dwarf import DwarfLine
 from telegen.symbols.fileid import ContentKeys
 from telegen.symbols.kallsyms import KernelSymbols
 from telegen.symbols.objects import ObjectSymbols
-from telegen.symbols.perfmap import PerfMap, perf_map_for
+from telegen.symbols.perfmap import MAX_PERF_MAP_BYTES, PerfMap, perf_map_for
 from telegen.symbols.types import UNKNOWN, CounterLike, Resolution, SymLine
 from telegen.untrusted import Refusals
+
+PERF_MAPS_BYTES = 2 * MAX_PERF_MAP_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,11 @@ class Symbolizer:
         self._results: LRUCache[tuple[object, ...], Resolution] = LRUCache(
             max(16, opts.result_cache_size))
         self._keys: LRUCache[tuple[int, str, str], str] = LRUCache(max(64, opts.cache_size * 16))
-        self._perfmaps: LRUCache[int, PerfMap | None] = LRUCache(max(8, opts.cache_size))
+        # weighed in bytes read (a map costs ~3.3x its size in memory): 128 maps at
+        # the 16 MiB cap each would be ~7 GB; all maps together stay under
+        # PERF_MAPS_BYTES (~105 MB of memory), least recently used dropped first.
+        self._perfmaps: LRUCache[int, PerfMap] = LRUCache(
+            PERF_MAPS_BYTES, getsizeof=lambda pm: 1 + pm.bytes_read)
         self._kernel: KernelSymbols | None = None
         self._kernel_loaded = False
         self._lock = threading.RLock()
@@ -206,6 +212,8 @@ class Symbolizer:
         with self._lock:
             pm = self._perfmap(pid)
             found = pm.lookup(address) if pm is not None else None
+            if pm is not None:
+                self._perfmaps[pid] = pm      # weighed again: it may have grown
             if found is None:
                 return UNKNOWN    # not cached: the map may grow and name it later
             res = Resolution((SymLine(found[0]),), "perfmap", True)

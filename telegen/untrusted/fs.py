@@ -56,7 +56,10 @@ def open_in_root(root: str | int, path: str, *, symlinks: bool = False,
     a directory with ``directory=True``). Opened ``O_NOFOLLOW | O_NONBLOCK |
     O_CLOEXEC`` so a FIFO never blocks. Missing files raise ``OSError``."""
     rel = path.lstrip("/") or "."
-    oflags = flags | os.O_NONBLOCK | os.O_CLOEXEC | (0 if symlinks else os.O_NOFOLLOW)
+    # No O_NOFOLLOW here: RESOLVE_NO_SYMLINKS already refuses a trailing symlink
+    # (ELOOP), where O_NOFOLLOW | O_DIRECTORY would say ENOTDIR; the fallback
+    # walk adds O_NOFOLLOW itself.
+    oflags = flags | os.O_NONBLOCK | os.O_CLOEXEC
     if directory:
         oflags |= os.O_DIRECTORY
     root_fd = root if isinstance(root, int) else os.open(
@@ -131,7 +134,7 @@ def _walk(root_fd: int, rel: str, oflags: int, mode: int) -> int:
             dir_fd = nxt
         last = parts[-1] if parts else "."
         try:
-            return os.open(last, oflags, mode, dir_fd=dir_fd)
+            return os.open(last, oflags | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(dir_fd, last):
                 raise Refused("symlink", f"{rel}: {last} is a symlink") from None

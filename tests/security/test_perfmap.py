@@ -198,3 +198,34 @@ def test_python_jit_in_its_own_namespaces_is_still_named() -> None:
     finally:
         outer.kill()
         outer.wait()
+
+
+def test_many_big_maps_stay_within_the_byte_budget(cleanup_maps: list[str]) -> None:
+    """Three JIT processes with 12 MiB maps each (under the per-map cap): the
+    symbolizer keeps maps worth at most PERF_MAPS_BYTES (the least recently
+    used dropped), not 128 maps of any size (~7 GB at the cap)."""
+    from telegen.symbols.symbolizer import PERF_MAPS_BYTES
+
+    procs = [_sleeper([]) for _ in range(3)]
+    line = b"%x 10 jit_function_%d\n"
+    try:
+        for target in procs:
+            path = f"/tmp/perf-{target.pid}.map"
+            cleanup_maps.append(path)
+            with open(path, "wb") as f:
+                size, addr = 0, 0x10000
+                while size < 12 << 20:
+                    chunk = b"".join(line % (addr + 16 * i, i) for i in range(20000))
+                    f.write(chunk)
+                    size += len(chunk)
+                    addr += 16 * 20000
+        sym = _symbolizer()
+        for target in procs:
+            assert sym.jit(0x10000 + 16 * 5, target.pid).lines[0].function == "jit_function_5"
+        held = list(sym._perfmaps.values())
+        assert sum(pm.bytes_read for pm in held) <= PERF_MAPS_BYTES
+        assert len(held) == 2 and sym._perfmaps.get(procs[0].pid) is None
+    finally:
+        for target in procs:
+            target.kill()
+            target.wait()

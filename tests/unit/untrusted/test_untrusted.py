@@ -214,3 +214,10 @@ def test_open_in_root_gives_directories_only_when_asked(rootfs: Path, opener: st
     assert (rootfs / "tmp" / "x").is_dir()
     with pytest.raises(Refused):
         open_in_root(str(rootfs), "/tmp")
+
+
+def test_a_directory_that_is_a_symlink_is_refused_as_one(rootfs: Path, opener: str) -> None:
+    _as_nobody("ln", "-s", str(rootfs.parent), str(rootfs / "tmp" / "dirlink"))
+    with pytest.raises(Refused) as info:
+        open_in_root(str(rootfs), "/tmp/dirlink", directory=True)
+    assert info.value.reason == "symlink"
