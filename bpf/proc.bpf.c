@@ -24,15 +24,20 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = (u32)id;
-    /* a thread's start records go with it (maps are plain hashes: no eviction) */
+    /* A thread's start records go with it (plain hashes: nothing evicts them).
+     * A running thread has none left unless its end was never seen (a missed
+     * switch-in or futex exit) or it is dying inside an allocator call. */
 #ifdef OFF_CPU
-    off_starts.delete(&tid);
+    if (off_starts.delete(&tid) == 0)
+        stat_add(ST_OFFCPU_UNPAIRED, 1);
 #endif
 #ifdef MUTEX
-    lock_starts.delete(&tid);
+    if (lock_starts.delete(&tid) == 0)
+        lock_stat(LS_UNPAIRED, 1);
 #endif
 #ifdef MEM_INUSE
-    mem_pending.delete(&tid);
+    if (mem_pending.delete(&tid) == 0)
+        mem_stat(MS_UNPAIRED, 1);
 #endif
     if (tid != tgid)
         return 0;

@@ -375,6 +375,12 @@ class Bench:
                     total += s.values[index]
         return total
 
+    def pending_starts(self, table: str, pid: int) -> int:
+        """Start records telegen still holds for ``pid`` (off_starts, mem_pending)."""
+        loaded = self.receiver._bpf              # the maps themselves: what a leak would fill
+        assert loaded is not None
+        return sum(1 for v in loaded.table(table).values() if v.key.pid == pid)
+
     def notes(self, name: str) -> list[str]:
         return sorted({c for p in self.sink.profiles(name) for c in p.comments
                        if c.startswith("lost") or "kept without" in c})
@@ -451,6 +457,9 @@ def test_off_cpu_time_matches_tracer(bench: Bench) -> None:
           f"tracer {want / 1e9:.3f} s, ratio {r:.4f}; {bench.lost()} {bench.notes('off_cpu')}")
     assert switches >= 10_000 * RUN_S, "the workload switched too little to be a test"
     assert abs(r - 1) <= 0.05
+    # every thread of the exited workload (~1 short-lived one per 2000 round trips)
+    # took its start record along: none is left to fill the map
+    assert bench.pending_starts("off_starts", pid) == 0
 
 
 def test_inuse_bytes_match_workload(bench: Bench) -> None:
@@ -467,6 +476,7 @@ def test_inuse_bytes_match_workload(bench: Bench) -> None:
     assert last is not None, "no inuse profile for the workload"
     got = sum(s.values[1] for s in last if dict(s.labels).get("pid") == pid)
     bench.finish(pid)
+    assert bench.pending_starts("mem_pending", pid) == 0
     r = ratio(got, truth)
     print(f"alloc: telegen {got} B in use, workload {truth} B, ratio {r:.4f}; "
           f"{bench.lost()} {bench.notes('inuse')} {last.comments}")
