@@ -26,6 +26,8 @@ from telegen.receivers.ebpf.targets import Targets
 from telegen.receivers.ebpf.unwinding import CfiStacks
 from telegen.receivers.ebpf.uprobes import Uprobes
 from telegen.receivers.ebpf.window import MapReader, WindowData
+from telegen.untrusted import Refusals
+from telegen.unwind import TableCache
 
 PROCESS_CACHE_SIZE = 8192
 
@@ -83,9 +85,12 @@ class EbpfReceiver:
                                     (bpf.table("overflow0"), bpf.table("overflow1")))
             stacks: FramePointerStacks | CfiStacks = fp
             if c.unwinding != "frame_pointer":
+                t = self._settings.telemetry
+                tables = TableCache(refusals=Refusals(t, self._log), rejected_counter=lambda r:
+                                    t.counter("unwind_rejected_objects", reason=r))
                 self._cfi = stacks = CfiStacks(fp, self._procs, name=c.unwinding,
                                                wanted=self._targets.wanted,
-                                               on_error=self._on_error)
+                                               on_error=self._on_error, tables=tables)
                 self._cfi.attach(bpf.bpf)
             self._reader = MapReader(bpf, stacks, cpu=c.cpu, off_cpu=c.off_cpu)
             self._builder = ProfileBuilder(
@@ -130,7 +135,8 @@ class EbpfReceiver:
             inuse=c.memory_mode == "inuse", sample_every_bytes=c.sample_every_bytes,
             telemetry=telemetry)
         self.uprobes = Uprobes(bpf.bpf, inuse=c.memory_mode == "inuse",
-                               wanted=self._targets.wanted, on_error=self._on_error)
+                               wanted=self._targets.wanted, on_error=self._on_error,
+                               refusals=Refusals(telemetry, self._log))
         self.uprobes.start(self._targets.initial_pids() if self._targets.filtering else None)
 
     def shutdown(self, timeout_s: float = 30.0) -> None:

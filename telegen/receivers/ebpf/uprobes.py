@@ -10,10 +10,15 @@ the breakpoint is written only into targeted processes and untargeted ones
 sharing the same libc do not trap at all. Allocator objects are found in
 ``/proc/PID/maps`` (libc, a binary that defines its own ``malloc`` -
 statically linked or an alternative allocator such as jemalloc - through
-``/proc/PID/root`` so containers work); their symbols are read once per
-inode and shared. A process is attached when first seen (start scan, exec,
-first sample), retried while its dynamic loader has not mapped libc yet, and
-detached when it exits (exit event, or the liveness sweep) and at shutdown.
+``/proc/PID/root`` so containers work); each is opened once by descriptor
+inside the process's root without following its symlinks
+(:func:`telegen.untrusted.open_in_root`), its symbols read once per inode
+through the struct-level header check, and its uprobes attached through
+``/proc/self/fd/N`` of that descriptor — the file that was checked, never a
+path the tenant can swap for a symlink in between. A process is attached
+when first seen (start scan, exec, first sample), retried while its dynamic
+loader has not mapped libc yet, and detached when it exits (exit event, or
+the liveness sweep) and at shutdown.
 
 All attaching runs in one named thread so BPF event callbacks never block
 on ELF parsing or perf_event_open.
@@ -33,6 +38,10 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from telegen.procinfo.elfheaders import read_headers
+from telegen.procinfo.maps import open_host_file
+from telegen.untrusted import Refusals, Refused, open_in_root
+
 log = logging.getLogger(__name__)
 
 # (symbol, BPF function) of allocating entry points, in priority order: a
@@ -47,22 +56,30 @@ RETRY_FOR_S = 2.0          # how long to wait for a new process to map its alloc
 RETRY_EVERY_S = 0.005
 SWEEP_EVERY_S = 1.0
 MAX_PROCESSES = 64         # BCC's default quota is 1000 probes (<= 11 per process)
+MAX_SYMBOL_TABLE = 64 << 20    # a .dynsym/.symtab larger than this is not walked
 
 
 @dataclass
 class AllocatorObject:
     path: str                              # inside the process's root
+    fd: int                                # open while any process is probed through it
     symbols: dict[str, int]                # symbol -> ELF address (deduplicated)
     users: set[int] = field(default_factory=set)
 
 
-def allocator_symbols(path: str, *, inuse: bool) -> dict[str, int]:
-    """Defined allocator functions of an ELF file (.dynsym, else .symtab)."""
+def allocator_symbols(fd: int, *, inuse: bool) -> dict[str, int]:
+    """Defined allocator functions of the ELF file open on ``fd`` (.dynsym,
+    else .symtab). The file is a tenant's: header tables are checked with
+    ``struct`` first and symbol tables over ``MAX_SYMBOL_TABLE`` skipped."""
     wanted = [name for name, _ in ALLOC_ENTRIES] + ([FREE_ENTRY[0]] if inuse else [])
     found: dict[str, int] = {}
-    with open(path, "rb") as f:
+    headers = read_headers(fd)
+    with os.fdopen(os.dup(fd), "rb") as f:
         elf = ELFFile(f)
         for section in (".dynsym", ".symtab"):
+            header = headers.section(section)
+            if header is None or header.size > MAX_SYMBOL_TABLE:
+                continue
             table = elf.get_section_by_name(section)
             if not isinstance(table, SymbolTableSection):
                 continue
@@ -103,8 +120,10 @@ def start_time(pid: int, proc: str = "/proc") -> int | None:
 
 class Uprobes:
     def __init__(self, bpf: Any, *, inuse: bool, wanted: Callable[[int], bool],
-                 on_error: Callable[[BaseException], None], proc: str = "/proc") -> None:
+                 on_error: Callable[[BaseException], None], proc: str = "/proc",
+                 refusals: Refusals | None = None) -> None:
         self._bpf = bpf
+        self.refusals = refusals or Refusals(None, log)
         self._inuse = inuse
         self._wanted = wanted
         self._on_error = on_error
@@ -113,6 +132,7 @@ class Uprobes:
         self._not_allocators: set[tuple[int, int]] = set()
         self._attached: dict[int, tuple[int | None, list[bytes], list[tuple[int, int]]]] = {}
         self._system: list[bytes] = []
+        self._system_fd = -1
         self._retry: dict[int, float] = {}        # pid -> give up at (monotonic)
         self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._stop = threading.Event()
@@ -164,6 +184,9 @@ class Uprobes:
             self._detach(pid)
         self._detach_events(self._system)
         self._system = []
+        if self._system_fd >= 0:
+            os.close(self._system_fd)
+            self._system_fd = -1
 
     # -- the thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -221,35 +244,46 @@ class Uprobes:
                      if os.path.basename(p).startswith("libc.so")), None)
         if path is None:
             raise RuntimeError("memory: no libc mapped in the agent; nothing to probe")
-        symbols = allocator_symbols(path, inuse=self._inuse)
-        self._system = self._attach_object(path, symbols, -1)
+        self._system_fd = open_host_file(path)     # the agent's own libc: trusted
+        symbols = allocator_symbols(self._system_fd, inuse=self._inuse)
+        self._system = self._attach_object(f"/proc/self/fd/{self._system_fd}", symbols, -1)
         log.info("memory: %d uprobes on %s (whole host: every process using it)",
                  len(self._system), path)
 
     def _objects_of(self, pid: int) -> list[tuple[tuple[int, int], AllocatorObject, str]]:
-        """(inode, object, path reachable from the agent) of each allocator mapped."""
+        """(inode, object, path to attach to) of each allocator mapped; the path
+        is ``/proc/self/fd/N`` of the object's own descriptor."""
         out = []
+        root = f"{self._proc}/{pid}/root"
         for path in mapped_files(pid, self._proc):
-            reachable = f"{self._proc}/{pid}/root{path}"
             try:
-                st = os.stat(reachable)
+                fd = open_in_root(root, path)
+            except Refused as exc:
+                self.refusals.note_exc("mapped_file", exc)
+                continue
             except OSError:
                 continue
+            st = os.fstat(fd)
             inode = (st.st_dev, st.st_ino)
-            if inode in self._not_allocators:
-                continue
             obj = self._objects.get(inode)
-            if obj is None:
-                try:
-                    symbols = allocator_symbols(reachable, inuse=self._inuse)
-                except Exception:
-                    symbols = {}
-                if not symbols:
-                    self._not_allocators.add(inode)
-                    continue
-                obj = AllocatorObject(path, symbols)
-                self._objects[inode] = obj
-            out.append((inode, obj, reachable))
+            if obj is not None or inode in self._not_allocators:
+                os.close(fd)
+                if obj is not None:
+                    out.append((inode, obj, f"/proc/self/fd/{obj.fd}"))
+                continue
+            try:
+                symbols = allocator_symbols(fd, inuse=self._inuse)
+            except Refused as exc:
+                self.refusals.note_exc("mapped_file", exc)
+                symbols = {}
+            except Exception:
+                symbols = {}
+            if not symbols:
+                os.close(fd)
+                self._not_allocators.add(inode)
+                continue
+            obj = self._objects[inode] = AllocatorObject(path, fd, symbols)
+            out.append((inode, obj, f"/proc/self/fd/{fd}"))
         return out
 
     def _attach(self, pid: int, give_up: float | None = None) -> None:
@@ -317,6 +351,7 @@ class Uprobes:
                 obj.users.discard(pid)
                 if not obj.users:                 # no process needs it: forget it
                     del self._objects[inode]
+                    os.close(obj.fd)
 
     def _detach_events(self, events: list[bytes]) -> None:
         for ev in events:

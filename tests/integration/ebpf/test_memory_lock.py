@@ -99,7 +99,11 @@ def libc_malloc_byte(pid: int) -> int:
                 base = int(parts[0].split("-")[0], 16)
                 break
     assert base is not None
-    addr = base + allocator_symbols(f"/proc/{pid}/root{path}", inuse=False)["malloc"]
+    fd = os.open(f"/proc/{pid}/root{path}", os.O_RDONLY)
+    try:
+        addr = base + allocator_symbols(fd, inuse=False)["malloc"]
+    finally:
+        os.close(fd)
     with open(f"/proc/{pid}/mem", "rb") as mem:
         mem.seek(addr)
         return mem.read(1)[0]

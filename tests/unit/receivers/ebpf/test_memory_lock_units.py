@@ -23,7 +23,8 @@ from telegen.receivers.ebpf.memory import (
     weight,
     weight_table,
 )
-from telegen.receivers.ebpf.uprobes import allocator_symbols, mapped_files, start_time
+from telegen.receivers.ebpf.uprobes import allocator_symbols as symbols_of_fd
+from telegen.receivers.ebpf.uprobes import mapped_files, start_time
 from telegen.testing import require
 from telegen.testing.workloads import WORKLOAD_DIR
 
@@ -108,6 +109,14 @@ def test_byte_sampling_is_unbiased() -> None:
 def test_newer_handles_wraparound() -> None:
     assert newer(5, 4) and not newer(4, 4) and not newer(3, 4)
     assert newer(0, 0xFFFFFFFF) and not newer(0xFFFFFFFF, 0)
+
+
+def allocator_symbols(path: str, *, inuse: bool) -> dict[str, int]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return symbols_of_fd(fd, inuse=inuse)
+    finally:
+        os.close(fd)
 
 
 def libc_path() -> str:
