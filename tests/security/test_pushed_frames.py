@@ -10,12 +10,10 @@ named, from the host's debug directory only."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
 import signal
-import struct
 import tempfile
 import time
 import urllib.request
@@ -30,11 +28,11 @@ from telegen.pdata import CPU, PUSHED, Frame, FrameKind, Mapping, Profile, Profi
 from telegen.symbols.elf import ElfFile, read_build_id
 from telegen.testing import require
 from telegen.testing.agent import free_port, start_telegen, wait_until
+from telegen.testing.hostile_elf import OpenWatch
 from telegen.testing.native import compile_c
 
 pytestmark = pytest.mark.slow
 
-IN_ACCESS, IN_OPEN = 0x001, 0x020
 SECRET_SOURCE = """
 __attribute__((noinline)) int secret_function_abc(int x) { return x * 7 + 1; }
 int main(int argc, char **argv) { (void)argv; return secret_function_abc(argc); }
@@ -43,36 +41,6 @@ LEGIT_SOURCE = """
 __attribute__((noinline)) int legit_function_xyz(int x) { return x * 3 + 2; }
 int main(int argc, char **argv) { (void)argv; return legit_function_xyz(argc); }
 """
-
-
-class Inotify:
-    """Which of the watched files anybody opened or read (inode watches: a
-    path through /proc/PID/root or map_files reaches the same inode)."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        assert self.fd >= 0
-        self.names: dict[int, str] = {}
-        for p in paths:
-            wd = libc.inotify_add_watch(self.fd, os.fsencode(p), IN_OPEN | IN_ACCESS)
-            assert wd >= 0, (p, ctypes.get_errno())
-            self.names[wd] = str(p)
-
-    def opened(self) -> list[str]:
-        seen = []
-        try:
-            data = os.read(self.fd, 1 << 16)
-        except BlockingIOError:
-            return []
-        while data:
-            wd, _mask, _cookie, size = struct.unpack_from("iIII", data)
-            seen.append(self.names.get(wd, str(wd)))
-            data = data[16 + size:]
-        return seen
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def file_offset(binary: Path, name: str) -> int:
@@ -189,7 +157,7 @@ service:
     perf_map = Path(f"/tmp/perf-{agent.pid}.map")
     jit_address = 0x7F0000001000
     perf_map.write_text(f"{jit_address - 0x10:x} 100 SECRET_JIT_NAME\n")
-    watch = Inotify([planted["secret"], planted["debug"], perf_map])
+    watch = OpenWatch([planted["secret"], planted["debug"], perf_map])
     try:
         assert wait_until(lambda: bool(refused(metrics_port)) or _serving(metrics_port), 60), \
             log.read_text()
@@ -251,7 +219,7 @@ def test_pprof_decoded_profiles_are_pushed_and_get_the_same_rule(
                        reg.for_component("processor", "symbolize"), logging.getLogger("t")),
         SymbolizeConfig(debuginfod_urls=[], include_kernel=True,
                         debuginfod_cache_dir=str(tmp_path / "c")), sink)
-    watch = Inotify([planted["secret"], planted["debug"]])
+    watch = OpenWatch([planted["secret"], planted["debug"]])
     try:
         proc.consume(Profiles([decoded]))
     finally:
@@ -271,7 +239,7 @@ def test_pprof_decoded_profiles_are_pushed_and_get_the_same_rule(
                        Registry().for_component("processor", "symbolize"),
                        logging.getLogger("t")),
         SymbolizeConfig(debuginfod_urls=[], debuginfod_cache_dir=str(tmp_path / "c")), sink)
-    watch = Inotify([planted["secret"]])
+    watch = OpenWatch([planted["secret"]])
     try:
         proc2.consume(Profiles([observed]))
     finally:
