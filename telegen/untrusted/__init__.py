@@ -12,8 +12,15 @@ here first. See SECURITY.md.
 from __future__ import annotations
 
 from telegen.untrusted.fs import open_in_root, read_in_root, target_root
-from telegen.untrusted.limits import MiB, gunzip, maybe_gunzip, read_fd, read_stream
+from telegen.untrusted.limits import (
+    MiB,
+    capped_reader,
+    gunzip,
+    maybe_gunzip,
+    read_fd,
+    read_stream,
+)
 from telegen.untrusted.refusals import Refusals, Refused
 
-__all__ = ["MiB", "Refusals", "Refused", "gunzip", "maybe_gunzip", "open_in_root",
+__all__ = ["MiB", "Refusals", "Refused", "capped_reader", "gunzip", "maybe_gunzip", "open_in_root",
            "read_fd", "read_in_root", "read_stream", "target_root"]

@@ -4,6 +4,7 @@ gzip is inflated with an output limit known before inflating."""
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import zlib
@@ -101,3 +102,37 @@ def maybe_gunzip(data: bytes, limit: int) -> bytes:
     if len(data) > limit:
         raise Refused("too_large", f"{len(data)} bytes > limit {limit}")
     return data
+
+
+class _CappedRaw(io.RawIOBase):
+    """A descriptor read to at most ``limit`` bytes; one more is refused."""
+
+    def __init__(self, fd: int, limit: int, name: str) -> None:
+        self._fd, self._left, self._limit, self._name = fd, limit, limit, name
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buf), self._left + 1)
+        data = os.read(self._fd, want)
+        if len(data) > self._left:
+            raise Refused("too_large", f"{self._name}: more than {self._limit} bytes")
+        self._left -= len(data)
+        buf[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def capped_reader(fd: int, limit: int, name: str) -> BinaryIO:
+    """A buffered reader over ``fd`` (owned by it) that refuses a file whose
+    size is over ``limit`` before reading, and one that grows past it while
+    read."""
+    size = os.fstat(fd).st_size
+    if size > limit:
+        raise Refused("too_large", f"{name}: {size} bytes > limit {limit}")
+    return io.BufferedReader(_CappedRaw(fd, limit, name))  # type: ignore[return-value]

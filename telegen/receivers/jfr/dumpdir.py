@@ -23,7 +23,6 @@ that user; everything the agent (root) does there goes through descriptors:
 from __future__ import annotations
 
 import errno
-import io
 import os
 import secrets
 import stat
@@ -31,6 +30,7 @@ from typing import BinaryIO
 
 from telegen.helpers.dropdir import open_dir
 from telegen.untrusted import Refused, open_in_root
+from telegen.untrusted.limits import capped_reader
 
 PREFIX = "telegen-jfr-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -146,37 +146,3 @@ def _mkdir_fresh(parent_fd: int) -> str:
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, "no fresh dump directory name after 16 tries")
-
-
-class _CappedRaw(io.RawIOBase):
-    """A descriptor read to at most ``limit`` bytes; one more is refused."""
-
-    def __init__(self, fd: int, limit: int, name: str) -> None:
-        self._fd, self._left, self._limit, self._name = fd, limit, limit, name
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
-        want = min(len(buf), self._left + 1)
-        data = os.read(self._fd, want)
-        if len(data) > self._left:
-            raise Refused("too_large", f"{self._name}: more than {self._limit} bytes")
-        self._left -= len(data)
-        buf[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._fd)
-        super().close()
-
-
-def capped_reader(fd: int, limit: int, name: str) -> BinaryIO:
-    """A buffered reader over ``fd`` (owned by it) that refuses a file whose
-    size is over ``limit`` before reading, and one that grows past it while
-    read."""
-    size = os.fstat(fd).st_size
-    if size > limit:
-        raise Refused("too_large", f"{name}: {size} bytes > limit {limit}")
-    return io.BufferedReader(_CappedRaw(fd, limit, name))  # type: ignore[return-value]

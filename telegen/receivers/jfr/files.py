@@ -17,8 +17,8 @@ from collections.abc import Callable
 from telegen.formats.jfr import Chunk, JfrError, read_chunks
 from telegen.formats.jfr.stream import DEFAULT_MAX_CHUNK_BYTES
 from telegen.helpers import dropdir
-from telegen.receivers.jfr.dumpdir import capped_reader
 from telegen.untrusted import Refusals, Refused
+from telegen.untrusted.limits import capped_reader
 
 log = logging.getLogger(__name__)
 Signature = tuple[int, int]

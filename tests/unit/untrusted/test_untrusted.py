@@ -221,3 +221,19 @@ def test_a_directory_that_is_a_symlink_is_refused_as_one(rootfs: Path, opener: s
     with pytest.raises(Refused) as info:
         open_in_root(str(rootfs), "/tmp/dirlink", directory=True)
     assert info.value.reason == "symlink"
+
+
+def test_capped_reader_refuses_big_files_up_front_and_growing_streams() -> None:
+    from telegen.untrusted import capped_reader
+
+    with tempfile.NamedTemporaryFile() as f:
+        f.truncate(10 << 20)
+        with pytest.raises(Refused):
+            capped_reader(os.open(f.name, os.O_RDONLY), MiB, f.name)
+    r, w = os.pipe()
+    os.write(w, b"y" * 5000)
+    os.close(w)
+    reader = capped_reader(r, 4096, "pipe")
+    with pytest.raises(Refused):
+        reader.read()
+    reader.close()
