@@ -42,3 +42,41 @@ int main(int argc, char **argv) {
 
 def spinner_source(prefix: str) -> str:
     return TEMPLATE.replace("PREFIX_", f"{prefix}_")
+
+
+# A tiny JIT: copies a spin loop into anonymous executable memory, writes
+# /tmp/perf-<its own pid>.map naming it argv[1] (the pid it sees: inside a
+# container, its pid in the container's namespace, as real JITs do), prints
+# "ready" and calls it until killed.
+JIT = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static const unsigned char SPIN[] = {
+    0xb9, 0x00, 0x00, 0x10, 0x00,   /* mov ecx, 0x100000 */
+    0xff, 0xc9,                     /* dec ecx */
+    0x75, 0xfc,                     /* jnz -4 */
+    0xc3                            /* ret */
+};
+
+int main(int argc, char **argv) {
+    const char *name = argc > 1 ? argv[1] : "jit_code";
+    unsigned char *code = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (code == MAP_FAILED) { perror("mmap"); return 1; }
+    memcpy(code, SPIN, sizeof SPIN);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/perf-%d.map", (int)getpid());
+    FILE *f = fopen(path, "w");
+    if (!f) { perror(path); return 1; }
+    fprintf(f, "%lx %zx %s\n", (unsigned long)code, sizeof SPIN, name);
+    fclose(f);
+    printf("ready %lx\n", (unsigned long)code);
+    fflush(stdout);
+    void (*spin)(void) = (void (*)(void))code;
+    for (;;)
+        spin();
+}
+"""
