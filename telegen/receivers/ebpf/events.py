@@ -4,6 +4,11 @@
 One named thread polls the ring; the window reader calls ``drain()`` to
 consume what is left of a closed window before building it. BCC's ring
 buffer is not thread-safe, so both go through one lock.
+The poll thread holds that lock through each 100 ms poll and would take it
+again at once: a lock is not fair, so on an idle machine ``drain()`` could
+wait for it for many seconds (measured: 8.4 s, a window that never closed).
+A waiting ``drain()`` therefore makes the poll thread stand aside until
+it is done.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class EventReader:
         self._on_exit = on_exit
         self._on_error = on_error
         self._lock = threading.Lock()
+        self._turn = threading.Condition()      # guards _draining
+        self._draining = 0                      # drain() calls waiting for _lock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ebpf-events", daemon=True)
         # unix ns = monotonic ns + offset (bpf_ktime_get_ns is CLOCK_MONOTONIC)
@@ -49,6 +56,8 @@ class EventReader:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            with self._turn:                    # let a waiting drain() have the ring
+                self._turn.wait_for(lambda: not self._draining or self._stop.is_set(), 0.5)
             try:
                 with self._lock:
                     self._bpf.ring_buffer_poll(100)
@@ -59,8 +68,15 @@ class EventReader:
                 self._stop.wait(0.5)
 
     def drain(self) -> None:
-        with self._lock:
-            self._bpf.ring_buffer_consume()
+        with self._turn:
+            self._draining += 1
+        try:
+            with self._lock:
+                self._bpf.ring_buffer_consume()
+        finally:
+            with self._turn:
+                self._draining -= 1
+                self._turn.notify_all()
 
     def _handle(self, _ctx: object, data: int, _size: int) -> None:
         try:

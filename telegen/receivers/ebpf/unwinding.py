@@ -63,7 +63,10 @@ class CfiStacks:
         self._pending: list[bytes] = []
         self._pending_lock = threading.Lock()
         self._work_lock = threading.Lock()
+        # written by the unwinder thread, read by the window thread: a cachetools
+        # LRUCache reorders itself on every get, so both go through _results_lock
         self._results: LRUCache[int, tuple[tuple[int, ...], str]] = LRUCache(RESULTS)
+        self._results_lock = threading.Lock()
         self._spaces: LRUCache[int, tuple[ProcessInfo, AddressSpace]] = LRUCache(SPACES)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,13 +120,13 @@ class CfiStacks:
     def _unwind_one(self, raw: bytes) -> None:
         snap_id, pid, _tid, length, ip, sp, bp = _HDR.unpack_from(raw, 0)
         if not self._wanted(pid):          # sampled before it was classified unwanted
-            self._results[snap_id] = ((), ERROR)
+            self._result(snap_id, ((), ERROR))
             return
         try:
             stack = raw[_HDR.size:_HDR.size + length]
             space = self._space(pid)
             if space is None:
-                self._results[snap_id] = ((), ERROR)
+                self._result(snap_id, ((), ERROR))
                 self.errors += 1
                 return
             fp = self._frame_pointers
@@ -134,14 +137,18 @@ class CfiStacks:
                     res = unwind(space, ip, sp, bp, stack, frame_pointers=fp)
         except Exception as exc:
             self.errors += 1
-            self._results[snap_id] = ((), ERROR)
+            self._result(snap_id, ((), ERROR))
             log.debug("unwinding snapshot %x of pid %d failed: %s", snap_id, pid, exc)
             return
         self.unwound += 1
         if res.complete:
-            self._results[snap_id] = (res.addresses, FULL)
+            self._result(snap_id, (res.addresses, FULL))
         else:
-            self._results[snap_id] = ((*res.addresses, TRUNCATED_MARK), TRUNCATED)
+            self._result(snap_id, ((*res.addresses, TRUNCATED_MARK), TRUNCATED))
+
+    def _result(self, snap_id: int, result: tuple[tuple[int, ...], str]) -> None:
+        with self._results_lock:
+            self._results[snap_id] = result
 
     def _space(self, pid: int) -> AddressSpace | None:
         info = self._procs.get(pid)
@@ -184,7 +191,8 @@ class CfiStacks:
 
     def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
         if stack_id >= 0 and stack_id & USNAP_BIT:
-            hit = self._results.get(stack_id)
+            with self._results_lock:
+                hit = self._results.get(stack_id)
             if hit is None or hit[1] == ERROR:
                 return None
             return hit[0]
@@ -194,7 +202,8 @@ class CfiStacks:
         """full / truncated / error for a snapshot id ("" for other ids)."""
         if stack_id < 0 or not stack_id & USNAP_BIT:
             return ""
-        hit = self._results.get(stack_id)
+        with self._results_lock:
+            hit = self._results.get(stack_id)
         return ERROR if hit is None else hit[1]
 
     def end(self, seq: int, still_needed: set[StackRef]) -> None:
