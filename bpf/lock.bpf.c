@@ -13,7 +13,7 @@
  * lost exit cannot charge a later FUTEX_WAKE's exit with the time in
  * between. What cannot be paired is counted (LS_UNPAIRED), a full
  * lock_starts too (LS_STARTS_FULL), and waits a full lock_counts cannot
- * take are counted per process in spillN (LS_COUNTS_FULL: stack not kept).
+ * take are counted per thread in spillN (LS_COUNTS_FULL: stack not kept).
  *
  * Options: MUTEX_MIN_NS. */
 #include "telegen.h"

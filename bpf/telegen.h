@@ -61,7 +61,7 @@ enum telegen_stat {
     ST_USNAP_LOST,       /* ring buffer full: frame pointers instead (truncated) */
     ST_USNAP_FAULT,      /* stack unreadable: frame pointers instead */
     ST_OFFCPU_UNPAIRED,  /* switch-out of a thread whose last one never ended (replaced) */
-    ST_SPILLED,          /* counts map full: counted per process in spillN, stack not kept */
+    ST_SPILLED,          /* counts map full: counted per thread in spillN, stack not kept */
     /* spill map full too: lost (count, value) per SPILL_* kind */
     ST_LOST_CPU, ST_LOST_CPU_VALUE,
     ST_LOST_OFFCPU, ST_LOST_OFFCPU_VALUE,
@@ -79,7 +79,7 @@ enum telegen_stat {
 #define KEY_USER_MODE 1   /* the sample interrupted user code: user[0] is exact */
 #define KEY_FP_FALLBACK 2 /* a user stack copy was wanted but failed: user_stack is a
                              frame-pointer stack id, counted truncated */
-#define KEY_SPILLED 4     /* spillN: the counts map was full; only pid and comm are kept,
+#define KEY_SPILLED 4     /* spillN: the counts map was full; only pid, tid and comm are kept,
                              flags >> 8 is the SPILL_* kind */
 
 struct sample_key {
@@ -139,7 +139,8 @@ BPF_TABLE("lru_hash", u32, u8, seen, MAX_PROCS);
 BPF_RINGBUF_OUTPUT(events, EVENTS_PAGES);
 
 /* A full counts map must not lose what it would have counted: the sample is
- * added to its process's entry here instead (no stack, no thread). */
+ * added to its thread's entry here instead (no stack), or to its process's
+ * (tid 0) when the spill map has no room for the thread. */
 struct spill_value {
     u64 count;
     u64 value;      /* ns (off-CPU, lock), bytes (memory), 0 (cpu) */
@@ -160,6 +161,8 @@ static __always_inline void spill(u32 kind, u32 seq, struct sample_key *from, u6
 {
     struct sample_key k = {};
     k.pid = from->pid;
+    k.tid = from->tid;    /* the thread is kept (a wait's thread tells which work
+                             waited); a full spill map gets a per-process entry */
     k.user_stack = -ENOSPC;
     k.kernel_stack = -ENOSPC;
     k.stack_seq = seq;
@@ -170,6 +173,13 @@ static __always_inline void spill(u32 kind, u32 seq, struct sample_key *from, u6
         v = spill1.lookup_or_try_init(&k, &zero);
     else
         v = spill0.lookup_or_try_init(&k, &zero);
+    if (!v) {
+        k.tid = 0;
+        if (seq & 1)
+            v = spill1.lookup_or_try_init(&k, &zero);
+        else
+            v = spill0.lookup_or_try_init(&k, &zero);
+    }
     if (v) {
         __sync_fetch_and_add(&v->count, count);
         __sync_fetch_and_add(&v->value, value);

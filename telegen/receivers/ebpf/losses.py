@@ -2,9 +2,10 @@
 
 Two kinds (bpf/telegen.h, lock.bpf.c, offcpu.bpf.c, memory.bpf.c):
 
-* spilled: a counts map was full, so the sample was added to its process's
-  entry in ``spill{0,1}`` (no stack, no thread). The time/bytes stay in the
-  profile, under one ``[stack not kept: counts map full]`` frame per process.
+* spilled: a counts map was full, so the sample was added to its
+  thread's entry in ``spill{0,1}`` (no stack; the process's, tid 0, when the
+  spill map has no room for the thread). The time/bytes stay in the profile,
+  under one ``[stack not kept: counts map full]`` frame per thread.
 * lost: what no map could take, or a start/end pair that could not be made
   (a start record that did not fit, a start replaced before its end came).
   Counted as ``ebpf_lost_events{reason, profile}`` and noted in the profile's
@@ -67,7 +68,7 @@ class Losses:
             profile.add((SPILLED,), values(count, value, extra), labels(key))
             kept += count
         if kept:
-            profile.comments.append(f"{kept} samples kept without stack or thread: "
+            profile.comments.append(f"{kept} samples kept without stack: "
                                     "counts map full (raise max_stacks or shorten duration)")
         stat = LOST_STATS[name]
         lost = stats.get(stat, 0)

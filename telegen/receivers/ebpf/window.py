@@ -45,7 +45,7 @@ class WindowData:
     cpu: list[tuple[RawKey, int]] = field(default_factory=list)            # samples
     off_cpu: list[tuple[RawKey, int, int]] = field(default_factory=list)   # ns, intervals
     stats: dict[str, int] = field(default_factory=dict)                    # deltas
-    spilled: Spilled = field(default_factory=dict)     # counts maps full: per process
+    spilled: Spilled = field(default_factory=dict)     # counts maps full: per thread
 
 
 def drain(table: Any) -> list[tuple[Any, Any]]:
