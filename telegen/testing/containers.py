@@ -194,7 +194,8 @@ def running(image: str, command: Sequence[str], *, user: str | None = None,
             _wait_for(container, ready, ready_timeout)
         yield container
     finally:
-        podman("rm", "--force", "--time", "0", cid, check=False, timeout=60)
+        # --volumes: the anonymous volumes of the image's VOLUMEs go with it
+        podman("rm", "--force", "--volumes", "--time", "0", cid, check=False, timeout=60)
 
 
 def _wait_for(container: Container, text: str, timeout: float) -> None:
