@@ -80,6 +80,8 @@ def test_jvm_in_container_recorded_by_name_nothing_on_the_host(tmp_path: Path,
     names = {s.stack[0].name for p in profiles for s in p if s.stack}
     assert "Workload.hotMethod" in names, sorted(names)[:20]
     assert {p.resource.get("process.pid") for p in profiles} == {c.pid}
+    assert {p.resource.get("container.id") for p in profiles} == {c.id}
+    assert {p.resource.get("process.vpid") for p in profiles} == {1}
 
 
 def _cpu_samples(sink: Sink) -> int:

@@ -29,6 +29,7 @@ from telegen.formats.jfr import Chunk, JfrError
 from telegen.formats.jfr.topdata import ProfileBuilder
 from telegen.helpers.emit import Emitter
 from telegen.helpers.worker import Worker
+from telegen.procinfo.container import container_attributes
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess, find_jvms
 from telegen.receivers.jfr.files import DroppedFiles
@@ -213,6 +214,7 @@ class JfrReceiver:
             resource["process.pid"] = jvm.pid
             resource["process.executable.path"] = jvm.exe
             resource["process.command_line"] = " ".join(jvm.cmdline)[:512]
+            resource.update(container_attributes(jvm.pid))
         if source:
             resource["jfr.file"] = source
         return ProfileBuilder(types=self._config.profile_types, resource=resource,

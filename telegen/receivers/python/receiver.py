@@ -27,6 +27,7 @@ from telegen.component import Consumer, CreateSettings, Host
 from telegen.helpers.emit import Emitter
 from telegen.helpers.worker import Worker
 from telegen.pdata import Profile
+from telegen.procinfo.container import container_attributes
 from telegen.receivers.python.config import PythonReceiverConfig
 from telegen.receivers.python.convert import FrameCache, build_profile
 from telegen.receivers.python.discovery import PythonProcess, find_pythons
@@ -237,6 +238,7 @@ class PythonReceiver:
         }
         if p.version is not None:
             res["process.runtime.version"] = f"{p.version[0]}.{p.version[1]}"
+        res.update(container_attributes(p.pid))
         return res
 
     def _emit(self, profile: Profile) -> None:
