@@ -37,7 +37,7 @@ USTACK_RING_PAGES = 1024     # 4 MiB ring for user stack copies (CFI unwinding)
 USNAP_ENTRIES = 8192         # remembered stack copies (dedupe, bpf/telegen.h)
 USNAP_BUDGET = 100           # new off-CPU stack copies per CPU per second
 MAX_LIVE = 65536             # inuse memory: sampled live allocations tracked (bpf/memory.bpf.c)
-MAX_SPILL = 4096             # per-process counts when a counts map is full (bpf/telegen.h)
+MAX_SPILL = 4096             # per-thread counts when a counts map is full (bpf/telegen.h)
 
 
 class BpfLoadError(RuntimeError):
