@@ -317,13 +317,9 @@ def test_build_ids_are_hex_before_any_url_or_path(server: Server, tmp_path: Path
         c.client.cached_path(bad)
 
 
-# -- no lock over the network -----------------------------------------------------------
-
-def test_a_slow_download_does_not_hold_up_other_build_ids(server: Server, tmp_path: Path,
-                                                          binary: Path) -> None:
-    slow_id, fast_id = "5a" * 20, read_build_id(str(binary))
-    release = threading.Event()
-
+def stalling(release: threading.Event) -> Callable[[BaseHTTPRequestHandler, str], None]:
+    """A route that starts an ELF body and stalls until ``release``, then hangs
+    up (the short body ends the download)."""
     def slow(req: BaseHTTPRequestHandler, _bid: str) -> None:
         req.send_response(200)
         req.send_header("Content-Length", "100")
@@ -331,8 +327,18 @@ def test_a_slow_download_does_not_hold_up_other_build_ids(server: Server, tmp_pa
         req.wfile.write(b"\x7fELF")
         req.wfile.flush()
         release.wait(10)
-        req.close_connection = True      # then hang up: the short body ends the download
+        req.close_connection = True
+    return slow
 
+
+# -- no lock over the network -----------------------------------------------------------
+
+def test_a_slow_download_does_not_hold_up_other_build_ids(server: Server, tmp_path: Path,
+                                                          binary: Path) -> None:
+    slow_id, fast_id = "5a" * 20, read_build_id(str(binary))
+    release = threading.Event()
+
+    slow = stalling(release)
     server.routes[slow_id] = slow
     server.routes[fast_id] = serve_bytes(binary.read_bytes())
     c = Client([server.url], tmp_path, deadline_s=8.0)
@@ -409,15 +415,7 @@ def test_a_pushed_build_id_download_does_not_hold_the_symbolizer(server: Server,
     slow_id = "77" * 20
     release = threading.Event()
 
-    def slow(req: BaseHTTPRequestHandler, _bid: str) -> None:
-        req.send_response(200)
-        req.send_header("Content-Length", "100")
-        req.end_headers()
-        req.wfile.write(b"\x7fELF")
-        req.wfile.flush()
-        release.wait(10)
-        req.close_connection = True      # then hang up: the short body ends the download
-
+    slow = stalling(release)
     server.routes[slow_id] = slow
     sink = Sink()
     proc = SymbolizeProcessor(
