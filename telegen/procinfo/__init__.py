@@ -6,9 +6,16 @@ processes in containers are read from their own mount namespace."""
 from telegen.procinfo.buildid import BuildIdCache, read_build_id
 from telegen.procinfo.container import container_id_from_cgroup
 from telegen.procinfo.maps import MapEntry, MappedFile, open_mapped, parse_maps
-from telegen.procinfo.process import ProcessCache, ProcessInfo, read_process, read_text
+from telegen.procinfo.process import (
+    ProcessCache,
+    ProcessInfo,
+    container_attributes,
+    read_process,
+    read_text,
+)
 
 __all__ = [
-    "BuildIdCache", "MapEntry", "ProcessCache", "ProcessInfo", "container_id_from_cgroup",
+    "BuildIdCache", "MapEntry", "ProcessCache", "ProcessInfo", "container_attributes",
+    "container_id_from_cgroup",
     "MappedFile", "open_mapped", "parse_maps", "read_build_id", "read_process", "read_text",
 ]

@@ -1,5 +1,4 @@
-"""Container id from the cgroup path (docker, containerd/CRI, cri-o, podman),
-and the resource attributes of a process in a container."""
+"""Container id from the cgroup path (docker, containerd/CRI, cri-o, podman)."""
 
 from __future__ import annotations
 
@@ -19,19 +18,3 @@ def container_id_from_cgroup(text: str) -> str:
             if m:
                 return m.group(1)
     return ""
-
-
-def container_attributes(pid: int, proc: str = "/proc") -> dict[str, str | int]:
-    """OTel resource attributes of a containerized ``pid``: ``container.id``
-    (from its cgroup) and ``process.vpid`` (its pid in its own pid namespace,
-    when that differs from ``pid``); {} for a host process or one that is gone."""
-    from telegen.procinfo.process import namespaced_pid, read_text
-
-    attrs: dict[str, str | int] = {}
-    cid = container_id_from_cgroup(read_text(f"{proc}/{pid}/cgroup") or "")
-    if cid:
-        attrs["container.id"] = cid
-    vpid = namespaced_pid(read_text(f"{proc}/{pid}/status") or "")
-    if vpid and vpid != pid:
-        attrs["process.vpid"] = vpid
-    return attrs

@@ -187,3 +187,17 @@ class ProcessCache:
     def __contains__(self, pid: object) -> bool:
         with self._lock:
             return pid in self._cache
+
+
+def container_attributes(pid: int, proc: str = "/proc") -> dict[str, str | int]:
+    """OTel resource attributes of a containerized ``pid``: ``container.id``
+    (from its cgroup) and ``process.vpid`` (its pid in its own pid namespace,
+    when that differs from ``pid``); {} for a host process or one that is gone."""
+    attrs: dict[str, str | int] = {}
+    cid = container_id_from_cgroup(read_text(f"{proc}/{pid}/cgroup") or "")
+    if cid:
+        attrs["container.id"] = cid
+    vpid = namespaced_pid(read_text(f"{proc}/{pid}/status") or "")
+    if vpid and vpid != pid:
+        attrs["process.vpid"] = vpid
+    return attrs

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from telegen.untrusted.text import shortened
 
-if TYPE_CHECKING:
-    from telegen.telemetry import ComponentTelemetry
+
+class _Counter(Protocol):
+    def add(self, n: int = 1) -> None: ...
+
+
+class _Telemetry(Protocol):
+    """What of a component's telemetry (``telegen.telemetry.ComponentTelemetry``)
+    is used here; named structurally so the trust boundary imports nothing
+    above it."""
+
+    def counter(self, name: str, **labels: str) -> _Counter: ...
 
 
 class Refused(Exception):
@@ -28,7 +37,7 @@ class Refusals:
     """Counts refusals of one component as ``refused_inputs{source,reason}``
     and logs the first of each (source, reason) as a warning."""
 
-    def __init__(self, telemetry: ComponentTelemetry | None, logger: logging.Logger) -> None:
+    def __init__(self, telemetry: _Telemetry | None, logger: logging.Logger) -> None:
         self._telemetry = telemetry
         self._log = logger
         self._lock = threading.Lock()

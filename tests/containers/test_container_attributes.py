@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from telegen.procinfo.container import container_attributes
+from telegen.procinfo import container_attributes
 from telegen.procinfo.process import read_process
 from telegen.testing import containers
 

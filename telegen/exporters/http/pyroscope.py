@@ -35,7 +35,6 @@ import re
 from collections.abc import Mapping
 
 from telegen.component import PermanentError
-from telegen.exporters.http.config import DEFAULT_RESOURCE_LABELS  # noqa: F401 (re-exported)
 from telegen.formats.pprof import encode
 from telegen.helpers.exporterhelper import RetryableError, parse_retry_after
 from telegen.pdata import LabelValue, Profile, Sample, ValueType

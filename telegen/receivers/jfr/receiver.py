@@ -29,7 +29,7 @@ from telegen.formats.jfr import Chunk, JfrError
 from telegen.formats.jfr.topdata import ProfileBuilder
 from telegen.helpers.emit import Emitter
 from telegen.helpers.worker import Worker
-from telegen.procinfo.container import container_attributes
+from telegen.procinfo import container_attributes
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess, find_jvms
 from telegen.receivers.jfr.files import DroppedFiles

@@ -27,7 +27,7 @@ from telegen.component import Consumer, CreateSettings, Host
 from telegen.helpers.emit import Emitter
 from telegen.helpers.worker import Worker
 from telegen.pdata import Profile
-from telegen.procinfo.container import container_attributes
+from telegen.procinfo import container_attributes
 from telegen.receivers.python.config import PythonReceiverConfig
 from telegen.receivers.python.convert import FrameCache, build_profile
 from telegen.receivers.python.discovery import PythonProcess, find_pythons
