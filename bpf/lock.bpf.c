@@ -3,11 +3,7 @@
  * timestamp (and the futex address) per thread; the stack is walked at exit
  * (the user registers are the same as at entry) and only for waits of at
  * least MUTEX_MIN_NS, so short waits cost two tracepoint hits and no stack
- * walk. Stack copies for CFI unwinding come out of the per-CPU copy budget
- * (as off-CPU's): a condition-variable wait's stack words differ every time,
- * so unbudgeted copies were one 16 KiB copy per wait (measured: the workload
- * of test_truth slowed from ~68k to 26-45k waits/s, lock_counts full within
- * the window, the window's read 0.5-2.4 s); beyond the budget frame pointers. Counted per stack in lock_counts{0,1} (window generations):
+ * walk. Counted per stack in lock_counts{0,1} (window generations):
  * contentions and nanoseconds.
  *
  * Pairing: lock_starts is a plain hash (an LRU map evicts silently); its
@@ -124,7 +120,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_futex)
     key.pid = tgid;
     key.tid = tid;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    walk_stacks_ex(args, &key, seq, 0, CAPTURE_BUDGETED);
+    walk_stacks(args, &key, seq, 0);
     struct lock_value zero = {}, *v;
     if (seq & 1)
         v = lock_counts1.lookup_or_try_init(&key, &zero);
