@@ -19,9 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-kubernetes = pytest.importorskip("kubernetes")
-from kubernetes import client  # noqa: E402
+from kubernetes import client
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 MODEL_OF_KIND = {("v1", "Namespace"): "V1Namespace",
