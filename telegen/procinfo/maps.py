@@ -7,7 +7,7 @@ import stat
 from dataclasses import dataclass
 
 from telegen.procinfo.elfheaders import read_build_id_fd
-from telegen.untrusted import Refusals, Refused, open_in_root
+from telegen.untrusted import Refusals, Refused, open_in_root, open_regular
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +99,7 @@ def open_host_file(path: str) -> int:
     host's debug directories, a path from the config): symlinks followed, but
     opened ``O_NONBLOCK`` and refused unless regular, so a FIFO or a device
     never blocks or is read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise Refused("not_regular", f"{path}: mode {stat.filemode(mode)}")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return open_regular(path, follow=True)
 
 
 def open_mapped(pid: int, file: str, start: int, *, proc: str = "/proc",

@@ -11,7 +11,13 @@ here first. See SECURITY.md.
 
 from __future__ import annotations
 
-from telegen.untrusted.fs import open_in_root, read_in_root, target_root
+from telegen.untrusted.fs import (
+    open_in_root,
+    open_regular,
+    read_in_root,
+    read_regular,
+    target_root,
+)
 from telegen.untrusted.limits import (
     MiB,
     capped_reader,
@@ -22,5 +28,6 @@ from telegen.untrusted.limits import (
 )
 from telegen.untrusted.refusals import Refusals, Refused
 
-__all__ = ["MiB", "Refusals", "Refused", "capped_reader", "gunzip", "maybe_gunzip", "open_in_root",
-           "read_fd", "read_in_root", "read_stream", "target_root"]
+__all__ = ["MiB", "Refusals", "Refused", "capped_reader", "gunzip", "maybe_gunzip",
+           "open_in_root", "open_regular", "read_fd", "read_in_root", "read_regular",
+           "read_stream", "target_root"]

@@ -80,6 +80,33 @@ def open_in_root(root: str | int, path: str, *, symlinks: bool = False,
     return fd
 
 
+def open_regular(path: str, *, follow: bool = False) -> int:
+    """A descriptor of the regular file at ``path``, a host path whose
+    directories are trusted (the config's, the agent's own): its last
+    component is not followed unless ``follow`` (a symlink there fails with
+    ``ELOOP``), it is opened ``O_NONBLOCK`` (a FIFO never blocks), and anything
+    but a regular file is refused (``not_regular``)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise Refused("not_regular", f"{path}: mode {stat.filemode(mode)}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: str, limit: int, *, follow: bool = False) -> bytes:
+    """The content of :func:`open_regular`'s file, at most ``limit`` bytes."""
+    fd = open_regular(path, follow=follow)
+    try:
+        return read_fd(fd, limit)
+    finally:
+        os.close(fd)
+
+
 def read_in_root(root: str | int, path: str, limit: int, *, symlinks: bool = False,
                  owner: int | None = None) -> bytes:
     """The content of a regular file inside ``root``, at most ``limit`` bytes;

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import stat
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from telegen.formats.pprof import PprofError, decode
 from telegen.helpers.windows import merge_by_type
 from telegen.pdata import Profile, Profiles, Sample
-from telegen.untrusted import MiB, Refusals, Refused, read_fd
+from telegen.untrusted import MiB, Refusals, Refused, read_regular
 
 MEMORY = "memory"
 _FILE_SUFFIXES = (".pb.gz", ".pprof", ".pb")
@@ -159,14 +158,7 @@ class Catalog:
         """Decode one file: a regular file (no symlink followed at its last
         component, no FIFO waited on), read and inflated within bounds."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise Refused("not_regular", path)
-                data = read_fd(fd, MAX_FILE_BYTES)
-            finally:
-                os.close(fd)
-            return decode(data)
+            return decode(read_regular(path, MAX_FILE_BYTES))
         except Refused as exc:
             self._refuse(exc.reason, f"{path}: {exc.detail}")
             raise ValueError(str(exc)) from None

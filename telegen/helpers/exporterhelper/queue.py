@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import stat
 import struct
 import threading
 from collections import deque
@@ -23,8 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from telegen.helpers.files import atomic_write
-from telegen.untrusted import Refused
-from telegen.untrusted.limits import read_fd
+from telegen.untrusted import Refused, read_regular
 
 _MAGIC = b"TGQ1"
 _NAME = re.compile(r"^(\d{16})\.req$")
@@ -173,13 +171,7 @@ def _read_request_file(path: Path) -> bytes:
     URL a request goes to never comes from here (exporters build it from their
     config); this only keeps a planted file from blocking or exhausting the
     sender."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("not a regular file")
-        return read_fd(fd, MAX_REQUEST_FILE)
-    finally:
-        os.close(fd)
+    return read_regular(str(path), MAX_REQUEST_FILE)
 
 
 def _unlink(path: Path) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from telegen.procinfo import read_process
 from telegen.procinfo.elfheaders import find_note, read_headers
 from telegen.receivers.go.config import DEFAULT_PATH
 from telegen.receivers.go.target import Target
-from telegen.untrusted import Refused
+from telegen.untrusted import Refused, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +48,10 @@ def is_go_elf(path: str) -> bool:
     (section and segment tables bounded, inside the file) and at most
     ``MAX_NOTES`` bytes per note place: the executable is the tenant's."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        fd = open_regular(path, follow=True)      # /proc/PID/exe is a magic link
+    except (Refused, OSError):
         return False
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
         headers = read_headers(fd)
         if headers.section(".go.buildinfo") or headers.section(".note.go.buildid"):
             return True
