@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cachetools import LRUCache
 
@@ -52,14 +53,34 @@ def read_text(path: str) -> str | None:
         return None
 
 
-def namespaced_pid(status_text: str) -> int:
-    """The pid in the innermost pid namespace (the last ``NSpid`` field of
-    ``/proc/PID/status``: what the process sees as its own pid); 0 when absent."""
+class ProcessIds(NamedTuple):
+    """Who a process is, from ``/proc/PID/status``."""
+
+    nspid: int    # its pid in its innermost pid namespace (the last NSpid field); 0 if unsaid
+    uid: int      # effective uid
+    gid: int      # effective gid
+
+
+def parse_ids(status_text: str) -> ProcessIds | None:
+    """:class:`ProcessIds` of a ``/proc/PID/status`` text; None when its Uid
+    or Gid line is missing or malformed."""
+    fields: dict[str, list[str]] = {}
     for line in status_text.splitlines():
-        if line.startswith("NSpid:"):
-            fields = line.split()
-            return int(fields[-1]) if len(fields) > 1 and fields[-1].isdigit() else 0
-    return 0
+        key, _, value = line.partition(":")
+        if key in ("NSpid", "Uid", "Gid"):
+            fields[key] = value.split()
+    try:
+        uid, gid = int(fields["Uid"][1]), int(fields["Gid"][1])
+    except (KeyError, IndexError, ValueError):
+        return None
+    ns = fields.get("NSpid", [])
+    return ProcessIds(int(ns[-1]) if ns and ns[-1].isdigit() else 0, uid, gid)
+
+
+def read_ids(pid: int, proc: str = "/proc") -> ProcessIds | None:
+    """:func:`parse_ids` of ``pid``; None when it is gone."""
+    text = read_text(f"{proc}/{pid}/status")
+    return parse_ids(text) if text is not None else None
 
 
 def read_process(pid: int, *, proc: str = "/proc",
@@ -77,7 +98,8 @@ def read_process(pid: int, *, proc: str = "/proc",
         exe = ""
     cmdline = tuple(a for a in (read_text(f"{base}/cmdline") or "").split("\0") if a)
     container = container_id_from_cgroup(read_text(f"{base}/cgroup") or "")
-    vpid = namespaced_pid(read_text(f"{base}/status") or "")
+    ids = read_ids(pid, proc)
+    vpid = ids.nspid if ids else 0
     cache = build_ids or BuildIdCache(64)
     mappings = tuple(_mapping(e, base, cache) for e in parse_maps(maps_text) if e.executable)
     return ProcessInfo(pid=pid, comm=comm, exe=exe.removesuffix(_DELETED), cmdline=cmdline,
@@ -197,7 +219,8 @@ def container_attributes(pid: int, proc: str = "/proc") -> dict[str, str | int]:
     cid = container_id_from_cgroup(read_text(f"{proc}/{pid}/cgroup") or "")
     if cid:
         attrs["container.id"] = cid
-    vpid = namespaced_pid(read_text(f"{proc}/{pid}/status") or "")
+    ids = read_ids(pid, proc)
+    vpid = ids.nspid if ids else 0
     if vpid and vpid != pid:
         attrs["process.vpid"] = vpid
     return attrs

@@ -20,7 +20,7 @@ import os
 from bisect import bisect_right
 from collections.abc import Callable
 
-from telegen.procinfo.process import read_text
+from telegen.procinfo.process import read_ids
 from telegen.untrusted import Refusals, Refused, open_in_root
 
 # ~3.3 MB of memory per MB of map (measured: 64 MiB, 672k entries -> +213 MB RSS)
@@ -137,30 +137,15 @@ def _pread_all(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def process_ids(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
-    """(pid in its own pid namespace, effective uid) of ``pid``, from
-    ``/proc/PID/status``; None when it is gone."""
-    status = read_text(f"{proc}/{pid}/status")
-    if status is None:
-        return None
-    nspid, uid = pid, -1
-    for line in status.splitlines():
-        if line.startswith("NSpid:") and line.split()[-1].isdigit():
-            nspid = int(line.split()[-1])
-        elif line.startswith("Uid:") and len(line.split()) > 2:
-            uid = int(line.split()[2])
-    return (nspid, uid) if uid >= 0 else None
-
-
 def perf_map_for(pid: int, *, proc: str = "/proc", limit: int = MAX_PERF_MAP_BYTES,
                  refusals: Refusals | None = None) -> PerfMap | None:
     """The perf map of process ``pid``: ``/tmp/perf-<nspid>.map`` inside its
     root, owned by its uid. None when it has none (yet); a map that exists
     but is refused is returned (empty), its refusal noted once."""
-    ids = process_ids(pid, proc)
+    ids = read_ids(pid, proc)
     if ids is None:
         return None
-    nspid, uid = ids
+    nspid, uid = ids.nspid or pid, ids.uid
 
     def note(exc: Refused) -> None:
         if refusals is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from telegen.procinfo.process import read_text
+from telegen.procinfo.process import read_ids, read_text
 from telegen.procinfo.scan import find_targets
 from telegen.untrusted import Refused, open_in_root
 
@@ -27,16 +27,10 @@ class JvmProcess:
 
 
 def read_jvm(pid: int, proc: str = "/proc") -> JvmProcess | None:
-    status = read_text(f"{proc}/{pid}/status")
-    if status is None:
+    ids = read_ids(pid, proc)
+    if ids is None:
         return None
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    try:
-        nspid = int(fields.get("NSpid", str(pid)).split()[-1])
-        uid = int(fields.get("Uid", "0").split()[1])
-        gid = int(fields.get("Gid", "0").split()[1])
-    except (ValueError, IndexError):
-        nspid, uid, gid = pid, 0, 0
+    nspid, uid, gid = ids.nspid or pid, ids.uid, ids.gid
     try:
         exe = os.readlink(f"{proc}/{pid}/exe")
     except OSError:
