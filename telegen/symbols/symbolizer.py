@@ -110,7 +110,12 @@ class Symbolizer:
             if hit is not None:
                 return hit
         with self._lock:
-            obj, key = self._object(file, build_id, pid, start)
+            # a mapping seen before keeps its object: no re-open and re-hash per miss
+            known = self._objects.get(key) if key is not None else None
+            if known is not None and key is not None:
+                obj: ObjectSymbols | None = known if known.usable else None
+            else:
+                obj, key = self._object(file, build_id, pid, start)
             if obj is None:
                 return UNKNOWN
             hit = self._results.get((key, file_offset))   # known from another process
