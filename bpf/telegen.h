@@ -90,6 +90,8 @@ struct sample_key {
     u32 stack_seq;    /* window whose stack map holds the ids */
     u32 flags;
     char comm[TASK_COMM_LEN];
+    u32 py_stack;     /* 0: none; else id of the interpreter (CPython) frames of this sample */
+    u32 go_labels;    /* 0: none; else id of the goroutine's pprof label set */
 };
 
 struct offcpu_value {

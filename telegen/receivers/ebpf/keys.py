@@ -17,7 +17,8 @@ class CSampleKey(ctypes.Structure):
     _fields_ = [("pid", ctypes.c_uint32), ("tid", ctypes.c_uint32),
                 ("user_stack", ctypes.c_int32), ("kernel_stack", ctypes.c_int32),
                 ("stack_seq", ctypes.c_uint32), ("flags", ctypes.c_uint32),
-                ("comm", ctypes.c_char * TASK_COMM_LEN)]
+                ("comm", ctypes.c_char * TASK_COMM_LEN),
+                ("py_stack", ctypes.c_uint32), ("go_labels", ctypes.c_uint32)]
 
 
 class CEvent(ctypes.Structure):
@@ -35,6 +36,8 @@ class RawKey(NamedTuple):
     stack_seq: int
     flags: int
     comm: str
+    py_stack: int = 0    # 0: none; else id of the sample's CPython frames
+    go_labels: int = 0   # 0: none; else id of the goroutine's pprof label set
 
     @property
     def user_mode(self) -> bool:
@@ -45,4 +48,5 @@ def raw_key(k: Any) -> RawKey:
     raw = k.comm
     comm = (raw if isinstance(raw, bytes) else bytes(raw)).split(b"\0", 1)[0]
     return RawKey(int(k.pid), int(k.tid), int(k.user_stack), int(k.kernel_stack),
-                  int(k.stack_seq), int(k.flags), comm.decode("utf-8", "replace"))
+                  int(k.stack_seq), int(k.flags), comm.decode("utf-8", "replace"),
+                  int(k.py_stack), int(k.go_labels))
