@@ -1,0 +1,1 @@
+"""Interpreted runtimes whose frames the eBPF receiver reads from memory."""
