@@ -1,18 +1,30 @@
-"""Compile, load and attach telegen's BPF programs through BCC.
+"""telegen's BPF programs: options, sources, and loading them without LLVM here.
 
-The only module that imports ``bcc``. Options become ``-D`` cflags; the
-program text is the selected ``bpf/*.bpf.c`` files included in order, so
-the programs share one set of maps (stack maps, filters, the event ring).
+Options become ``-D`` cflags; the program text is the selected
+``bpf/*.bpf.c`` files included in order, so the programs share one set of
+maps (stack maps, filters, the event ring). BCC compiles and loads them in
+a short-lived child (:mod:`telegen.bpfc`, the only module importing
+``bcc``) that hands the descriptors over and exits; this process talks to
+the kernel through :mod:`telegen.bpf`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from telegen.bpf import handover
+from telegen.bpf.objects import BpfObjects
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +50,12 @@ USNAP_ENTRIES = 8192         # remembered stack copies (dedupe, bpf/telegen.h)
 USNAP_BUDGET = 100           # new off-CPU stack copies per CPU per second
 MAX_LIVE = 65536             # inuse memory: sampled live allocations tracked (bpf/memory.bpf.c)
 MAX_SPILL = 4096             # per-thread counts when a counts map is full (bpf/telegen.h)
+COMPILE_TIMEOUT_S = 120.0    # the child's compile + load + hand-over (2-6 s here, idle)
+REAP_TIMEOUT_S = 10.0
+# memory profiling's uprobe programs: loaded by the child, attached per process here
+MEMORY_PROGRAMS = ("mem_malloc", "mem_calloc", "mem_realloc", "mem_posix_memalign",
+                   "mem_aligned")
+MEMORY_INUSE_PROGRAMS = ("mem_free", "mem_return")
 
 
 class BpfLoadError(RuntimeError):
@@ -97,6 +115,13 @@ class BpfOptions:
                 flags.append(f"-D{name}")
         return flags
 
+    def programs(self) -> dict[str, str]:
+        """Programs the child loads but does not attach: name -> BPF program type
+        (the agent attaches them itself, e.g. uprobes per process)."""
+        names = MEMORY_PROGRAMS + (MEMORY_INUSE_PROGRAMS if self.memory_inuse else ()) \
+            if self.memory else ()
+        return dict.fromkeys(names, "kprobe")
+
     def source(self) -> str:
         files = (["cpu.bpf.c"] if self.cpu else []) + \
                 (["offcpu.bpf.c"] if self.off_cpu else []) + \
@@ -109,39 +134,32 @@ class BpfOptions:
 
 
 class LoadedBpf:
-    """The loaded BCC module and its attachments; ``close()`` detaches everything."""
+    """The loaded programs and maps, compiled by the short-lived child
+    ``python -m telegen.bpfc`` and held here by descriptor (``bpf`` offers
+    BCC's table API, :class:`telegen.bpf.objects.BpfObjects`); ``close()``
+    detaches everything. No libbcc/LLVM is ever mapped in this process."""
 
-    def __init__(self, options: BpfOptions) -> None:
+    def __init__(self, options: BpfOptions, *, timeout_s: float = COMPILE_TIMEOUT_S) -> None:
         self.options = options
+        t0 = time.monotonic()
+        fds, manifest = _run_compiler(options, timeout_s)
         try:
-            from bcc import BPF, PerfSWConfig, PerfType
-        except ImportError as exc:
-            raise BpfLoadError(
-                f"cannot import bcc ({exc}); doctor check 'bcc' fails: install "
-                "python3-bpfcc and link it into the venv (make install)") from exc
-        try:
-            self.bpf: Any = BPF(text=options.source().encode(), cflags=options.cflags())
+            self.bpf: BpfObjects | None = BpfObjects(fds, manifest)
         except Exception as exc:
-            raise BpfLoadError(f"BPF compile/load failed: {exc}; run `telegen doctor` "
-                               "(checks 'kernel headers', 'bpf syscall', 'capabilities')"
-                               ) from exc
-        try:
-            if options.cpu:
-                self.bpf.attach_perf_event(
-                    ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
-                    fn_name=b"on_cpu_sample", sample_freq=options.sample_rate, cpu=-1)
-        except Exception as exc:
-            self.close()
-            raise BpfLoadError(f"attaching the cpu-clock perf event failed: {exc}; "
-                               "doctor check 'perf_event access' / 'capabilities'") from exc
-        # TRACEPOINT_PROBEs (sched_switch, exec, exit, futex) attach automatically at
-        # load; memory uprobes are attached per process by uprobes.py.
+            raise BpfLoadError(f"the compiler child's hand-over was refused: {exc}") from exc
+        assert self.bpf is not None
+        self.timings = {**self.bpf.timings, "total_s": time.monotonic() - t0}
+        log.info("BPF compiled and loaded by telegen.bpfc in %.2fs (compile %.2fs): "
+                 "%d maps, %d programs, %d attachments", self.timings["total_s"],
+                 self.timings.get("compile_s", 0.0), len(self.bpf.tables),
+                 len(self.bpf.funcs), len(self.bpf.links))
 
     def table(self, name: str) -> Any:
+        assert self.bpf is not None, "closed"
         return self.bpf[name.encode()]
 
     def set_seq(self, seq: int) -> None:
-        ctl = self.bpf[b"control"]
+        ctl = self.table("control")
         ctl[ctl.Key(0)] = ctl.Leaf(seq & 0xFFFFFFFF)
 
     def program_ids(self) -> list[int]:
@@ -157,9 +175,55 @@ class LoadedBpf:
         bpf, self.bpf = getattr(self, "bpf", None), None
         if bpf is not None:
             try:
-                bpf.cleanup()
+                bpf.close()
             except Exception:  # detaching must never raise at shutdown
                 log.exception("BPF cleanup failed")
+
+
+def _run_compiler(options: BpfOptions, timeout_s: float) -> tuple[list[int], dict[str, Any]]:
+    """Run the compiler child; its descriptors and manifest, or BpfLoadError
+    with its stderr. The child is always reaped (killed past ``timeout_s``)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    request = json.dumps({"options": dataclasses.asdict(options)}).encode()
+    with ours, tempfile.TemporaryFile() as errors:
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "telegen.bpfc", str(theirs.fileno()), str(os.getpid())],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+                pass_fds=(theirs.fileno(),), close_fds=True)
+        finally:
+            theirs.close()
+        try:
+            assert child.stdin is not None
+            child.stdin.write(request)
+            child.stdin.close()
+            fds, manifest = handover.receive(ours, time.monotonic() + timeout_s)
+        except (handover.HandoverError, OSError, ValueError) as exc:
+            _reap(child)
+            raise BpfLoadError(f"BPF compile/load in telegen.bpfc failed "
+                               f"(exit {child.returncode}): {_tail(errors) or exc}") from exc
+        except BaseException:
+            _reap(child)
+            raise
+        if _reap(child) != 0:
+            for fd in fds:
+                os.close(fd)
+            raise BpfLoadError(f"telegen.bpfc exited {child.returncode}: {_tail(errors)}")
+    return fds, manifest
+
+
+def _reap(child: subprocess.Popen[bytes]) -> int:
+    try:
+        return child.wait(REAP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait()
+
+
+def _tail(f: Any, limit: int = 8192) -> str:
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - limit))
+    return f.read().decode("utf-8", "replace").strip()
 
 
 def _prog_id(fd: int) -> int | None:

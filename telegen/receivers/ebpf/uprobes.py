@@ -13,12 +13,14 @@ statically linked or an alternative allocator such as jemalloc - through
 ``/proc/PID/root`` so containers work); each is opened once by descriptor
 inside the process's root without following its symlinks
 (:func:`telegen.untrusted.open_in_root`), its symbols read once per inode
-through the struct-level header check, and its uprobes attached through
-``/proc/self/fd/N`` of that descriptor — the file that was checked, never a
-path the tenant can swap for a symlink in between. A process is attached
-when first seen (start scan, exec, first sample), retried while its dynamic
-loader has not mapped libc yet, and detached when it exits (exit event, or
-the liveness sweep) and at shutdown.
+through the struct-level header check, and its uprobes attached (``perf_event_open`` on the
+uprobe PMU + ``PERF_EVENT_IOC_SET_BPF`` with programs the compiler child
+loaded: no LLVM, no tracefs entry) through ``/proc/self/fd/N`` of that
+descriptor — the file that was checked, never a path the tenant can swap
+for a symlink in between. A process is attached when first seen (start
+scan, exec, first sample), retried while its dynamic loader has not mapped
+libc yet, and detached when it exits (exit event, or the liveness sweep)
+and at shutdown.
 
 All attaching runs in one named thread so BPF event callbacks never block
 on ELF parsing or perf_event_open.
@@ -38,7 +40,7 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from telegen.procinfo.elfheaders import read_headers
+from telegen.procinfo.elfheaders import ProgramHeader, read_headers
 from telegen.procinfo.maps import open_host_file
 from telegen.untrusted import Refusals, Refused, open_in_root
 
@@ -52,10 +54,11 @@ ALLOC_ENTRIES = (("malloc", "mem_malloc"), ("calloc", "mem_calloc"),
                  ("aligned_alloc", "mem_aligned"), ("memalign", "mem_aligned"))
 FREE_ENTRY = ("free", "mem_free")
 RETURN_FN = "mem_return"
+PT_LOAD = 1
 RETRY_FOR_S = 2.0          # how long to wait for a new process to map its allocator
 RETRY_EVERY_S = 0.005
 SWEEP_EVERY_S = 1.0
-MAX_PROCESSES = 64         # BCC's default quota is 1000 probes (<= 11 per process)
+MAX_PROCESSES = 64         # <= 11 perf event fds per process
 MAX_SYMBOL_TABLE = 64 << 20    # a .dynsym/.symtab larger than this is not walked
 
 
@@ -63,14 +66,15 @@ MAX_SYMBOL_TABLE = 64 << 20    # a .dynsym/.symtab larger than this is not walke
 class AllocatorObject:
     path: str                              # inside the process's root
     fd: int                                # open while any process is probed through it
-    symbols: dict[str, int]                # symbol -> ELF address (deduplicated)
+    symbols: dict[str, int]                # symbol -> file offset (deduplicated)
     users: set[int] = field(default_factory=set)
 
 
 def allocator_symbols(fd: int, *, inuse: bool) -> dict[str, int]:
     """Defined allocator functions of the ELF file open on ``fd`` (.dynsym,
-    else .symtab). The file is a tenant's: header tables are checked with
-    ``struct`` first and symbol tables over ``MAX_SYMBOL_TABLE`` skipped."""
+    else .symtab), as file offsets (what a uprobe is placed at). The file is a
+    tenant's: header tables are checked with ``struct`` first and symbol
+    tables over ``MAX_SYMBOL_TABLE`` skipped."""
     wanted = [name for name, _ in ALLOC_ENTRIES] + ([FREE_ENTRY[0]] if inuse else [])
     found: dict[str, int] = {}
     headers = read_headers(fd)
@@ -92,9 +96,18 @@ def allocator_symbols(fd: int, *, inuse: bool) -> dict[str, int]:
         return {}
     out: dict[str, int] = {}
     for name in wanted:
-        if name in found and found[name] not in out.values():
-            out[name] = found[name]
+        offset = file_offset(headers.segments, found[name]) if name in found else None
+        if offset is not None and offset not in out.values():
+            out[name] = offset
     return out
+
+
+def file_offset(segments: list[ProgramHeader], vaddr: int) -> int | None:
+    """The file offset of virtual address ``vaddr`` (its PT_LOAD segment)."""
+    for seg in segments:
+        if seg.type == PT_LOAD and seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+            return vaddr - seg.vaddr + seg.offset
+    return None
 
 
 def mapped_files(pid: int, proc: str = "/proc") -> list[str]:
@@ -130,8 +143,8 @@ class Uprobes:
         self._proc = proc
         self._objects: dict[tuple[int, int], AllocatorObject] = {}
         self._not_allocators: set[tuple[int, int]] = set()
-        self._attached: dict[int, tuple[int | None, list[bytes], list[tuple[int, int]]]] = {}
-        self._system: list[bytes] = []
+        self._attached: dict[int, tuple[int | None, list[int], list[tuple[int, int]]]] = {}
+        self._system: list[int] = []
         self._system_fd = -1
         self._retry: dict[int, float] = {}        # pid -> give up at (monotonic)
         self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
@@ -144,10 +157,10 @@ class Uprobes:
     # -- public ----------------------------------------------------------------------
     def start(self, pids: Iterable[int] | None) -> None:
         """``pids`` None: whole host (the system libc); else attach these now."""
-        from bcc import BPF
         fns = [fn for _, fn in ALLOC_ENTRIES] + ([FREE_ENTRY[1], RETURN_FN] if self._inuse else [])
-        for fn in dict.fromkeys(fns):          # load (verify) once, up front: fail fast
-            self._bpf.load_func(fn.encode(), BPF.KPROBE)
+        missing = [fn for fn in dict.fromkeys(fns) if fn.encode() not in self._bpf.funcs]
+        if missing:                            # loaded (verified) by the child: fail fast
+            raise RuntimeError(f"memory: programs {missing} were not loaded")
         if pids is None:
             self._attach_system()
         else:
@@ -310,7 +323,7 @@ class Uprobes:
                 self.skipped += 1
                 log.info("memory: pid %d maps no allocator (malloc) to probe", pid)
             return
-        events: list[bytes] = []
+        events: list[int] = []
         for _, obj, reachable in objects:
             events += self._attach_object(reachable, obj.symbols, pid)
             obj.users.add(pid)
@@ -318,25 +331,23 @@ class Uprobes:
             self._attached[pid] = (st, events, [inode for inode, _, _ in objects])
         log.debug("memory: pid %d: %d uprobes", pid, len(events))
 
-    def _attach_object(self, path: str, symbols: dict[str, int], pid: int) -> list[bytes]:
+    def _attach_object(self, path: str, symbols: dict[str, int], pid: int) -> list[int]:
         entries = dict(ALLOC_ENTRIES)
-        before = set(self._bpf.uprobe_fds)
+        events: list[int] = []
         try:
-            for name, addr in symbols.items():
+            for name, offset in symbols.items():
                 if name == FREE_ENTRY[0]:
-                    self._bpf.attach_uprobe(name=path.encode(), addr=addr,
-                                           fn_name=FREE_ENTRY[1].encode(), pid=pid)
+                    events.append(self._bpf.attach_uprobe(FREE_ENTRY[1], path, offset, pid=pid))
                     continue
-                self._bpf.attach_uprobe(name=path.encode(), addr=addr,
-                                       fn_name=entries[name].encode(), pid=pid)
+                events.append(self._bpf.attach_uprobe(entries[name], path, offset, pid=pid))
                 if self._inuse:
-                    self._bpf.attach_uretprobe(name=path.encode(), addr=addr,
-                                              fn_name=RETURN_FN.encode(), pid=pid)
+                    events.append(self._bpf.attach_uprobe(RETURN_FN, path, offset, pid=pid,
+                                                          retprobe=True))
         except Exception as exc:
             self.failures += 1
             self._on_error(RuntimeError(f"memory: attaching uprobes to {path} "
                                         f"(pid {pid}) failed: {exc}"))
-        return [ev for ev in self._bpf.uprobe_fds if ev not in before]
+        return events
 
     def _detach(self, pid: int) -> None:
         with self._lock:
@@ -353,9 +364,9 @@ class Uprobes:
                     del self._objects[inode]
                     os.close(obj.fd)
 
-    def _detach_events(self, events: list[bytes]) -> None:
+    def _detach_events(self, events: list[int]) -> None:
         for ev in events:
             try:
-                self._bpf.detach_uprobe_event(ev)
+                self._bpf.detach_uprobe(ev)
             except Exception as exc:              # detaching must never raise
-                log.warning("memory: detaching %s failed: %s", ev.decode(errors="replace"), exc)
+                log.warning("memory: detaching uprobe fd %d failed: %s", ev, exc)
