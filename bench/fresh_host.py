@@ -1,0 +1,213 @@
+"""The agent on a host that keeps meeting new binaries (#21), side by side.
+
+For each agent checkout given (``--agents today=/path/to/old,new=.``), in one
+run, with an EMPTY cache directory each (``TELEGEN_CACHE_DIR``):
+
+1. a pyenv CPython 3.12 (its libpython carries 13.7 MB of DWARF) runs a busy
+   Python service (pure-Python loop, json, hashlib) from before the agent;
+2. ``python -m telegen run`` starts on its embedded default (whole host, cpu
+   + off_cpu at 99 Hz, symbolized, pprof files in a temporary directory);
+3. ``--delay`` seconds later (20) a CPU-bound C program (bench_work.c, one
+   thread) starts for ``--seconds``; optionally (``--churn``) a short ``sh``
+   starts every 200 ms the whole time.
+
+Reported per agent: the agent's CPU (its process tree: user+system of the
+agent and of its children, reaped or alive) as % of one core over the C
+program's run; the program's throughput relative to a run without any agent
+(measured first, same run); the tree's RSS at 5 s, 20 s, 50 s and the end,
+its peak, and its growth over the last half; whether libLLVM/libbcc are
+mapped in the agent at the end; seconds from start to the first sample
+(``ready`` in its log). Prints a markdown table.
+
+    python -m bench.fresh_host [--agents today=../old,new=.] [--seconds 60] [--churn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from telegen.testing.pyprog import pyenv_python
+from telegen.testing.workloads import build, parse_report
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+PY_SERVICE = r'''
+import hashlib, json, time
+def handle(i):
+    doc = {"id": i, "items": [{"sku": f"s{j}", "qty": j} for j in range(50)]}
+    text = json.dumps(doc)
+    return hashlib.sha256(text.encode()).hexdigest(), sum(len(k) for k in json.loads(text))
+while True:
+    for i in range(200):
+        handle(i)
+    time.sleep(0.01)
+'''
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_s(pids: list[int]) -> float:
+    """user+system seconds of ``pids``, with their reaped children's."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total * PAGE / 1e6
+
+
+def llvm_mapped(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return "libLLVM" in text or "libbcc" in text
+
+
+def run_program(work: Path, seconds: float) -> float:
+    out = subprocess.run([str(work), str(seconds), "1"], capture_output=True, text=True,
+                         check=True).stdout
+    return parse_report(out)["iters_per_s"]
+
+
+def churn(stop: threading.Event) -> None:
+    while not stop.is_set():
+        subprocess.run(["sh", "-c", "true"], check=False)
+        stop.wait(0.2)
+
+
+def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
+            baseline: float) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+        env = dict(os.environ, TELEGEN_CACHE_DIR=cache, PYTHONPATH=str(src))
+        log = Path(out) / "agent.log"
+        started = time.monotonic()
+        with open(log, "wb") as logf:
+            agent = subprocess.Popen([sys.executable, "-m", "telegen", "run"], cwd=out, env=env,
+                                     stdout=logf, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        stop = threading.Event()
+        churner = threading.Thread(target=churn, args=(stop,), daemon=True)
+        if args.churn:
+            churner.start()
+        rss: dict[str, float] = {}
+        samples: list[tuple[float, float]] = []
+
+        def watch() -> None:
+            while not stop.is_set():
+                t = time.monotonic() - started
+                samples.append((t, rss_mb(tree(agent.pid))))
+                stop.wait(1.0)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        time.sleep(args.delay)
+        cpu0 = cpu_s(tree(agent.pid))
+        t0 = time.monotonic()
+        throughput = run_program(work, args.seconds)
+        cpu1 = cpu_s(tree(agent.pid))
+        t1 = time.monotonic()
+        mapped = llvm_mapped(agent.pid)
+        stop.set()
+        os.killpg(agent.pid, signal.SIGTERM)
+        try:
+            agent.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait()
+        for mark in (5, 20, 50):
+            near = [r for t, r in samples if t >= mark]
+            rss[f"{mark}s"] = near[0] if near else 0.0
+        half = [r for t, r in samples if t >= samples[-1][0] / 2] if samples else [0.0]
+        text = log.read_text(errors="replace")
+        ready = next((line for line in text.splitlines() if "first sample" in line
+                      or "started" in line.lower()), "")
+        return {"agent": label, "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+                "throughput": throughput / baseline, "rss": rss,
+                "rss_end": samples[-1][1] if samples else 0.0,
+                "rss_peak": max((r for _, r in samples), default=0.0),
+                "growth_last_half_pct": 100 * (half[-1] - half[0]) / half[0] if half[0] else 0,
+                "llvm_mapped": mapped, "ready": ready[:120]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", default=f"new={HERE.parent}")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--delay", type=float, default=20.0)
+    ap.add_argument("--churn", action="store_true")
+    args = ap.parse_args()
+    agents = [(a.split("=", 1)[0], Path(a.split("=", 1)[1]).resolve())
+              for a in args.agents.split(",")]
+    py = pyenv_python("3.12")
+    if py is None:
+        print("pyenv CPython 3.12 missing", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        work = build("bench_work", tmp, cflags=("-O2", "-g", "-pthread"),
+                     source_dir=HERE / "workloads")
+        service = subprocess.Popen([py, "-c", PY_SERVICE])
+        try:
+            baseline = run_program(work, args.seconds)
+            rows = [measure(label, src, work, args, baseline) for label, src in agents]
+        finally:
+            service.kill()
+            service.wait()
+    print(f"\nbaseline {baseline:.0f} iters/s; churn={'on' if args.churn else 'off'}; "
+          f"program {args.seconds:.0f} s from {args.delay:.0f} s after the agent's start\n")
+    print("| agent | agent CPU % of one core | program throughput | RSS 5 s / 20 s / 50 s / end "
+          "(MB) | peak | growth, last half | LLVM mapped |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        rss = r["rss"]
+        assert isinstance(rss, dict)
+        print(f"| {r['agent']} | {r['cpu_pct']:.1f} | {r['throughput']:.3f} | "
+              f"{rss['5s']:.0f} / {rss['20s']:.0f} / {rss['50s']:.0f} / {r['rss_end']:.0f} | "
+              f"{r['rss_peak']:.0f} | {r['growth_last_half_pct']:.1f}% | {r['llvm_mapped']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
