@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from telegen.procinfo.agent import cap_eff
+from telegen.procinfo.kernel import PERF_EVENT_PARANOID, mount_points, perf_event_paranoid
+
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
 BPF_PROG_LOAD = 5
@@ -42,16 +45,6 @@ class DoctorError(RuntimeError):
         super().__init__(f"eBPF prerequisites missing (telegen doctor):\n{lines}")
 
 
-def _cap_eff(status_path: str = "/proc/self/status") -> int:
-    try:
-        for line in Path(status_path).read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def check_root() -> Check:
     uid = os.geteuid()
     return Check("root", uid == 0, f"euid {uid}",
@@ -60,7 +53,7 @@ def check_root() -> Check:
 
 
 def check_capabilities() -> Check:
-    caps = _cap_eff()
+    caps = cap_eff()
     have = {n: bool(caps >> bit & 1) for n, bit in
             (("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON), ("CAP_SYS_ADMIN", CAP_SYS_ADMIN))}
     ok = have["CAP_SYS_ADMIN"] or (have["CAP_BPF"] and have["CAP_PERFMON"])
@@ -71,13 +64,11 @@ def check_capabilities() -> Check:
 
 
 def check_perf_event() -> Check:
-    path = "/proc/sys/kernel/perf_event_paranoid"
-    try:
-        level = int(Path(path).read_text().strip())
-    except (OSError, ValueError):
-        return Check("perf_event access", False, f"cannot read {path}",
+    level = perf_event_paranoid()
+    if level is None:
+        return Check("perf_event access", False, f"cannot read {PERF_EVENT_PARANOID}",
                      "the kernel needs CONFIG_PERF_EVENTS")
-    caps = _cap_eff()
+    caps = cap_eff()
     privileged = bool(caps >> CAP_PERFMON & 1 or caps >> CAP_SYS_ADMIN & 1)
     ok = level <= 1 or privileged
     detail = f"perf_event_paranoid={level}" + (" (bypassed: CAP_PERFMON/CAP_SYS_ADMIN)"
@@ -118,13 +109,9 @@ def check_btf() -> Check:
 
 
 def _tracefs() -> str | None:
-    mounts = ""
-    try:
-        mounts = Path("/proc/mounts").read_text()
-    except OSError:
-        pass
+    mounted = mount_points()
     for d in TRACEFS:
-        if f" {d} " in mounts and Path(d, "events").is_dir():
+        if d in mounted and Path(d, "events").is_dir():
             return d
     return None
 

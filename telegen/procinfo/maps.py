@@ -1,4 +1,5 @@
-"""Parse ``/proc/PID/maps``."""
+"""A process's mappings (``/proc/PID/maps``) and the files behind them,
+opened by descriptor."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ import stat
 from dataclasses import dataclass
 
 from telegen.procinfo.elfheaders import read_build_id_fd
+from telegen.procinfo.procfs import (
+    DELETED,
+    PROC,
+    Pid,
+    alive,
+    fd_path,
+    process_file,
+    process_root,
+    read_file,
+)
 from telegen.untrusted import Refusals, Refused, open_in_root, open_regular
 
 
@@ -30,7 +41,7 @@ class MapEntry:
 
     @property
     def deleted(self) -> bool:
-        return self.path.endswith(" (deleted)")
+        return self.path.endswith(DELETED)
 
 
 def parse_maps(text: str) -> list[MapEntry]:
@@ -48,6 +59,29 @@ def parse_maps(text: str) -> list[MapEntry]:
             continue
         out.append(entry)
     return out
+
+
+def read_maps(pid: Pid, proc: str = PROC) -> list[MapEntry] | None:
+    """The mappings of ``pid`` (or the agent's own, :data:`SELF`) in address
+    order; None when it is gone."""
+    text = read_file(pid, "maps", proc)
+    return parse_maps(text) if text is not None else None
+
+
+def executable_files(pid: int, proc: str = PROC) -> list[str]:
+    """The files ``pid`` maps executable (paths inside its root, `` (deleted)``
+    removed), each once, in address order. Raises ``OSError`` when the
+    process is gone."""
+    entries = read_maps(pid, proc)
+    if entries is None:
+        raise ProcessLookupError(pid)
+    paths: list[str] = []
+    for e in entries:
+        if e.executable and e.path.startswith("/"):
+            path = e.path.removesuffix(DELETED)
+            if path not in paths:
+                paths.append(path)
+    return paths
 
 
 class MappedFile:
@@ -77,7 +111,7 @@ class MappedFile:
     @property
     def proc_path(self) -> str:
         """A path naming this descriptor (for tools that want a path)."""
-        return f"/proc/self/fd/{self.fd}"
+        return fd_path(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -102,7 +136,7 @@ def open_host_file(path: str) -> int:
     return open_regular(path, follow=True)
 
 
-def open_mapped(pid: int, file: str, start: int, *, proc: str = "/proc",
+def open_mapped(pid: int, file: str, start: int, *, proc: str = PROC,
                 refusals: Refusals | None = None, host_fallback: bool = False,
                 build_id: str = "") -> MappedFile | None:
     """The file ``pid`` maps at ``start``, open: inside the process's root
@@ -119,13 +153,13 @@ def open_mapped(pid: int, file: str, start: int, *, proc: str = "/proc",
     lived in another mount namespace, where that path was another file."""
     if not file or file.startswith("["):
         return None
-    file = file.removesuffix(" (deleted)")
+    file = file.removesuffix(DELETED)
     if not pid:
         try:
             return MappedFile(open_host_file(file), file, "")
         except (OSError, Refused):
             return None
-    root = f"{proc}/{pid}/root"
+    root = process_root(pid, proc)
     try:
         return MappedFile(open_in_root(root, file), file, root)
     except Refused as exc:
@@ -133,10 +167,10 @@ def open_mapped(pid: int, file: str, start: int, *, proc: str = "/proc",
             refusals.note_exc("mapped_file", exc)
     except OSError:
         pass
-    fd = open_map_files(f"{proc}/{pid}/map_files", start, refusals)
+    fd = open_map_files(process_file(pid, "map_files", proc), start, refusals)
     if fd is not None:
         return MappedFile(fd, file, root)
-    if host_fallback and not os.path.exists(f"{proc}/{pid}"):
+    if host_fallback and not alive(pid, proc):
         return _host_copy(file, build_id)
     return None
 
@@ -172,7 +206,7 @@ def open_map_files(directory: str, start: int, refusals: Refusals | None) -> int
             if refusals is not None:
                 refusals.note("mapped_file", "not_regular", stat.filemode(mode))
             return None
-        return os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return os.open(fd_path(path_fd), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     finally:

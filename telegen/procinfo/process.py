@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,9 +13,15 @@ from cachetools import LRUCache
 from telegen.pdata import Mapping
 from telegen.procinfo.buildid import BuildIdCache
 from telegen.procinfo.container import container_id_from_cgroup
-from telegen.procinfo.maps import MapEntry, parse_maps
-
-_DELETED = " (deleted)"
+from telegen.procinfo.maps import MapEntry, read_maps
+from telegen.procinfo.procfs import (
+    DELETED,
+    PROC,
+    process_file,
+    process_root,
+    read_command,
+    read_file,
+)
 
 
 @dataclass
@@ -44,15 +49,6 @@ class ProcessInfo:
         return None
 
 
-def read_text(path: str) -> str | None:
-    """A /proc (or any) text file, undecodable bytes replaced; None when unreadable."""
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
 class ProcessIds(NamedTuple):
     """Who a process is, from ``/proc/PID/status``."""
 
@@ -77,46 +73,42 @@ def parse_ids(status_text: str) -> ProcessIds | None:
     return ProcessIds(int(ns[-1]) if ns and ns[-1].isdigit() else 0, uid, gid)
 
 
-def read_ids(pid: int, proc: str = "/proc") -> ProcessIds | None:
+def read_ids(pid: int, proc: str = PROC) -> ProcessIds | None:
     """:func:`parse_ids` of ``pid``; None when it is gone."""
-    text = read_text(f"{proc}/{pid}/status")
+    text = read_file(pid, "status", proc)
     return parse_ids(text) if text is not None else None
 
 
-def read_process(pid: int, *, proc: str = "/proc",
+def read_process(pid: int, *, proc: str = PROC,
                  build_ids: BuildIdCache | None = None) -> ProcessInfo | None:
     """Everything we keep about ``pid``; None when it is gone (or a kernel thread
     whose maps cannot be read is returned with no mappings)."""
-    base = f"{proc}/{pid}"
-    maps_text = read_text(f"{base}/maps")
-    if maps_text is None:
+    entries = read_maps(pid, proc)
+    if entries is None:
         return None
-    comm = (read_text(f"{base}/comm") or "").strip()
-    try:
-        exe = os.readlink(f"{base}/exe")
-    except OSError:
-        exe = ""
-    cmdline = tuple(a for a in (read_text(f"{base}/cmdline") or "").split("\0") if a)
-    container = container_id_from_cgroup(read_text(f"{base}/cgroup") or "")
+    command = read_command(pid, proc)
+    container = container_id_from_cgroup(read_file(pid, "cgroup", proc) or "")
     ids = read_ids(pid, proc)
     vpid = ids.nspid if ids else 0
     cache = build_ids or BuildIdCache(64)
-    mappings = tuple(_mapping(e, base, cache) for e in parse_maps(maps_text) if e.executable)
-    return ProcessInfo(pid=pid, comm=comm, exe=exe.removesuffix(_DELETED), cmdline=cmdline,
+    mappings = tuple(_mapping(e, pid, proc, cache) for e in entries if e.executable)
+    return ProcessInfo(pid=pid, comm=command.comm if command else "",
+                       exe=command.exe if command else "",
+                       cmdline=command.cmdline if command else (),
                        container_id=container, vpid=vpid, mappings=mappings,
                        captured_ns=time.time_ns())
 
 
-def _mapping(e: MapEntry, base: str, build_ids: BuildIdCache) -> Mapping:
+def _mapping(e: MapEntry, pid: int, proc: str, build_ids: BuildIdCache) -> Mapping:
     build_id = ""
     path = e.path
     if e.is_file:
         if e.deleted:
-            path = path.removesuffix(_DELETED)
+            path = path.removesuffix(DELETED)
             # the file is gone from the tree, but the mapping still reaches it
-            build_id = build_ids.get(f"{base}/map_files/{e.start:x}-{e.end:x}")
+            build_id = build_ids.get(process_file(pid, f"map_files/{e.start:x}-{e.end:x}", proc))
         else:
-            build_id = build_ids.get(f"{base}/root{path}")
+            build_id = build_ids.get(process_root(pid, proc) + path)
     return Mapping(start=e.start, limit=e.end, offset=e.offset, file=path, build_id=build_id)
 
 
@@ -128,7 +120,7 @@ class ProcessCache:
     them); least recently used entries are evicted beyond ``maxsize``.
     """
 
-    def __init__(self, maxsize: int = 8192, *, proc: str = "/proc",
+    def __init__(self, maxsize: int = 8192, *, proc: str = PROC,
                  build_ids: BuildIdCache | None = None,
                  refresh_interval_s: float = 5.0) -> None:
         self._proc = proc
@@ -211,12 +203,12 @@ class ProcessCache:
             return pid in self._cache
 
 
-def container_attributes(pid: int, proc: str = "/proc") -> dict[str, str | int]:
+def container_attributes(pid: int, proc: str = PROC) -> dict[str, str | int]:
     """OTel resource attributes of a containerized ``pid``: ``container.id``
     (from its cgroup) and ``process.vpid`` (its pid in its own pid namespace,
     when that differs from ``pid``); {} for a host process or one that is gone."""
     attrs: dict[str, str | int] = {}
-    cid = container_id_from_cgroup(read_text(f"{proc}/{pid}/cgroup") or "")
+    cid = container_id_from_cgroup(read_file(pid, "cgroup", proc) or "")
     if cid:
         attrs["container.id"] = cid
     ids = read_ids(pid, proc)

@@ -8,19 +8,16 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
+from telegen.procinfo.procfs import PROC, list_pids
+
+__all__ = ["find_targets", "list_pids"]
+
 P = TypeVar("P")
-
-
-def list_pids(proc: str = "/proc") -> list[int]:
-    try:
-        return sorted(int(d) for d in os.listdir(proc) if d.isdigit())
-    except OSError:
-        return []
 
 
 def find_targets(*, pids: list[int], names: list[str], discover: bool,
                  read: Callable[[int], P | None], accept: Callable[[P], bool],
-                 tokens: Callable[[P], set[str]], proc: str = "/proc",
+                 tokens: Callable[[P], set[str]], proc: str = PROC,
                  self_pid: int | None = None) -> list[P]:
     """``pids`` are taken as they are (if readable). With ``names``, or with
     ``discover`` and no ``pids``, every running process that ``accept``s and

@@ -30,16 +30,16 @@ allocate too: a coarse bound, overshoot ≤ one poll of allocation).
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from telegen.procinfo.agent import rss_bytes
+
 T = TypeVar("T")
 POLL_S = 0.02
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -147,14 +147,6 @@ class _Watch:
         self.fired = False
 
 
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.restype = ctypes.c_int
 
@@ -195,7 +187,7 @@ class _Watchdog:
     def _check(self, w: _Watch) -> None:
         try:
             over: type[OverBudget] | None = None
-            rss = _rss()
+            rss = rss_bytes()
             if w.rss_start < 0:
                 w.rss_start = rss
             if time.clock_gettime(w.clock) > w.cpu_deadline:

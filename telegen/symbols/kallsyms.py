@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
+from telegen.procinfo import KALLSYMS
+
 _TEXT_TYPES = frozenset("TtWw")
 
 
 class KernelSymbols:
     """Sorted kernel text symbols. Read once, lazily, by the caller."""
 
-    def __init__(self, path: str = "/proc/kallsyms") -> None:
+    def __init__(self, path: str = KALLSYMS) -> None:
         entries: list[tuple[int, str, str]] = []
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:

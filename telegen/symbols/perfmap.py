@@ -20,7 +20,7 @@ import os
 from bisect import bisect_right
 from collections.abc import Callable
 
-from telegen.procinfo.process import read_ids
+from telegen.procinfo import PROC, process_root, read_ids
 from telegen.untrusted import Refusals, Refused, open_in_root
 
 # ~3.3 MB of memory per MB of map (measured: 64 MiB, 672k entries -> +213 MB RSS)
@@ -137,7 +137,7 @@ def _pread_all(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def perf_map_for(pid: int, *, proc: str = "/proc", limit: int = MAX_PERF_MAP_BYTES,
+def perf_map_for(pid: int, *, proc: str = PROC, limit: int = MAX_PERF_MAP_BYTES,
                  refusals: Refusals | None = None) -> PerfMap | None:
     """The perf map of process ``pid``: ``/tmp/perf-<nspid>.map`` inside its
     root, owned by its uid. None when it has none (yet); a map that exists
@@ -151,6 +151,6 @@ def perf_map_for(pid: int, *, proc: str = "/proc", limit: int = MAX_PERF_MAP_BYT
         if refusals is not None:
             refusals.note(SOURCE, exc.reason, f"pid {pid}: {exc.detail}")
 
-    pm = PerfMap(f"/tmp/perf-{nspid}.map", root=f"{proc}/{pid}/root", owner=uid, limit=limit,
+    pm = PerfMap(f"/tmp/perf-{nspid}.map", root=process_root(pid, proc), owner=uid, limit=limit,
                  on_refused=note)
     return pm if pm.found or pm.refused else None

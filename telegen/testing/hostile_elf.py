@@ -13,7 +13,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from telegen.procinfo.maps import MapEntry, parse_maps
+from telegen.procinfo.maps import MapEntry, read_maps
 
 # mmap()s every file named on its command line PROT_READ|PROT_EXEC (no loader
 # checks: any bytes), prints "ready", then sleeps until killed.
@@ -71,11 +71,10 @@ def staging_dir(prefix: str) -> Path:
 
 
 def mapping_of(pid: int, path: str) -> MapEntry:
-    """The first mapping of ``path`` (as /proc/PID/maps shows it) in ``pid``."""
-    with open(f"/proc/{pid}/maps") as f:
-        for e in parse_maps(f.read()):
-            if e.path.removesuffix(" (deleted)") == path:
-                return e
+    """The first mapping of ``path`` (as the process's maps show it) in ``pid``."""
+    for e in read_maps(pid) or ():
+        if e.path.removesuffix(" (deleted)") == path:
+            return e
     raise LookupError(f"{path} not mapped in {pid}")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telegen.pdata import Frame, FrameKind, Mapping
+from telegen.procinfo import read_maps as procinfo_maps
 from telegen.symbols.elf import ElfFile
 
 
@@ -83,14 +84,11 @@ class MapEntry:
 
 
 def read_maps(pid: int) -> list[MapEntry]:
-    entries = []
-    with open(f"/proc/{pid}/maps") as fh:
-        for line in fh:
-            parts = line.split(None, 5)
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            entries.append(MapEntry(lo, hi, int(parts[2], 16), parts[1],
-                                    parts[5].strip() if len(parts) > 5 else ""))
-    return entries
+    """The mappings of a live ``pid`` (``ProcessLookupError`` when it is gone)."""
+    entries = procinfo_maps(pid)
+    if entries is None:
+        raise ProcessLookupError(pid)
+    return [MapEntry(e.start, e.end, e.offset, e.perms, e.path) for e in entries]
 
 
 def process_frame(pid: int, file: str, vaddr: int, *, build_id: str = "") -> Frame:

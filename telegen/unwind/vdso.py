@@ -11,6 +11,7 @@ import platform
 import threading
 
 from telegen.pdata import Mapping
+from telegen.procinfo.agent import read_own_memory, vdso_span
 from telegen.unwind.cache import TableCache
 from telegen.unwind.table import UnwindTable
 
@@ -18,15 +19,6 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _failed: set[str] = set()
 MAX_VDSO_BYTES = 1 << 20
-
-
-def _own_vdso() -> tuple[int, int] | None:
-    with open("/proc/self/maps") as f:
-        for line in f:
-            if line.rstrip().endswith("[vdso]"):
-                lo, _, hi = line.split()[0].partition("-")
-                return int(lo, 16), int(hi, 16)
-    return None
 
 
 def vdso_table(pid: int, m: Mapping, tables: TableCache) -> UnwindTable | None:
@@ -37,12 +29,10 @@ def vdso_table(pid: int, m: Mapping, tables: TableCache) -> UnwindTable | None:
     with _lock:
         if not path.exists() and release not in _failed:
             try:
-                span = _own_vdso()
+                span = vdso_span()
                 if span is None or not 0 < span[1] - span[0] <= MAX_VDSO_BYTES:
                     raise ValueError(f"no usable [vdso] in the agent: {span}")
-                with open("/proc/self/mem", "rb") as mem:
-                    mem.seek(span[0])
-                    image = mem.read(span[1] - span[0])
+                image = read_own_memory(span[0], span[1] - span[0])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_bytes(image)

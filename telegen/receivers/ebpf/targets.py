@@ -20,36 +20,33 @@ from its first scheduled moment, with no /proc polling.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from typing import Any
+
+from telegen.procinfo import PROC, list_pids
+from telegen.procinfo.procfs import read_comm, read_exe
 
 log = logging.getLogger(__name__)
 
 YES, NO = 1, 2
 
 
-def process_matches(pid: int, pattern: re.Pattern[str], proc: str = "/proc") -> bool | None:
+def process_matches(pid: int, pattern: re.Pattern[str], proc: str = PROC) -> bool | None:
     """Whether ``pattern`` is found in the process's comm or executable path;
     None when the process is gone (nothing to decide on)."""
-    try:
-        with open(f"{proc}/{pid}/comm", "rb") as f:
-            comm = f.read().decode("utf-8", "replace").strip()
-    except OSError:
+    comm = read_comm(pid, proc)
+    if comm is None:
         return None
     if pattern.search(comm):
         return True
-    try:
-        exe = os.readlink(f"{proc}/{pid}/exe")
-    except OSError:
-        return False
-    return bool(pattern.search(exe.removesuffix(" (deleted)")))
+    exe = read_exe(pid, proc)
+    return bool(exe) and bool(pattern.search(exe))
 
 
 class Targets:
     def __init__(self, *, pids: list[int], pattern: re.Pattern[str] | None,
                  exclude_pids: list[int], self_pid: int, self_profile: bool,
-                 proc: str = "/proc") -> None:
+                 proc: str = PROC) -> None:
         self.pids = set(pids)
         self.pattern = pattern
         self.exclude = set(exclude_pids)
@@ -121,11 +118,7 @@ class Targets:
         of /proc), for what must be attached per process (memory uprobes)."""
         if self.pattern is None:
             return sorted(self.pids)
-        found = []
-        for name in os.listdir(self.proc):
-            if name.isdigit() and self.classify(int(name)):
-                found.append(int(name))
-        return found
+        return [pid for pid in list_pids(self.proc) if self.classify(pid)]
 
     def on_exec(self, pid: int) -> None:
         if self.pattern is not None:

@@ -1,13 +1,12 @@
 """Find Go processes serving ``net/http/pprof`` on this host.
 
-A process is Go when its executable (opened through ``/proc/PID/exe``, which
-reaches files inside containers too) has a ``.go.buildinfo`` section or a Go
-build-id note (name ``Go``, type 4; found in sections or, when section headers
+A process is Go when its executable (opened through its ``exe`` link in
+/proc, which reaches files inside containers too) has a ``.go.buildinfo``
+section or a Go build-id note (name ``Go``, type 4; found in sections or, when section headers
 are stripped, in PT_NOTE segments). Only Go processes are considered; every
 other process's ports are never touched.
 
-Its listening sockets are the LISTEN entries of ``/proc/PID/net/tcp{,6}``
-whose inode is among the ``socket:[inode]`` links of ``/proc/PID/fd``. Only
+Its listening sockets come from :mod:`telegen.procinfo.sockets`. Only
 loopback or any-address listeners in the agent's own network namespace are
 reachable as 127.0.0.1 (``[::1]`` for a ``::1``-only listener); a port whose
 ``/debug/pprof/`` answers 200 with the pprof index becomes a target. Answers
@@ -17,40 +16,54 @@ asked again after ``retry_scans`` scans.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from telegen.procinfo import read_process
+from telegen.procinfo import PROC, list_pids, read_process
 from telegen.procinfo.elfheaders import find_note, read_headers
+from telegen.procinfo.procfs import SELF, exe_stat, namespace_inode, open_exe
+from telegen.procinfo.sockets import Listener, listening_ports
+from telegen.procinfo.times import boot_time_ns, start_time_ns
 from telegen.receivers.go.config import DEFAULT_PATH
 from telegen.receivers.go.target import Target
 from telegen.untrusted import Refused, open_regular
 
 log = logging.getLogger(__name__)
 
-_LISTEN = "0A"
 _GO_NOTE_NAME = b"Go"
 _GO_BUILDID_TYPE = 4
 
 
 # -- is it Go? -------------------------------------------------------------------
 def is_go_elf(path: str) -> bool:
-    """Whether ``path`` (``/proc/PID/exe``: the executable itself, never a
-    tenant's symlink) is a Go binary. Read with the struct-level header check
-    (section and segment tables bounded, inside the file) and at most
-    ``MAX_NOTES`` bytes per note place: the executable is the tenant's."""
+    """Whether the file at ``path`` is a Go binary (see :func:`is_go_fd`)."""
     try:
-        fd = open_regular(path, follow=True)      # /proc/PID/exe is a magic link
+        fd = open_regular(path, follow=True)
     except (Refused, OSError):
         return False
+    return is_go_fd(fd)
+
+
+def is_go_process(pid: int, proc: str = PROC) -> bool:
+    """Whether ``pid``'s executable itself (never a tenant's symlink) is a Go binary."""
+    try:
+        fd = open_exe(pid, proc)
+    except (Refused, OSError):
+        return False
+    return is_go_fd(fd)
+
+
+def is_go_fd(fd: int) -> bool:
+    """Whether the file open on ``fd`` is a Go binary; closes ``fd``. Read
+    with the struct-level header check (section and segment tables bounded,
+    inside the file) and at most ``MAX_NOTES`` bytes per note place: the
+    executable is the tenant's."""
     try:
         headers = read_headers(fd)
         if headers.section(".go.buildinfo") or headers.section(".note.go.buildid"):
@@ -63,140 +76,24 @@ def is_go_elf(path: str) -> bool:
 
 
 class GoBinaryCache:
-    """``is_go_elf`` per executable identity (device, inode, size, mtime)."""
+    """``is_go_process`` per executable identity (device, inode, size, mtime)."""
 
     def __init__(self, maxsize: int = 4096) -> None:
         self._cache: LRUCache[tuple[int, int, int, int], bool] = LRUCache(maxsize)
         self._lock = threading.Lock()
 
-    def is_go(self, exe_path: str) -> bool:
-        try:
-            st = os.stat(exe_path)
-        except OSError:
+    def is_go(self, pid: int, proc: str = PROC) -> bool:
+        st = exe_stat(pid, proc)
+        if st is None:
             return False
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
             hit = self._cache.get(key)
         if hit is None:
-            hit = is_go_elf(exe_path)
+            hit = is_go_process(pid, proc)
             with self._lock:
                 self._cache[key] = hit
         return hit
-
-
-# -- sockets ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class Listener:
-    address: str      # as text: 127.0.0.1, ::, ...
-    port: int
-    inode: int
-
-    @property
-    def scrape_host(self) -> str | None:
-        """How to reach it from here, or None when it is not local/any."""
-        ip = ipaddress.ip_address(self.address)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if isinstance(ip, ipaddress.IPv6Address) and ip.is_loopback:
-            return "[::1]"
-        if ip.is_loopback or ip.is_unspecified:
-            return "127.0.0.1"
-        return None
-
-
-def _hex_address(text: str) -> str:
-    raw = bytes.fromhex(text)
-    if len(raw) == 4:
-        return str(ipaddress.IPv4Address(raw[::-1]))
-    # IPv6: four 32-bit words, each in host (little-endian) order
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-    return str(ipaddress.IPv6Address(words))
-
-
-def parse_listeners(text: str) -> list[Listener]:
-    """LISTEN entries of a ``/proc/net/tcp`` or ``tcp6`` table."""
-    out: list[Listener] = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10 or fields[3] != _LISTEN:
-            continue
-        try:
-            addr, port = fields[1].rsplit(":", 1)
-            out.append(Listener(_hex_address(addr), int(port, 16), int(fields[9])))
-        except ValueError:
-            continue
-    return out
-
-
-def socket_inodes(pid: int, proc: str = "/proc") -> set[int]:
-    inodes: set[int] = set()
-    fd_dir = f"{proc}/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return inodes
-    for name in names:
-        try:
-            link = os.readlink(f"{fd_dir}/{name}")
-        except OSError:
-            continue
-        if link.startswith("socket:[") and link.endswith("]"):
-            try:
-                inodes.add(int(link[8:-1]))
-            except ValueError:
-                pass
-    return inodes
-
-
-def listening_ports(pid: int, proc: str = "/proc") -> list[Listener]:
-    """The process's own listening TCP sockets."""
-    mine = socket_inodes(pid, proc)
-    if not mine:
-        return []
-    found: list[Listener] = []
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"{proc}/{pid}/net/{table}", encoding="ascii", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
-        found += [lst for lst in parse_listeners(text) if lst.inode in mine]
-    return found
-
-
-# -- process facts ---------------------------------------------------------------
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def boot_time_ns(proc: str = "/proc") -> int:
-    for line in _read(f"{proc}/stat").splitlines():
-        if line.startswith("btime "):
-            return int(line.split()[1]) * 1_000_000_000
-    return 0
-
-
-def process_start_ns(pid: int, proc: str = "/proc", boot_ns: int | None = None) -> int:
-    """Unix ns the process started at (0 when unknown)."""
-    stat = _read(f"{proc}/{pid}/stat")
-    rest = stat.rpartition(")")[2].split()
-    if len(rest) < 20:
-        return 0
-    ticks = int(rest[19])                       # field 22: starttime, clock ticks
-    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    base = boot_time_ns(proc) if boot_ns is None else boot_ns
-    return base + ticks * 1_000_000_000 // hz
-
-
-def _netns(path: str) -> int:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return -1
 
 
 # -- discovery -------------------------------------------------------------------
@@ -204,7 +101,7 @@ Probe = Callable[[str], bool]
 
 
 class Discovery:
-    def __init__(self, probe: Probe, *, proc: str = "/proc", retry_scans: int = 5,
+    def __init__(self, probe: Probe, *, proc: str = PROC, retry_scans: int = 5,
                  max_probes: int = 8) -> None:
         self._probe = probe
         self._proc = proc
@@ -221,19 +118,18 @@ class Discovery:
         self._scan_no += 1
         proc = self._proc
         boot = boot_time_ns(proc)
-        own_ns = _netns(f"{proc}/self/ns/net")
+        own_ns = namespace_inode(SELF, "net", proc)
         me = os.getpid()
         candidates: list[tuple[int, int, Listener, str]] = []
         live: set[tuple[int, int]] = set()
-        for name in os.listdir(proc):
-            if not name.isdigit() or int(name) == me:
+        for pid in list_pids(proc):
+            if pid == me:
                 continue
-            pid = int(name)
-            if not self._binaries.is_go(f"{proc}/{pid}/exe"):
+            if not self._binaries.is_go(pid, proc):
                 continue
-            start = process_start_ns(pid, proc, boot)
+            start = start_time_ns(pid, proc, boot)
             live.add((pid, start))
-            if _netns(f"{proc}/{pid}/ns/net") != own_ns:
+            if namespace_inode(pid, "net", proc) != own_ns:
                 self.skipped_netns += 1
                 continue
             for lst in listening_ports(pid, proc):

@@ -1,14 +1,14 @@
 """Finding JVMs: by pid, by name, or by discovery (a ``java`` launcher
 executable, or a HotSpot ``hsperfdata_<user>/<pid>`` file in the process's
-own /tmp, reached inside /proc/PID/root without following its symlinks, so
-JVMs in containers are found)."""
+own /tmp, reached inside the process's root without following its symlinks,
+so JVMs in containers are found)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from telegen.procinfo.process import read_ids, read_text
+from telegen.procinfo import PROC, process_root, read_command, read_ids
 from telegen.procinfo.scan import find_targets
 from telegen.untrusted import Refused, open_in_root
 
@@ -20,38 +20,33 @@ class JvmProcess:
     pid: int
     nspid: int          # the pid inside the JVM's own pid namespace
     comm: str
-    exe: str
+    exe: str            # inside its mount namespace, " (deleted)" removed
     cmdline: tuple[str, ...]
     uid: int
     gid: int
 
 
-def read_jvm(pid: int, proc: str = "/proc") -> JvmProcess | None:
+def read_jvm(pid: int, proc: str = PROC) -> JvmProcess | None:
     ids = read_ids(pid, proc)
-    if ids is None:
+    command = read_command(pid, proc)
+    if ids is None or command is None:
         return None
-    nspid, uid, gid = ids.nspid or pid, ids.uid, ids.gid
-    try:
-        exe = os.readlink(f"{proc}/{pid}/exe")
-    except OSError:
-        exe = ""
-    cmdline = tuple(a for a in (read_text(f"{proc}/{pid}/cmdline") or "").split("\0") if a)
-    comm = (read_text(f"{proc}/{pid}/comm") or "").strip()
-    return JvmProcess(pid, nspid, comm, exe, cmdline, uid, gid)
+    return JvmProcess(pid, ids.nspid or pid, command.comm, command.exe, command.cmdline,
+                      ids.uid, ids.gid)
 
 
-def looks_like_jvm(p: JvmProcess, proc: str = "/proc") -> bool:
-    if os.path.basename(p.exe.removesuffix(" (deleted)")) == "java":
+def looks_like_jvm(p: JvmProcess, proc: str = PROC) -> bool:
+    if os.path.basename(p.exe) == "java":
         return True
     return has_hsperfdata(p, proc)
 
 
-def has_hsperfdata(p: JvmProcess, proc: str = "/proc") -> bool:
+def has_hsperfdata(p: JvmProcess, proc: str = PROC) -> bool:
     """A regular ``/tmp/hsperfdata_*/<nspid>`` file in the process's own root,
     owned by the process's user (another user's planted file, or a symlink,
     does not make a root process look like a JVM for jcmd to signal)."""
     try:
-        tmp = open_in_root(f"{proc}/{p.pid}/root", "/tmp", directory=True)
+        tmp = open_in_root(process_root(p.pid, proc), "/tmp", directory=True)
     except (Refused, OSError):
         return False
     try:
@@ -76,7 +71,7 @@ def has_hsperfdata(p: JvmProcess, proc: str = "/proc") -> bool:
 
 def is_jdk_tool(p: JvmProcess) -> bool:
     """A JDK launcher other than ``java`` (jcmd, jfr, javac, jps...)."""
-    exe = p.exe.removesuffix(" (deleted)")
+    exe = p.exe
     base = os.path.basename(exe)
     return base != "java" and os.path.basename(os.path.dirname(exe)) == "bin" and \
         os.path.exists(os.path.join(os.path.dirname(exe), "java"))
@@ -109,7 +104,7 @@ def name_tokens(p: JvmProcess) -> set[str]:
 
 
 def find_jvms(*, pids: list[int], names: list[str], discover: bool,
-              proc: str = "/proc", self_pid: int | None = None) -> list[JvmProcess]:
+              proc: str = PROC, self_pid: int | None = None) -> list[JvmProcess]:
     """JVMs to record now. Listed pids are taken as they are (jcmd will tell
     if one is not a JVM); names and discovery only pick processes that look
     like JVMs, never the JDK's own tools (jcmd, jfr, javac... are JVMs too)."""

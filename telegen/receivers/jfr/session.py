@@ -25,10 +25,12 @@ from xml.sax.saxutils import escape
 
 from telegen.formats.jfr import Chunk, JfrError, read_chunks
 from telegen.formats.jfr.stream import DEFAULT_MAX_CHUNK_BYTES
+from telegen.procinfo import alive as alive  # receiver.py's, until it imports procinfo's
+from telegen.procinfo import process_root
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess
 from telegen.receivers.jfr.dumpdir import DumpDirectory
-from telegen.untrusted import Refusals, Refused, target_root
+from telegen.untrusted import Refusals, Refused
 
 RECORDING = "telegen"
 EXIT_FILE = "exit.jfr"
@@ -114,7 +116,7 @@ class JvmSession:
         :class:`Refused` (the JVM's filesystem refused), ``OSError`` or
         :class:`JcmdError`."""
         self._dir = DumpDirectory.create(
-            target_root(self.jvm.pid), self._config.dump_directory, self.jvm.uid, self.jvm.gid,
+            process_root(self.jvm.pid), self._config.dump_directory, self.jvm.uid, self.jvm.gid,
             {"telegen.jfc": settings_xml(self._config).encode()})
         try:                      # a recording left behind by an agent that died
             self.jcmd("JFR.stop", f"name={RECORDING}")
@@ -187,6 +189,3 @@ class JvmSession:
         if self._dir is not None:
             self._dir.remove()
 
-
-def alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")

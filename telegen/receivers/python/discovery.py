@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from telegen.procinfo.process import read_text
+from telegen.procinfo import PROC, read_command, read_maps
 from telegen.procinfo.scan import find_targets
 
 SUPPORTED = ((3, 8), (3, 13))
@@ -26,16 +26,11 @@ class PythonProcess:
     version: tuple[int, int] | None     # None when it cannot be told
 
 
-def read_process(pid: int, proc: str = "/proc") -> PythonProcess | None:
-    comm = read_text(f"{proc}/{pid}/comm")
-    if comm is None:
+def read_python(pid: int, proc: str = PROC) -> PythonProcess | None:
+    c = read_command(pid, proc)
+    if c is None:
         return None
-    try:
-        exe = os.readlink(f"{proc}/{pid}/exe").removesuffix(" (deleted)")
-    except OSError:
-        exe = ""
-    cmdline = tuple(a for a in (read_text(f"{proc}/{pid}/cmdline") or "").split("\0") if a)
-    return PythonProcess(pid, comm.strip(), exe, cmdline, _version(pid, exe, proc))
+    return PythonProcess(pid, c.comm, c.exe, c.cmdline, _version(pid, c.exe, proc))
 
 
 def _version(pid: int, exe: str, proc: str) -> tuple[int, int] | None:
@@ -43,9 +38,11 @@ def _version(pid: int, exe: str, proc: str) -> tuple[int, int] | None:
     if m and m.group(2):
         major, minor = m.group(1).split(".")[:2]
         return int(major), int(minor)
-    maps = read_text(f"{proc}/{pid}/maps") or ""
-    lib = _LIB.search(maps)
-    return (int(lib.group(1)), int(lib.group(2))) if lib else None
+    for e in read_maps(pid, proc) or ():
+        lib = _LIB.search(e.path)
+        if lib:
+            return int(lib.group(1)), int(lib.group(2))
+    return None
 
 
 def is_cpython(p: PythonProcess) -> bool:
@@ -86,11 +83,11 @@ def name_tokens(p: PythonProcess) -> set[str]:
 
 
 def find_pythons(*, pids: list[int], names: list[str], discovery: bool,
-                 proc: str = "/proc", self_pid: int | None = None) -> list[PythonProcess]:
+                 proc: str = PROC, self_pid: int | None = None) -> list[PythonProcess]:
     """Processes to sample now. Listed pids are taken as they are (the engine
     tells when one is not Python); names and discovery pick CPython
     interpreters only, never the agent itself."""
     return find_targets(
         pids=pids, names=names, discover=discovery, proc=proc, self_pid=self_pid,
-        read=lambda pid: read_process(pid, proc),
+        read=lambda pid: read_python(pid, proc),
         accept=lambda p: bool(p.cmdline) and is_cpython(p), tokens=name_tokens)

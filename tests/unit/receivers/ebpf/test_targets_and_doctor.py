@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from telegen import doctor
+from telegen.procinfo.agent import cap_eff, parse_cap_eff
 from telegen.receivers.ebpf.targets import NO, YES, Targets, process_matches
 
 
@@ -94,8 +95,10 @@ def test_doctor_checks_have_fixes_and_require_raises(monkeypatch: pytest.MonkeyP
 
 
 def test_capabilities_from_status(tmp_path: Path) -> None:
-    status = tmp_path / "status"
-    status.write_text("Name:\tx\nCapEff:\t000001ffffffffff\n")
-    assert doctor._cap_eff(str(status)) >> doctor.CAP_BPF & 1
-    status.write_text("CapEff:\t0000000000000000\n")
-    assert doctor._cap_eff(str(status)) == 0
+    assert parse_cap_eff("Name:\tx\nCapEff:\t000001ffffffffff\n") >> doctor.CAP_BPF & 1
+    assert parse_cap_eff("CapEff:\t0000000000000000\n") == 0
+    assert parse_cap_eff("CapEff:\tzz\n") == 0 and parse_cap_eff("") == 0
+    # the agent's own, through a fake /proc: what the doctor's checks read
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "status").write_text("CapEff:\t0000008000000000\n")
+    assert cap_eff(str(tmp_path)) == 1 << doctor.CAP_BPF

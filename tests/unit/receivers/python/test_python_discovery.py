@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from telegen.receivers.python.discovery import find_pythons, is_cpython, name_tokens, read_process
+from telegen.receivers.python.discovery import find_pythons, is_cpython, name_tokens, read_python
 from telegen.testing import require
 
 PY312 = sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12"))
@@ -43,7 +43,7 @@ def sleeper(tmp_path: os.PathLike[str]) -> Iterator[subprocess.Popen[bytes]]:
 
 def test_found_by_discovery_and_by_name_never_the_agent(
         sleeper: subprocess.Popen[bytes]) -> None:
-    p = read_process(sleeper.pid)
+    p = read_python(sleeper.pid)
     assert p is not None and p.version == (3, 12) and is_cpython(p)
     assert {"idle_service.py", "idle_service", "python3.12"} <= name_tokens(p)
     assert sleeper.pid in [x.pid for x in find_pythons(pids=[], names=[], discovery=True)]
@@ -56,7 +56,7 @@ def test_found_by_discovery_and_by_name_never_the_agent(
 def test_non_python_processes_are_not_discovered() -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        p = read_process(proc.pid)
+        p = read_python(proc.pid)
         assert p is not None and not is_cpython(p)
         assert proc.pid not in [x.pid for x in find_pythons(pids=[], names=[], discovery=True)]
         # listed pids are taken as they are: the engine tells when one is not Python
@@ -68,5 +68,5 @@ def test_non_python_processes_are_not_discovered() -> None:
 
 
 def test_own_interpreter_reads_as_cpython() -> None:
-    p = read_process(os.getpid())
+    p = read_python(os.getpid())
     assert p is not None and p.version == sys.version_info[:2] and is_cpython(p)
