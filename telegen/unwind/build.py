@@ -1,52 +1,58 @@
 """Building an :class:`~telegen.unwind.table.UnwindTable` from an ELF file's CFI.
 
-pyelftools decodes the CIE/FDE instructions into rows (pc, CFA rule,
-register rules); this module reduces each row to the three things an x86-64
-unwinder needs (CFA, saved rbp, saved return address) and drops everything
-else. It runs once per object file (then the table is cached by build-id,
-see :mod:`telegen.unwind.cache`), never on the sampling hot path.
+The section is decoded straight from its bytes by :mod:`telegen.unwind.cfi`
+(no pyelftools objects); each row is reduced to the three things an x86-64
+unwinder needs (CFA, saved rbp, saved return address) and nothing else is
+kept. It runs once per object file (then the table is cached by build-id and
+file content, see :mod:`telegen.unwind.cache`), never on the sampling hot path.
 
 ``.eh_frame`` is used when present (it is what the C++ runtime itself
 unwinds with, so it covers every function of a normal build); otherwise
-``.debug_frame`` (binaries built with ``-fno-asynchronous-unwind-tables -g``).
+``.debug_frame`` (binaries built with ``-fno-asynchronous-unwind-tables -g``;
+zlib-compressed sections are inflated, bounded by :data:`MAX_CFI_BYTES`).
+
+Where it runs: in the agent under a :class:`~telegen.symbols.budget.Budget`
+(:func:`build_table`: tests, tools, the synchronous
+:meth:`~telegen.unwind.cache.TableCache.get`), or in the builder child
+(:mod:`telegen.unwind.builder`: ``nice 19``, ``RLIMIT_CPU``/``RLIMIT_AS`` per
+object) for the pipeline. The child maps the section with ``mmap``; in the
+agent the section is read with ``pread`` (a mapped file that its owner
+truncates would raise SIGBUS in the reader).
 """
 
 from __future__ import annotations
 
-import io
 import logging
-from typing import Any
+import mmap
+import os
+import stat
+import struct
+import zlib
+from array import array
 
-from elftools.dwarf.callframe import FDE, CallFrameInfo
-from elftools.dwarf.structs import DWARFStructs
-
-from telegen.procinfo.elfheaders import SHT_NOBITS
-from telegen.symbols.budget import Budget, ParseLimits
-from telegen.symbols.elf import ElfFile
-from telegen.unwind.table import (
-    OUTERMOST,
-    PLT,
-    RBP,
-    RSP,
-    UNSUPPORTED,
-    Rule,
-    Segment,
-    TableBuilder,
-    UnwindTable,
+from telegen.procinfo.elfheaders import (
+    SHT_NOBITS,
+    ElfHeaders,
+    SectionHeader,
+    build_id_of,
+    read_headers,
 )
+from telegen.procinfo.maps import open_host_file
+from telegen.symbols.budget import Budget, ParseLimits, Rejected
+from telegen.untrusted import Refused
+from telegen.unwind.cfi import CfiBomb, fde_rows
+from telegen.unwind.table import NO_RULE, Rule, Segment, UnwindTable
 
 log = logging.getLogger(__name__)
 
-REG_RBP, REG_RSP, REG_RA = 6, 7, 16
-# DW_OP_breg7 8; DW_OP_breg16 0; DW_OP_lit15; DW_OP_and; DW_OP_litN; DW_OP_ge; ...
-_PLT_PREFIX = [0x77, 8, 0x80, 0, 0x3F, 0x1A]
-_DW_OP_LIT0 = 0x30
-_DW_CFA_GNU_ARGS_SIZE = 0x2E
-# Decoding CFI with pyelftools costs ~3 s per MiB: bigger sections (browsers,
-# huge C++ binaries) are not decoded; their frames fall back to frame pointers.
-MAX_CFI_BYTES = 4 << 20
-# the whole build is one step: 4 MiB of CFI may take ~12 s of CPU
+PT_LOAD = 1
+ELFCOMPRESS_ZLIB = 1
+# The decoder takes ~0.3 s of CPU per MiB of .eh_frame (libjvm: 1.4 MiB);
+# bigger sections are decoded too, within the CPU budget of the build.
+MAX_CFI_BYTES = 64 << 20
 CFI_LIMITS = ParseLimits(step_cpu_s=20.0, object_cpu_s=20.0)
+SECTIONS = (".eh_frame", ".debug_frame")
+_CHDR64 = struct.Struct("<IIQQ")
 
 
 def build_table(source: str | int, *, name: str = "",
@@ -57,90 +63,143 @@ def build_table(source: str | int, *, name: str = "",
     build is one budgeted step (:class:`~telegen.symbols.budget.Budget`):
     over it, :class:`~telegen.symbols.budget.Rejected` is raised."""
     budget = Budget(limits, name or str(source))
-    return budget.run(_build, source, name, limits)
+    return budget.run(_build, source, name)
 
 
-def _build(source: str | int, name: str, limits: ParseLimits) -> UnwindTable:
-    elf = ElfFile(source, name=name, limits=limits)
+def _build(source: str | int, name: str) -> UnwindTable:
+    fd = os.dup(source) if isinstance(source, int) else open_host_file(source)
     try:
-        return table_from_elf(elf)
+        return table_from_fd(fd, name=name or str(source))
     finally:
-        elf.close()
+        os.close(fd)
 
 
-def table_from_elf(elf: ElfFile) -> UnwindTable:
-    segments = [Segment(s.vaddr, s.offset, s.filesz) for s in elf.segments]
-    builder = TableBuilder()
-    source = ""
-    entries: list[Any] = []
-    try:
-        for name in (".eh_frame", ".debug_frame"):
-            hdr = elf.headers.section(name)
-            if hdr is None or hdr.type == SHT_NOBITS:
-                continue
-            if hdr.data_size > MAX_CFI_BYTES:
-                log.info("%s: %s is %d bytes, over the %d limit: no CFI table",
-                         elf.path, name, hdr.data_size, MAX_CFI_BYTES)
-                return builder.build(segments, build_id=elf.build_id)
-            data = elf.section_data(name, MAX_CFI_BYTES)
-            if not data:
-                continue
-            cfi = CallFrameInfo(stream=io.BytesIO(data), size=len(data), address=hdr.addr,
-                                base_structs=DWARFStructs(
-                                    little_endian=elf.headers.little, dwarf_format=32,
-                                    address_size=8 if elf.headers.is64 else 4),
-                                for_eh_frame=name == ".eh_frame")
-            entries, source = cfi.get_entries(), name
+def table_from_fd(fd: int, *, name: str = "", use_mmap: bool = False,
+                  max_bytes: int = MAX_CFI_BYTES,
+                  sections: tuple[str, ...] = SECTIONS) -> UnwindTable:
+    """The table of the ELF file open on ``fd`` from the first of ``sections``
+    it has. ``Refused`` for a file that is not a regular ELF file; a CFI bomb
+    is ``Rejected("memory")``."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise Refused("not_regular", f"{name}: mode {stat.filemode(st.st_mode)}")
+    headers = read_headers(fd, st.st_size)
+    build_id = build_id_of(fd, headers)
+    segments = [Segment(p.vaddr, p.offset, p.filesz)
+                for p in headers.segments if p.type == PT_LOAD]
+    for section in sections:
+        hdr = headers.section(section)
+        if hdr is None or hdr.type == SHT_NOBITS:
+            continue
+        if hdr.data_size > max_bytes:
+            log.info("%s: %s is %d bytes, over the %d limit: no CFI table",
+                     name, section, hdr.data_size, max_bytes)
             break
-    except Exception as exc:   # no or unreadable CFI: the table stays empty
-        log.debug("%s: cannot read CFI: %s", elf.path, exc)
-    skipped = 0
-    for entry in entries:
-        if not isinstance(entry, FDE):
+        data = section_bytes(fd, headers, hdr, max_bytes, use_mmap=use_mmap)
+        if not data:
             continue
         try:
-            _add_fde(builder, entry)
-        except Exception:      # an opcode pyelftools cannot decode: that range has no rule
-            skipped += 1
-    if skipped:
-        log.debug("%s: %d FDEs could not be decoded", elf.path, skipped)
-    return builder.build(segments, build_id=elf.build_id, source=source)
+            starts, indices, rules = assemble(data, hdr.addr, eh=section == ".eh_frame",
+                                              name=name)
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
+        return UnwindTable(starts, indices, rules, segments, build_id=build_id, source=section)
+    return UnwindTable(array("Q"), array("I"), [], segments, build_id=build_id)
 
 
-def _add_fde(builder: TableBuilder, fde: FDE) -> None:
-    # DW_CFA_GNU_args_size (outgoing argument bytes, for exception landing pads)
-    # does not change the CFA; pyelftools' table decoder rejects it, so drop it.
-    if any(i.opcode == _DW_CFA_GNU_ARGS_SIZE for i in fde.instructions):
-        fde.instructions = [i for i in fde.instructions if i.opcode != _DW_CFA_GNU_ARGS_SIZE]
-    start = fde.header["initial_location"]
-    end = start + fde.header["address_range"]
-    rows = fde.get_decoded().table
-    for i, row in enumerate(rows):
-        row_end = rows[i + 1]["pc"] if i + 1 < len(rows) else end
-        builder.add(row["pc"], min(row_end, end), row_rule(row))
+def section_bytes(fd: int, headers: ElfHeaders, hdr: SectionHeader, max_bytes: int, *,
+                  use_mmap: bool = False) -> bytes | mmap.mmap | None:
+    """The content of one section (inflated when zlib-compressed): ``pread``,
+    or a read-only ``mmap`` of its pages with ``use_mmap``."""
+    if hdr.size == 0 or hdr.offset + hdr.size > headers.file_size:
+        return None
+    if not hdr.compressed:
+        if use_mmap:
+            base = hdr.offset & ~(mmap.ALLOCATIONGRANULARITY - 1)
+            view = mmap.mmap(fd, hdr.offset + hdr.size - base, prot=mmap.PROT_READ,
+                             offset=base)
+            if base == hdr.offset:
+                return view
+            data = view[hdr.offset - base:]
+            view.close()
+            return data
+        return os.pread(fd, hdr.size, hdr.offset)
+    raw = os.pread(fd, hdr.size, hdr.offset)
+    if not headers.is64 or not headers.little or len(raw) < _CHDR64.size:
+        return None
+    ch_type, _reserved, ch_size, _align = _CHDR64.unpack_from(raw, 0)
+    if ch_type != ELFCOMPRESS_ZLIB or ch_size > max_bytes:
+        return None
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(raw[_CHDR64.size:], ch_size)
+    except zlib.error:
+        return None
+    return out
 
 
-def row_rule(row: dict[Any, Any]) -> Rule:
-    """One decoded CFI row as a compact rule (see :mod:`telegen.unwind.table`)."""
-    ra = row.get(REG_RA)
-    if ra is None or ra.type == "UNDEFINED":
-        return (OUTERMOST, 0, 0, 0)
-    if ra.type != "OFFSET":
-        return (UNSUPPORTED, 0, 0, 0)
-    ra_off = int(ra.arg)
-    rbp = row.get(REG_RBP)
-    rbp_off = int(rbp.arg) if rbp is not None and rbp.type == "OFFSET" else 0
-    if rbp is not None and rbp.type not in ("OFFSET", "SAME_VALUE", "UNDEFINED"):
-        return (UNSUPPORTED, 0, 0, 0)
-    cfa = row["cfa"]
-    if cfa.expr is not None:
-        expr = list(cfa.expr)
-        if expr[:6] == _PLT_PREFIX and len(expr) > 6 and \
-                _DW_OP_LIT0 <= expr[6] < _DW_OP_LIT0 + 32:
-            return (PLT, expr[6] - _DW_OP_LIT0, rbp_off, ra_off)
-        return (UNSUPPORTED, 0, 0, 0)
-    if cfa.reg == REG_RSP:
-        return (RSP, int(cfa.offset), rbp_off, ra_off)
-    if cfa.reg == REG_RBP:
-        return (RBP, int(cfa.offset), rbp_off, ra_off)
-    return (UNSUPPORTED, 0, 0, 0)
+def assemble(data: bytes | mmap.mmap, address: int, *, eh: bool,
+             name: str = "") -> tuple[array[int], array[int], list[Rule]]:
+    """The sorted, gap-marked rows of one CFI section: what
+    :class:`~telegen.unwind.table.TableBuilder` makes, on flat arrays of
+    rule indices (the hot loop of a build: ~200k rows for libjvm)."""
+    skipped = [0]
+    interned: dict[Rule, int] = {}
+    rows: list[tuple[int, int, int]] = []
+    add = rows.append
+    try:
+        for start, end, rel in fde_rows(data, address, eh=eh, rules=interned,
+                                        skipped=skipped):
+            for delta, next_delta, idx in rel:
+                lo = start + delta
+                hi = end if next_delta < 0 else start + next_delta
+                if hi > end:
+                    hi = end
+                if hi > lo:
+                    add((lo, hi, idx))
+    except CfiBomb as exc:
+        raise Rejected("memory", f"{name}: {exc}") from None
+    if skipped[0]:
+        log.debug("%s: %d FDEs could not be decoded", name, skipped[0])
+    rows.sort(key=_first)
+    none = interned.setdefault(NO_RULE, len(interned)) if rows else -1
+    # rule indices in first-use order of the sorted rows (as TableBuilder numbers them)
+    order: dict[int, int] = {}
+    starts: array[int] = array("Q")
+    indices: array[int] = array("I")
+    end_prev = -1
+    last_at, last_idx = -1, -1
+    for lo, hi, idx in rows:
+        if end_prev >= 0 and lo > end_prev:                 # a gap: no CFI
+            if last_idx != none:
+                starts.append(end_prev)
+                indices.append(none)
+                last_at, last_idx = end_prev, none
+        if last_at == lo:
+            indices[-1] = last_idx = idx
+        elif last_idx != idx:
+            starts.append(lo)
+            indices.append(idx)
+            last_at, last_idx = lo, idx
+        if hi > end_prev:
+            end_prev = hi
+    if end_prev >= 0:
+        if last_at == end_prev:
+            indices[-1] = none
+        elif last_idx != none:
+            starts.append(end_prev)
+            indices.append(none)
+    by_index = list(interned)
+    out_rules: list[Rule] = []
+    for i, idx in enumerate(indices):
+        new = order.get(idx)
+        if new is None:
+            new = order[idx] = len(out_rules)
+            out_rules.append(by_index[idx])
+        indices[i] = new
+    return starts, indices, out_rules
+
+
+def _first(row: tuple[int, int, int]) -> int:
+    return row[0]
