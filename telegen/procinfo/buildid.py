@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 
 from cachetools import LRUCache
 
@@ -37,16 +38,22 @@ def open_for_build_id(path: str) -> int:
     return open_host_file(path)
 
 
-def read_build_id(path: str) -> str:
-    """The ``NT_GNU_BUILD_ID`` of an ELF file as hex, or ""."""
+def _of_path(path: str, read_fd: Callable[[int], str]) -> str:
+    """``read_fd`` of the file at ``path`` (see :func:`open_for_build_id`);
+    "" when it does not open."""
     try:
         fd = open_for_build_id(path)
     except (OSError, Refused):
         return ""
     try:
-        return read_build_id_fd(fd)
+        return read_fd(fd)
     finally:
         os.close(fd)
+
+
+def read_build_id(path: str) -> str:
+    """The ``NT_GNU_BUILD_ID`` of an ELF file as hex, or ""."""
+    return _of_path(path, read_build_id_fd)
 
 
 class BuildIdCache:
@@ -58,14 +65,7 @@ class BuildIdCache:
         self._lock = threading.Lock()
 
     def get(self, path: str) -> str:
-        try:
-            fd = open_for_build_id(path)
-        except (OSError, Refused):
-            return ""
-        try:
-            return self.get_fd(fd)
-        finally:
-            os.close(fd)
+        return _of_path(path, self.get_fd)
 
     def get_fd(self, fd: int) -> str:
         st = os.fstat(fd)

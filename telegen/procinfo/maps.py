@@ -160,18 +160,31 @@ def open_mapped(pid: int, file: str, start: int, *, proc: str = PROC,
         except (OSError, Refused):
             return None
     root = process_root(pid, proc)
-    try:
-        return MappedFile(open_in_root(root, file), file, root)
-    except Refused as exc:
-        if refusals is not None:
-            refusals.note_exc("mapped_file", exc)
-    except OSError:
-        pass
+    fd = open_noted(root, file, source="mapped_file", refusals=refusals)
+    if fd is not None:
+        return MappedFile(fd, file, root)
     fd = open_map_files(process_file(pid, "map_files", proc), start, refusals)
     if fd is not None:
         return MappedFile(fd, file, root)
     if host_fallback and not alive(pid, proc):
         return _host_copy(file, build_id)
+    return None
+
+
+def open_noted(root: str, path: str, *, source: str, refusals: Refusals | None,
+               symlinks: bool = False) -> int | None:
+    """``path`` opened inside ``root`` (:func:`telegen.untrusted.open_in_root`),
+    or a host file when ``root`` is ""; None when it does not open, a refusal
+    noted under ``source``."""
+    try:
+        if root:
+            return open_in_root(root, path, symlinks=symlinks)
+        return open_host_file(path)
+    except Refused as exc:
+        if refusals is not None:
+            refusals.note_exc(source, exc)
+    except OSError:
+        pass
     return None
 
 

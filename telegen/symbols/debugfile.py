@@ -23,9 +23,9 @@ import zlib
 from collections.abc import Sequence
 
 from telegen.procinfo.elfheaders import read_build_id_fd, valid_build_id
-from telegen.procinfo.maps import open_host_file
+from telegen.procinfo.maps import open_noted
 from telegen.symbols.elf import ElfFile
-from telegen.untrusted import Refusals, Refused, open_in_root
+from telegen.untrusted import Refusals, Refused
 
 MAX_CRC_BYTES = 2 << 30
 
@@ -127,16 +127,7 @@ def _link_candidates(bin_path: str, name: str, debug_dirs: Sequence[str],
 
 
 def _open(root: str, path: str, *, symlinks: bool, refusals: Refusals | None) -> int | None:
-    try:
-        if root:
-            return open_in_root(root, path, symlinks=symlinks)
-        return open_host_file(path)
-    except Refused as exc:
-        if refusals is not None:
-            refusals.note_exc("debug_file", exc)
-    except OSError:
-        pass
-    return None
+    return open_noted(root, path, source="debug_file", refusals=refusals, symlinks=symlinks)
 
 
 def _crc32(fd: int, limit: int, refusals: Refusals | None) -> int | None:

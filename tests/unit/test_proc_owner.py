@@ -25,6 +25,7 @@ PENDING_OTHER_OWNERS: frozenset[str] = frozenset({
     "receivers/ebpf/uprobes.py",      # maps, stat, root, /proc/self/fd paths
     "receivers/ebpf/bpf_loader.py",   # /proc/self/fdinfo (prog_id)
     "receivers/ebpf/memory.py",       # proc default, liveness of a pid
+    "receivers/python/receiver.py",   # liveness of a pid (H2 is moving it to procinfo.alive)
     "symbols/symbolizer.py",          # proc_root and kallsyms_path defaults
     "symbols/symcache_child.py",      # /proc/self/fd path of a descriptor
     "interpreters/cpython/detect.py",  # proc default
@@ -102,11 +103,12 @@ def test_no_proc_path_outside_procinfo() -> None:
         + ", ".join(f"telegen/{f}:{lines}" for f, lines in stray.items()))
 
 
-def test_exceptions_are_still_needed() -> None:
-    """An entry whose file no longer spells /proc is removed from its list."""
+def test_allowed_exceptions_are_still_needed() -> None:
+    """A kept entry whose file no longer spells /proc is removed. (Pending
+    entries are not checked: their owners move them while this runs.)"""
     hits = _all_hits()
-    stale = sorted(f for f in PENDING_OTHER_OWNERS | set(ALLOWED) if f not in hits)
-    assert not stale, f"no /proc path left in {stale}: remove them from the lists"
+    stale = sorted(f for f in ALLOWED if f not in hits)
+    assert not stale, f"no /proc path left in {stale}: remove them from ALLOWED"
     assert all(len(reason) > 40 for reason in ALLOWED.values())
 
 
