@@ -10,9 +10,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from telegen import __version__
 from telegen.component import ConfigError, Kind
+
+if TYPE_CHECKING:
+    from telegen.pdata import Profile, Sample
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -70,11 +74,55 @@ def cmd_top(args: argparse.Namespace) -> int:
             profile = decode(fh.read())
     except (OSError, ValueError) as exc:
         return _die(EXIT_FAILURE, f"cannot read {args.file}: {exc}")
+    profile, keys = _grouped(profile, args.group_by)
     try:
-        print(render_top(profile, sample_type=args.type, n=args.n), end="")
+        for title, part in _groups(profile, keys):
+            if title:
+                print(f"== {title} ==")
+            print(render_top(part, sample_type=args.type, n=args.n), end="")
     except KeyError as exc:
         return _die(EXIT_CONFIG, str(exc.args[0]))
     return EXIT_OK
+
+
+def _grouped(profile: Profile, names: Sequence[str] | None) -> tuple[Profile, list[str]]:
+    """``profile`` ready to be grouped by ``names`` (older names such as
+    ``pid`` or ``comm`` are read as their semantic-convention names, also in
+    older files' labels; a file of one process has its attributes on the
+    resource: they are copied onto its samples), and the names to group by."""
+    from telegen.pdata import Sample
+    from telegen.semconv import canonical, canonical_labels, with_resource_labels
+
+    keys = list(dict.fromkeys(canonical(n) for n in names or ()))
+    if not keys:
+        return profile, keys
+    if any(canonical_labels(s.labels) is not s.labels for s in profile):
+        profile = profile.copy()
+        profile.replace_samples([Sample(s.stack, s.values, canonical_labels(s.labels),
+                                        s.timestamps, s.link) for s in list(profile)])
+    return with_resource_labels(profile, keys), keys
+
+
+def _groups(profile: Profile, keys: list[str]) -> list[tuple[str, Profile]]:
+    """(title, profile) per distinct value of ``keys``, the largest first;
+    one untitled group without keys."""
+    from telegen.untrusted.text import printable
+
+    if not keys:
+        return [("", profile)]
+    parts: dict[str, list[Sample]] = {}
+    for s in profile:
+        labels = dict(s.labels)
+        title = ", ".join(f"{k}={printable(str(labels.get(k, '?')))}" for k in keys)
+        parts.setdefault(title, []).append(s)
+    out = []
+    idx = profile.value_index()
+    for title, samples in parts.items():
+        part = profile.copy()
+        part.replace_samples(samples)
+        out.append((sum(s.values[idx] for s in samples), title, part))
+    out.sort(key=lambda t: -t[0])
+    return [(title, part) for _, title, part in out]
 
 
 def cmd_flamegraph(args: argparse.Namespace) -> int:
@@ -82,9 +130,10 @@ def cmd_flamegraph(args: argparse.Namespace) -> int:
 
     try:
         profile = load_merged(args.files)
+        profile, keys = _grouped(profile, args.group_by)
         report = write_flamegraph(profile, args.output, sample_type=args.type,
                                   min_fraction=args.min_fraction / 100, inverted=args.icicle,
-                                  group_by=args.group_by or ())
+                                  group_by=keys)
     except RenderError as exc:
         return _die(EXIT_FAILURE, str(exc))
     except KeyError as exc:
@@ -101,11 +150,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from telegen.formats.render import RenderError, load_merged, write_diff
 
     try:
-        base, new = load_merged([args.base]), load_merged([args.new])
+        (base, keys), (new, _) = (_grouped(load_merged([f]), args.group_by)
+                                  for f in (args.base, args.new))
         print(render_diff(base, new, sample_type=args.type, n=args.n), end="")
         if args.output:
             write_diff(base, new, args.output, sample_type=args.type,
-                       min_fraction=args.min_fraction / 100, inverted=args.icicle)
+                       min_fraction=args.min_fraction / 100, inverted=args.icicle,
+                       group_by=keys)
             print(f"wrote {args.output}", file=sys.stderr)
     except RenderError as exc:
         return _die(EXIT_FAILURE, str(exc))
@@ -171,14 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("file")
     top.add_argument("--type", help="sample type, e.g. cpu or alloc_space (default: the file's)")
     top.add_argument("-n", type=int, default=10, help="rows (default 10)")
+    top.add_argument("--group-by", action="append", metavar="ATTRIBUTE",
+                     help="one table per value, e.g. process.pid or thread.name (repeatable)")
     top.set_defaults(func=cmd_top)
 
     fg = sub.add_parser("flamegraph", help="flame graph of pprof files (.html, .svg, .folded)")
     fg.add_argument("files", nargs="+", metavar="FILE", help="pprof files (merged)")
     fg.add_argument("-o", "--output", required=True,
                     help="out.html (interactive), out.svg (static) or out.folded")
-    fg.add_argument("--group-by", action="append", metavar="LABEL",
-                    help="label that becomes the outermost frames, e.g. comm (repeatable)")
     diff = sub.add_parser("diff", help="compare two pprof files: Flat/Cum deltas (+ -o graph)")
     diff.add_argument("base")
     diff.add_argument("new")
@@ -187,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd, func in ((fg, cmd_flamegraph), (diff, cmd_diff)):
         cmd.add_argument("--type", help="sample type, e.g. cpu or alloc_space")
         cmd.add_argument("--icicle", action="store_true", help="root at the top")
+        cmd.add_argument("--group-by", action="append", metavar="ATTRIBUTE",
+                         help="attribute whose values become the outermost frames, e.g. "
+                              "process.pid, process.executable.name, thread.name, "
+                              "container.id (repeatable)")
         cmd.add_argument("--min-fraction", type=float, default=0.01, metavar="PCT",
                          help="hide frames below PCT%% of the total (default 0.01)")
         cmd.set_defaults(func=func)

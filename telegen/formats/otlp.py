@@ -47,6 +47,7 @@ from telegen.pdata import (
     ValueType,
     infer_profile_name,
 )
+from telegen.semconv import service_name, split_by_process
 
 __all__ = ["OtlpError", "encode_request", "decode_request", "parse_request", "svc", "pb",
            "FRAME_TYPE", "service_name"]
@@ -69,25 +70,17 @@ class OtlpError(ValueError):
     """The message is not a valid OTLP profiles request."""
 
 
-def service_name(resource: dict[str, LabelValue], configured: str = "") -> str:
-    """``service.name``: configured, else the resource's own, else the OTel
-    default ``unknown_service:<executable>``."""
-    if configured:
-        return configured
-    if resource.get("service.name"):
-        return str(resource["service.name"])
-    exe = resource.get("process.executable.name")
-    return f"unknown_service:{exe}" if exe else "unknown_service"
-
-
 # -- encode ------------------------------------------------------------------------
 def encode_request(profiles: Iterable[Profile], *, service: str | None = None) -> ExportRequest:
-    """One export request for ``profiles``. With ``service`` not None, every
-    resource gets ``service.name`` (see :func:`service_name`)."""
+    """One export request for ``profiles``: one ``ResourceProfiles`` per
+    resource, and so per process (samples that carry process attributes as
+    labels are split first, :func:`telegen.semconv.split_by_process`). With
+    ``service`` not None, every resource gets ``service.name`` (see
+    :func:`telegen.semconv.service_name`)."""
     enc = _Encoder()
     req = svc.ExportProfilesServiceRequest()
     scopes: dict[tuple[object, ...], Any] = {}
-    for p in profiles:
+    for p in split_by_process(profiles):
         if not p.sample_types:
             continue        # nothing to send; an empty ScopeProfiles is invalid
         resource = dict(p.resource)

@@ -135,8 +135,15 @@ def start(*, endpoint: str = "127.0.0.1:4317", service_name: str = "",
             if not service_name:
                 import sys
 
+                from telegen.semconv import SERVICE_NAME, parse_resource_attributes
+
+                # as the OpenTelemetry SDKs: OTEL_SERVICE_NAME, else service.name
+                # in OTEL_RESOURCE_ATTRIBUTES; then (telegen's order for every
+                # receiver) the executable's name, never a bare unknown_service
                 service_name = os.environ.get("OTEL_SERVICE_NAME") or \
-                    f"unknown_service:{os.path.basename(sys.executable)}"
+                    parse_resource_attributes(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+                                              ).get(SERVICE_NAME) or \
+                    os.path.basename(sys.executable)
             args = dict(endpoint=endpoint, service_name=service_name,
                         sample_rate=int(sample_rate), asyncio=bool(asyncio),
                         upload_interval=float(upload_interval), max_stacks=max_stacks,

@@ -33,6 +33,7 @@ def encode(buf: Buffer, *, period: int, end_ns: int,
     from telegen.formats.otlp import _any_value as any_value
     from telegen.formats.otlp import _Encoder as Encoder
     from telegen.pdata import Line, make_labels
+    from telegen.semconv import THREAD_ID, THREAD_NAME
 
     enc = Encoder()
     d = enc.d
@@ -67,7 +68,8 @@ def encode(buf: Buffer, *, period: int, end_ns: int,
         if lab is None:
             lab = labels[where] = tuple(
                 enc.attr(k, v)
-                for k, v in make_labels(tid=tid or None, thread_name=tname, task_name=task))
+                for k, v in make_labels(**{THREAD_ID: tid or None, THREAD_NAME: tname,
+                                           "task_name": task}))
         ln = 0
         if link:
             ln = links.get(link, -1)

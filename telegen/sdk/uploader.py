@@ -115,12 +115,18 @@ class Uploader:
         import time
 
         from telegen.sdk.encode import encode
+        from telegen.semconv import parse_resource_attributes
 
         resource: dict[str, str | int] = {
             "process.pid": os.getpid(), "process.runtime.name": "cpython",
             "process.runtime.version": ".".join(str(v) for v in sys.version_info[:3]),
-            "process.executable.path": sys.executable, "host.name": socket.gethostname(),
+            "process.executable.path": sys.executable,
+            "process.executable.name": os.path.basename(sys.executable),
+            "host.name": socket.gethostname(),
             "telemetry.sdk.name": "telegen", "service.name": self.service_name}
+        # the process's own OTEL_RESOURCE_ATTRIBUTES (as an OpenTelemetry SDK
+        # reads them), then what the caller passed
+        resource.update(parse_resource_attributes(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")))
         resource.update(self.resource)
         resource["service.name"] = self.service_name
         return encode(buf, period=int(round(self.sampler.interval * 1e9)),

@@ -37,7 +37,8 @@ _LOCK = Frame(FrameKind.NATIVE, 0x403000, _APP, (Line("lock", "/src/lock.c", 30)
 
 
 def _ebpf_labels(tid: int, comm: str) -> tuple[tuple[str, str | int], ...]:
-    return make_labels(pid=4242, tid=tid, comm=comm, **{"process.executable": "/usr/bin/app"})
+    return make_labels(**{"process.pid": 4242, "thread.id": tid, "thread.name": comm,
+                          "process.executable.path": "/usr/bin/app"})
 
 
 def ebpf(timestamps: bool = False) -> list[Profile]:

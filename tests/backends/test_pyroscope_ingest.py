@@ -103,7 +103,7 @@ def test_derived_service_names_are_accepted(server: PyroscopeServer) -> None:
     _send(server, list(catalog.values()))
     assert server.refused == []
     services = {i.accepted.service_name for i in server.ingested if i.accepted}
-    assert services == {"unknown_service_app", "checkout", "orders", "web"}
+    assert services == {"app", "checkout", "orders", "web"}   # app: the executable's name
 
 
 def test_the_stand_in_refuses_what_pyroscope_refuses(server: PyroscopeServer) -> None:

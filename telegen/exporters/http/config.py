@@ -48,9 +48,9 @@ class HttpExporterConfig:
     bearer_token: str = ""
     # Deadline of one request.
     timeout: float = field(default=10.0, metadata={"duration": True})
-    # Service name in Pyroscope, letters, digits and _ . - / only (default: the
-    # process's service.name, else unknown_service_<executable>, with any other
-    # character made _).
+    # Service name in Pyroscope, letters, digits and _ . - / only (default: each
+    # process's service.name, else its Kubernetes container name, else its
+    # executable name, with any other character made _).
     service_name: str = ""
     # Extra series labels for Pyroscope (names [A-Za-z_][A-Za-z0-9_]*).
     labels: dict[str, str] = field(default_factory=dict)

@@ -1,6 +1,7 @@
 """POST gzipped pprof over HTTP.
 
-``pyroscope`` mode: one ``POST <endpoint>/ingest`` per profile the way
+``pyroscope`` mode: one ``POST <endpoint>/ingest`` per series (a service's
+processes of one profile type, ``pyroscope.by_series``) the way
 Pyroscope's own Go client sends it: a multipart body with the gzipped pprof
 in ``profile`` and a ``sample_type_config`` naming each sample type (so each
 profile type lands in the series Pyroscope uses for it, see
@@ -33,7 +34,6 @@ from collections.abc import Iterable
 from telegen.component import CreateSettings, PermanentError
 from telegen.exporters.http import pyroscope
 from telegen.exporters.http.config import HttpExporterConfig
-from telegen.formats.otlp import service_name
 from telegen.formats.pprof import encode
 from telegen.helpers.exporterhelper import QueuedExporter, Request, RetryableError, http_error
 from telegen.helpers.exporterhelper.config import is_loopback_host
@@ -103,15 +103,9 @@ class HttpExporter(QueuedExporter):
             for p in merge_by_type(profiles):
                 yield Request(encode(p), len(p), {"content_type": OCTET})
             return
-        allow = cfg.resource_to_labels
-        for original in profiles:
+        for app, labels, original in pyroscope.by_series(profiles, cfg.service_name,
+                                                          cfg.resource_to_labels, cfg.labels):
             p = pyroscope.shape_for_ingest(original)
-            if cfg.service_name:
-                app = cfg.service_name
-            else:
-                app = pyroscope.service_label(service_name(p.resource))
-            labels = pyroscope.series_labels(p.resource, allow, cfg.labels,
-                                              pyroscope.sample_label_names(p))
             params = json.dumps(pyroscope.query(app, labels, p, cfg.spy_name))
             config = pyroscope.sample_type_config(p)
             for part, pprof in pyroscope.chunks(p):

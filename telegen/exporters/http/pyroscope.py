@@ -32,12 +32,14 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from telegen.component import PermanentError
 from telegen.formats.pprof import encode
 from telegen.helpers.exporterhelper import RetryableError, parse_retry_after
+from telegen.helpers.windows import merge_group
 from telegen.pdata import LabelValue, Profile, Sample, ValueType
+from telegen.semconv import is_resource_key, service_name, split_by_process
 
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -122,6 +124,36 @@ def series_labels(resource: Mapping[str, LabelValue], allow: tuple[str, ...] | l
         if text and key not in taken and len(taken) < MAX_OWN_LABELS:
             out[key] = text
             taken.add(key)
+    return out
+
+
+def by_series(profiles: Iterable[Profile], configured_service: str,
+              allow: tuple[str, ...] | list[str],
+              static: Mapping[str, str]) -> list[tuple[str, dict[str, str], Profile]]:
+    """(service, series labels, profile) per Pyroscope series of a window:
+    profiles are split per process (``telegen.semconv.split_by_process``),
+    named (:func:`telegen.semconv.service_name`) and the processes of one
+    service with the same series labels merged into one upload. Process
+    attributes (``process.pid``, ``container.id``…) reach Pyroscope only as
+    the allowed series labels, never as per-sample labels (Pyroscope makes
+    every string sample label a series label: unbounded series)."""
+    groups: dict[tuple[object, ...], tuple[str, dict[str, str], list[Profile]]] = {}
+    for p in split_by_process(profiles):
+        app = configured_service or service_label(service_name(p.resource))
+        labels = series_labels(p.resource, allow, static, sample_label_names(p))
+        key = (app, tuple(sorted(labels.items())), p.name, p.sample_types, p.period_type,
+               p.period)
+        groups.setdefault(key, (app, labels, []))[2].append(p)
+    out = []
+    for app, labels, members in groups.values():
+        merged = merge_group(members) if len(members) > 1 else members[0]
+        if any(is_resource_key(k) for s in merged for k, _ in s.labels):
+            merged = merged.copy()
+            merged.replace_samples(
+                Sample(s.stack, s.values, tuple(kv for kv in s.labels
+                                                if not is_resource_key(kv[0])),
+                       s.timestamps, s.link) for s in list(merged))
+        out.append((app, labels, merged))
     return out
 
 

@@ -22,8 +22,9 @@ class OtlpExporterConfig:
     compression: str = "gzip"            # gzip | none
     # Deadline of one export call.
     timeout: float = field(default=5.0, metadata={"duration": True})
-    # service.name of every resource (default: the process's own, else
-    # unknown_service:<executable>).
+    # service.name of every resource (default: the process's OTEL_SERVICE_NAME /
+    # OTEL_RESOURCE_ATTRIBUTES, else its Kubernetes container name, else its
+    # executable name, else unknown_service).
     service_name: str = ""
     # Collector exporterhelper settings: {enabled, queue_size, num_consumers,
     # storage (a directory: the queue survives restarts and crashes)}.

@@ -26,6 +26,9 @@ from telegen.formats.flamegraph import render_html
 from telegen.formats.pprof import encode
 from telegen.formats.top import render_top
 from telegen.pdata import Profile
+from telegen.semconv import PROCESS_PID, names_of
+
+PID_NAMES = names_of(PROCESS_PID)
 
 Query = dict[str, str]
 Response = tuple[int, str, bytes]
@@ -56,7 +59,9 @@ def parse_time(text: str) -> int:
 def selection(q: Query, prefix: str = "") -> Selection:
     def get(key: str) -> str:
         return q.get(prefix + key, q.get(key, "")) if prefix else q.get(key, "")
-    return Selection(source=get("src") or MEMORY, type=get("type"), process=get("pid"),
+    # the process by its process.pid (older names still read)
+    return Selection(source=get("src") or MEMORY, type=get("type"),
+                     process=next((v for k in PID_NAMES if (v := get(k))), ""),
                      start_ns=parse_time(get("from")), end_ns=parse_time(get("to")))
 
 
@@ -65,7 +70,7 @@ def _iso(ns: int) -> str:
 
 
 def _nav(q: Query) -> str:
-    keep = {k: v for k, v in q.items() if k in ("src", "type", "pid", "from", "to")}
+    keep = {k: v for k, v in q.items() if k in ("src", "type", *PID_NAMES, "from", "to")}
     qs = html.escape(urlencode(keep))
     return (f'<nav><a href="/">windows</a><a href="/flamegraph?{qs}">flame graph</a>'
             f'<a href="/top?{qs}">top (text)</a><a href="/profile.pb.gz?{qs}">pprof</a></nav>')
@@ -153,7 +158,7 @@ def index(catalog: Catalog, q: Query) -> Response:
     type_opts = options([("", "(first found)")] + [(t, t) for t in types], q.get("type", ""))
     proc_opts = options([("", "(all)")] + [(p, f"{p} {n}".strip()) for p, n in
                                            sorted(procs.items(), key=lambda kv: kv[1])],
-                        q.get("pid", ""))
+                        next((q[k] for k in PID_NAMES if q.get(k)), ""))
     rows = []
     for w in windows[:300]:
         link = html.escape(urlencode({"src": w.source, "type": w.name,
@@ -181,7 +186,7 @@ fieldset{{margin:8px 0}} label{{margin-right:12px}}
 <fieldset><legend>selection</legend>
 <label>source <select name="src">{srcs}</select></label>
 <label>type <select name="type">{types}</select></label>
-<label>process <select name="pid">{procs}</select></label>
+<label>process <select name="process.pid">{procs}</select></label>
 <label>from <input name="from" placeholder="ISO UTC or unix s"></label>
 <label>to <input name="to" placeholder="{now}"></label>
 <label><input type="checkbox" name="icicle" value="1"> icicle</label>

@@ -15,12 +15,18 @@ import functools
 import os
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from telegen.formats.pprof import PprofError, decode
 from telegen.helpers.windows import merge_by_type
-from telegen.pdata import Profile, Profiles, Sample
+from telegen.pdata import LabelValue, Profile, Profiles, Sample
+from telegen.semconv import (
+    PROCESS_EXECUTABLE_NAME,
+    PROCESS_EXECUTABLE_PATH,
+    PROCESS_PID,
+    SERVICE_NAME,
+)
 from telegen.untrusted import MiB, Refusals, Refused, read_regular
 
 MEMORY = "memory"
@@ -59,27 +65,32 @@ class Selection:
 
 def processes_of(profile: Profile) -> dict[str, str]:
     out: dict[str, str] = {}
-    res_pid = profile.resource.get("process.pid")
-    res_name = str(profile.resource.get("process.executable.name", "")
-                   or profile.resource.get("process.executable", ""))
+    res_pid = profile.resource.get(PROCESS_PID)
+    res_name = _process_name(profile.resource)
     if res_pid is not None:
         out[str(res_pid)] = res_name
     for s in profile:
         labels = dict(s.labels)
-        pid = labels.get("pid", labels.get("process.pid"))
+        pid = labels.get(PROCESS_PID)
         if pid is not None and str(pid) not in out:
-            out[str(pid)] = str(labels.get("comm", "") or res_name)
+            out[str(pid)] = _process_name(labels) or res_name
     return out
+
+
+def _process_name(attrs: Mapping[str, LabelValue]) -> str:
+    name = attrs.get(SERVICE_NAME) or attrs.get(PROCESS_EXECUTABLE_NAME)
+    if not name and attrs.get(PROCESS_EXECUTABLE_PATH):
+        name = str(attrs[PROCESS_EXECUTABLE_PATH]).rsplit("/", 1)[-1]
+    return str(name or "")
 
 
 def process_filter(profile: Profile, pid: str) -> Callable[[Sample], bool] | None:
     """Samples of process ``pid`` (all samples when the resource is that process)."""
-    if not pid or str(profile.resource.get("process.pid", "")) == pid:
+    if not pid or str(profile.resource.get(PROCESS_PID, "")) == pid:
         return None
 
     def keep(s: Sample) -> bool:
-        labels = dict(s.labels)
-        return str(labels.get("pid", labels.get("process.pid", ""))) == pid
+        return str(dict(s.labels).get(PROCESS_PID, "")) == pid
     return keep
 
 

@@ -17,8 +17,9 @@ Java frames are ``FrameKind.JVM`` with one :class:`Line` each: ``function``
 is ``package.Class.method``, ``line`` the source line, and ``system_name``
 the JVM signature plus the frame type in brackets, e.g.
 ``Workload.hotMethod(J)J [JIT compiled]`` (types: Interpreted, JIT compiled,
-Inlined, Native). Samples carry ``thread_name``, ``thread_id`` (Java) and
-``tid`` (OS) labels; gc samples ``collector`` and ``cause`` instead, with a
+Inlined, Native). Samples carry ``thread.name``, ``thread.id`` (OS) and
+``jvm.thread.id`` (Java) labels; gc samples ``jvm.gc.name`` and
+``jvm.gc.cause`` instead, with a
 two-frame stack ``collector`` -> ``cause``. The cpu period comes from the
 recording's ``jdk.ActiveSetting`` for the sampler (``period``), else the
 caller's default.
@@ -44,6 +45,7 @@ from telegen.pdata import (
     ValueType,
     make_labels,
 )
+from telegen.semconv import JVM_GC_CAUSE, JVM_GC_NAME, JVM_THREAD_ID, THREAD_ID, THREAD_NAME
 
 GC = (ValueType("gc", "count"), ValueType("pause", "nanoseconds"))
 PROFILE_TYPES = ("cpu", "alloc", "mutex", "park", "gc")
@@ -141,10 +143,11 @@ class ProfileBuilder:
             pause = _timespan_ns(event, "sumOfPauses")
             stack: tuple[Frame, ...] = (self._frame(JavaFrame(cause, "", 0, 0, "")),
                      self._frame(JavaFrame(collector, "", 0, 0, "")))
-            return ("gc", stack, [1, pause], make_labels(collector=collector, cause=cause))
+            return ("gc", stack, [1, pause], make_labels(**{JVM_GC_NAME: collector,
+                                                           JVM_GC_CAUSE: cause}))
         thread = view.thread(v.get("sampledThread", v.get("eventThread")))
-        labels = make_labels(thread_name=thread.name, thread_id=thread.java_id or None,
-                             tid=thread.os_id or None)
+        labels = make_labels(**{THREAD_NAME: thread.name, JVM_THREAD_ID: thread.java_id or None,
+                                THREAD_ID: thread.os_id or None})
         stack = self._stack(view.stack_trace(v.get("stackTrace")))
         if name == "jdk.ExecutionSample":
             return ("cpu", stack, [1, 0], labels)          # ns filled in by build()

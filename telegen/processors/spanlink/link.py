@@ -3,8 +3,8 @@
 * A sample with ``span_id`` (and ``trace_id``) labels — Go pprof labels, SDKs —
   gets them as its :class:`~telegen.pdata.SpanLink`; a missing trace id is
   taken from the span store, and labels that name no known span stay labels.
-* A sample without a link that has a pid (label ``pid`` or resource
-  ``process.pid``), a tid (label ``tid`` or ``thread.id``) and timestamps gets
+* A sample without a link that has a pid (label or resource ``process.pid``),
+  a tid (label ``thread.id``) and timestamps gets
   the innermost span active on that thread at each timestamp. When its
   timestamps fall in different spans (or partly in none) it is split into one
   sample per span, each with that span's timestamps and values proportional
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from telegen.pdata import LabelValue, Profile, Sample, SpanLink
 from telegen.ptrace import SpanRecord
+from telegen.semconv import PROCESS_PID, THREAD_ID
 
 FindSpan = Callable[[int, int, int], "SpanRecord | None"]
 GetSpan = Callable[[str], "SpanRecord | None"]
@@ -81,7 +82,7 @@ def _normalise(s: Sample, get: GetSpan, counts: LinkCounts) -> None:
 
 def link_profile(profile: Profile, find: FindSpan, get: GetSpan, counts: LinkCounts) -> None:
     """Link every sample of ``profile`` in place (see the module docstring)."""
-    default_pid = _int(profile.resource.get("process.pid", profile.resource.get("pid")))
+    default_pid = _int(profile.resource.get(PROCESS_PID))
     out: list[Sample] = []
     changed = False
     for s in profile:
@@ -94,8 +95,8 @@ def link_profile(profile: Profile, find: FindSpan, get: GetSpan, counts: LinkCou
             out.append(s)
             continue
         labels = dict(s.labels)
-        pid = _int(labels.get("pid")) or default_pid
-        tid = _int(labels.get("tid", labels.get("thread.id")))
+        pid = _int(labels.get(PROCESS_PID)) or default_pid
+        tid = _int(labels.get(THREAD_ID))
         if pid is None or tid is None or not s.timestamps:
             counts.no_thread += 1
             out.append(s)

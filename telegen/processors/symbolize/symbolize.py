@@ -42,6 +42,7 @@ import time
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.pdata import PUSHED, Frame, FrameKind, Line, Mapping, Profile, Profiles, Sample
 from telegen.processors.symbolize.config import SymbolizeConfig
+from telegen.semconv import PROCESS_PID
 from telegen.symbols import Resolution, Symbolizer, SymbolizerOptions, is_anonymous
 from telegen.symbols.debuginfod import DebuginfodClient
 from telegen.untrusted import Refusals
@@ -68,7 +69,8 @@ class SymbolizeProcessor:
         self.refusals = Refusals(t, settings.logger)
         self._debug_dirs = tuple(config.debug_dirs)
         counters = {name: t.counter(name) for name in
-                    ("debuginfod_hits", "debuginfod_misses", "debuginfod_errors")}
+                    ("debuginfod_hits", "debuginfod_misses", "debuginfod_errors",
+                     "symbolize_provisional_frames")}
         options = SymbolizerOptions(
             demangle_cpp=config.demangle_cpp, demangle_rust=config.demangle_rust,
             debug_dirs=tuple(config.debug_dirs), debuginfod_urls=[],
@@ -148,11 +150,13 @@ class SymbolizeProcessor:
     def _symbolize(self, profile: Profile, counts: dict[str, int]) -> None:
         memo = self._memo
         pushed = profile.origin == PUSHED
-        default_pid = profile.resource.get("pid", 0)
+        # the process: on the resource (one profile per process) or, in a
+        # whole-host profile, on each sample
+        default_pid = profile.resource.get(PROCESS_PID, 0)
         samples: list[Sample] = []
         for s in profile:
             pid = _PUSHED_PID if pushed else _pid(
-                next((v for k, v in s.labels if k == "pid"), default_pid))
+                next((v for k, v in s.labels if k == PROCESS_PID), default_pid))
             out: list[Frame] = []
             for f in s.stack:
                 hit = memo.get((pid, f))
@@ -189,6 +193,7 @@ class SymbolizeProcessor:
             res = self.symbolizer.native(frame.address, file=mapping.file, start=mapping.start,
                                          offset=mapping.offset, build_id=mapping.build_id,
                                          pid=pid)
+            remember = not res.pending   # its DWARF index is being built: asked again later
         if res is not None:
             result = (self._apply(frame, res), res.source)
         if remember:

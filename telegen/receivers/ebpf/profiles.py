@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 from telegen.pdata import CPU, OFF_CPU, Frame, Profile, ValueType, make_labels
 from telegen.procinfo import ProcessCache
+from telegen.procinfo.identity import IdentityCache, host_attributes
 from telegen.receivers.ebpf.bpf_loader import STACK_DEPTH
 from telegen.receivers.ebpf.frames import build_stack
 from telegen.receivers.ebpf.keys import KEY_FP_FALLBACK, RawKey
 from telegen.receivers.ebpf.stacks import TRUNCATED_MARK
 from telegen.receivers.ebpf.window import MapReader, WindowData
+from telegen.semconv import PROCESS_PID, THREAD_ID, THREAD_NAME
 
 NS = 1_000_000_000
 
@@ -26,8 +28,10 @@ class ProfileBuilder:
         self._procs = processes
         self._period = NS // sample_rate
         self._include_kernel = include_kernel
-        self._resource = resource
-        self.resource = resource
+        # host.id (machine id) next to the receiver's host.name and os.type
+        self._resource = {**host_attributes(), **resource}
+        self.resource = self._resource
+        self._identity = IdentityCache()
         self._problem = count_stack_problem
         self._wanted = wanted
         # CFI unwinding: (snapshot id) -> full/truncated/error, counted per sample
@@ -39,6 +43,8 @@ class ProfileBuilder:
         # seen before; frames are built once per distinct address list
         self._frames_memo: dict[tuple, tuple[Frame, ...]] = {}   # type: ignore[type-arg]
         self._label_memo: dict[tuple[int, int, str], tuple] = {}   # type: ignore[type-arg]
+        # Go (#26): a sample's go_labels id -> its goroutine's pprof labels
+        self.go_labels: Callable[[int], tuple[tuple[str, str], ...]] | None = None
 
     def cpu(self, w: WindowData, stamps: dict[RawKey, list[int]]) -> Profile:
         p = Profile(name="cpu", sample_types=CPU, period_type=ValueType("cpu", "nanoseconds"),
@@ -93,16 +99,16 @@ class ProfileBuilder:
         labels = self._label_memo.get(memo_key)
         if labels is None:
             info = self._procs.get(key.pid)
-            exe = info.exe if info else ""
-            container = info.container_id if info else ""
-            # the pid the process sees in its own pid namespace (a container's),
-            # next to the host pid; absent for host processes (the same number)
-            vpid = info.vpid if info and info.vpid and info.vpid != key.pid else None
-            labels = make_labels(pid=key.pid, tid=key.tid, comm=key.comm,
-                                 **{"process.executable": exe, "container.id": container,
-                                    "process.vpid": vpid})
+            # who (process, container, pod, service: procinfo.identity) and which
+            # thread; the process's attributes move to the resource when the
+            # profile is split per process (telegen.semconv.split_by_process)
+            who: dict[str, str | int] = {PROCESS_PID: key.pid} if info is None else \
+                self._identity.attributes(key.pid, info, info.exe)
+            labels = make_labels(**{**who, THREAD_ID: key.tid, THREAD_NAME: key.comm})
             if info is not None:     # do not memoize a miss: metadata may come later
                 self._label_memo[memo_key] = labels
+        if key.go_labels and self.go_labels is not None:   # Go (#26): pprof labels
+            labels = tuple(sorted((*labels, *self.go_labels(key.go_labels))))
         return labels
 
     def _stack(self, key: RawKey, samples: int) -> tuple[Frame, ...]:

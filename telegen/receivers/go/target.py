@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from telegen.pdata import LabelValue
+from telegen.procinfo.identity import IdentityCache
+from telegen.semconv import CONTAINER_ID, SERVICE_NAME
+
+# one read of /proc/PID/{environ,cgroup,status} per process (pid, start time)
+_IDENTITY = IdentityCache(1024)
 
 
 @dataclass(frozen=True)
@@ -32,14 +37,15 @@ class Target:
         """Resource attributes of every profile scraped from this target."""
         attrs: dict[str, LabelValue] = {}
         labels = dict(self.labels)
-        attrs["service.name"] = labels.pop("service.name", "") or self.process_name \
-            or self.host_port
-        if self.pid:
-            attrs["process.pid"] = self.pid
-        if self.executable:
-            attrs["process.executable.path"] = self.executable
+        if self.pid:       # who (procinfo.identity): executable, container, pod, service
+            attrs.update(_IDENTITY.attributes(self.pid, (self.pid, self.start_ns),
+                                              self.executable or None))
         if self.container_id:
-            attrs["container.id"] = self.container_id
+            attrs[CONTAINER_ID] = self.container_id
+        # service.name: the config's label, else the process's OTEL_SERVICE_NAME,
+        # else its name, else the endpoint
+        attrs[SERVICE_NAME] = labels.pop(SERVICE_NAME, "") or attrs.get(SERVICE_NAME) \
+            or self.process_name or self.host_port
         attrs["telegen.target"] = self.url
         attrs.update(labels)
         return attrs

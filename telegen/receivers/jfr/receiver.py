@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -29,11 +28,12 @@ from telegen.formats.jfr import Chunk, JfrError
 from telegen.formats.jfr.topdata import ProfileBuilder
 from telegen.helpers.emit import Emitter
 from telegen.helpers.worker import Worker
-from telegen.procinfo import container_attributes
+from telegen.procinfo.identity import IdentityCache, host_attributes
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess, find_jvms
 from telegen.receivers.jfr.files import DroppedFiles
 from telegen.receivers.jfr.session import JcmdError, JcmdTimeout, JvmSession, alive
+from telegen.semconv import PROCESS_RUNTIME_NAME
 from telegen.untrusted import Refusals, Refused
 
 
@@ -44,6 +44,7 @@ class JfrReceiver:
         self._next = next_consumer
         self._log = settings.logger
         self._id = settings.id
+        self._identity = IdentityCache(1024)
         self._name = f"receiver-{settings.id}"
         t = settings.telemetry
         self._emitter = Emitter(settings, next_consumer)
@@ -207,14 +208,10 @@ class JfrReceiver:
         return delay
 
     def _builder(self, jvm: JvmProcess | None, source: str = "") -> ProfileBuilder:
-        resource: dict[str, str | int] = {"host.name": socket.gethostname(), "os.type": "linux",
-                                          "telegen.receiver": str(self._id),
-                                          "process.runtime.name": "java"}
-        if jvm is not None:
-            resource["process.pid"] = jvm.pid
-            resource["process.executable.path"] = jvm.exe
-            resource["process.command_line"] = " ".join(jvm.cmdline)[:512]
-            resource.update(container_attributes(jvm.pid))
+        resource: dict[str, str | int] = {**host_attributes(), "telegen.receiver": str(self._id)}
+        if jvm is not None:     # who (procinfo.identity): pid, executable, container, service
+            resource.update(self._identity.attributes(jvm.pid, jvm, jvm.exe))
+        resource[PROCESS_RUNTIME_NAME] = "java"
         if source:
             resource["jfr.file"] = source
         return ProfileBuilder(types=self._config.profile_types, resource=resource,

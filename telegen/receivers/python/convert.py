@@ -6,6 +6,7 @@ from __future__ import annotations
 from telegen.pdata import CPU, Frame, FrameKind, Line, Profile, ValueType, make_labels
 from telegen.receivers.python.engine import RawFrame, ThreadStack
 from telegen.sdk.names import function_name
+from telegen.semconv import THREAD_ID, THREAD_NAME
 
 WALL = (ValueType("samples", "count"), ValueType("wall", "nanoseconds"))
 
@@ -40,9 +41,8 @@ def build_profile(stacks: list[ThreadStack], *, rate: int, start_ns: int, durati
                       period_type=types[1], period=period, start_ns=start_ns,
                       duration_ns=duration_ns, resource=resource,
                       default_sample_type=types[1].type)
-    pid = resource.get("process.pid")
-    for st in stacks:
+    for st in stacks:     # the process is the resource's; a sample says which thread
         stack = tuple(frames.frame(f) for f in st.frames)
-        labels = make_labels(pid=pid, tid=st.tid or None, thread_name=st.thread_name)
+        labels = make_labels(**{THREAD_ID: st.tid or None, THREAD_NAME: st.thread_name})
         profile.add(stack, [st.count, st.count * period], labels)
     return profile

@@ -17,8 +17,6 @@ sends those last partial windows. Nothing raised after start stops the thread.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,12 +25,14 @@ from telegen.component import Consumer, CreateSettings, Host
 from telegen.helpers.emit import Emitter
 from telegen.helpers.worker import Worker
 from telegen.pdata import Profile
-from telegen.procinfo import container_attributes
+from telegen.procinfo import alive
+from telegen.procinfo.identity import IdentityCache, host_attributes
 from telegen.receivers.python.config import PythonReceiverConfig
 from telegen.receivers.python.convert import FrameCache, build_profile
 from telegen.receivers.python.discovery import PythonProcess, find_pythons
 from telegen.receivers.python.engine import Engine, EngineError, EngineOptions, Recording
 from telegen.receivers.python.pyspy import PySpyEngine, find_py_spy
+from telegen.semconv import PROCESS_RUNTIME_NAME, PROCESS_RUNTIME_VERSION
 
 _TICK_S = 0.1
 
@@ -48,7 +48,7 @@ class _Target:
 
 
 def _alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+    return alive(pid)
 
 
 class PythonReceiver:
@@ -71,7 +71,7 @@ class PythonReceiver:
                                       include_idle=config.include_idle,
                                       gil_only=config.gil_only, native=config.native,
                                       nonblocking=config.nonblocking)
-        self._host = socket.gethostname()
+        self._identity = IdentityCache(1024)
         self._worker = Worker(self._name, self._run)
         self._stop = self._worker.stopping
         self._lock = threading.Lock()
@@ -229,16 +229,13 @@ class PythonReceiver:
         self._log.info("%s: pid %d exited", self._name, pid)
 
     def _resource(self, p: PythonProcess) -> dict[str, str | int]:
-        res: dict[str, str | int] = {
-            "host.name": self._host, "os.type": "linux", "telegen.receiver": str(self._id),
-            "process.pid": p.pid, "process.runtime.name": "cpython",
-            "process.executable.path": p.exe,
-            "process.executable.name": os.path.basename(p.exe),
-            "process.command_line": " ".join(p.cmdline)[:512],
-        }
+        # host, then who the process is (procinfo.identity: pid, executable,
+        # container, pod, its OTEL_SERVICE_NAME), then what runs it
+        res: dict[str, str | int] = {**host_attributes(), "telegen.receiver": str(self._id)}
+        res.update(self._identity.attributes(p.pid, p, p.exe))
+        res[PROCESS_RUNTIME_NAME] = "cpython"
         if p.version is not None:
-            res["process.runtime.version"] = f"{p.version[0]}.{p.version[1]}"
-        res.update(container_attributes(p.pid))
+            res[PROCESS_RUNTIME_VERSION] = f"{p.version[0]}.{p.version[1]}"
         return res
 
     def _emit(self, profile: Profile) -> None:

@@ -65,15 +65,18 @@ def test_pyroscope_ingest_gets_pprof_and_parameters(server: PyroscopeServer) -> 
 
 
 def test_derived_service_name_is_made_valid_for_pyroscope(server: PyroscopeServer) -> None:
-    """unknown_service:app has a ':' that Pyroscope's name validation refuses (400)."""
+    """The service is named after the executable when the process names none;
+    a ':' in it is refused by Pyroscope's name validation (400): made '_'."""
     reg = Registry()
     exp = _exporter(server.port, reg)
-    exp.consume(Profiles(synthetic_profiles()[:1]))
+    cpu = synthetic_profiles()[0]
+    cpu.resource["process.executable.name"] = "app:v2"
+    exp.consume(Profiles([cpu]))
     assert wait_until(lambda: len(server.ingested) == 1, 10)
     exp.shutdown(5)
     assert server.refused == []
     accepted = server.ingested[0].accepted
-    assert accepted is not None and accepted.service_name == "unknown_service_app"
+    assert accepted is not None and accepted.service_name == "app_v2"
 
 
 def test_label_limits_hold(server: PyroscopeServer) -> None:

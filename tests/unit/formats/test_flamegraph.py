@@ -50,7 +50,7 @@ def split_profile(a: int, b: int, pid: int = 1) -> Profile:
               for i, n in enumerate(("main", "work", "fa", "fb"))}
     p = Profile(name="cpu", sample_types=CPU, start_ns=1_700_000_000 * 10**9,
                 duration_ns=10**9, default_sample_type="cpu")
-    labels = make_labels(pid=pid, comm="w")
+    labels = make_labels(**{"process.pid": pid, "process.executable.name": "w"})
     p.add((frames["fa"], frames["work"], frames["main"]), [a, a * 10**7], labels)
     p.add((frames["fb"], frames["work"], frames["main"]), [b, b * 10**7], labels)
     return p

@@ -14,6 +14,7 @@ from telegen.formats.otlp import (
     wire_columns,
 )
 from telegen.pdata import CPU, Frame, FrameKind, Line, Profile, SpanLink
+from telegen.semconv import split_by_process
 from telegen.testing.otlp_checks import check_dictionary
 from telegen.testing.pprof_checks import profile_state, synthetic_profiles
 from telegen.testing.profcheck import check
@@ -56,7 +57,7 @@ def test_resource_attributes_service_name_and_frame_types() -> None:
     assert attrs["service.name"].string_value == "checkout"
     derived = encode_request([cpu], service="")
     attrs = {kv.key: kv.value for kv in derived.resource_profiles[0].resource.attributes}
-    assert attrs["service.name"].string_value == "unknown_service:app"
+    assert attrs["service.name"].string_value == "app"   # the executable's name
     d = req.dictionary
     kinds = {d.attribute_table[i].value.string_value for loc in d.location_table[1:]
              for i in loc.attribute_indices
@@ -196,8 +197,10 @@ def test_every_type_has_the_receivers_shape(timestamps: bool) -> None:
     assert off_count[:3] == ("samples", "off_cpu", 1)
     assert off_time == ("off_cpu", "", 0, timestamps, 4 if timestamps else 1)
     back = decode_request(parse_request(req.SerializeToString()))
-    for a, b in zip(catalog.values(), back, strict=True):
+    # the process attributes of ebpf's samples arrive on the resource
+    for a, b in zip(split_by_process(catalog.values()), back, strict=True):
         assert profile_state(b) == profile_state(a), a.name
+        assert not any(k.startswith("process.") for s in b for k, _ in s.labels)
 
 
 def test_lost_timestamps_split_a_column_into_two_shapes() -> None:

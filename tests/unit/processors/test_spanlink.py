@@ -67,7 +67,7 @@ def cpu_profile(*samples: tuple[int, list[int], list[int]]) -> Profile:
     """samples: (tid, values, timestamps)."""
     p = Profile(name="cpu", sample_types=CPU, resource={"host.name": "h"})
     for tid, values, stamps in samples:
-        p.add(LEAF, values, make_labels(pid=100, tid=tid), stamps)
+        p.add(LEAF, values, make_labels(**{"process.pid": 100, "thread.id": tid}), stamps)
     return p
 
 
@@ -93,7 +93,7 @@ def test_timestamps_in_several_spans_split_per_span() -> None:
                     (12, [1, 10_000_000], ms(500)), (13, [1, 10_000_000], ms(10)))
     counts = LinkCounts()
     link_profile(p, store.index.find, store.index.get, counts)
-    got = {(dict(s.labels)["tid"], s.link.span_id if s.link else None): s for s in p}
+    got = {(dict(s.labels)["thread.id"], s.link.span_id if s.link else None): s for s in p}
     assert {k: (s.values, len(s.timestamps)) for k, s in got.items()} == {
         (11, "a" * 16): ([1, 10_000_000], 1), (11, "b" * 16): ([2, 20_000_000], 2),
         (11, None): ([1, 10_000_000], 1), (11, "c" * 16): ([1, 10_000_000], 1),
@@ -173,7 +173,7 @@ def test_links_survive_batch_and_both_wire_formats() -> None:
                            sink)
     for sid in ("a" * 16, "b" * 16, "a" * 16):
         p = Profile(name="cpu", sample_types=CPU, resource={"host.name": "h"})
-        p.add(LEAF, [1, 10], make_labels(tid=1), ms(1), SpanLink(TRACE, sid))
+        p.add(LEAF, [1, 10], make_labels(**{"thread.id": 1}), ms(1), SpanLink(TRACE, sid))
         batch.consume(Profiles([p]))
     batch.shutdown()
     [merged] = sink.profiles()

@@ -63,14 +63,14 @@ def test_upload_is_an_otlp_wall_profile_with_span_links() -> None:
     assert prof.resource["service.name"] == "svc"
     assert prof.resource["deployment.environment"] == "test"
     assert prof.resource["process.pid"] == os.getpid()
-    waiter = [s for s in prof if dict(s.labels).get("thread_name") == "known-waiter"]
+    waiter = [s for s in prof if dict(s.labels).get("thread.name") == "known-waiter"]
     assert len(waiter) == 1 and waiter[0].values == [3, 30_000_000]
     assert [f.name for f in waiter[0].stack][2] == f"{__name__}.known_wait"
     assert waiter[0].stack[2].lines[0].file == __file__
     mine = [s for s in prof if s.link is not None]
     assert {(s.link.trace_id, s.link.span_id) for s in mine if s.link} == \
         {(format(0x1234, "032x"), format(0xABCD, "016x"))}
-    assert dict(mine[0].labels)["thread_name"] == "MainThread"
+    assert dict(mine[0].labels)["thread.name"] == "MainThread"
     # one series in Pyroscope (its OTLP converter, telegen.testing.pyroscope_otlp):
     # samples/count with the wall period, not a second wall/nanoseconds profile
     assert [s.profile_type for s in pyroscope_otlp.convert(req)] == \

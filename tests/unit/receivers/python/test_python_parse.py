@@ -60,9 +60,10 @@ def test_profile_from_stacks() -> None:
     assert prof.name == "wall" and prof.period == 20_000_000
     assert prof.totals()[0] == sum(s.count for s in stacks)
     assert prof.totals()[1] == prof.totals()[0] * 20_000_000
-    sample = next(s for s in prof if dict(s.labels)["thread_name"] == "spinner")
-    labels = dict(sample.labels)
-    assert labels["pid"] == 42 and isinstance(labels["tid"], int) and labels["tid"] > 0
+    sample = next(s for s in prof if dict(s.labels)["thread.name"] == "spinner")
+    labels = dict(sample.labels)   # the thread; the process is the resource's
+    assert isinstance(labels["thread.id"], int) and labels["thread.id"] > 0
+    assert "process.pid" not in labels and prof.resource["process.pid"] == 42
     kinds = {f.kind for s in prof for f in s.stack}
     assert kinds == {FrameKind.PYTHON, FrameKind.NATIVE}
     names = {f.name for s in prof for f in s.stack if f.kind is FrameKind.PYTHON}

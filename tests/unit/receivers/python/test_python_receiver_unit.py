@@ -98,8 +98,10 @@ def test_windows_become_profiles_with_options_passed(target: subprocess.Popen[by
     assert prof.totals() == [7, 7 * 20_000_000]
     s = prof.samples[0]
     assert [f.name for f in s.stack] == ["worker.Worker.run", "worker.<module>"]
-    assert dict(s.labels) == {"pid": target.pid, "tid": target.pid, "thread_name": "MainThread"}
+    assert dict(s.labels) == {"thread.id": target.pid, "thread.name": "MainThread"}
     assert prof.resource["process.pid"] == target.pid
+    assert prof.resource["process.executable.name"] == "sleep"     # the target's executable
+    assert "process.command_line" not in prof.resource      # off: command lines hold secrets
     assert counter(reg, "receiver_accepted_samples") >= 3
     assert counter(reg, "python_targets_started") == 1
 
