@@ -4,9 +4,11 @@ the doctor ask procinfo (``process_root``, ``read_maps``, ``start_ticks``,
 ``alive``, ``fd_path``, ``KALLSYMS``...) and keep only their own logic.
 
 A ``/proc`` path is found in the code, never in docstrings or comments:
-a string that starts with ``/proc`` (an f-string too), or an f-string that
-puts ``/...`` right after a variable naming a proc root (``f"{proc}/{pid}"``,
-``f"{self._proc}/..."``): the shape every /proc read outside procinfo had.
+a string that starts with ``/proc`` (an f-string too), an f-string that puts
+``/...`` right after a variable naming a proc root (``f"{proc}/{pid}"``,
+``f"{self._proc}/..."``), or a path built or listed from such a variable
+(``os.path.join(proc_root, ...)``, ``os.listdir(proc)``, ``Path(proc)``): the
+shapes every /proc read outside procinfo had.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ def _is_proc_root_name(node: ast.expr) -> bool:
     return name.lstrip("_") in ("proc", "proc_root", "procfs")
 
 
+_PATH_CALLS = frozenset({"join", "listdir", "scandir", "Path", "PurePath", "walk"})
+
+
+def _callee(func: ast.expr) -> str:
+    return func.id if isinstance(func, ast.Name) else \
+        func.attr if isinstance(func, ast.Attribute) else ""
+
+
 def _docstrings(tree: ast.AST) -> set[int]:
     """ids of string constants standing alone as statements (docstrings)."""
     return {id(n.value) for n in ast.walk(tree)
@@ -77,6 +87,9 @@ def proc_paths(source: str) -> list[int]:
                     break
             for part in parts:           # the pieces were looked at as a whole
                 skip.add(id(part))
+        elif isinstance(node, ast.Call) and node.args and _is_proc_root_name(node.args[0]) \
+                and _callee(node.func) in _PATH_CALLS:
+            lines.append(node.lineno)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
                 and id(node) not in skip and _starts_proc(node.value):
             lines.append(node.lineno)
@@ -120,6 +133,9 @@ def test_allowed_exceptions_are_still_needed() -> None:
     'os.readlink(f"{proc}/{pid}/exe")',
     'os.path.exists(f"{self._proc}/{key.pid}")',
     'x = f"{proc_root}/{pid}/root"',
+    'os.path.exists(os.path.join(self.options.proc_root, str(pid)))',
+    'for name in os.listdir(self._proc): pass',
+    'Path(proc) / str(pid)',
 ])
 def test_finder_sees_proc_paths(source: str) -> None:
     assert proc_paths(source) == [1]
@@ -133,6 +149,9 @@ def test_finder_sees_proc_paths(source: str) -> None:
     'open(f"{root}/etc/os-release")',
     'x = "/processes"',
     'x = f"{proc}-{pid}"',
+    'read_maps(pid, proc)',
+    'find_targets(pids=[], proc=proc)',
+    'os.path.join(root, "proc")',
 ])
 def test_finder_passes_over_prose_and_other_paths(source: str) -> None:
     assert proc_paths(source) == []
