@@ -8,7 +8,7 @@ run, with an EMPTY cache directory each (``TELEGEN_CACHE_DIR``):
 2. ``python -m telegen run`` starts on its embedded default (whole host, cpu
    + off_cpu at 99 Hz, symbolized, pprof files in a temporary directory);
 3. ``--delay`` seconds later (20) a CPU-bound C program (bench_work.c, one
-   thread) starts for ``--seconds``; optionally (``--churn``) a short ``sh``
+   thread per CPU) starts for ``--seconds``; optionally (``--churn``) a short ``sh``
    starts every 200 ms the whole time.
 
 Reported per agent: the agent's CPU (its process tree: user+system of the
@@ -106,8 +106,8 @@ def llvm_mapped(pid: int) -> bool:
     return "libLLVM" in text or "libbcc" in text
 
 
-def run_program(work: Path, seconds: float) -> float:
-    out = subprocess.run([str(work), str(seconds), "1"], capture_output=True, text=True,
+def run_program(work: Path, seconds: float, threads: int) -> float:
+    out = subprocess.run([str(work), str(seconds), str(threads)], capture_output=True, text=True,
                          check=True).stdout
     return parse_report(out)["iters_per_s"]
 
@@ -146,7 +146,7 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
         time.sleep(args.delay)
         cpu0 = cpu_s(tree(agent.pid))
         t0 = time.monotonic()
-        throughput = run_program(work, args.seconds)
+        throughput = run_program(work, args.seconds, args.threads)
         cpu1 = cpu_s(tree(agent.pid))
         t1 = time.monotonic()
         mapped = llvm_mapped(agent.pid)
@@ -178,6 +178,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--delay", type=float, default=20.0)
     ap.add_argument("--churn", action="store_true")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="compute threads of the C program (default: one per CPU)")
     args = ap.parse_args()
     agents = [(a.split("=", 1)[0], Path(a.split("=", 1)[1]).resolve())
               for a in args.agents.split(",")]
@@ -190,7 +192,7 @@ def main() -> int:
                      source_dir=HERE / "workloads")
         service = subprocess.Popen([py, "-c", PY_SERVICE])
         try:
-            baseline = run_program(work, args.seconds)
+            baseline = run_program(work, args.seconds, args.threads)
             rows = [measure(label, src, work, args, baseline) for label, src in agents]
         finally:
             service.kill()
