@@ -43,12 +43,11 @@ _have_openat2: bool | None = None if _SYS_OPENAT2 else False
 
 
 def target_root(pid: int) -> str:
-    """The root directory of process ``pid`` as the agent reaches it. Moved:
-    :func:`telegen.procinfo.process_root` (procinfo owns /proc); kept here,
-    imported when called (procinfo imports this package), until nothing
-    imports it from ``telegen.untrusted``."""
-    from telegen.procinfo.procfs import process_root
-    return process_root(pid)
+    """The root directory of process ``pid`` as the agent reaches it.
+    Deprecated: :func:`telegen.procinfo.process_root` (procinfo owns /proc;
+    importing it here would close an import circle). Nothing calls this any
+    more: it goes with its export in ``telegen/untrusted/__init__.py``."""
+    return f"/proc/{int(pid)}/root"
 
 
 def open_in_root(root: str | int, path: str, *, symlinks: bool = False,
