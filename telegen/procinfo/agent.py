@@ -28,12 +28,22 @@ def cap_eff(proc: str = PROC) -> int:
     return parse_cap_eff(read_file(SELF, "status", proc) or "")
 
 
-def rss_bytes(proc: str = PROC) -> int:
-    """The agent's resident memory now, in bytes (``statm``); 0 when unknown."""
+def _statm_bytes(field: int, proc: str) -> int:
     try:
-        return int((read_file(SELF, "statm", proc) or "").split()[1]) * _PAGE
+        return int((read_file(SELF, "statm", proc) or "").split()[field]) * _PAGE
     except (ValueError, IndexError):
         return 0
+
+
+def rss_bytes(proc: str = PROC) -> int:
+    """The agent's resident memory now, in bytes (``statm``); 0 when unknown."""
+    return _statm_bytes(1, proc)
+
+
+def address_space_bytes(proc: str = PROC) -> int:
+    """The agent's virtual memory size now (``VmSize``: what ``RLIMIT_AS``
+    bounds), in bytes; 0 when unknown."""
+    return _statm_bytes(0, proc)
 
 
 def fd_info(fd: int, key: str, proc: str = PROC) -> str | None:

@@ -31,6 +31,7 @@ PENDING_OTHER_OWNERS: frozenset[str] = frozenset({
     "symbols/symbolizer.py",          # proc_root and kallsyms_path defaults
     "symbols/symcache_child.py",      # /proc/self/fd path of a descriptor
     "interpreters/cpython/detect.py",  # proc default
+    "unwind/builder.py",              # VmSize of /proc/self/status
     "untrusted/fs.py",                # target_root: unused, deleted with its export in
                                       # untrusted/__init__.py (procinfo.process_root)
 })

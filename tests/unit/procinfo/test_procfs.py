@@ -22,7 +22,13 @@ from telegen.procinfo import (
     read_maps,
     start_ticks,
 )
-from telegen.procinfo.agent import fd_info, read_own_memory, rss_bytes, vdso_span
+from telegen.procinfo.agent import (
+    address_space_bytes,
+    fd_info,
+    read_own_memory,
+    rss_bytes,
+    vdso_span,
+)
 from telegen.procinfo.kernel import mount_points, perf_event_paranoid
 from telegen.procinfo.procfs import exe_stat, namespace_inode, open_exe
 from telegen.procinfo.sockets import Listener, listening_ports, parse_listeners
@@ -162,9 +168,14 @@ def test_agent_facts() -> None:
     assert span is not None and 0 < span[1] - span[0] <= 1 << 20
     image = read_own_memory(span[0], span[1] - span[0])
     assert image[:4] == b"\x7fELF"
-    before = rss_bytes()
+    before, space = rss_bytes(), address_space_bytes()
     block = ctypes.create_string_buffer(64 << 20)    # zeroed: every page touched
     assert rss_bytes() - before >= 60 << 20
+    assert address_space_bytes() - space >= 60 << 20
+    status = Path("/proc/self/status").read_text()   # the kernel's own words for both
+    vm_size = next(int(line.split()[1]) for line in status.splitlines()
+                   if line.startswith("VmSize:"))
+    assert abs(address_space_bytes() - vm_size * 1024) < 8 << 20
     del block
     r, w = os.pipe()
     try:
