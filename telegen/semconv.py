@@ -60,9 +60,8 @@ ALIASES: dict[str, str] = {
     "tid": THREAD_ID,
     "comm": THREAD_NAME,
     "thread_name": THREAD_NAME,
-    "thread_id": THREAD_ID,
+    "thread_id": JVM_THREAD_ID,      # the JFR receiver's Java thread id
     "process.executable": PROCESS_EXECUTABLE_PATH,
-    "process.vpid": PROCESS_VPID,
 }
 
 # Keys of the resource (who), never of one sample (what inside it): these and

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from telegen.formats.pprof import decode
 from telegen.pdata import Frame
+from telegen.semconv import PROCESS_PID, sample_attributes
 
 PYENV_ROOT = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
 
@@ -38,11 +39,12 @@ def require_pythons(versions: tuple[str, ...]) -> dict[str, str]:
 
 
 def pprof_samples(out: Path) -> Iterator[tuple[int, tuple[Frame, ...], int]]:
-    """(pid, stack leaf first, first value) of every sample with a pid label in
-    every ``*.pb.gz`` file in ``out``."""
+    """(pid, stack leaf first, first value) of every sample with a
+    ``process.pid`` (label or resource) in every ``*.pb.gz`` file in ``out``."""
     for path in sorted(out.glob("*.pb.gz")):
-        for s in decode(path.read_bytes()):
-            pid = dict(s.labels).get("pid")
+        profile = decode(path.read_bytes())
+        for s in profile:     # one process per file: its pid is the file's resource's
+            pid = sample_attributes(profile, s).get(PROCESS_PID)
             if isinstance(pid, int) and s.stack:
                 yield pid, s.stack, s.values[0]
 

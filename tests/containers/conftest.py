@@ -41,7 +41,7 @@ class PidFilter:
     def consume(self, profiles: Profiles) -> None:
         wanted = self._pids()
         for p in profiles:
-            p.replace_samples([s for s in p if dict(s.labels).get("pid") in wanted])
+            p.replace_samples([s for s in p if dict(s.labels).get("process.pid") in wanted])
         self._next.consume(profiles)  # type: ignore[attr-defined]
 
 

@@ -113,7 +113,7 @@ def test_readme_run_profiles_host_and_container_processes(tmp_path: Path, base_i
         assert profile.resource["host.name"] == socket.gethostname()   # --uts=host
         for s in profile:
             d = dict(s.labels)
-            if d.get("pid") == workload.pid:
+            if d.get("process.pid") == workload.pid:
                 labels = d
     assert labels.get("container.id") == workload.id
     assert labels.get("process.vpid") == workload_vpid
@@ -133,7 +133,7 @@ def _named(profiles: Path, pid: int, function: str) -> bool:
         except Exception:       # a file being written
             continue
         for s in samples:
-            if dict(s.labels).get("pid") == pid and any(
+            if dict(s.labels).get("process.pid") == pid and any(
                     ln.function == function for fr in s.stack for ln in fr.lines):
                 return True
     return False

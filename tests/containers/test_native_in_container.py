@@ -83,7 +83,7 @@ def test_container_only_binary_symbolized_and_labelled(base_image, container_tre
         labels = dict(samples[0].labels)
         assert labels["container.id"] == podman_id
         assert labels["process.vpid"] == inner_pid
-        assert labels["process.executable"] == INSIDE
+        assert labels["process.executable.path"] == INSIDE
         named = [s for s in samples if _functions(s)[:3] ==
                  ["inside_only_leaf", "inside_only_outer", "main"]]
         share = sum(s.values[0] for s in named) / sum(s.values[0] for s in samples)
@@ -102,7 +102,7 @@ def _profile(ebpf_pipeline, workload: set[int], pid: int, **ebpf: object):  # ty
                              **ebpf)
     deadline = time.monotonic() + 90
     while len([p for p in pipeline.sink.profiles("cpu")
-               if any(dict(s.labels).get("pid") == pid for s in p)]) < 2:
+               if any(dict(s.labels).get("process.pid") == pid for s in p)]) < 2:
         assert time.monotonic() < deadline, f"no samples of pid {pid} with {ebpf}"
         time.sleep(0.2)
     pipeline.receiver.shutdown()
@@ -111,7 +111,7 @@ def _profile(ebpf_pipeline, workload: set[int], pid: int, **ebpf: object):  # ty
 
 def _samples(pipeline, pid: int) -> list:  # type: ignore[no-untyped-def,type-arg]
     samples = [s for p in pipeline.sink.profiles("cpu") for s in p
-               if dict(s.labels).get("pid") == pid]
+               if dict(s.labels).get("process.pid") == pid]
     assert len(samples) >= 1
     return samples
 

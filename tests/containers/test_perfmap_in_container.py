@@ -76,7 +76,7 @@ def _leaves(pipeline, pid: int) -> dict[str, int]:  # type: ignore[no-untyped-de
     out: dict[str, int] = {}
     for p in pipeline.sink.profiles("cpu"):
         for s in p:
-            if dict(s.labels).get("pid") == pid and s.stack:
+            if dict(s.labels).get("process.pid") == pid and s.stack:
                 leaf = s.stack[0]
                 name = leaf.lines[0].function if leaf.lines else "?"
                 out[name] = out.get(name, 0) + s.values[0]

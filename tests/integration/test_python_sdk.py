@@ -132,7 +132,7 @@ def test_asyncio_chains_spans_and_filter_through_the_agent(agent: Any, tmp_path:
                 continue
             linked[(s.link.trace_id, s.link.span_id)] += s.values[0]
             if s.link.span_id == crunch["span_id"]:
-                assert dict(s.labels).get("thread_name") == "cruncher"
+                assert dict(s.labels).get("thread.name") == "cruncher"
                 assert s.stack[0].name in ("asyncapp.crunch", "threading.Event.is_set")
     assert linked[(crunch["trace_id"], crunch["span_id"])] > 200
     assert pprof_span_labels(out) >= {("trace_id", crunch["trace_id"]),

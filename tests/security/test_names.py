@@ -117,7 +117,7 @@ def test_through_the_processor_the_refused_name_is_counted(evil_binary: Path,
             p = Profile(name="cpu", sample_types=CPU)
             mapping = Mapping(0, 1 << 20, 0, str(evil_binary))
             p.add((Frame(FrameKind.NATIVE, address[name], mapping),), [1, 1],
-                  make_labels(pid=0))
+                  make_labels(**{"process.pid": 0}))
             proc.consume(Profiles([p]))
     finally:
         proc.shutdown()
@@ -200,8 +200,8 @@ def _symbolized_profile(esc_binary: Path) -> Profile:
     leaf = Frame(FrameKind.NATIVE, address, None, (Line(ESC_NAME),))
     pushed = Frame(FrameKind.NATIVE, 0, None, (Line(PWNED),))
     main = Frame(FrameKind.NATIVE, 0, None, (Line("main"),))
-    profile.add((leaf, main), [70, 700_000_000], make_labels(pid=1))
-    profile.add((pushed, main), [30, 300_000_000], make_labels(pid=1))
+    profile.add((leaf, main), [70, 700_000_000], make_labels(**{"process.pid": 1}))
+    profile.add((pushed, main), [30, 300_000_000], make_labels(**{"process.pid": 1}))
     return profile
 
 
@@ -266,7 +266,7 @@ def test_telegen_diff_escapes_control_characters(esc_binary: Path, tmp_path: Pat
     base.write_bytes(pprof.encode(_symbolized_profile(esc_binary)))
     grown = _symbolized_profile(esc_binary)
     grown.add((Frame(FrameKind.NATIVE, 0, None, (Line(ESC_NAME),)),), [50, 500_000_000],
-              make_labels(pid=1))
+              make_labels(**{"process.pid": 1}))
     new.write_bytes(pprof.encode(grown))
     run = subprocess.run([sys.executable, "-m", "telegen", "diff", str(base), str(new)],
                          capture_output=True, check=True)

@@ -102,7 +102,7 @@ def hostile_profile(agent_pid: int, planted: dict[str, Path], legit: tuple[Path,
     legit = Frame(FrameKind.NATIVE, legit_off, Mapping(0, 1 << 20, 0, str(secret), legit_id))
     p = Profile(name="cpu", sample_types=CPU, period=10_000_000,
                 resource={"pid": agent_pid, "process.pid": agent_pid})
-    labels = make_labels(pid=agent_pid)
+    labels = make_labels(**{"process.pid": agent_pid})
     p.add((by_path, legit), [1, 10_000_000], labels)
     p.add((shadow, by_dotdot, jit, kernel), [1, 10_000_000], labels)
     return p
@@ -331,7 +331,7 @@ def test_pushed_build_ids_cannot_evict_observed_objects(
     try:
         observed = Profile(name="cpu", sample_types=CPU)
         observed.add((Frame(FrameKind.NATIVE, off, Mapping(0, 1 << 20, 0, str(binary), bid)),),
-                     [1, 1], make_labels(pid=0))
+                     [1, 1], make_labels(**{"process.pid": 0}))
         proc.consume(Profiles([observed]))
         assert sink.profiles()[-1].samples[0].stack[0].name == "secret_function_abc"
         kept = dict(proc.symbolizer._objects)

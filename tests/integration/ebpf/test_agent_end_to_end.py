@@ -20,7 +20,7 @@ def _stacks(profile: Profile, pid: int) -> list[tuple[list[str], int]]:
     """(function names leaf first, value) of ``pid``'s samples."""
     out = []
     for s in profile:
-        if dict(s.labels).get("pid") == pid:
+        if dict(s.labels).get("process.pid") == pid:
             names = [fn for f in s.stack for fn in f.function_names()]
             out.append((names, s.values[profile.value_index()]))
     return out

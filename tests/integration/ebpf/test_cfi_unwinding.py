@@ -90,7 +90,7 @@ class Session:
     def samples(self, kind: str, prog: Program) -> Iterator[Sample]:
         for p in (self.cpu if kind == "cpu" else self.off_cpu):
             for s in p:
-                if dict(s.labels).get("pid") == prog.pid:
+                if dict(s.labels).get("process.pid") == prog.pid:
                     yield s
 
     def metric(self, name: str, **labels: str) -> float:

@@ -27,7 +27,7 @@ ACCURACY_RATE = 401
 def samples_of(profiles: list[Profile], pid: int):  # type: ignore[no-untyped-def]
     for p in profiles:
         for s in p:
-            if dict(s.labels).get("pid") == pid:
+            if dict(s.labels).get("process.pid") == pid:
                 yield s
 
 
@@ -66,8 +66,8 @@ def test_cpu_split_offcpu_truth_and_process_lifecycle(run_receiver, bin_dir: Pat
     assert len(cpu_profiles) >= 3, "expected several 2 s windows"
 
     # CPU split and sample count
-    [cpu_pid] = {dict(s.labels)["pid"] for p in cpu_profiles for s in p
-                 if dict(s.labels).get("comm") == "tg_cpu_split"}
+    [cpu_pid] = {dict(s.labels)["process.pid"] for p in cpu_profiles for s in p
+                 if dict(s.labels).get("thread.name") == "tg_cpu_split"}
     elf = ElfFunctions(bin_dir / "tg_cpu_split")
     agg = by_function(cpu_profiles, cpu_pid, elf, ("hot_a", "hot_b"), value=0)
     cpu_ns = parse_report(cpu_run.stdout)["cpu_ns"]
@@ -83,8 +83,8 @@ def test_cpu_split_offcpu_truth_and_process_lifecycle(run_receiver, bin_dir: Pat
     assert ns_per_sample == {1_000_000_000 // ACCURACY_RATE}
 
     # Off-CPU truth
-    [off_pid] = {dict(s.labels)["pid"] for p in off_profiles for s in p
-                 if dict(s.labels).get("comm") == "tg_offcpu"}
+    [off_pid] = {dict(s.labels)["process.pid"] for p in off_profiles for s in p
+                 if dict(s.labels).get("thread.name") == "tg_offcpu"}
     elf_off = ElfFunctions(bin_dir / "tg_offcpu")
     truth = parse_report(off_run.stdout)
     got = by_function(off_profiles, off_pid, elf_off, ("block_sleep", "block_pipe"), value=1)
@@ -97,11 +97,11 @@ def test_cpu_split_offcpu_truth_and_process_lifecycle(run_receiver, bin_dir: Pat
     # (a process is sampled from its first moment, so the forked child may
     # show a few samples under the parent's comm before its exec)
     late_samples = [s for s in samples_of(cpu_profiles, late.pid)
-                    if dict(s.labels)["comm"] == "tg_brief"]
+                    if dict(s.labels)["thread.name"] == "tg_brief"]
     assert late_samples, "process started after the agent is missing"
     labels = dict(late_samples[0].labels)
-    assert labels["comm"] == "tg_brief"
-    assert labels["process.executable"].endswith("/tg_brief")
+    assert labels["thread.name"] == "tg_brief"
+    assert labels["process.executable.path"].endswith("/tg_brief")
     brief = ElfFunctions(bin_dir / "tg_brief")
     assert any("brief_work" in brief.stack_functions(s.stack) for s in late_samples)
 
@@ -128,7 +128,7 @@ def test_whole_host_kernel_frames_timestamps_and_exclusions(run_receiver,
         spinner.kill()
         excluded.kill()
     profiles = r.sink.profiles()
-    pids = {dict(s.labels).get("pid") for p in profiles for s in p}
+    pids = {dict(s.labels).get("process.pid") for p in profiles for s in p}
     assert spinner.pid in pids
     assert excluded.pid not in pids, "exclude_pids ignored"
     assert os.getpid() not in pids, "the agent profiled itself"
@@ -144,7 +144,7 @@ def test_whole_host_kernel_frames_timestamps_and_exclusions(run_receiver,
         for s in p:
             assert len(s.timestamps) <= s.values[0]
             assert all(t0 - 5e9 < t < t1 + 1e9 for t in s.timestamps)
-            assert "tid" in dict(s.labels)
+            assert "thread.id" in dict(s.labels)
     stamped = sum(len(s.timestamps) for p in profiles for s in p)
     counted = sum(s.values[0] for p in profiles for s in p)
     lost = r.metric("ebpf_lost_events")

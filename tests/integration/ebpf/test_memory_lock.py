@@ -79,7 +79,7 @@ def by_call_site(profiles: list[Profile], pid: int, elf: ElfFunctions) -> dict[s
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for p in profiles:
         for s in p:
-            if dict(s.labels).get("pid") != pid:
+            if dict(s.labels).get("process.pid") != pid:
                 continue
             names = elf.stack_functions(s.stack)
             site = names[0] if names else "[outside]"
@@ -184,7 +184,7 @@ def test_inuse_leak_probes_per_process_and_clean_detach(run_receiver, mem_bins: 
     run.finish()
 
     inuse = [p for p in r.sink.profiles("inuse")
-             if any(dict(s.labels).get("pid") == run.pid for s in p)]
+             if any(dict(s.labels).get("process.pid") == run.pid for s in p)]
     assert inuse, "no inuse profile for the workload"
     got = by_call_site([inuse[-1]], run.pid, elf)     # the state at the last window's end
     print({k: v for k, v in got.items()})
@@ -226,7 +226,7 @@ def test_mutex_contention_delay_per_caller(run_receiver, mem_bins: Path,
     contentions: dict[str, int] = defaultdict(int)
     for p in profiles:
         for s in p:
-            if dict(s.labels).get("comm") != "tg_mutex":
+            if dict(s.labels).get("thread.name") != "tg_mutex":
                 continue
             names = elf.stack_functions(s.stack)
             for fn in ("contend_fp", "contend_libc", "worker_fp", "worker_libc", "main"):

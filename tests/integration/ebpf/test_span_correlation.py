@@ -144,20 +144,22 @@ def _events(backend: OtlpBackend, pid: int) -> list[tuple[int, int, str, str, in
         d = req.dictionary
         strings = list(d.string_table)
         for rp in req.resource_profiles:
+            # one resource per process: process.pid is the resource's
+            res = {kv.key: kv.value.int_value for kv in rp.resource.attributes}
             for sp in rp.scope_profiles:
                 for prof in sp.profiles:
                     if strings[prof.sample_type.type_strindex] != "samples":
                         continue   # one OTLP profile per sample type: count events once
                     for s in prof.samples:
-                        attrs = {strings[d.attribute_table[i].key_strindex]:
-                                 d.attribute_table[i].value.int_value
-                                 for i in s.attribute_indices}
-                        if attrs.get("pid") != pid:
+                        attrs = {**res, **{strings[d.attribute_table[i].key_strindex]:
+                                           d.attribute_table[i].value.int_value
+                                           for i in s.attribute_indices}}
+                        if attrs.get("process.pid") != pid:
                             continue
                         assert 0 <= s.link_index < len(d.link_table), "link index out of range"
                         link = d.link_table[s.link_index]
                         for t in s.timestamps_unix_nano:
-                            out.append((attrs["tid"], t, bytes(link.span_id).hex(),
+                            out.append((attrs["thread.id"], t, bytes(link.span_id).hex(),
                                         bytes(link.trace_id).hex(), s.link_index))
     return out
 

@@ -50,8 +50,8 @@ def test_spilled_lock_waits_keep_their_thread(run_receiver: Any) -> None:
         for p in r.sink.profiles("mutex"):
             for s in p:
                 labels = dict(s.labels)
-                if labels.get("pid") == w.pid and SPILLED in s.stack:
-                    spilled_tids.add(int(labels.get("tid", 0)))
+                if labels.get("process.pid") == w.pid and SPILLED in s.stack:
+                    spilled_tids.add(int(labels.get("thread.id", 0)))
                     kept += s.values[0]
         assert kept > 0, "the 256-entry counts map never filled: no spill to check"
         assert 0 not in spilled_tids, "a spilled wait lost its thread"

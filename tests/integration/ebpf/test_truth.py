@@ -371,7 +371,7 @@ class Bench:
         for p in self.sink.profiles(name):
             for s in p:
                 labels = dict(s.labels)
-                if labels.get("pid") == pid and labels.get("tid") != pid:
+                if labels.get("process.pid") == pid and labels.get("thread.id") != pid:
                     total += s.values[index]
         return total
 
@@ -471,10 +471,10 @@ def test_inuse_bytes_match_workload(bench: Bench) -> None:
     bench.windows(2)                  # a window that closed after the report
     last: Profile | None = None
     for p in bench.sink.profiles("inuse"):
-        if any(dict(s.labels).get("pid") == pid for s in p):
+        if any(dict(s.labels).get("process.pid") == pid for s in p):
             last = p
     assert last is not None, "no inuse profile for the workload"
-    got = sum(s.values[1] for s in last if dict(s.labels).get("pid") == pid)
+    got = sum(s.values[1] for s in last if dict(s.labels).get("process.pid") == pid)
     bench.finish(pid)
     assert bench.pending_starts("mem_pending", pid) == 0
     r = ratio(got, truth)

@@ -30,7 +30,7 @@ class Harness:
 
     def run(self, stack: tuple[Frame, ...], pid: int) -> tuple[Frame, ...]:
         profile = Profile(name="cpu", sample_types=CPU)
-        profile.add(stack, [1, 10_000_000], make_labels(pid=pid))
+        profile.add(stack, [1, 10_000_000], make_labels(**{"process.pid": pid}))
         self.proc.consume(Profiles([profile]))
         out = self.sink.profiles()[-1].samples
         assert len(out) == 1

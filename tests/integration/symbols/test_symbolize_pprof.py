@@ -33,8 +33,8 @@ def test_go_tool_pprof_shows_symbolized_lines(tmp_path: Path, c_program: Path, h
         inl = process_frame(live.pid, str(c_program), inlined)
         main = process_frame(live.pid, str(c_program), syms["main"] + 4)
         profile = Profile(name="cpu", sample_types=CPU, period=10_000_000)
-        profile.add((leaf, main), [3, 30_000_000], make_labels(pid=live.pid))
-        profile.add((inl, main), [5, 50_000_000], make_labels(pid=live.pid))
+        profile.add((leaf, main), [3, 30_000_000], make_labels(**{"process.pid": live.pid}))
+        profile.add((inl, main), [5, 50_000_000], make_labels(**{"process.pid": live.pid}))
         h.proc.consume(Profiles([profile]))
     out = h.sink.profiles()[-1]
     path = tmp_path / "cpu.pb.gz"

@@ -84,7 +84,8 @@ def test_frames_never_lost(tmp_path: Path) -> None:
                                                       str(tmp_path / "deleted-binary")))
     kernel = Frame(FrameKind.KERNEL, 0xFFFFFFFF81000010, Mapping(file="[kernel.kallsyms]"))
     profile = Profile(name="cpu", sample_types=CPU)
-    profile.add((kernel, done, py, no_mapping, gone), [1, 10], make_labels(pid=999999))
+    profile.add((kernel, done, py, no_mapping, gone), [1, 10],
+                make_labels(**{"process.pid": 999999}))
     proc.consume(Profiles([profile]))
     (sample,) = sink.profiles()[0].samples
     assert sample.stack == (done, py, no_mapping, gone)     # kernel removed: include_kernel off
