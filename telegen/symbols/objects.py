@@ -1,24 +1,33 @@
 """Everything known about one object file: the binary, its separate debug file
-(local or from debuginfod) and their DWARF, queried in priority order."""
+(local or from debuginfod) and their DWARF, queried in priority order.
+
+DWARF is answered from symbol indexes (:mod:`telegen.symbols.symindex`)
+built in a limited child in the background; a debug file from debuginfod is
+downloaded in the background too. Until they are ready the object answers
+from its symbol tables and says so (:attr:`ObjectSymbols.pending`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 from telegen.procinfo.maps import MappedFile
 from telegen.symbols.budget import DEFAULT_LIMITS, Budget, ParseLimits, Rejected
 from telegen.symbols.debugfile import DebugFile, find_by_build_id, find_debug_file
 from telegen.symbols.debuginfod import DebuginfodClient
-from telegen.symbols.dwarf import UNINDEXED, DwarfLine, DwarfSymbols
 from telegen.symbols.elf import ElfFile, SymbolTable
+from telegen.symbols.symindex import IndexBuilder, IndexJob, IndexLine
 from telegen.untrusted import Refusals, Refused
 
 log = logging.getLogger(__name__)
 
 # A raw answer: (source, [(raw name, plain name, file, line, decl line), ...] innermost first)
-RawAnswer = tuple[str, list[DwarfLine]]
+RawAnswer = tuple[str, list[IndexLine]]
+Background = Callable[[Callable[[], None]], None]
+LIMIT_REASONS = ("cpu_time", "memory")   # a build over these rejects the object
 
 
 class ObjectSymbols:
@@ -29,23 +38,30 @@ class ObjectSymbols:
     labelled ``debuginfo_file`` (found on disk) or ``debuginfod`` (downloaded).
 
     ``mapped`` is the binary, open (a profiled process's file: never reopened
-    by path). Every parse step — opening, reading tables, indexing one DWARF
-    unit at look-up time — runs under one :class:`~telegen.symbols.budget.Budget`;
-    over it the object is :attr:`rejected` (with the reason) and answers nothing.
+    by path). Every parse step in this process — opening, reading headers and
+    symbol tables — runs under one :class:`~telegen.symbols.budget.Budget`;
+    the DWARF index is built by a child under ``RLIMIT_CPU``/``RLIMIT_AS``
+    (``builder``). Over either the object is :attr:`rejected` (with the
+    reason) and answers nothing. ``background`` runs a debuginfod download
+    off the caller's thread (None: no debuginfod).
     """
 
     def __init__(self, mapped: MappedFile | None, build_id: str, *, debug_dirs: Sequence[str],
                  debuginfod: DebuginfodClient | None = None,
                  limits: ParseLimits = DEFAULT_LIMITS, refusals: Refusals | None = None,
-                 on_rejected: Callable[[str], None] | None = None) -> None:
+                 on_rejected: Callable[[str], None] | None = None,
+                 builder: IndexBuilder | None = None,
+                 background: Background | None = None) -> None:
         self.binary: ElfFile | None = None
         self.debug: ElfFile | None = None
         self.debug_source = ""
         self.build_id = build_id
         self.identity = mapped.identity if mapped is not None else None
         self.has_dwarf = self.has_functions = False
-        self._bin_dwarf: DwarfSymbols | None = None
-        self._dbg_dwarf: DwarfSymbols | None = None
+        self._bin_job: IndexJob | None = None
+        self._dbg_job: IndexJob | None = None
+        self._builder = builder
+        self._download: threading.Event | None = None
         self._tables: list[tuple[str, SymbolTable]] = []
         self._refusals = refusals
         self._on_rejected = on_rejected
@@ -53,11 +69,15 @@ class ObjectSymbols:
         self.budget = Budget(limits, mapped.path if mapped is not None else build_id)
         self.rejected = ""
         try:
-            self.budget.run(self._load, mapped, debug_dirs, debuginfod)
+            self.budget.run(self._load, mapped, debug_dirs)
         except Rejected as exc:
             self._reject(exc.reason, exc.detail)
         except Exception as exc:     # malformed input pyelftools chokes on: what loaded stays
             log.debug("reading %s stopped: %s", self.budget.name, exc)
+        if (not self.rejected and not self.has_dwarf and debuginfod is not None
+                and self.build_id and background is not None):
+            self._download = threading.Event()
+            background(lambda: self._fetch(debuginfod))
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejected = reason
@@ -66,12 +86,11 @@ class ObjectSymbols:
             self._on_rejected(reason)
         self.close()
         self.binary = self.debug = None
-        self._bin_dwarf = self._dbg_dwarf = None
+        self._bin_job = self._dbg_job = None
         self._tables = []
         self.has_dwarf = self.has_functions = False
 
-    def _load(self, mapped: MappedFile | None, debug_dirs: Sequence[str],
-              debuginfod: DebuginfodClient | None) -> None:
+    def _load(self, mapped: MappedFile | None, debug_dirs: Sequence[str]) -> None:
         build_id = self.build_id
         if mapped is not None:
             try:
@@ -90,30 +109,82 @@ class ObjectSymbols:
         root = mapped.root if mapped is not None else ""
         bin_dwarf = self.binary is not None and self.binary.has_dwarf
         if not bin_dwarf:
-            self._find_debug(debug_dirs, root, debuginfod)
-        self._bin_dwarf = self._dwarf(self.binary) if bin_dwarf else None
-        self._dbg_dwarf = self._dwarf(self.debug) if self.debug and self.debug.has_dwarf else None
-        self.has_dwarf = self._bin_dwarf is not None or self._dbg_dwarf is not None
-        self._tables = [(src, t) for src, t in (
-            ("symtab", self.binary.symbols(".symtab") if self.binary else None),
-            (self.debug_source, self.debug.symbols(".symtab") if self.debug else None),
-            ("dynsym", self.binary.symbols(".dynsym") if self.binary else None),
-        ) if t is not None]
+            self._find_debug(debug_dirs, root)
+        self._bin_job = self._index(self.binary) if bin_dwarf else None
+        self._dbg_job = self._index(self.debug) if self.debug and self.debug.has_dwarf else None
+        self.has_dwarf = self._bin_job is not None or self._dbg_job is not None
+        self._tables = self._read_tables()
         self.has_functions = self.has_dwarf or bool(self._tables)
         for elf in (self.binary, self.debug):
             for what in elf.skipped if elf is not None else ():
                 self._note("elf_section", Refused("section_too_large", what))
 
-    def _dwarf(self, elf: ElfFile | None) -> DwarfSymbols | None:
-        if elf is None:
+    def _read_tables(self) -> list[tuple[str, SymbolTable]]:
+        return [(src, t) for src, t in (
+            ("symtab", self.binary.symbols(".symtab") if self.binary else None),
+            (self.debug_source, self.debug.symbols(".symtab") if self.debug else None),
+            ("dynsym", self.binary.symbols(".dynsym") if self.binary else None),
+        ) if t is not None]
+
+    def _index(self, elf: ElfFile | None) -> IndexJob | None:
+        """The DWARF index of ``elf``: opened from disk, or queued to be built."""
+        if elf is None or self._builder is None:
             return None
         try:
-            return DwarfSymbols(elf)
+            elf.check_dwarf_sizes()
         except Refused as exc:       # DWARF over its caps: the symbol tables still answer
             self._note("dwarf", exc)
+            return None
+        return self._builder.open_or_build(elf.fd, elf.build_id or self.build_id,
+                                           elf.identity, elf.path)
+
+    def _fetch(self, debuginfod: DebuginfodClient) -> None:
+        """In the background: the debug file from debuginfod, its symbol table
+        and DWARF index; look-ups meanwhile answer from the binary's tables."""
+        try:
+            path = debuginfod.debuginfo(self.build_id)
+            if path and not self.rejected:
+                debug = ElfFile(path, limits=self._limits)
+                tables = [(src, t) for src, t in (
+                    ("symtab", self.binary.symbols(".symtab") if self.binary else None),
+                    ("debuginfod", debug.symbols(".symtab")),
+                    ("dynsym", self.binary.symbols(".dynsym") if self.binary else None),
+                ) if t is not None]
+                job = self._index(debug) if debug.has_dwarf else None
+                self.debug, self.debug_source = debug, "debuginfod"
+                self._dbg_job = job
+                self._tables = tables
+                self.has_dwarf = self.has_dwarf or job is not None
+                self.has_functions = self.has_dwarf or bool(tables)
+        except Refused as exc:
+            self._note("debug_file", exc)
         except Exception as exc:
-            log.debug("unreadable DWARF in %s: %s", elf.path, exc)
-        return None
+            log.debug("debug file of %s unusable: %s", self.build_id, exc)
+        finally:
+            if self._download is not None:
+                self._download.set()
+
+    @property
+    def pending(self) -> bool:
+        """A debug file is being downloaded or a DWARF index built: answers
+        from the symbol tables are provisional."""
+        if self._download is not None and not self._download.is_set():
+            return True
+        return any(job is not None and not job.done.is_set()
+                   for job in (self._bin_job, self._dbg_job))
+
+    def wait(self, timeout_s: float) -> None:
+        """Until nothing is :attr:`pending`, at most ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        for event in (self._download, *(j.done if j else None
+                                         for j in (self._bin_job, self._dbg_job))):
+            left = deadline - time.monotonic()
+            if event is not None and left > 0:
+                event.wait(left)
+        left = deadline - time.monotonic()
+        job = self._dbg_job            # set by the download just waited for
+        if job is not None and left > 0:
+            job.done.wait(left)
 
     def _note(self, source: str, exc: Refused) -> None:
         if self._refusals is not None:
@@ -125,34 +196,24 @@ class ObjectSymbols:
     def usable(self) -> bool:
         return not self.rejected and (self.binary is not None or self.debug is not None)
 
-    def _find_debug(self, debug_dirs: Sequence[str], root: str,
-                    debuginfod: DebuginfodClient | None) -> None:
+    def _find_debug(self, debug_dirs: Sequence[str], root: str) -> None:
         found: DebugFile | None = None
         if self.binary is not None:
             found = find_debug_file(self.binary, debug_dirs, root=root,
                                     refusals=self._refusals)
         elif self.build_id:   # the file is gone: the host's debug directories only
             found = find_by_build_id(self.build_id, debug_dirs, refusals=self._refusals)
-        source = "debuginfo_file"
-        path = ""
-        if found is None and debuginfod is not None and self.build_id:
-            path = debuginfod.debuginfo(self.build_id) or ""
-            source = "debuginfod"
-        if found is None and not path:
-            return
+        if found is None:
+            return           # debuginfod, if any: in the background (_fetch)
         try:
-            if found is not None:
-                self.debug = ElfFile(found.fd, name=found.path, limits=self._limits)
-            else:         # the agent's own debuginfod cache: a host file
-                self.debug = ElfFile(path, limits=self._limits)
-            self.debug_source = source
+            self.debug = ElfFile(found.fd, name=found.path, limits=self._limits)
+            self.debug_source = "debuginfo_file"
         except Refused as exc:
             self._note("debug_file", exc)
         except Exception as exc:
-            log.debug("cannot read debug file %s: %s", found.path if found else path, exc)
+            log.debug("cannot read debug file %s: %s", found.path, exc)
         finally:
-            if found is not None:
-                os.close(found.fd)
+            os.close(found.fd)
 
     def to_vaddr(self, file_offset: int) -> int | None:
         elf = self.binary or self.debug
@@ -161,21 +222,19 @@ class ObjectSymbols:
     def lookup(self, vaddr: int) -> RawAnswer | None:
         if self.rejected:
             return None
-        for source, dwarf in (("dwarf", self._bin_dwarf), (self.debug_source, self._dbg_dwarf)):
-            if dwarf is None:
+        for source, job in (("dwarf", self._bin_job), (self.debug_source, self._dbg_job)):
+            if job is None or not job.done.is_set():
                 continue
-            lines: list[DwarfLine] | None
+            if job.index is None:
+                if job.reason in LIMIT_REASONS:      # the child was stopped at its limits
+                    self._reject(job.reason, job.name)
+                    return None
+                continue
+            lines: list[IndexLine] | None
             try:
-                cached = dwarf.lookup_indexed(vaddr)
-                if cached is UNINDEXED:   # this unit is parsed now: a step of the budget
-                    lines = self.budget.run(dwarf.lookup, vaddr)
-                else:
-                    lines = cached    # type: ignore[assignment]
-            except Rejected as exc:
-                self._reject(exc.reason, exc.detail)
-                return None
-            except Exception as exc:   # malformed DWARF must not lose the frame
-                log.debug("DWARF look-up failed at 0x%x: %s", vaddr, exc)
+                lines = job.index.lookup(vaddr)
+            except Exception as exc:   # a malformed index must not lose the frame
+                log.debug("index look-up failed at 0x%x: %s", vaddr, exc)
                 lines = None
             if lines:
                 return source, self._public_name(vaddr, lines)
@@ -185,7 +244,7 @@ class ObjectSymbols:
                 return source, [(hit[0], hit[0], "", 0, 0)]
         return None
 
-    def _public_name(self, vaddr: int, lines: list[DwarfLine]) -> list[DwarfLine]:
+    def _public_name(self, vaddr: int, lines: list[IndexLine]) -> list[IndexLine]:
         """DWARF names C functions by their internal name (``__nanosleep``,
         ``__GI___wait4``); when the symbol table has the same function under a
         public name (``nanosleep``) show that one, as perf and eu-stack do."""
@@ -202,7 +261,19 @@ class ObjectSymbols:
             return lines
         return lines
 
+    def memory_bytes(self) -> int:
+        """What this object keeps in memory: its symbol tables and the
+        resident pages of its mapped indexes."""
+        total = sum(t.memory_bytes() for _, t in self._tables)
+        for job in (self._bin_job, self._dbg_job):
+            if job is not None and job.index is not None:
+                total += job.index.resident_bytes()
+        return total + 4096
+
     def close(self) -> None:
         for elf in (self.binary, self.debug):
             if elf is not None:
                 elf.close()
+        for job in (self._bin_job, self._dbg_job):
+            if job is not None and job.index is not None:
+                job.index.close()

@@ -1,16 +1,30 @@
 """The facade: address → :class:`Resolution`, with the caches that make the
 warm path one dict look-up.
 
-Caches (all bounded):
+Memory: ``cache_size`` is a budget in bytes for everything kept (floor
+:data:`MIN_CACHE_BYTES`), shared out as
 
-* objects — parsed ELF/debug files (symbol tables, DWARF CU indexes) per
-  build-id *and content digest* (:mod:`telegen.symbols.fileid`: a file that
-  copies another's build-id never shares its entry; the mismatch is counted):
-  an LRU of ``cache_size`` entries; evicted files are closed;
-* results — per (object key, file offset) for native code, per address for
-  the kernel, per (pid, address) for JIT code: an LRU of ``result_cache_size``;
+* objects (5/8) — opened ELF/debug files per build-id *and content digest*
+  (:mod:`telegen.symbols.fileid`: a file that copies another's build-id never
+  shares its entry; the mismatch is counted), each weighed by its symbol
+  tables (flat arrays) and the *resident* pages of its mmapped DWARF index
+  (:mod:`telegen.symbols.symindex`), re-weighed every :data:`SWEEP_S`;
+  least recently used closed first;
+* results (2/8) — per (object key, file offset) for native code, per address
+  for the kernel, per (pid, address) for JIT code, weighed by their strings;
+* perf maps (1/8) — weighed by the bytes read;
 * (pid, path, build-id) → object key, so a process's mapping opens its file
   once (by descriptor, inside the process's root: :func:`open_mapped`).
+
+Per-process entries (keys, perf maps, JIT results) of processes that exited
+are dropped at the next sweep.
+
+First sight: DWARF indexes are built by a limited child in the background and
+debuginfod downloads run off the lock; a look-up never waits for them longer
+than what is left of ``index_wait_s`` for the current window (a bucket of
+``index_wait_s`` refilled over ``window_s``). Past it the frame goes out with
+its symbol-table name, ``Resolution.pending`` set (not cached; counted in
+``symbolize_provisional_frames``).
 
 Objects over their parse budget or caps are skipped and counted
 (``symbolize_rejected_objects{reason}`` through ``rejected_counter``).
@@ -19,26 +33,32 @@ Objects over their parse budget or caps are skipped and counted
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
+from telegen.cachedir import cache_dir
 from telegen.procinfo.elfheaders import valid_build_id
 from telegen.procinfo.maps import MappedFile, open_mapped
 from telegen.symbols.budget import DEFAULT_LIMITS, ParseLimits
 from telegen.symbols.debuginfod import DebuginfodClient, default_cache_dir, urls_from_env
 from telegen.symbols.demangle import Demangler, language
-from telegen.symbols.dwarf import DwarfLine
 from telegen.symbols.fileid import ContentKeys
 from telegen.symbols.kallsyms import KernelSymbols
 from telegen.symbols.objects import ObjectSymbols
-from telegen.symbols.perfmap import MAX_PERF_MAP_BYTES, PerfMap, perf_map_for
+from telegen.symbols.perfmap import PerfMap, perf_map_for
+from telegen.symbols.symindex import IndexBuilder, IndexLine
 from telegen.symbols.types import UNKNOWN, CounterLike, Resolution, SymLine
 from telegen.untrusted import Refusals
 
-PERF_MAPS_BYTES = 2 * MAX_PERF_MAP_BYTES
+DEFAULT_CACHE_BYTES = 64 << 20
+MIN_CACHE_BYTES = 4 << 20
+SWEEP_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +73,11 @@ class SymbolizerOptions:
     debuginfod_timeout_s: float = 5.0
     debuginfod_max_size: int = 1 << 30
     debuginfod_negative_ttl_s: float = 600.0
-    cache_size: int = 128                 # parsed object files kept
-    result_cache_size: int = 1 << 18      # resolved addresses kept
+    cache_size: int = DEFAULT_CACHE_BYTES  # bytes kept in memory, all caches together
+    result_cache_size: int = 1 << 18      # resolved addresses kept (also within the bytes)
+    index_dir: str = ""                   # "": cache_dir("index")
+    index_wait_s: float = 3.0             # waiting for first-sight indexes, per window
+    window_s: float = 10.0
     proc_root: str = "/proc"
     kallsyms_path: str = "/proc/kallsyms"
     parse_limits: ParseLimits = DEFAULT_LIMITS   # caps and CPU/memory budget per object
@@ -85,15 +108,26 @@ class Symbolizer:
             counters={k[len("debuginfod_"):]: v for k, v in (counters or {}).items()
                       if k.startswith("debuginfod_")}) if urls else None
         self.demangler = Demangler(cpp=opts.demangle_cpp, rust=opts.demangle_rust)
-        self._objects: _ClosingLRU = _ClosingLRU(max(1, opts.cache_size))
+        budget = max(MIN_CACHE_BYTES, opts.cache_size)
+        self.cache_bytes = budget
+        obj_share, result_share, map_share = budget * 5 // 8, budget * 2 // 8, budget // 8
+        self._objects: _ClosingLRU = _ClosingLRU(
+            obj_share, getsizeof=lambda o: min(obj_share, o.memory_bytes()))
         self._results: LRUCache[tuple[object, ...], Resolution] = LRUCache(
-            max(16, opts.result_cache_size))
-        self._keys: LRUCache[tuple[int, str, str], str] = LRUCache(max(64, opts.cache_size * 16))
-        # weighed in bytes read (a map costs ~3.3x its size in memory): 128 maps at
-        # the 16 MiB cap each would be ~7 GB; all maps together stay under
-        # PERF_MAPS_BYTES (~105 MB of memory), least recently used dropped first.
+            result_share, getsizeof=lambda r: min(result_share, _result_bytes(r)))
+        self._result_limit = max(16, opts.result_cache_size)
+        self._keys: LRUCache[tuple[int, str, str], str] = LRUCache(4096)
+        # weighed in bytes read (a map costs ~3.3x its size in memory), least
+        # recently used dropped first.
         self._perfmaps: LRUCache[int, PerfMap] = LRUCache(
-            PERF_MAPS_BYTES, getsizeof=lambda pm: 1 + pm.bytes_read)
+            map_share, getsizeof=lambda pm: min(map_share, 1 + int(pm.bytes_read * 3.3)))
+        self.builder = IndexBuilder(opts.index_dir or cache_dir("index"), opts.parse_limits)
+        self._downloads = ThreadPoolExecutor(1, thread_name_prefix="symbol-debuginfod")
+        self._provisional = (counters or {}).get("symbolize_provisional_frames")
+        self.provisional_frames = 0
+        self._wait_left = opts.index_wait_s
+        self._wait_at = time.monotonic()
+        self._swept = time.monotonic()
         self._kernel: KernelSymbols | None = None
         self._kernel_loaded = False
         self._lock = threading.RLock()
@@ -110,6 +144,7 @@ class Symbolizer:
             if hit is not None:
                 return hit
         with self._lock:
+            self._sweep()
             # a mapping seen before keeps its object: no re-open and re-hash per miss
             known = self._objects.get(key) if key is not None else None
             if known is not None and key is not None:
@@ -122,20 +157,76 @@ class Symbolizer:
             if hit is not None:
                 return hit
             res = self._resolve_native(obj, file_offset)
-            self._results[(key, file_offset)] = res
-            return res
+            if not res.pending:
+                return self._keep((key, file_offset), res)
+            wait = self._wait_budget()
+        if wait > 0:             # first sight: the index is being built; never under the lock
+            t0 = time.monotonic()
+            obj.wait(wait)
+            with self._lock:
+                self._wait_left -= time.monotonic() - t0
+                res = self._resolve_native(obj, file_offset)
+                if not res.pending:
+                    return self._keep((key, file_offset), res)
+        self.provisional_frames += 1
+        if self._provisional is not None:
+            self._provisional.add()
+        return res
+
+    def _keep(self, key: tuple[object, ...], res: Resolution) -> Resolution:
+        if len(self._results) >= self._result_limit:
+            self._results.popitem()
+        self._results[key] = res
+        return res
+
+    def _wait_budget(self) -> float:
+        """What is left of ``index_wait_s`` in the current window (a bucket
+        refilled at ``index_wait_s`` per ``window_s``)."""
+        opts = self.options
+        now = time.monotonic()
+        rate = opts.index_wait_s / max(opts.window_s, 1e-3)
+        self._wait_left = min(opts.index_wait_s, self._wait_left + (now - self._wait_at) * rate)
+        self._wait_at = now
+        return max(0.0, self._wait_left)
+
+    def _sweep(self) -> None:
+        """Every SWEEP_S: re-weigh objects (their mapped indexes' resident
+        pages change) and drop what belongs to processes that exited."""
+        now = time.monotonic()
+        if now - self._swept < SWEEP_S:
+            return
+        self._swept = now
+        for key, obj in list(self._objects.items()):   # oldest first: order is kept
+            if key in self._objects:
+                self._objects[key] = obj
+        gone = {pid for pid in {k[0] for k in list(self._keys.keys())} | set(self._perfmaps)
+                if pid > 0 and not _alive(self.options.proc_root, pid)}
+        if gone:
+            self.forget_processes(gone)
+
+    def forget_processes(self, pids: set[int]) -> None:
+        """Drop what is kept per process for ``pids`` (they exited)."""
+        with self._lock:
+            for k in [k for k in list(self._keys.keys()) if k[0] in pids]:
+                self._keys.pop(k, None)
+            for pid in pids:
+                self._perfmaps.pop(pid, None)
+            for rk in [r for r in list(self._results.keys()) if r[0] == "j" and r[1] in pids]:
+                self._results.pop(rk, None)
 
     def _resolve_native(self, obj: ObjectSymbols, file_offset: int) -> Resolution:
         vaddr = obj.to_vaddr(file_offset)
+        pending = obj.pending          # read first: an index finishing now is used next time
         answer = obj.lookup(vaddr) if vaddr is not None else None
         if answer is None:
             return Resolution((), "unknown", obj.has_functions, obj.has_dwarf,
-                              obj.has_dwarf, obj.has_dwarf)
+                              obj.has_dwarf, obj.has_dwarf, pending)
         source, raw = answer
+        provisional = pending and source in ("symtab", "dynsym")
         return Resolution(self._lines(raw), source, True, obj.has_dwarf, obj.has_dwarf,
-                          obj.has_dwarf)
+                          obj.has_dwarf, provisional)
 
-    def _lines(self, raw: list[DwarfLine]) -> tuple[SymLine, ...]:
+    def _lines(self, raw: list[IndexLine]) -> tuple[SymLine, ...]:
         out = []
         for system, plain, file, line, decl in raw:
             if language(system):
@@ -176,7 +267,14 @@ class Symbolizer:
     def _open(self, mapped: MappedFile | None, build_id: str) -> ObjectSymbols:
         return ObjectSymbols(mapped, build_id, debug_dirs=self.options.debug_dirs,
                             debuginfod=self.debuginfod, limits=self.options.parse_limits,
-                            refusals=self.refusals, on_rejected=self.note_rejected)
+                            refusals=self.refusals, on_rejected=self.note_rejected,
+                            builder=self.builder, background=self._background)
+
+    def _background(self, fn: Callable[[], None]) -> None:
+        try:
+            self._downloads.submit(fn)
+        except RuntimeError:       # closed
+            pass
 
     def note_rejected(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -203,8 +301,7 @@ class Symbolizer:
                 shown = f"{name} [{module}]" if module else name
                 res = Resolution((SymLine(shown, "", 0, name if module else ""),),
                                  "kallsyms", True)
-            self._results[("k", address)] = res
-            return res
+            return self._keep(("k", address), res)
 
     # -- JIT -----------------------------------------------------------------------
     def jit(self, address: int, pid: int) -> Resolution:
@@ -222,8 +319,7 @@ class Symbolizer:
             if found is None:
                 return UNKNOWN    # not cached: the map may grow and name it later
             res = Resolution((SymLine(found[0]),), "perfmap", True)
-            self._results[("j", pid, address)] = res
-            return res
+            return self._keep(("j", pid, address), res)
 
     def _perfmap(self, pid: int) -> PerfMap | None:
         """``/tmp/perf-<its own pid>.map`` inside the process's root, owned by
@@ -239,6 +335,8 @@ class Symbolizer:
         with self._lock:
             self._objects.clear()
             self.demangler.close()
+        self.builder.close()
+        self._downloads.shutdown(wait=False, cancel_futures=True)
 
 
 class _ClosingLRU(LRUCache[str, ObjectSymbols]):
@@ -252,3 +350,13 @@ class _ClosingLRU(LRUCache[str, ObjectSymbols]):
     def clear(self) -> None:
         while self:
             self.popitem()
+
+
+def _result_bytes(res: Resolution) -> int:
+    """About what one cached resolution costs: the tuples and their strings."""
+    return 200 + sum(120 + len(ln.function) + len(ln.file) + len(ln.system_name)
+                     for ln in res.lines)
+
+
+def _alive(proc_root: str, pid: int) -> bool:
+    return os.path.exists(os.path.join(proc_root, str(pid)))

@@ -26,6 +26,9 @@ class Resolution(NamedTuple):
     has_filenames: bool = False
     has_line_numbers: bool = False
     has_inline_frames: bool = False
+    # the object's DWARF index (or debug file download) was not ready: the
+    # best answer so far (symbol tables); not to be remembered as final
+    pending: bool = False
 
 
 UNKNOWN = Resolution((), "unknown")

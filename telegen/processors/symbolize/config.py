@@ -30,10 +30,10 @@ class SymbolizeConfig:
     debuginfod_allow_insecure: bool = False
     # Roots searched for separate debug files (.build-id/xx/yyyy.debug, debuglink).
     debug_dirs: list[str] = field(default_factory=lambda: ["/usr/lib/debug"])
-    # Number of parsed object files (ELF + debug file: symbol tables, DWARF
-    # indexes) kept in memory, least recently used evicted. Resolved addresses
-    # are cached separately, 2048 per object slot (262144 by default).
-    cache_size: int = 128
+    # Bytes the symbolizer keeps in memory, all together (at least 4 MiB):
+    # opened objects (symbol tables, the resident pages of their mmapped DWARF
+    # indexes), resolved addresses and perf maps; least recently used evicted.
+    cache_size: int = 64 << 20
 
     def validate(self) -> None:
         if self.debuginfod_timeout <= 0:

@@ -1,0 +1,70 @@
+"""The symbol-index builder child: one object file's DWARF and symbol tables →
+one SymCache file (Sentry's ``symbolic``), under limits it sets on itself
+before it reads a byte of the file.
+
+    python -m telegen.symbols.symcache_child FD OUT CPU_SECONDS ADDRESS_SPACE_BYTES
+
+``FD`` is the object file, opened and checked by the agent (a regular file,
+headers and section sizes checked: :class:`~telegen.symbols.elf.ElfFile`) and
+inherited; the child reads it through ``/proc/self/fd/FD`` — the agent's
+descriptor, never a path of a profiled process. ``OUT`` is a new file the
+agent renames into the index directory when this exits 0.
+
+Limits (the untrusted file chooses how much work it asks for): ``nice 19``;
+``RLIMIT_CPU`` = CPU_SECONDS (SIGXCPU, then SIGKILL one second later);
+``RLIMIT_AS`` = ADDRESS_SPACE_BYTES (allocation fails: the build stops with
+an error); no core dumps. Exit codes: 0 built, 3 the file is not usable
+(message on stderr), anything else a crash or a limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+
+EXIT_UNUSABLE = 3
+
+
+def limit_self(cpu_s: float, address_space: int) -> None:
+    os.setpriority(os.PRIO_PROCESS, 0, 19)
+    cpu = max(1, math.ceil(cpu_s))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def build(fd: int, out: str) -> None:
+    from symbolic.debuginfo import Archive  # imported under the limits
+    from symbolic.symcache import SymCache
+
+    archive = Archive.open(f"/proc/self/fd/{fd}")
+    obj = next(iter(archive.iter_objects()), None)
+    if obj is None:
+        raise ValueError("no object in the file")
+    cache = SymCache.from_object(obj)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(out, flags, 0o600), "wb") as f:
+        cache.dump_into(f)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 5:
+        print(__doc__, file=sys.stderr)
+        return 2
+    fd, out, cpu_s, address_space = int(argv[1]), argv[2], float(argv[3]), int(argv[4])
+    limit_self(cpu_s, address_space)
+    try:
+        build(fd, out)
+    except MemoryError:
+        print("memory: over the address-space limit", file=sys.stderr)
+        return EXIT_UNUSABLE + 1
+    except Exception as exc:     # symbolic's errors: the file is malformed or has no DWARF
+        print(f"malformed: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
