@@ -29,6 +29,7 @@ import stat
 import struct
 import zlib
 from array import array
+from collections.abc import Iterator
 
 from telegen.procinfo.elfheaders import (
     SHT_NOBITS,
@@ -40,7 +41,7 @@ from telegen.procinfo.elfheaders import (
 from telegen.procinfo.maps import open_host_file
 from telegen.symbols.budget import Budget, ParseLimits, Rejected
 from telegen.untrusted import Refused
-from telegen.unwind.cfi import CfiBomb, fde_rows
+from telegen.unwind.cfi import CfiBomb, RelRows, fde_rows
 from telegen.unwind.table import NO_RULE, Rule, Segment, UnwindTable
 
 log = logging.getLogger(__name__)
@@ -143,34 +144,68 @@ def assemble(data: bytes | mmap.mmap, address: int, *, eh: bool,
              name: str = "") -> tuple[array[int], array[int], list[Rule]]:
     """The sorted, gap-marked rows of one CFI section: what
     :class:`~telegen.unwind.table.TableBuilder` makes, on flat arrays of
-    rule indices (the hot loop of a build: ~200k rows for libjvm)."""
+    rule indices. FDEs are sorted by start and their rows expanded straight
+    into the arrays (no object per row: libjvm has ~240k); only when FDEs
+    overlap are all rows sorted, as TableBuilder does."""
     skipped = [0]
     interned: dict[Rule, int] = {}
-    rows: list[tuple[int, int, int]] = []
-    add = rows.append
     try:
-        for start, end, rel in fde_rows(data, address, eh=eh, rules=interned,
-                                        skipped=skipped):
-            for delta, next_delta, idx in rel:
-                lo = start + delta
-                hi = end if next_delta < 0 else start + next_delta
-                if hi > end:
-                    hi = end
-                if hi > lo:
-                    add((lo, hi, idx))
+        fdes = list(fde_rows(data, address, eh=eh, rules=interned, skipped=skipped))
     except CfiBomb as exc:
         raise Rejected("memory", f"{name}: {exc}") from None
     if skipped[0]:
         log.debug("%s: %d FDEs could not be decoded", name, skipped[0])
-    rows.sort(key=_first)
-    none = interned.setdefault(NO_RULE, len(interned)) if rows else -1
-    # rule indices in first-use order of the sorted rows (as TableBuilder numbers them)
+    fdes.sort(key=_first)
+    none = interned.setdefault(NO_RULE, len(interned))
+    out = _emit(_expanded(fdes), none)
+    if out is None:                        # overlapping FDEs: sort every row
+        out = _emit(iter(sorted(_expanded(fdes, check=False), key=_first)), none)
+        assert out is not None
+    starts, indices = out
+    by_index = list(interned)
     order: dict[int, int] = {}
+    rules: list[Rule] = []
+    for i, idx in enumerate(indices):      # rules numbered in order of use
+        new = order.get(idx)
+        if new is None:
+            new = order[idx] = len(rules)
+            rules.append(by_index[idx])
+        indices[i] = new
+    return starts, indices, rules
+
+
+_UNSORTED = (-1, -1, -1)
+
+
+def _expanded(fdes: list[tuple[int, int, RelRows]], *,
+              check: bool = True) -> Iterator[tuple[int, int, int]]:
+    """The rows ``(lo, hi, rule index)`` of ``fdes`` clipped to their FDE;
+    with ``check``, :data:`_UNSORTED` as soon as they are not in order."""
+    prev = -1
+    for start, end, rel in fdes:
+        for delta, next_delta, idx in rel:
+            lo = start + delta
+            hi = end if next_delta < 0 else start + next_delta
+            if hi > end:
+                hi = end
+            if hi > lo:
+                if check:
+                    if lo < prev:
+                        yield _UNSORTED
+                        return
+                    prev = lo
+                yield lo, hi, idx
+
+
+def _emit(rows: Iterator[tuple[int, int, int]],
+          none: int) -> tuple[array[int], array[int]] | None:
     starts: array[int] = array("Q")
     indices: array[int] = array("I")
     end_prev = -1
     last_at, last_idx = -1, -1
     for lo, hi, idx in rows:
+        if lo < 0:
+            return None
         if end_prev >= 0 and lo > end_prev:                 # a gap: no CFI
             if last_idx != none:
                 starts.append(end_prev)
@@ -190,16 +225,8 @@ def assemble(data: bytes | mmap.mmap, address: int, *, eh: bool,
         elif last_idx != none:
             starts.append(end_prev)
             indices.append(none)
-    by_index = list(interned)
-    out_rules: list[Rule] = []
-    for i, idx in enumerate(indices):
-        new = order.get(idx)
-        if new is None:
-            new = order[idx] = len(out_rules)
-            out_rules.append(by_index[idx])
-        indices[i] = new
-    return starts, indices, out_rules
+    return starts, indices
 
 
-def _first(row: tuple[int, int, int]) -> int:
+def _first(row: tuple[int, int, int] | tuple[int, int, RelRows]) -> int:
     return row[0]

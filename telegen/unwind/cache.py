@@ -1,20 +1,38 @@
-"""Unwind tables cached by build-id: a bounded in-memory LRU, backed by files
-on disk so a table is built once per binary per host, not once per agent run.
+"""Unwind tables cached by build-id and content: a bounded in-memory LRU,
+backed by files on disk so a table is built once per binary per host, not
+once per agent run.
 
-Building libc's table takes ~0.8 s (pyelftools); loading it from disk ~1 ms.
+Building libc's table takes ~0.06 s (:mod:`telegen.unwind.cfi`); loading it
+from disk is an ``mmap`` (the rows are used in place, see
+:mod:`telegen.unwind.table`), well under a millisecond.
 
 Keys are ``<build-id>-<content digest>`` (:mod:`telegen.symbols.fileid`), in
-memory and in the disk file's name: a binary that copies libc's build-id
-gets a table of its own, never libc's — and libc never gets its table, in
-this run or after a restart. Files without a build-id (Rust binaries linked
-without one, the vDSO image) are keyed by their digest alone. Build-ids that
-are not hex are ignored (they would become part of a path).
+memory and in the disk file's name (and header): a binary that copies
+libc's build-id gets a table of its own, never libc's — and libc never gets
+its table, in this run or after a restart. Files without a build-id (Rust
+binaries linked without one, the vDSO image) are keyed by their digest
+alone. Build-ids that are not hex are ignored (they would become part of a
+path). The directory is capped in bytes (``max_disk_bytes``): least recently
+used tables are deleted first.
+
+Two ways in:
+
+- :meth:`TableCache.get` builds in the calling thread when the table is
+  neither in memory nor on disk (under a :class:`~telegen.symbols.budget.Budget`);
+- :meth:`TableCache.lookup` never waits: it returns the table when it is in
+  memory (or its file is known on disk), else queues the file for the
+  background thread — which hashes it and has it built by the builder child
+  (:mod:`telegen.unwind.builder`: ``nice 19``, CPU and address-space limits
+  per object) — and returns None: the caller uses frame pointers meanwhile.
+  :attr:`generation` changes whenever a queued table becomes ready.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -23,16 +41,22 @@ from pathlib import Path
 from cachetools import LRUCache
 
 from telegen.cachedir import cache_dir
+from telegen.index.header import enforce_cap, map_file, write_atomic
 from telegen.procinfo.elfheaders import valid_build_id
 from telegen.procinfo.maps import MappedFile, open_host_file
 from telegen.symbols.budget import ParseLimits, Rejected
-from telegen.symbols.fileid import ContentKeys
+from telegen.symbols.fileid import ContentKeys, Identity
 from telegen.symbols.types import CounterLike
 from telegen.untrusted import Refusals, Refused
 from telegen.unwind.build import CFI_LIMITS, build_table
+from telegen.unwind.builder import BuilderChild
 from telegen.unwind.table import UnwindTable
 
 log = logging.getLogger(__name__)
+SUFFIX = ".unw"
+DEFAULT_DISK_BYTES = 256 << 20
+BUILD_MEMORY_BYTES = 256 << 20     # RLIMIT_AS of a build: the builder's size + this
+MAX_QUEUED = 256                   # files waiting for the builder (each holds a descriptor)
 
 
 def default_cache_dir() -> Path:
@@ -48,24 +72,35 @@ class TableCache:
     def __init__(self, maxsize: int = 128, *, cache_dir: Path | str | None = None,
                  disk: bool = True, limits: ParseLimits = CFI_LIMITS,
                  refusals: Refusals | None = None,
-                 rejected_counter: Callable[[str], CounterLike] | None = None) -> None:
+                 rejected_counter: Callable[[str], CounterLike] | None = None,
+                 max_disk_bytes: int = DEFAULT_DISK_BYTES) -> None:
         self._mem: LRUCache[str, UnwindTable] = LRUCache(maxsize)
         self._lock = threading.Lock()
         self._dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._disk = disk
         self._limits = limits
+        self.max_disk_bytes = max_disk_bytes
         self.refusals = refusals or Refusals(None, log)
         self._rejected_counter = rejected_counter
         self.content_keys = ContentKeys(max(1024, maxsize * 8))
+        self._keys: LRUCache[Identity, str] = LRUCache(max(1024, maxsize * 8))
         self.built = 0          # tables built from ELF (the expensive path)
         self.loaded = 0         # tables read from the disk cache
         self.failed = 0
+        self.evicted = 0        # table files deleted by the disk cap
         self.rejected: dict[str, int] = {}   # files over their budget, by reason
+        self.build_cpu_s = 0.0  # CPU of the builder child's workers
+        self.build_peak_rss = 0  # the largest worker's peak RSS (bytes)
+        self.generation = 0     # changes when a queued table is ready
+        self._queue: queue.Queue[tuple[Identity, MappedFile, str] | None] = queue.Queue()
+        self._queued: set[Identity] = set()
+        self._thread: threading.Thread | None = None
+        self._child: BuilderChild | None = None
+        self._scratch: Path | None = None
 
+    # -- synchronous --------------------------------------------------------------------
     def get(self, file: MappedFile | str, build_id: str) -> UnwindTable:
-        if build_id and not valid_build_id(build_id):
-            self.refusals.note("build_id", "bad_build_id", repr(build_id[:80]))
-            build_id = ""
+        build_id = self._checked(build_id)
         if isinstance(file, str):
             try:
                 with MappedFile(open_host_file(file), file, "") as host:
@@ -88,46 +123,59 @@ class TableCache:
         with self._lock:
             return self._mem.get(key.replace(":", "-"))
 
-    def _get(self, file: MappedFile, build_id: str) -> UnwindTable:
+    def _checked(self, build_id: str) -> str:
+        if build_id and not valid_build_id(build_id):
+            self.refusals.note("build_id", "bad_build_id", repr(build_id[:80]))
+            return ""
+        return build_id
+
+    def _key(self, file: MappedFile, build_id: str) -> str:
         key, mismatch = self.content_keys.key(build_id, file.fd, file.identity)
         key = key.replace(":", "-")
         if mismatch:
             self.refusals.note("build_id", "content_mismatch",
                                f"{file.path}: other content than the first {build_id}")
         with self._lock:
-            hit = self._mem.get(key)
-        if hit is not None:
-            return hit
-        table = self._load(key, build_id) if self._disk else None
+            self._keys[file.identity] = key
+        return key
+
+    def _get(self, file: MappedFile, build_id: str) -> UnwindTable:
+        key = self._key(file, build_id)
+        table = self._cached(key, build_id)
         if table is None:
             table = self._build(file, build_id, key)
-        with self._lock:
-            self._mem[key] = table
+            with self._lock:
+                self._mem[key] = table
         return table
 
-    def _load(self, key: str, build_id: str) -> UnwindTable | None:
-        f = self._dir / f"{key}.unw"
-        try:
-            data = f.read_bytes()
-        except OSError:
-            return None
-        try:
-            source, _, body = data.partition(b"\n")
-            table = UnwindTable.from_bytes(body, build_id=build_id, source=source.decode())
-        except Exception as exc:
-            log.debug("ignoring bad cached unwind table %s: %s", f, exc)
-            return None
-        self.loaded += 1
+    def _cached(self, key: str, build_id: str) -> UnwindTable | None:
+        with self._lock:
+            hit = self._mem.get(key)
+        if hit is not None or not self._disk:
+            return hit
+        table = self._load(self._dir / f"{key}{SUFFIX}", key, build_id)
+        if table is not None:
+            self.loaded += 1
+            with self._lock:
+                self._mem[key] = table
         return table
+
+    def _load(self, path: Path, key: str, build_id: str) -> UnwindTable | None:
+        try:
+            mapped = map_file(path)
+        except (OSError, ValueError):
+            return None
+        try:
+            return UnwindTable.from_bytes(mapped, key=key, build_id=build_id)
+        except ValueError as exc:
+            log.debug("ignoring bad cached unwind table %s: %s", path, exc)
+            return None
 
     def _build(self, file: MappedFile, build_id: str, key: str) -> UnwindTable:
         try:
             table = build_table(file.fd, name=file.path, limits=self._limits)
         except Rejected as exc:       # over its budget: an empty table, kept (not retried)
-            self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
-            if self._rejected_counter is not None:
-                self._rejected_counter(exc.reason).add()
-            self.refusals.note("unwind_object", exc.reason, f"{file.path}: skipped")
+            self._reject(exc.reason, file.path)
             return _empty_table(build_id)
         except Exception as exc:
             log.debug("no unwind table for %s: %s", file.path, exc)
@@ -136,18 +184,125 @@ class TableCache:
         self.built += 1
         # a build-id mismatch means the file changed since the maps were read
         if self._disk and (not build_id or table.build_id == build_id):
-            self._store(key, table)
+            try:
+                write_atomic(self._dir, f"{key}{SUFFIX}", table.to_bytes(key))
+                self._cap()
+            except OSError as exc:
+                log.debug("cannot store unwind table for %s: %s", key, exc)
         return table
 
-    def _store(self, key: str, table: UnwindTable) -> None:
-        try:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(table.source.encode() + b"\n" + table.to_bytes())
-            os.replace(tmp, self._dir / f"{key}.unw")
-        except OSError as exc:
-            log.debug("cannot store unwind table for %s: %s", key, exc)
+    def _reject(self, reason: str, path: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if self._rejected_counter is not None:
+            self._rejected_counter(reason).add()
+        self.refusals.note("unwind_object", reason, f"{path}: skipped")
+
+    def _cap(self) -> None:
+        _kept, deleted = enforce_cap(self._dir, self.max_disk_bytes, SUFFIX)
+        self.evicted += deleted
+
+    # -- never waiting ------------------------------------------------------------------
+    def lookup(self, file: MappedFile, build_id: str) -> UnwindTable | None:
+        """The table when it is ready (memory, or a file on disk); else None,
+        and the file is queued for the builder child (once)."""
+        build_id = self._checked(build_id)
+        ident = file.identity
+        with self._lock:
+            key = self._keys.get(ident)
+        if key is not None:
+            table = self._cached(key, build_id)
+            if table is not None:
+                return table
+        with self._lock:
+            if ident in self._queued or len(self._queued) >= MAX_QUEUED:
+                return None
+            self._queued.add(ident)
+            self._start()
+        self._queue.put((ident, MappedFile(os.dup(file.fd), file.path, file.root), build_id))
+        return None
+
+    @property
+    def pending(self) -> int:
+        """Files queued for, or being built by, the builder child."""
+        with self._lock:
+            return len(self._queued)
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._child = BuilderChild(cpu_s=self._limits.object_cpu_s,
+                                       memory_bytes=BUILD_MEMORY_BYTES)
+            self._thread = threading.Thread(target=self._run, name="unwind-tables",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            ident, file, build_id = item
+            try:
+                with file:
+                    self._background(file, build_id)
+            except Exception as exc:
+                log.warning("building the unwind table of %s: %s", file.path, exc)
+            finally:
+                with self._lock:
+                    self._queued.discard(ident)
+                    self.generation += 1
+
+    def _background(self, file: MappedFile, build_id: str) -> None:
+        path = file.path
+        key = self._key(file, build_id)
+        if self._cached(key, build_id) is not None:
+            return
+        out = self._dir if self._disk else self._scratch_dir()
+        assert self._child is not None
+        result = self._child.build(file.fd, name=path, out_dir=out, file_name=f"{key}{SUFFIX}",
+                                   key=key, build_id=build_id)
+        self.build_cpu_s += result.cpu_s
+        self.build_peak_rss = max(self.build_peak_rss, result.max_rss)
+        table = None
+        if result.status == "built":
+            table = self._load(out / f"{key}{SUFFIX}", key, build_id)
+            if not self._disk:
+                (out / f"{key}{SUFFIX}").unlink(missing_ok=True)   # mapped: stays valid
+        if table is not None:
+            self.built += 1
+            if self._disk:
+                self._cap()
+        else:
+            if result.status == "rejected":
+                self._reject(result.reason, path)
+            else:
+                log.debug("no unwind table for %s: %s", path, result.reason)
+                self.failed += 1
+            table = _empty_table(build_id)
+        with self._lock:
+            self._mem[key] = table
+
+    def _scratch_dir(self) -> Path:
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="telegen-unwind-"))
+        return self._scratch
+
+    def close(self) -> None:
+        """Stop the background thread and the builder child (queued files are dropped)."""
+        if self._thread is not None:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[1].close()
+            self._queue.put(None)
+            self._thread.join(30)
+        if self._child is not None:
+            self._child.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    @property
+    def builder_pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
 
     @property
     def cache_dir(self) -> Path:
@@ -159,10 +314,6 @@ class TableCache:
 
 
 def _empty_table(build_id: str) -> UnwindTable:
-    return UnwindTable(_empty("Q"), _empty("I"), [], [], build_id=build_id)
-
-
-def _empty(code: str):  # type: ignore[no-untyped-def]
     from array import array
 
-    return array(code)
+    return UnwindTable(array("Q"), array("I"), [], [], build_id=build_id)

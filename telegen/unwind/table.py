@@ -21,8 +21,12 @@ A rule says how to find the caller's frame from this one::
   or 0 when this frame leaves rbp untouched.
 * ``ra_offset`` — where the return address is saved, relative to the CFA.
 
-Serialized form (for the on-disk cache): a header, then the starts as
-``Q`` and the rule indices as ``I`` arrays, then the rules as ``bqqq``.
+Serialized form (the on-disk cache, :mod:`telegen.index.header`, kind
+``cfi``): fixed-width sections — the starts as ``Q``, the rule indices as
+``I``, the rules as ``qqqq``, the PT_LOAD segments as ``QQQ`` and the CFI
+section's name. A table read from a file uses the starts and indices *in
+place* (``memoryview`` casts over the file's ``mmap``): no Python object per
+row; only the few hundred distinct rules become tuples.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from __future__ import annotations
 import struct
 from array import array
 from bisect import bisect_right
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol
+
+from telegen.index.header import Buffer, Section, pack, unpack
 
 RSP, RBP, PLT, OUTERMOST, UNSUPPORTED, NONE = 0, 1, 2, 3, 4, 5
 KIND_NAMES = ("rsp", "rbp", "plt", "outermost", "unsupported", "none")
@@ -38,10 +45,18 @@ KIND_NAMES = ("rsp", "rbp", "plt", "outermost", "unsupported", "none")
 Rule = tuple[int, int, int, int]
 NO_RULE: Rule = (NONE, 0, 0, 0)
 
-_MAGIC = b"TGUNW002"
-_HEAD = struct.Struct("<8sIII")    # magic, rows, rules, segments
-_RULE = struct.Struct("<bqqq")
+KIND, VERSION = b"cfi", 3
+_RULE = struct.Struct("<qqqq")     # kind, cfa offset, rbp offset, ra offset
 _SEG = struct.Struct("<QQQ")       # vaddr, file offset, file size
+MEMO = 4096                        # pc -> rule memoized per table
+
+
+class IntArray(Protocol):
+    """``array('Q'/'I')`` while built, ``memoryview`` cast when read from a file."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int, /) -> int: ...
+    def __iter__(self) -> Iterator[int]: ...
 
 
 class Segment(NamedTuple):
@@ -55,7 +70,7 @@ class UnwindTable:
 
     __slots__ = ("starts", "indices", "rules", "segments", "build_id", "source", "_memo")
 
-    def __init__(self, starts: array[int], indices: array[int], rules: list[Rule],
+    def __init__(self, starts: IntArray, indices: IntArray, rules: list[Rule],
                  segments: list[Segment], *, build_id: str = "", source: str = "") -> None:
         self.starts = starts
         self.indices = indices
@@ -78,7 +93,7 @@ class UnwindTable:
             return hit
         i = bisect_right(self.starts, vaddr) - 1
         rule = self.rules[self.indices[i]] if i >= 0 else NO_RULE
-        if len(self._memo) < 65536:
+        if len(self._memo) < MEMO:
             self._memo[vaddr] = rule
         return rule
 
@@ -98,38 +113,40 @@ class UnwindTable:
         return map_start - map_offset + best.offset - best.vaddr
 
     # -- serialization ---------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        parts = [_HEAD.pack(_MAGIC, len(self.starts), len(self.rules), len(self.segments))]
-        parts += [_SEG.pack(*s) for s in self.segments]
-        parts += [_RULE.pack(*r) for r in self.rules]
-        parts.append(array("Q", self.starts).tobytes())
-        parts.append(array("I", self.indices).tobytes())
-        return b"".join(parts)
+    def to_bytes(self, key: str = "") -> bytes:
+        return pack(KIND, VERSION, key, {
+            b"segs": Section(_SEG.size, b"".join(_SEG.pack(*g) for g in self.segments)),
+            b"rule": Section(_RULE.size, b"".join(_RULE.pack(*r) for r in self.rules)),
+            b"strt": Section(8, _native(self.starts, "Q")),
+            b"indx": Section(4, _native(self.indices, "I")),
+            b"srce": Section(1, self.source.encode()),
+        })
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, build_id: str = "", source: str = "") -> UnwindTable:
-        magic, nrows, nrules, nsegs = _HEAD.unpack_from(data, 0)
-        if magic != _MAGIC:
-            raise ValueError("not an unwind table (bad magic)")
-        pos = _HEAD.size
-        segments = []
-        for _ in range(nsegs):
-            segments.append(Segment(*_SEG.unpack_from(data, pos)))
-            pos += _SEG.size
-        rules: list[Rule] = []
-        for _ in range(nrules):
-            rules.append(_RULE.unpack_from(data, pos))
-            pos += _RULE.size
-        starts = array("Q")
-        starts.frombytes(data[pos:pos + 8 * nrows])
-        pos += 8 * nrows
-        indices = array("I")
-        indices.frombytes(data[pos:pos + 4 * nrows])
-        if len(starts) != nrows or len(indices) != nrows:
-            raise ValueError("truncated unwind table")
-        if any(i >= nrules for i in indices):
+    def from_bytes(cls, data: Buffer, *, key: str | None = None,
+                   build_id: str = "") -> UnwindTable:
+        """A table over ``data`` (bytes, or the ``mmap`` of a cache file: then
+        used in place); ``ValueError`` when it is not a whole, valid table."""
+        sections = unpack(data, KIND, VERSION, key)
+        try:
+            segs, rule_bytes = sections[b"segs"], sections[b"rule"]
+            starts, indices = sections[b"strt"].cast("Q"), sections[b"indx"].cast("I")
+            source = bytes(sections[b"srce"]).decode()
+        except (KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"incomplete unwind table: {exc}") from None
+        if len(starts) != len(indices):
+            raise ValueError("corrupt unwind table (rows)")
+        rules = [_RULE.unpack_from(rule_bytes, i) for i in range(0, len(rule_bytes), _RULE.size)]
+        segments = [Segment(*_SEG.unpack_from(segs, i)) for i in range(0, len(segs), _SEG.size)]
+        if indices and max(indices) >= len(rules):
             raise ValueError("corrupt unwind table (rule index)")
         return cls(starts, indices, rules, segments, build_id=build_id, source=source)
+
+
+def _native(values: IntArray, code: str) -> bytes:
+    if isinstance(values, (memoryview, array)):
+        return values.tobytes()
+    return array(code, [values[i] for i in range(len(values))]).tobytes()
 
 
 class TableBuilder:

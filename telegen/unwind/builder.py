@@ -1,0 +1,230 @@
+"""The background builder child: unwind tables built outside the agent.
+
+``main(FD)`` of this module runs in a child (``python -c``) started once by the agent
+(:class:`BuilderChild`, on the first table it needs) and lowers itself to
+``nice 19``. For each request — a JSON line with the object's descriptor
+passed over the unix socket (``SCM_RIGHTS``) — it forks a worker that sets
+``RLIMIT_CPU`` (the object's CPU budget: SIGXCPU, then SIGKILL one second
+later) and ``RLIMIT_AS`` (its address space now plus the memory budget),
+maps the CFI section, decodes it (:func:`telegen.unwind.build.table_from_fd`)
+and writes the table file into the cache directory (temporary file +
+rename), then exits. The child replies with a JSON line: ``built``,
+``rejected`` (``cpu_time``, ``memory``, ``wall_time``, ``crashed``) or
+``failed`` (not an ELF file, no readable CFI), plus the worker's CPU time and
+peak RSS from ``wait4``.
+
+So a huge or hostile binary costs at most its budget of one core at the
+lowest priority, and a decoder crash (a mapped file truncated under it:
+SIGBUS) ends one worker, never the agent. The child holds no state between
+requests; it exits when the agent's end of the socket closes, or after
+:data:`IDLE_EXIT_S` without a request (steady state costs no process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from telegen.index.header import write_atomic
+from telegen.symbols.budget import Rejected
+from telegen.untrusted import Refused
+from telegen.unwind.build import table_from_fd
+
+MAX_MESSAGE = 1 << 16
+IDLE_EXIT_S = 30.0        # the child exits after this long without a request
+_EXIT_BUILT, _EXIT_MEMORY, _EXIT_REFUSED, _EXIT_ERROR, _EXIT_MISMATCH = 0, 3, 4, 5, 6
+_WALL_FACTOR, _WALL_EXTRA_S = 4, 30.0
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    status: str            # built / rejected / failed
+    reason: str = ""       # rejected: cpu_time, memory, wall_time, crashed; failed: why
+    cpu_s: float = 0.0     # the worker's user + system CPU time
+    max_rss: int = 0       # the worker's peak resident set (bytes)
+
+
+class BuilderChild:
+    """The agent's side: one child, started lazily, restarted if it dies.
+    :meth:`build` blocks the calling thread (the cache's background thread,
+    never the pipeline) until the table file is written or refused."""
+
+    def __init__(self, *, cpu_s: float, memory_bytes: int) -> None:
+        self.cpu_s = max(1, int(cpu_s + 0.999))
+        self.memory_bytes = memory_bytes
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self.started = 0          # children started (1 unless one died)
+
+    def _ensure(self) -> socket.socket:
+        if self._sock is not None and self._proc is not None and self._proc.poll() is None:
+            return self._sock
+        self._close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from telegen.unwind.builder import main; "
+                 "main(int(sys.argv[1]))", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, close_fds=True)
+        finally:
+            theirs.close()
+        self._sock = ours
+        self.started += 1
+        return ours
+
+    def build(self, fd: int, *, name: str, out_dir: Path, file_name: str, key: str,
+              build_id: str) -> BuildResult:
+        with self._lock:
+            request = json.dumps({"name": name[:4096], "out": str(out_dir), "file": file_name,
+                                  "key": key, "build_id": build_id, "cpu_s": self.cpu_s,
+                                  "memory": self.memory_bytes}).encode() + b"\n"
+            reply = b""
+            for _attempt in range(2):      # once more if the child just left, idle
+                try:
+                    sock = self._ensure()
+                    socket.send_fds(sock, [request], [fd])
+                    reply = _read_line(sock)
+                except OSError as exc:
+                    self._close()
+                    return BuildResult("failed", f"builder child: {exc}")
+                if reply:
+                    break
+                idle_exit = self._proc is not None and self._proc.wait(5) == 0
+                self._close()
+                if not idle_exit:
+                    return BuildResult("failed", "builder child exited")
+            if not reply:
+                return BuildResult("failed", "builder child exited")
+            got = json.loads(reply)
+            return BuildResult(str(got["status"]), str(got.get("reason", "")),
+                               float(got.get("cpu_s", 0.0)), int(got.get("max_rss", 0)))
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            return b""
+        buf += chunk
+        if len(buf) > MAX_MESSAGE:
+            raise OSError("reply too long")
+    return buf
+
+
+# -- the child ----------------------------------------------------------------------
+def main(sock_fd: int) -> None:
+    os.setpriority(os.PRIO_PROCESS, 0, 19)
+    sock = socket.socket(fileno=sock_fd)
+    buf = b""
+    fds: list[int] = []
+    while True:
+        if not buf and not select.select([sock], [], [], IDLE_EXIT_S)[0]:
+            return                                  # idle: the agent restarts us when needed
+        msg, got_fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+        if not msg:
+            return
+        buf += msg
+        fds += got_fds
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            fd = fds.pop(0) if fds else -1
+            try:
+                reply = _serve(json.loads(line), fd) if fd >= 0 else \
+                    {"status": "failed", "reason": "no descriptor"}
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            sock.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def _serve(req: dict[str, object], fd: int) -> dict[str, object]:
+    cpu_s, memory = int(str(req["cpu_s"])), int(str(req["memory"]))
+    pid = os.fork()
+    if pid == 0:                                    # the worker
+        code = _EXIT_ERROR
+        try:
+            code = _work(req, fd, cpu_s, memory)
+        finally:
+            os._exit(code)
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], cpu_s * _WALL_FACTOR + _WALL_EXTRA_S)
+        if not ready:                               # blocked (not using CPU): wall time
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+    _pid, status, usage = os.wait4(pid, 0)
+    out: dict[str, object] = {"cpu_s": usage.ru_utime + usage.ru_stime,
+                              "max_rss": usage.ru_maxrss * 1024}
+    if not ready:
+        out.update(status="rejected", reason="wall_time")
+    elif os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        out.update(status="rejected", reason="cpu_time" if sig in (signal.SIGXCPU,
+                   signal.SIGKILL) else "crashed")
+    else:
+        code = os.WEXITSTATUS(status)
+        out.update({_EXIT_BUILT: {"status": "built"},
+                    _EXIT_MEMORY: {"status": "rejected", "reason": "memory"},
+                    _EXIT_REFUSED: {"status": "failed", "reason": "not a usable ELF file"},
+                    _EXIT_MISMATCH: {"status": "failed", "reason": "build-id changed"},
+                    }.get(code, {"status": "failed", "reason": f"exit {code}"}))
+    return out
+
+
+def _work(req: dict[str, object], fd: int, cpu_s: int, memory: int) -> int:
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    limit = _address_space() + memory
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        table = table_from_fd(fd, name=str(req["name"]), use_mmap=True)
+        build_id = str(req.get("build_id", ""))
+        if build_id and table.build_id != build_id:
+            return _EXIT_MISMATCH
+        write_atomic(Path(str(req["out"])), str(req["file"]), table.to_bytes(str(req["key"])))
+    except (Rejected, MemoryError):
+        return _EXIT_MEMORY
+    except (Refused, OSError):
+        return _EXIT_REFUSED
+    return _EXIT_BUILT
+
+
+def _address_space() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+

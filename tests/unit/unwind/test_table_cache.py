@@ -1,0 +1,134 @@
+"""The unwind-table cache: tables used in place from their mmapped file, the
+disk cap, and the never-waiting path (``lookup``) whose builds run in the
+builder child under ``nice 19`` and per-object CPU / memory limits."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from telegen.procinfo.maps import MappedFile, open_host_file
+from telegen.symbols.budget import ParseLimits
+from telegen.testing import native
+from telegen.testing.hostile_elf import add_section, remember_state_cfi
+from telegen.unwind import TableCache
+from telegen.unwind.build import build_table
+
+LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+LIBS = [LIBC, "/usr/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libz.so.1"]
+
+
+def host(path: str | Path) -> MappedFile:
+    return MappedFile(open_host_file(str(path)), str(path), "")
+
+
+def wait_ready(tables: TableCache, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while tables.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not tables.pending, "background build did not finish"
+
+
+def nice_of(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[16])                      # field 19 of stat: nice
+
+
+def test_lookup_never_waits_and_the_child_builds(tmp_path: Path) -> None:
+    tables = TableCache(cache_dir=tmp_path)
+    try:
+        with host(LIBC) as libc:
+            t0 = time.monotonic()
+            assert tables.lookup(libc, "") is None          # not ready: frame pointers
+            assert tables.lookup(libc, "") is None          # queued once
+            took = time.monotonic() - t0
+            assert tables.pending == 1 and took < 0.05
+            wait_ready(tables)
+            pid = tables.builder_pid
+            assert pid is not None and pid != os.getpid() and nice_of(pid) == 19
+            table = tables.lookup(libc, "")
+        assert table is not None and isinstance(table.starts, memoryview)   # used in place
+        reference = build_table(LIBC)
+        assert list(table.starts) == list(reference.starts)
+        assert [table.rules[i] for i in table.indices] == \
+            [reference.rules[i] for i in reference.indices]
+        assert tables.built == 1 and tables.generation >= 1 and 0 < tables.build_cpu_s < 5
+        assert len(list(tmp_path.glob("*.unw"))) == 1
+    finally:
+        tables.close()
+
+
+def nop_cfi(count: int) -> bytes:
+    """A ``.debug_frame`` of one CIE and one FDE of ``count`` ``DW_CFA_nop``:
+    seconds of decoding for a few MB."""
+    def pad(body: bytes) -> bytes:
+        return body + b"\0" * (-(len(body) + 4) % 8)
+    cie = pad(struct.pack("<IB", 0xFFFFFFFF, 1) + b"\0" + bytes([1, 0x78, 16])
+              + bytes([0x0C, 7, 8, 0x90, 1]))
+    fde = pad(struct.pack("<IQQ", 0, 0x1000, 0x100) + b"\0" * count)
+    return struct.pack("<I", len(cie)) + cie + struct.pack("<I", len(fde)) + fde
+
+
+def hostile_lib(tmp_path: Path, name: str, cfi: bytes) -> Path:
+    base = native.compile_c("int f(void) { return 1; }\n", tmp_path / f"{name}.base.so",
+                            flags=("-O1", "-shared", "-fPIC"))
+    subprocess.run(["objcopy", "--remove-section", ".eh_frame", "--remove-section",
+                    ".eh_frame_hdr", str(base)], check=True, capture_output=True)
+    return add_section(base, ".debug_frame", cfi, tmp_path / f"{name}.so")
+
+
+@pytest.mark.parametrize("attack", ["cpu_time", "memory"])
+def test_hostile_cfi_costs_its_budget_in_the_child_and_is_counted(
+        tmp_path: Path, attack: str) -> None:
+    """40 MB of nops (several seconds of decoding) stops at the 1 s RLIMIT_CPU
+    of its worker; 400 000 nested remember_state is refused as a memory bomb.
+    Either way: an empty table, counted, not built again; the agent never
+    spent the CPU."""
+    cfi = nop_cfi(40 << 20) if attack == "cpu_time" else remember_state_cfi(400_000, 0x1000,
+                                                                            0x100)
+    lib = hostile_lib(tmp_path, attack, cfi)
+    tables = TableCache(cache_dir=tmp_path / "cache", limits=ParseLimits(object_cpu_s=1.0))
+    try:
+        cpu0 = time.process_time()
+        with host(lib) as f:
+            assert tables.lookup(f, "") is None
+            wait_ready(tables)
+            table = tables.lookup(f, "")
+            assert table is not None and not table.has_cfi
+            assert tables.lookup(f, "") is table and tables.pending == 0
+        agent_cpu = time.process_time() - cpu0
+        print(f"{attack}: worker {tables.build_cpu_s:.2f} s CPU, "
+              f"peak {tables.build_peak_rss >> 20} MiB; agent {agent_cpu:.2f} s")
+        assert tables.rejected == {attack: 1}
+        assert tables.build_cpu_s < 2.5 and agent_cpu < 1.0
+        assert list((tmp_path / "cache").glob("*.unw")) == []
+    finally:
+        tables.close()
+
+
+def test_disk_cap_deletes_the_least_recently_used_tables(tmp_path: Path) -> None:
+    sizes = {}
+    for lib in LIBS:
+        TableCache(cache_dir=tmp_path / "probe").get(lib, "")
+    for f in (tmp_path / "probe").glob("*.unw"):
+        sizes[f.name] = f.stat().st_size
+    libc_size = max(sizes.values())
+    cap = sum(sizes.values()) - 1                        # one table too many
+    tables = TableCache(cache_dir=tmp_path / "capped", max_disk_bytes=cap)
+    for i, lib in enumerate(LIBS):
+        tables.get(lib, "")
+        for f in (tmp_path / "capped").glob("*.unw"):   # make the order explicit
+            if f.stat().st_mtime_ns > time.time_ns() - 10**9:
+                os.utime(f, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))
+    kept = list((tmp_path / "capped").glob("*.unw"))
+    total = sum(f.stat().st_size for f in kept)
+    assert tables.evicted >= 1 and total <= cap
+    assert libc_size not in [f.stat().st_size for f in kept]     # libc: least recently used
+    # a table in memory stays usable after its file was evicted (mapped inode)
+    again = tables.get(LIBC, "")
+    assert again.has_cfi and len(again) > 10_000
