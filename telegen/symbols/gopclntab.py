@@ -305,7 +305,8 @@ class GoFunctions:
             parent_pc = self._i32.unpack_from(self._data, at + self._inl_parent)[0]
             frames.append(GoFrame(self._string(name_off, self.tab.funcnames), file, line))
             if self._inl_size == 20:   # Go 1.16-1.19 entries name their call site
-                file_index, call_line = struct.unpack_from(self.tab.endian + "ii", self._data, at + 4)
+                file_index, call_line = struct.unpack_from(self.tab.endian + "ii", self._data,
+                                                           at + 4)
                 call_site = (self._cu_file(f, file_index), call_line)
             pc = f.entry + parent_pc
             if not f.entry <= pc < f.end:

@@ -57,6 +57,7 @@ class Pclntab(NamedTuple):
     pcln: tuple[int, int]     # functab then the _func records
     gofunc: int               # vaddr of go:func.* (1.18+), 0 when unknown
     vaddr: int                # vaddr of the header
+    offset: int               # file offset of the header
     found_by: str             # "section" | "scan"
 
 
@@ -221,4 +222,4 @@ def _result(hdr: _Header, at: int, limit: int, md: _ModuleData | None, vaddr: in
         raise Refused("bad_gopclntab", f"functab of {hdr.nfunc} entries past its table")
     return Pclntab(hdr.version, hdr.endian, hdr.ptr_size, hdr.quantum, hdr.nfunc,
                    hdr.text_start, funcnames, cutab, filetab, pctab, pcln,
-                   md.gofunc if md is not None else 0, vaddr, found_by)
+                   md.gofunc if md is not None else 0, vaddr, at, found_by)

@@ -17,7 +17,8 @@ from bisect import bisect_right
 
 from telegen.untrusted import Refused
 
-MAX_TABLE_STEPS = 1 << 18     # pc-value pairs decoded for one table
+MAX_TABLE_STEPS = 1 << 17     # pc-value pairs decoded for one table, and at most
+STEPS_PER_QUANTUM = 2         # this many per instruction unit of the function (+64)
 FIRST_CHUNK, MAX_CHUNK = 32, 1024   # bytes decoded between checks of the target pc
 
 
@@ -26,7 +27,7 @@ class PcValueTable:
     whose value is ``values[i]``."""
 
     __slots__ = ("ends", "values", "_pos", "_limit", "_pc", "_value", "_end", "_quantum",
-                 "_partial", "_shift", "_is_value", "_done")
+                 "_partial", "_shift", "_is_value", "_done", "_max_steps")
 
     def __init__(self, start: int, limit: int, entry: int, end: int, quantum: int) -> None:
         self.ends: list[int] = []
@@ -36,6 +37,7 @@ class PcValueTable:
         self._partial = self._shift = 0
         self._is_value = True
         self._done = False
+        self._max_steps = min(MAX_TABLE_STEPS, STEPS_PER_QUANTUM * (end - entry) // quantum + 64)
 
     def value_at(self, data: mmap.mmap, pc: int) -> int:
         """The value at ``pc`` (-1 when the table does not cover it)."""
@@ -53,8 +55,8 @@ class PcValueTable:
         while not ends or ends[-1] <= target:
             if pos >= self._limit:
                 raise Refused("bad_gopclntab", "a pc-value table runs off pctab")
-            if len(ends) > MAX_TABLE_STEPS:
-                raise Refused("bad_gopclntab", f"a pc-value table over {MAX_TABLE_STEPS} steps")
+            if len(ends) > self._max_steps:
+                raise Refused("bad_gopclntab", f"a pc-value table over {self._max_steps} steps")
             chunk = data[pos:min(pos + size, self._limit)]
             pos += len(chunk)
             size = min(2 * size, MAX_CHUNK)

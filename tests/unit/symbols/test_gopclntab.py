@@ -228,3 +228,134 @@ def _names_of(go: GoFunctions) -> set[str]:
     for i in range(go.nfunc):
         out.add(go.lookup(go._entry_at(i))[-1].function)
     return out
+
+
+# -- attacks: corrupted and truncated tables ------------------------------------------
+def probe(path: Path, pcs: list[int]) -> tuple[int, int, float]:
+    """Open ``path`` and look every pc up: (answers, refusals, seconds of CPU).
+    Anything but an answer, None or Refused fails the test."""
+    start = time.process_time()
+    answered = refused = 0
+    try:
+        go = GoFunctions.open_path(str(path))
+    except Refused:
+        return 0, 1, time.process_time() - start
+    if go is None:
+        return 0, 0, time.process_time() - start
+    try:
+        for pc in pcs:
+            try:
+                frames = go.lookup(pc)
+            except Refused:
+                refused += 1
+                continue
+            assert all(isinstance(f.function, str) and isinstance(f.line, int) for f in frames)
+            answered += 1
+    finally:
+        go.close()
+    return answered, refused, time.process_time() - start
+
+
+def flip_rounds(src: Path, work: Path, rounds: int, seed: int,
+                ) -> list[tuple[int, int, float]]:
+    """Copies of ``src`` with random bits flipped in one part of the pclntab
+    per round (its header, the functab, the _func records, the pc-value
+    tables, the names, or anywhere), 1 to 4096 of them, each probed at 300
+    pcs: (answers, refusals, CPU seconds) per round."""
+    go = GoFunctions.open_path(str(src))
+    assert go is not None
+    tab = go.tab
+    lo, hi = go._entry_at(0), go._entry_at(go.nfunc)
+    functab_end = tab.pcln[0] + (tab.nfunc + 1) * go._ftab.size
+    zones = [(tab.offset, tab.offset + 64), (tab.pcln[0], functab_end),
+             (functab_end, tab.pcln[1]), tab.pctab, tab.funcnames, (tab.offset, tab.pcln[1])]
+    go.close()
+    original = src.read_bytes()
+    rng = random.Random(seed)
+    pcs = [rng.randrange(lo, hi) for _ in range(300)]
+    out = []
+    for i in range(rounds):
+        data = bytearray(original)
+        start, end = zones[i % len(zones)]
+        for _ in range(rng.choice((1, 16, 256, 4096))):
+            data[rng.randrange(start, end)] ^= 1 << rng.randrange(8)
+        work.write_bytes(data)
+        out.append(probe(work, pcs))
+    return out
+
+
+@pytest.mark.slow
+def test_flipped_bytes_of_a_real_pclntab_never_crash_or_hang(
+        go119_builds: list[tuple[Path, Path]], tmp_path: Path) -> None:
+    _full, stripped = go119_builds[0]
+    rounds = flip_rounds(stripped, tmp_path / "flipped", rounds=48, seed=1)
+    assert max(cpu for _a, _r, cpu in rounds) < 3.0, rounds   # intact: 300 look-ups in ~0.03 s
+    assert sum(r for _a, r, _c in rounds) >= 100 and sum(a for a, _r, _c in rounds) >= 3000
+
+
+@pytest.mark.slow
+def test_flipped_bytes_of_dockers_pclntab_found_by_scanning(docker_stripped: Path,
+                                                           tmp_path: Path) -> None:
+    rounds = flip_rounds(docker_stripped, tmp_path / "flipped", rounds=12, seed=2)
+    assert max(cpu for _a, _r, cpu in rounds) < 3.0, rounds
+    # a broken header is not believed (unnamed); elsewhere most pcs keep an answer
+    assert any(a == 0 for a, _r, _c in rounds) and sum(a for a, _r, _c in rounds) >= 600
+
+
+@pytest.mark.slow
+def test_truncated_binaries_are_refused_or_unnamed(go119_builds: list[tuple[Path, Path]],
+                                                   docker_stripped: Path,
+                                                   tmp_path: Path) -> None:
+    for src in (go119_builds[0][1], docker_stripped):
+        go = GoFunctions.open_path(str(src))
+        assert go is not None
+        tab, pcs = go.tab, [go._entry_at(i) + 1 for i in range(0, go.nfunc, go.nfunc // 200)]
+        go.close()
+        data = src.read_bytes()
+        for cut in range(tab.funcnames[0], tab.pcln[1] + 1, (tab.pcln[1] - tab.funcnames[0]) // 9):
+            work = tmp_path / f"cut-{cut}"
+            work.write_bytes(data[:cut])
+            answered, _refused, cpu = probe(work, pcs)
+            assert answered == 0 and cpu < 2.0
+
+
+def _copy_with(src: Path, dst: Path, patches: list[tuple[int, bytes]]) -> Path:
+    data = bytearray(src.read_bytes())
+    for at, raw in patches:
+        data[at:at + len(raw)] = raw
+    dst.write_bytes(data)
+    return dst
+
+
+@pytest.mark.slow
+def test_endless_varints_and_inline_cycles_are_refused(go119_builds: list[tuple[Path, Path]],
+                                                       tmp_path: Path) -> None:
+    _full, stripped = go119_builds[0]
+    go = GoFunctions.open_path(str(stripped))
+    assert go is not None
+    tab = go.tab
+    # a pc inside inlined code, and the inline-tree entry naming it
+    pc = next(pc for pc in range(go._entry_at(100), go._entry_at(go.nfunc), 7)
+              if len(go.lookup(pc)) > 1)
+    f = go._function(go._index(pc))
+    ix = go._value(f, f.inl_index, pc)
+    entry_at = f.inl_tree + ix * 20
+    go.close()
+    # 1. every pc-value byte a continuation byte: no varint ever ends
+    pctab_len = tab.pctab[1] - tab.pctab[0]
+    endless = _copy_with(stripped, tmp_path / "endless", [(tab.pctab[0], b"\xff" * pctab_len)])
+    answered, refused, cpu = probe(endless, [pc, f.entry, f.end - 1])
+    assert (answered, refused) == (0, 3) and cpu < 1.0
+    # 2. the inlined call's parent pc is its own pc: the chain never reaches the function
+    cycle = _copy_with(stripped, tmp_path / "cycle",
+                       [(entry_at + 16, struct.pack("<i", pc - f.entry))])
+    start = time.process_time()
+    looped = GoFunctions.open_path(str(cycle))
+    assert looped is not None
+    with pytest.raises(Refused, match="deeper"):
+        looped.lookup(pc)
+    assert time.process_time() - start < 1.0
+    # 3. a header claiming more functions than its table holds
+    huge = _copy_with(stripped, tmp_path / "nfunc", [(tab.offset + 8, struct.pack("<Q", 1 << 21))])
+    with pytest.raises(Refused):
+        GoFunctions.open_path(str(huge))
