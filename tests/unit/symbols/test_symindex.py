@@ -1,0 +1,141 @@
+"""DWARF indexes built by the limited child, kept on disk and mapped; first
+sight without waiting; the byte budget; per-process state dropped on exit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from telegen.symbols import Symbolizer, SymbolizerOptions
+from telegen.symbols.elf import ElfFile
+from telegen.testing.native import compile_c
+
+SOURCE = """
+#include <stdio.h>
+volatile long sink_value;
+static inline __attribute__((always_inline)) long helper_inlined(long x) {
+    sink_value = x;
+    return sink_value * 7 + 3;
+}
+__attribute__((noinline)) long outer_function(long x) {
+    long s = 0;
+    for (long i = 0; i < x; i++) s += helper_inlined(i);
+    return s;
+}
+int main(int argc, char **argv) { printf("%ld\\n", outer_function(argc * 1000)); return 0; }
+"""
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_c(SOURCE, tmp_path_factory.mktemp("idx") / "prog")
+
+
+def function_offset(path: Path, name: str, plus: int = 0) -> int:
+    elf = ElfFile(str(path))
+    try:
+        table = elf.symbols(".symtab")
+        assert table is not None
+        v = table.starts[table.names.index(name)] + plus
+        seg = next(s for s in elf.segments if s.vaddr <= v < s.vaddr + s.filesz)
+        return v - seg.vaddr + seg.offset
+    finally:
+        elf.close()
+
+
+def inlined_offset(path: Path) -> int:
+    """A file offset inside helper_inlined's code in outer_function (addr2line -i)."""
+    start = function_offset(path, "outer_function")
+    addrs = [hex(start + d) for d in range(0, 256)]
+    out = subprocess.run(["addr2line", "-a", "-f", "-i", "-e", str(path), *addrs],
+                         capture_output=True, text=True, check=True).stdout
+    for block in out.split("0x")[1:]:
+        lines = block.split("\n")
+        if len(lines) > 1 and lines[1] == "helper_inlined":
+            return int(lines[0], 16)
+    pytest.skip("gcc placed no code of helper_inlined where addr2line sees it")
+
+
+def options(tmp: Path, **kw: object) -> SymbolizerOptions:
+    return SymbolizerOptions(debug_dirs=(), debuginfod_urls=[], index_dir=str(tmp / "index"),
+                             **kw)  # type: ignore[arg-type]
+
+
+def test_inline_chain_from_the_index_equals_addr2line(program: Path, tmp_path: Path) -> None:
+    off = inlined_offset(program)
+    sym = Symbolizer(options(tmp_path, index_wait_s=30.0))
+    res = sym.native(off, file=str(program), start=0, offset=0)
+    want = subprocess.run(["addr2line", "-f", "-i", "-e", str(program), hex(off)],
+                          capture_output=True, text=True, check=True).stdout.split("\n")
+    names, places = want[0::2], want[1::2]
+    assert res.source == "dwarf" and not res.pending
+    assert [ln.function for ln in res.lines] == [n for n in names if n]
+    assert [(os.path.basename(ln.file), ln.line) for ln in res.lines] == [
+        (os.path.basename(p.split(":")[0]), int(p.split(":")[1].split()[0]))
+        for p in places if p]
+    sym.close()
+
+
+def test_first_sight_does_not_wait_and_is_not_cached(program: Path, tmp_path: Path) -> None:
+    """With no wait left the frame goes out at once with its symbol-table
+    name, marked pending and counted; once the child built the index the
+    same address is answered from DWARF. A second symbolizer opens the index
+    from disk: nothing built again."""
+    off = function_offset(program, "outer_function", 4)
+    sym = Symbolizer(options(tmp_path, index_wait_s=0.0))
+    t0 = time.monotonic()
+    first = sym.native(off, file=str(program), start=0, offset=0)
+    assert time.monotonic() - t0 < 0.5
+    assert first.pending and first.source == "symtab"
+    assert first.lines[0].function == "outer_function" and sym.provisional_frames == 1
+    deadline = time.monotonic() + 60
+    res = first
+    while res.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+        res = sym.native(off, file=str(program), start=0, offset=0)
+    assert res.source == "dwarf" and res.lines[-1].function == "outer_function"
+    assert res.lines[-1].line > 0 and sym.builder.built == 1
+    again = Symbolizer(options(tmp_path, index_wait_s=0.0))
+    hit = again.native(off, file=str(program), start=0, offset=0)
+    assert hit == res and again.builder.built == 0
+    sym.close()
+    again.close()
+
+
+def test_memory_is_bounded_in_bytes(tmp_path: Path) -> None:
+    """40 libraries of this host through a 4 MiB budget: what is kept stays
+    within its shares, least recently used objects closed."""
+    libs = sorted({os.path.realpath(p) for p in Path("/usr/lib/x86_64-linux-gnu").glob("*.so*")
+                   if os.path.isfile(p)})[:40]
+    sym = Symbolizer(options(tmp_path, cache_size=4 << 20, index_wait_s=0.0))
+    for path in libs:
+        elf = ElfFile(path)
+        table = elf.symbols(".dynsym")
+        elf.close()
+        if table is None:
+            continue
+        for i in range(0, len(table), max(1, len(table) // 20)):
+            sym.native(table.starts[i], file=path, start=0, offset=0)
+    kept = sum(sym._objects.getsizeof(o) for o in sym._objects.values())
+    assert 0 < kept <= sym._objects.maxsize <= sym.cache_bytes
+    assert sym._results.currsize <= sym._results.maxsize
+    assert len(sym._objects) < len(libs)
+    sym.close()
+
+
+def test_state_of_exited_processes_is_dropped(program: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    sym = Symbolizer(options(tmp_path, index_wait_s=0.0))
+    sym.native(function_offset(program, "main"), file=str(program), start=0, offset=0,
+               pid=proc.pid)
+    assert any(k[0] == proc.pid for k in sym._keys)
+    proc.kill()
+    proc.wait()
+    sym._swept = 0.0            # the next look-up sweeps
+    sym.native(function_offset(program, "main"), file=str(program), start=0, offset=0)
+    assert not any(k[0] == proc.pid for k in sym._keys)
+    sym.close()
