@@ -197,12 +197,23 @@ _WORKLOADS = {"fp": FP_CFLAGS, "fp_varied": (*FP_CFLAGS, "-DVARIED_STACKS"),
 _WORKLOAD_LABEL = {"fp": "-fno-omit-frame-pointer",
                    "fp_varied": "-fno-omit-frame-pointer, varied stacks",
                    "nofp": "-fomit-frame-pointer",
-                   "nofp_varied": "-fomit-frame-pointer, varied stacks"}
+                   "nofp_varied": "-fomit-frame-pointer, varied stacks",
+                   "go": "Go, -ldflags=-s -w"}
 _MODE_LABEL = {"frame_pointer": "frame_pointer", "auto": "auto: CFI", "dwarf": "dwarf: CFI"}
 
 
-def workloads_for(mode: str) -> tuple[str, ...]:
-    return ("fp", "fp_varied") if mode == "frame_pointer" else ("nofp", "nofp_varied")
+def workloads_for(mode: str, go: bool = False) -> tuple[str, ...]:
+    c = ("fp", "fp_varied") if mode == "frame_pointer" else ("nofp", "nofp_varied")
+    return (*c, "go") if go else c
+
+
+def build_go(out_dir: Path) -> Path:
+    """bench_work.go, stripped as images ship it (no .symtab, DWARF, .eh_frame)."""
+    out = out_dir / "bench_work"
+    subprocess.run(["go", "build", "-ldflags=-s -w", "-o", str(out),
+                    str(HERE / "workloads" / "bench_work.go")], check=True,
+                   env=dict(os.environ, GOCACHE=str(out_dir / "gocache"), GOFLAGS="-mod=mod"))
+    return out
 
 
 def table(results: list[Result], ncpu: int) -> str:
@@ -231,6 +242,8 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=5.0, help="receiver duration (s)")
     ap.add_argument("--unwinding", default="frame_pointer,auto",
                     help="modes to measure, each on its matching workload build")
+    ap.add_argument("--go", action="store_true",
+                    help="also measure the Go twin of the workload (stripped) in every mode")
     ap.add_argument("--repeat", type=int, default=1,
                     help="measure every row this many times, interleaved")
     args = ap.parse_args()
@@ -245,10 +258,13 @@ def main() -> int:
                 (Path(tmp) / label).mkdir()
                 binaries[label] = build("bench_work", Path(tmp) / label, cflags=cflags,
                                         source_dir=HERE / "workloads")
+            if args.go:
+                (Path(tmp) / "go").mkdir()
+                binaries["go"] = build_go(Path(tmp) / "go")
             modes = args.unwinding.split(",")
             for mode in modes:
                 if mode != "frame_pointer":
-                    for workload in workloads_for(mode):
+                    for workload in workloads_for(mode, args.go):
                         warm_up(binaries[workload], int(args.rates.split(",")[-1]), ncpu,
                                 mode)
             results = [measure(binaries[workload], int(rate), args.seconds, ncpu,
@@ -256,7 +272,7 @@ def main() -> int:
                        for _ in range(args.repeat)
                        for rate in args.rates.split(",")
                        for mode in modes
-                       for workload in workloads_for(mode)]
+                       for workload in workloads_for(mode, args.go)]
             sights = list(first_sight({"libc": libc_path(binaries["nofp"]),
                                        "the workload binary": binaries["nofp"]})) \
                 if modes != ["frame_pointer"] else []
