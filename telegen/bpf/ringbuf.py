@@ -71,12 +71,14 @@ class RingBuffer:
                 if length & BUSY_BIT:             # reserved, not yet committed
                     return n
                 size = length & ~(BUSY_BIT | DISCARD_BIT)
-                if not length & DISCARD_BIT:
-                    self._cb(None, at + HDR_SIZE, size)
-                    n += 1
-                cons += (size + HDR_SIZE + 7) & ~7
-                self._cons_pos.value = cons       # the kernel may reuse the space now
                 progressed = True
+                try:
+                    if not length & DISCARD_BIT:
+                        n += 1
+                        self._cb(None, at + HDR_SIZE, size)
+                finally:                          # a raising callback does not replay it
+                    cons += (size + HDR_SIZE + 7) & ~7
+                    self._cons_pos.value = cons   # the kernel may reuse the space now
             if not progressed:
                 return n
 

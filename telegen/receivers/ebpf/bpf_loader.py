@@ -25,6 +25,7 @@ from typing import Any
 
 from telegen.bpf import handover
 from telegen.bpf.objects import BpfObjects
+from telegen.procinfo.agent import fd_info
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +228,6 @@ def _tail(f: Any, limit: int = 8192) -> str:
 
 
 def _prog_id(fd: int) -> int | None:
-    """The program id behind a BPF fd, from /proc/self/fdinfo (no bpf() needed)."""
-    try:
-        text = Path(f"/proc/self/fdinfo/{fd}").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("prog_id:"):
-            return int(line.split()[1])
-    return None
+    """The program id behind a BPF fd, from the agent's fdinfo (no bpf() needed)."""
+    value = fd_info(fd, "prog_id")
+    return int(value) if value and value.isdigit() else None

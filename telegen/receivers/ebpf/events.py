@@ -2,8 +2,9 @@
 ``timestamps: true``, one event per sample.
 
 One named thread polls the ring; the window reader calls ``drain()`` to
-consume what is left of a closed window before building it. BCC's ring
-buffer is not thread-safe, so both go through one lock.
+consume what is left of a closed window before building it. The rings
+(:mod:`telegen.bpf.ringbuf`, read through mmap) have one consumer position
+each and are not thread-safe, so both go through one lock.
 The poll thread holds that lock through each 100 ms poll and would take it
 again at once: a lock is not fair, so on an idle machine ``drain()`` could
 wait for it for many seconds (measured: 8.4 s, a window that never closed).
@@ -94,7 +95,7 @@ class EventReader:
                 with self._stamps_lock:
                     self._stamps[(KIND_NAMES[kind], int(ev.count_seq))][key].append(
                         int(ev.ts) + self._mono_to_unix)
-        except Exception as exc:   # a callback must never raise into libbcc
+        except Exception as exc:   # a callback must never raise into the ring reader
             self._on_error(exc)
 
     def take_timestamps(self, kind: str, seq: int) -> dict[RawKey, list[int]]:

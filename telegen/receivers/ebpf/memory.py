@@ -15,11 +15,11 @@ unwinder already has it.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 from telegen.pdata import ALLOC, INUSE, Frame, FrameKind, Profile, ValueType
-from telegen.procinfo import ProcessCache
+from telegen.procinfo import ProcessCache, procfs
+from telegen.procinfo.procfs import PROC
 from telegen.receivers.ebpf.keys import RawKey, raw_key
 from telegen.receivers.ebpf.losses import Losses
 from telegen.receivers.ebpf.profiles import ProfileBuilder
@@ -67,7 +67,7 @@ def _fill(table: Any, values: list[int]) -> None:
 class MemoryProfiles:
     def __init__(self, *, bpf: Any, reader: MapReader, builder: ProfileBuilder,
                  processes: ProcessCache, inuse: bool, sample_every_bytes: int,
-                 telemetry: ComponentTelemetry, proc: str = "/proc") -> None:
+                 telemetry: ComponentTelemetry, proc: str = PROC) -> None:
         self._bpf = bpf
         self._builder = builder
         self._procs = processes
@@ -140,7 +140,7 @@ class MemoryProfiles:
         for ptr, v in table.items():
             key = raw_key(v.key.key)
             if key.pid not in alive:
-                alive[key.pid] = os.path.exists(f"{self._proc}/{key.pid}")
+                alive[key.pid] = procfs.alive(key.pid, self._proc)
             if not alive[key.pid]:
                 dead.append(ptr)
                 continue

@@ -41,7 +41,9 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from telegen.procinfo.elfheaders import ProgramHeader, read_headers
-from telegen.procinfo.maps import open_host_file
+from telegen.procinfo.maps import executable_files, open_host_file
+from telegen.procinfo.procfs import PROC, fd_path, process_root
+from telegen.procinfo.times import start_ticks
 from telegen.untrusted import Refusals, Refused, open_in_root
 
 log = logging.getLogger(__name__)
@@ -110,30 +112,19 @@ def file_offset(segments: list[ProgramHeader], vaddr: int) -> int | None:
     return None
 
 
-def mapped_files(pid: int, proc: str = "/proc") -> list[str]:
+def mapped_files(pid: int, proc: str = PROC) -> list[str]:
     """Executable file mappings of a process (paths inside its root)."""
-    paths: list[str] = []
-    with open(f"{proc}/{pid}/maps") as f:
-        for line in f:
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and "x" in parts[1] and parts[5].startswith("/"):
-                path = parts[5].rstrip("\n").removesuffix(" (deleted)")
-                if path not in paths:
-                    paths.append(path)
-    return paths
+    return executable_files(pid, proc)
 
 
-def start_time(pid: int, proc: str = "/proc") -> int | None:
-    try:
-        with open(f"{proc}/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+def start_time(pid: int, proc: str = PROC) -> int | None:
+    """When ``pid`` started (clock ticks since boot); None when it is gone."""
+    return start_ticks(pid, proc)
 
 
 class Uprobes:
     def __init__(self, bpf: Any, *, inuse: bool, wanted: Callable[[int], bool],
-                 on_error: Callable[[BaseException], None], proc: str = "/proc",
+                 on_error: Callable[[BaseException], None], proc: str = PROC,
                  refusals: Refusals | None = None) -> None:
         self._bpf = bpf
         self.refusals = refusals or Refusals(None, log)
@@ -259,7 +250,7 @@ class Uprobes:
             raise RuntimeError("memory: no libc mapped in the agent; nothing to probe")
         self._system_fd = open_host_file(path)     # the agent's own libc: trusted
         symbols = allocator_symbols(self._system_fd, inuse=self._inuse)
-        self._system = self._attach_object(f"/proc/self/fd/{self._system_fd}", symbols, -1)
+        self._system = self._attach_object(fd_path(self._system_fd), symbols, -1)
         log.info("memory: %d uprobes on %s (whole host: every process using it)",
                  len(self._system), path)
 
@@ -267,7 +258,7 @@ class Uprobes:
         """(inode, object, path to attach to) of each allocator mapped; the path
         is ``/proc/self/fd/N`` of the object's own descriptor."""
         out = []
-        root = f"{self._proc}/{pid}/root"
+        root = process_root(pid, self._proc)
         for path in mapped_files(pid, self._proc):
             try:
                 fd = open_in_root(root, path)
@@ -282,7 +273,7 @@ class Uprobes:
             if obj is not None or inode in self._not_allocators:
                 os.close(fd)
                 if obj is not None:
-                    out.append((inode, obj, f"/proc/self/fd/{obj.fd}"))
+                    out.append((inode, obj, fd_path(obj.fd)))
                 continue
             try:
                 symbols = allocator_symbols(fd, inuse=self._inuse)
@@ -296,7 +287,7 @@ class Uprobes:
                 self._not_allocators.add(inode)
                 continue
             obj = self._objects[inode] = AllocatorObject(path, fd, symbols)
-            out.append((inode, obj, f"/proc/self/fd/{fd}"))
+            out.append((inode, obj, fd_path(fd)))
         return out
 
     def _attach(self, pid: int, give_up: float | None = None) -> None:
