@@ -188,8 +188,11 @@ def _run_compiler(options: BpfOptions, timeout_s: float) -> tuple[list[int], dic
     request = json.dumps({"options": dataclasses.asdict(options)}).encode()
     with ours, tempfile.TemporaryFile() as errors:
         try:
+            # -P and cwd "/": `-m` would otherwise put the agent's working
+            # directory (maybe a tenant's) first on the child's sys.path
             child = subprocess.Popen(
-                [sys.executable, "-m", "telegen.bpfc", str(theirs.fileno()), str(os.getpid())],
+                [sys.executable, "-P", "-m", "telegen.bpfc", str(theirs.fileno()),
+                 str(os.getpid())], cwd="/",
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
                 pass_fds=(theirs.fileno(),), close_fds=True)
         finally:

@@ -120,3 +120,21 @@ def test_the_child_dies_with_the_agent() -> None:
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_a_telegen_package_planted_in_the_working_directory_is_not_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m`` puts the working directory first on sys.path: an agent
+    started in a tenant's directory must still run its own compiler child."""
+    marker = tmp_path / "ran"
+    (tmp_path / "telegen").mkdir()
+    for name in ("__init__.py", "bpfc.py"):
+        (tmp_path / "telegen" / name).write_text(
+            f"open({str(marker)!r}, 'w').write('planted')\nraise SystemExit(2)\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = LoadedBpf(BpfOptions(off_cpu=False))
+    try:
+        assert b"cpu_counts0" in loaded.bpf.tables  # type: ignore[union-attr]
+    finally:
+        loaded.close()
+    assert not marker.exists()
