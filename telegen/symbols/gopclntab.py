@@ -24,16 +24,20 @@ import struct
 from collections import OrderedDict
 from typing import NamedTuple
 
-from telegen.procinfo.elfheaders import ElfHeaders, find_note, read_headers
+from telegen.procinfo.elfheaders import read_headers
 from telegen.procinfo.maps import MappedFile
 from telegen.symbols.gopclntab_locate import (
     Pclntab,
     Segment,
+    is_go,
     load_segments,
     locate,
+    vaddr_to_offset,
 )
 from telegen.symbols.gopclntab_pcvalue import PcValueTable
 from telegen.untrusted import Refused
+
+__all__ = ["GoFrame", "GoFunctions", "is_go"]
 
 PCDATA_INL_TREE_INDEX = 2
 FUNCDATA_INL_TREE = 3
@@ -42,8 +46,6 @@ MAX_NAME = 1 << 14            # bytes of one function or file name
 MAX_PCDATA = 64               # npcdata of a real _func is ≤ 4
 TABLE_CACHE_ENTRIES = 1 << 17  # decoded (pc, value) pairs kept per binary
 NAME_CACHE = 8192
-_GO_SECTIONS = (".gopclntab", ".go.buildinfo", ".note.go.buildid")
-_NT_GO_BUILD_ID = 4
 
 
 class GoFrame(NamedTuple):
@@ -56,27 +58,13 @@ class _Func(NamedTuple):
     entry: int
     end: int
     name_off: int
+    pcsp: int
     pcfile: int
     pcln: int
     cu_offset: int
     inl_index: int           # pc-value table offset, 0 when none
     inl_tree: int            # file offset of the inline tree, -1 when none
     inl_limit: int           # end of the file bytes of the segment holding it
-
-
-def is_go(elf: ElfHeaders | object, fd: int | None = None) -> bool:
-    """Whether an ELF file is a Go binary: a Go section, or (no section
-    headers) the Go build-id note. ``elf`` is an ``ElfFile`` or its
-    ``ElfHeaders`` (then pass ``fd`` for the note look-up)."""
-    headers = elf if isinstance(elf, ElfHeaders) else getattr(elf, "headers", None)
-    if not isinstance(headers, ElfHeaders):
-        return False
-    if any(s.name in _GO_SECTIONS for s in headers.sections):
-        return True
-    fd = fd if fd is not None else getattr(elf, "fd", None)
-    if fd is None or headers.sections:
-        return False
-    return find_note(fd, headers, b"Go", _NT_GO_BUILD_ID) is not None
 
 
 class GoFunctions:
@@ -110,6 +98,7 @@ class GoFunctions:
         self._names: OrderedDict[int, str] = OrderedDict()
         self.version = tab.version
         self.nfunc = tab.nfunc
+        self._name_at = tab.ptr_size if tab.version == "1.16" else 4   # _func.nameoff
 
     # -- opening -----------------------------------------------------------------
     @classmethod
@@ -172,6 +161,42 @@ class GoFunctions:
         i = self._index(vaddr)
         return self._entry_at(i + 1) if i >= 0 else None
 
+    def sp_delta(self, vaddr: int) -> int | None:
+        """Bytes the function holding ``vaddr`` has pushed below its caller's
+        SP at ``vaddr`` (its ``pcsp`` table); None outside Go code."""
+        try:
+            i = self._index(vaddr)
+            if i < 0:
+                return None
+            f = self._function(i)
+            value = self._value(f, f.pcsp, vaddr)
+        except (struct.error, IndexError, ValueError, OverflowError) as exc:
+            raise Refused("bad_gopclntab", f"at {vaddr:#x}: {exc}") from exc
+        return None if value < 0 else value
+
+    def entry_of(self, name: str) -> int | None:
+        """Entry address of the function called ``name`` (a scan of the
+        function table: for setting up, not per sample); None if absent."""
+        start, end = self.tab.funcnames
+        raw = name.encode() + b"\0"
+        at = self._data.find(raw, start, end)
+        while at > start and self._data[at - 1] != 0:    # a suffix of a longer name
+            at = self._data.find(raw, at + 1, end)
+        if at < 0:
+            return None
+        name_off = at - start
+        base, limit = self.tab.pcln
+        for i in range(self.nfunc):
+            at = base + self._ftab.unpack_from(self._data, base + i * self._ftab.size)[1]
+            if base < at <= limit - 16 and \
+                    self._i32.unpack_from(self._data, at + self._name_at)[0] == name_off:
+                return self._entry_at(i)
+        return None
+
+    def file_offset(self, vaddr: int) -> int | None:
+        """Where ``vaddr`` is in the file (its loaded segment); None if nowhere."""
+        return vaddr_to_offset(self._segments, vaddr)
+
     def _function(self, i: int) -> _Func:
         tab = self.tab
         base, limit = tab.pcln
@@ -180,7 +205,7 @@ class GoFunctions:
         if func_off <= 0 or at + self._func.size > limit:
             raise Refused("bad_gopclntab", f"_func {i} at {func_off:#x} outside pclntable")
         f = self._func.unpack_from(self._data, at)
-        name_off, pcfile, pcln, npcdata, cu_offset = f[1], f[5], f[6], f[7], f[8]
+        name_off, pcsp, pcfile, pcln, npcdata, cu_offset = f[1], f[4], f[5], f[6], f[7], f[8]
         nfuncdata = f[-1]
         pcdata_at = at + self._func.size
         funcdata_at = pcdata_at + 4 * npcdata
@@ -193,7 +218,7 @@ class GoFunctions:
         inl_tree, inl_limit = -1, -1
         if nfuncdata > FUNCDATA_INL_TREE and inl_index:
             inl_tree, inl_limit = self._inline_tree(funcdata_at, limit, base)
-        return _Func(entry, end, name_off, pcfile, pcln, cu_offset, inl_index, inl_tree,
+        return _Func(entry, end, name_off, pcsp, pcfile, pcln, cu_offset, inl_index, inl_tree,
                      inl_limit)
 
     def _inline_tree(self, funcdata_at: int, limit: int, base: int) -> tuple[int, int]:
@@ -313,3 +338,4 @@ class GoFunctions:
                 raise Refused("bad_gopclntab",
                               f"inline parent pc {parent_pc:#x} outside its function")
         raise Refused("bad_gopclntab", f"inline chain deeper than {MAX_INLINE_DEPTH}")
+

@@ -23,15 +23,32 @@ import mmap
 import struct
 from typing import NamedTuple
 
-from telegen.procinfo.elfheaders import PT_LOAD, SHT_NOBITS, ElfHeaders
+from telegen.procinfo.elfheaders import PT_LOAD, SHT_NOBITS, ElfHeaders, find_note
 from telegen.untrusted import Refused
 
 MAGICS = {0xFFFFFFFA: "1.16", 0xFFFFFFF0: "1.18", 0xFFFFFFF1: "1.20"}
 PCLNTAB_SECTIONS = (".gopclntab", ".data.rel.ro.gopclntab")
+_GO_SECTIONS = (".gopclntab", ".go.buildinfo", ".note.go.buildid")
+_NT_GO_BUILD_ID = 4
 MAX_FUNCS = 1 << 22          # Kubernetes-sized binaries have ~10^5
 MAX_SCAN_HITS = 4096         # magic or pointer candidates checked per segment
 # moduledata word index of gofunc (after text..enoptrbss; 1.20 added covctrs/ecovctrs)
 _GOFUNC_WORD = {"1.18": 38, "1.20": 40}
+
+
+def is_go(elf: ElfHeaders | object, fd: int | None = None) -> bool:
+    """Whether an ELF file is a Go binary: a Go section, or (no section
+    headers) the Go build-id note. ``elf`` is an ``ElfFile`` or its
+    ``ElfHeaders`` (then pass ``fd`` for the note look-up)."""
+    headers = elf if isinstance(elf, ElfHeaders) else getattr(elf, "headers", None)
+    if not isinstance(headers, ElfHeaders):
+        return False
+    if any(s.name in _GO_SECTIONS for s in headers.sections):
+        return True
+    fd = fd if fd is not None else getattr(elf, "fd", None)
+    if fd is None or headers.sections:
+        return False
+    return find_note(fd, headers, b"Go", _NT_GO_BUILD_ID) is not None
 
 
 class Segment(NamedTuple):

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from telegen.procinfo.maps import MappedFile
 from telegen.symbols.elf import ElfFile
 from telegen.symbols.gopclntab import GoFrame, GoFunctions, is_go
+from telegen.symbols.objects import ObjectSymbols
 from telegen.untrusted import Refused
 
 DOCKER = "/usr/local/bin/docker"
@@ -156,7 +158,7 @@ def docker_stripped(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_stripped_docker_equals_dwarf_of_the_original(docker_stripped: Path) -> None:
     pcs = sample_pcs(DOCKER, 2000, seed=26)
     truth = dwarf_truth(DOCKER, pcs)
-    go = GoFunctions.open(os.open(docker_stripped, os.O_RDONLY))
+    go = GoFunctions.open_path(str(docker_stripped))
     assert go is not None and go.version == "1.20" and go.tab.found_by == "scan"
     share, bad = agreement(go, truth, pcs)
     inlined = sum(len(truth[pc]) > 1 for pc in pcs)
@@ -359,3 +361,28 @@ def test_endless_varints_and_inline_cycles_are_refused(go119_builds: list[tuple[
     huge = _copy_with(stripped, tmp_path / "nfunc", [(tab.offset + 8, struct.pack("<Q", 1 << 21))])
     with pytest.raises(Refused):
         GoFunctions.open_path(str(huge))
+
+
+@needs_symbolizer
+@pytest.mark.slow
+def test_object_symbols_of_a_stripped_go_binary_answer_from_its_pclntab(
+        go119_builds: list[tuple[Path, Path]]) -> None:
+    full, stripped = go119_builds[0]
+    mapped = MappedFile(os.open(stripped, os.O_RDONLY), str(stripped), "")
+    obj = ObjectSymbols(mapped, "", debug_dirs=())
+    try:
+        assert obj.usable and obj.has_functions and not obj.has_dwarf
+        pcs = sample_pcs(full, 200, seed=7)
+        truth = dwarf_truth(full, pcs)
+        same = 0
+        for pc in pcs:
+            got = obj.lookup(pc)
+            assert got is not None and got[0] == "gopclntab"
+            frames = [GoFrame(plain, file, line) for _raw, plain, file, line, _decl in got[1]]
+            same += [f.function for f in frames] == [
+                runtime_name(w.function, elided="[...]" in f.function)
+                for f, w in zip(frames, truth[pc], strict=False)] and len(frames) == len(truth[pc])
+        assert same >= 0.98 * len(pcs)
+    finally:
+        obj.close()
+        mapped.close()
