@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from telegen.procinfo.maps import MappedFile
+from telegen.symbols import gopclntab_object
 from telegen.symbols.budget import DEFAULT_LIMITS, Budget, ParseLimits, Rejected
 from telegen.symbols.debugfile import DebugFile, find_by_build_id, find_debug_file
 from telegen.symbols.debuginfod import DebuginfodClient
 from telegen.symbols.elf import ElfFile, SymbolTable
+from telegen.symbols.gopclntab import GoFunctions
 from telegen.symbols.symindex import IndexBuilder, IndexJob, IndexLine
 from telegen.untrusted import Refusals, Refused
 
@@ -63,6 +65,7 @@ class ObjectSymbols:
         self._builder = builder
         self._download: threading.Event | None = None
         self._tables: list[tuple[str, SymbolTable]] = []
+        self._go: GoFunctions | None = None    # a Go binary without DWARF: its pclntab
         self._refusals = refusals
         self._on_rejected = on_rejected
         self._limits = limits
@@ -114,7 +117,10 @@ class ObjectSymbols:
         self._dbg_job = self._index(self.debug) if self.debug and self.debug.has_dwarf else None
         self.has_dwarf = self._bin_job is not None or self._dbg_job is not None
         self._tables = self._read_tables()
-        self.has_functions = self.has_dwarf or bool(self._tables)
+        if self.binary is not None and not self.has_dwarf:   # Go: names, lines, inlines
+            self._go = gopclntab_object.open_for_object(self.binary.fd, self.binary.headers,
+                                                        self._note)
+        self.has_functions = self.has_dwarf or bool(self._tables) or self._go is not None
         for elf in (self.binary, self.debug):
             for what in elf.skipped if elf is not None else ():
                 self._note("elf_section", Refused("section_too_large", what))
@@ -238,6 +244,10 @@ class ObjectSymbols:
                 lines = None
             if lines:
                 return source, self._public_name(vaddr, lines)
+        if self._go is not None:
+            go = gopclntab_object.answer(self._go, vaddr, self._note)
+            if go is not None:
+                return go
         for source, table in self._tables:
             hit = table.lookup(vaddr)
             if hit is not None:
@@ -271,6 +281,8 @@ class ObjectSymbols:
         return total + 4096
 
     def close(self) -> None:
+        if self._go is not None:
+            self._go.close()
         for elf in (self.binary, self.debug):
             if elf is not None:
                 elf.close()
