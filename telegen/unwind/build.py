@@ -30,7 +30,10 @@ import struct
 import zlib
 from array import array
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
+# Imports stay light: the builder child loads this module without the
+# symbolizer and procinfo packages (see telegen.unwind.builder.CHILD_BOOT).
 from telegen.procinfo.elfheaders import (
     SHT_NOBITS,
     ElfHeaders,
@@ -38,11 +41,12 @@ from telegen.procinfo.elfheaders import (
     build_id_of,
     read_headers,
 )
-from telegen.procinfo.maps import open_host_file
-from telegen.symbols.budget import Budget, ParseLimits, Rejected
 from telegen.untrusted import Refused
 from telegen.unwind.cfi import CfiBomb, RelRows, fde_rows
 from telegen.unwind.table import NO_RULE, Rule, Segment, UnwindTable
+
+if TYPE_CHECKING:
+    from telegen.symbols.budget import ParseLimits
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +55,37 @@ ELFCOMPRESS_ZLIB = 1
 # The decoder takes ~0.3 s of CPU per MiB of .eh_frame (libjvm: 1.4 MiB);
 # bigger sections are decoded too, within the CPU budget of the build.
 MAX_CFI_BYTES = 64 << 20
-CFI_LIMITS = ParseLimits(step_cpu_s=20.0, object_cpu_s=20.0)
+CFI_CPU_S = 20.0                   # the whole build is one step of this budget
 SECTIONS = (".eh_frame", ".debug_frame")
 _CHDR64 = struct.Struct("<IIQQ")
 
 
+def cfi_limits() -> ParseLimits:
+    from telegen.symbols.budget import ParseLimits
+
+    return ParseLimits(step_cpu_s=CFI_CPU_S, object_cpu_s=CFI_CPU_S)
+
+
 def build_table(source: str | int, *, name: str = "",
-                limits: ParseLimits = CFI_LIMITS) -> UnwindTable:
+                limits: ParseLimits | None = None) -> UnwindTable:
     """The unwind table of an ELF file (empty when it has no CFI): ``source``
     is a descriptor (a profiled process's file, see
     :func:`~telegen.procinfo.maps.open_mapped`) or a host path. The whole
     build is one budgeted step (:class:`~telegen.symbols.budget.Budget`):
-    over it, :class:`~telegen.symbols.budget.Rejected` is raised."""
-    budget = Budget(limits, name or str(source))
-    return budget.run(_build, source, name)
+    over it, :class:`~telegen.symbols.budget.Rejected` is raised (``memory``
+    for a CFI bomb)."""
+    from telegen.symbols.budget import Budget, Rejected
+
+    budget = Budget(limits or cfi_limits(), name or str(source))
+    try:
+        return budget.run(_build, source, name)
+    except CfiBomb as exc:
+        raise Rejected("memory", f"{name or source}: {exc}") from None
 
 
 def _build(source: str | int, name: str) -> UnwindTable:
+    from telegen.procinfo.maps import open_host_file
+
     fd = os.dup(source) if isinstance(source, int) else open_host_file(source)
     try:
         return table_from_fd(fd, name=name or str(source))
@@ -79,8 +97,8 @@ def table_from_fd(fd: int, *, name: str = "", use_mmap: bool = False,
                   max_bytes: int = MAX_CFI_BYTES,
                   sections: tuple[str, ...] = SECTIONS) -> UnwindTable:
     """The table of the ELF file open on ``fd`` from the first of ``sections``
-    it has. ``Refused`` for a file that is not a regular ELF file; a CFI bomb
-    is ``Rejected("memory")``."""
+    it has. ``Refused`` for a file that is not a regular ELF file;
+    :class:`~telegen.unwind.cfi.CfiBomb` for a CFI bomb."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         raise Refused("not_regular", f"{name}: mode {stat.filemode(st.st_mode)}")
@@ -149,10 +167,7 @@ def assemble(data: bytes | mmap.mmap, address: int, *, eh: bool,
     overlap are all rows sorted, as TableBuilder does."""
     skipped = [0]
     interned: dict[Rule, int] = {}
-    try:
-        fdes = list(fde_rows(data, address, eh=eh, rules=interned, skipped=skipped))
-    except CfiBomb as exc:
-        raise Rejected("memory", f"{name}: {exc}") from None
+    fdes = list(fde_rows(data, address, eh=eh, rules=interned, skipped=skipped))
     if skipped[0]:
         log.debug("%s: %d FDEs could not be decoded", name, skipped[0])
     fdes.sort(key=_first)

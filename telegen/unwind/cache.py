@@ -35,6 +35,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from telegen.symbols.budget import ParseLimits, Rejected
 from telegen.symbols.fileid import ContentKeys, Identity
 from telegen.symbols.types import CounterLike
 from telegen.untrusted import Refusals, Refused
-from telegen.unwind.build import CFI_LIMITS, build_table
+from telegen.unwind.build import build_table, cfi_limits
 from telegen.unwind.builder import BuilderChild
 from telegen.unwind.table import UnwindTable
 
@@ -70,15 +71,16 @@ class TableCache:
     process's file) or a host path. Thread-safe."""
 
     def __init__(self, maxsize: int = 128, *, cache_dir: Path | str | None = None,
-                 disk: bool = True, limits: ParseLimits = CFI_LIMITS,
+                 disk: bool = True, limits: ParseLimits | None = None,
                  refusals: Refusals | None = None,
                  rejected_counter: Callable[[str], CounterLike] | None = None,
                  max_disk_bytes: int = DEFAULT_DISK_BYTES) -> None:
         self._mem: LRUCache[str, UnwindTable] = LRUCache(maxsize)
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
         self._dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._disk = disk
-        self._limits = limits
+        self._limits = limits or cfi_limits()
         self.max_disk_bytes = max_disk_bytes
         self.refusals = refusals or Refusals(None, log)
         self._rejected_counter = rejected_counter
@@ -92,7 +94,8 @@ class TableCache:
         self.build_cpu_s = 0.0  # CPU of the builder child's workers
         self.build_peak_rss = 0  # the largest worker's peak RSS (bytes)
         self.generation = 0     # changes when a queued table is ready
-        self._queue: queue.Queue[tuple[Identity, MappedFile, str] | None] = queue.Queue()
+        # (file identity, the file, build-id), "start" (the child, ahead), None (stop)
+        self._queue: queue.Queue[tuple[Identity, MappedFile, str] | str | None] = queue.Queue()
         self._queued: set[Identity] = set()
         self._thread: threading.Thread | None = None
         self._child: BuilderChild | None = None
@@ -221,6 +224,32 @@ class TableCache:
         self._queue.put((ident, MappedFile(os.dup(file.fd), file.path, file.root), build_id))
         return None
 
+    def start_builder(self) -> None:
+        """Start the background thread and the builder child now (the child's
+        start-up, ~0.5 s of CPU, is then not paid by the first table)."""
+        with self._lock:
+            self._start()
+        self._queue.put("start")
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` for every queued table; meanwhile the
+        builder runs at the agent's own priority (:meth:`BuilderChild.boost`),
+        not at 19 behind a busy host's programs. True when none is pending."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            if not self._queued:
+                return True
+        child = self._child
+        boosted = child is not None and child.boost(True)
+        try:
+            with self._lock:
+                while self._queued and (left := deadline - time.monotonic()) > 0:
+                    self._ready.wait(left)
+                return not self._queued
+        finally:
+            if boosted and child is not None:
+                child.boost(False)
+
     @property
     def pending(self) -> int:
         """Files queued for, or being built by, the builder child."""
@@ -237,6 +266,13 @@ class TableCache:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
+            if isinstance(item, str):               # "start"
+                try:
+                    if self._child is not None:
+                        self._child.start()
+                except OSError as exc:
+                    log.warning("cannot start the unwind-table builder: %s", exc)
+                continue
             ident, file, build_id = item
             try:
                 with file:
@@ -247,6 +283,7 @@ class TableCache:
                 with self._lock:
                     self._queued.discard(ident)
                     self.generation += 1
+                    self._ready.notify_all()
 
     def _background(self, file: MappedFile, build_id: str) -> None:
         path = file.path
@@ -291,7 +328,7 @@ class TableCache:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
+                if isinstance(item, tuple):
                     item[1].close()
             self._queue.put(None)
             self._thread.join(30)
