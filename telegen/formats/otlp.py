@@ -81,7 +81,7 @@ def encode_request(profiles: Iterable[Profile], *, service: str | None = None) -
     req = svc.ExportProfilesServiceRequest()
     scopes: dict[tuple[object, ...], Any] = {}
     for p in split_by_process(profiles):
-        if not p.sample_types:
+        if not p.sample_types or not len(p):
             continue        # nothing to send; an empty ScopeProfiles is invalid
         resource = dict(p.resource)
         if service is not None:

@@ -231,3 +231,14 @@ def test_lost_timestamps_split_a_column_into_two_shapes() -> None:
     back = decode_request(parse_request(req.SerializeToString()))
     assert [profile_state(b) for b in back] == [profile_state(cpu), profile_state(off)]
     assert sorted(t for b in back for s in b for t in s.timestamps) == [1001, 1002, 1010, 1020]
+
+
+def test_an_empty_window_is_not_an_empty_scope() -> None:
+    """A window without samples (the last one at shutdown) used to become a
+    ScopeProfiles without profiles: profcheck refused the whole request."""
+    empty = Profile(name="cpu", sample_types=CPU, start_ns=1000, duration_ns=100,
+                    resource={"process.pid": 1})
+    cpu = synthetic_profiles()[0]
+    req = encode_request([empty, cpu])
+    assert check(req) == []
+    assert len(req.resource_profiles) == len(split_by_process([cpu]))
