@@ -15,6 +15,7 @@ import ctypes
 import mmap
 import os
 import select
+import threading
 from collections.abc import Callable
 
 BUSY_BIT = 1 << 31
@@ -95,27 +96,36 @@ class RingBuffers:
     def __init__(self) -> None:
         self._rings: list[RingBuffer] = []
         self._epoll: select.epoll | None = None
+        # close() must not unmap a ring another thread is reading
+        self._lock = threading.Lock()
 
     def add(self, ring: RingBuffer) -> None:
-        if self._epoll is None:
-            self._epoll = select.epoll()
-        self._epoll.register(ring.fd, select.EPOLLIN)
-        self._rings.append(ring)
+        with self._lock:
+            if self._epoll is None:
+                self._epoll = select.epoll()
+            self._epoll.register(ring.fd, select.EPOLLIN)
+            self._rings.append(ring)
 
     def poll(self, timeout_ms: int) -> int:
         """Wait up to ``timeout_ms`` for data, then consume every ring."""
-        if self._epoll is None:
+        epoll = self._epoll
+        if epoll is None:
             return 0
-        self._epoll.poll(timeout_ms / 1000.0)
+        try:
+            epoll.poll(timeout_ms / 1000.0)
+        except ValueError:           # closed meanwhile
+            return 0
         return self.consume()
 
     def consume(self) -> int:
-        return sum(r.consume() for r in self._rings)
+        with self._lock:
+            return sum(r.consume() for r in self._rings)
 
     def close(self) -> None:
-        for r in self._rings:
-            r.close()
-        self._rings = []
-        if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
+        with self._lock:
+            for r in self._rings:
+                r.close()
+            self._rings = []
+            if self._epoll is not None:
+                self._epoll.close()
+                self._epoll = None
