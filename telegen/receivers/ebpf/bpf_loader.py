@@ -52,7 +52,8 @@ USNAP_BUDGET = 100           # new off-CPU stack copies per CPU per second
 MAX_LIVE = 65536             # inuse memory: sampled live allocations tracked (bpf/memory.bpf.c)
 MAX_SPILL = 4096             # per-thread counts when a counts map is full (bpf/telegen.h)
 COMPILE_TIMEOUT_S = 120.0    # the child's compile + load + hand-over (2-6 s here, idle)
-REAP_TIMEOUT_S = 10.0
+REAP_TIMEOUT_S = 10.0        # after a complete hand-over the child only exits
+FAILED_REAP_TIMEOUT_S = 2.0
 # memory profiling's uprobe programs: loaded by the child, attached per process here
 MEMORY_PROGRAMS = ("mem_malloc", "mem_calloc", "mem_realloc", "mem_posix_memalign",
                    "mem_aligned")
@@ -203,11 +204,11 @@ def _run_compiler(options: BpfOptions, timeout_s: float) -> tuple[list[int], dic
             child.stdin.close()
             fds, manifest = handover.receive(ours, time.monotonic() + timeout_s)
         except (handover.HandoverError, OSError, ValueError) as exc:
-            _reap(child)
+            _reap(child, FAILED_REAP_TIMEOUT_S)       # a failed child exits by itself
             raise BpfLoadError(f"BPF compile/load in telegen.bpfc failed "
                                f"(exit {child.returncode}): {_tail(errors) or exc}") from exc
         except BaseException:
-            _reap(child)
+            _reap(child, 0.0)
             raise
         if _reap(child) != 0:
             for fd in fds:
@@ -216,9 +217,10 @@ def _run_compiler(options: BpfOptions, timeout_s: float) -> tuple[list[int], dic
     return fds, manifest
 
 
-def _reap(child: subprocess.Popen[bytes]) -> int:
+def _reap(child: subprocess.Popen[bytes], timeout_s: float = REAP_TIMEOUT_S) -> int:
+    """Wait for the child to exit, killing it past ``timeout_s``."""
     try:
-        return child.wait(REAP_TIMEOUT_S)
+        return child.wait(timeout_s)
     except subprocess.TimeoutExpired:
         child.kill()
         return child.wait()

@@ -65,7 +65,7 @@ print(json.dumps(out))
 
 def test_agent_has_no_llvm_and_samples_after_start() -> None:
     done = subprocess.run([sys.executable, "-c", AGENT], capture_output=True, text=True,
-                          timeout=180)
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     print(out)
@@ -138,3 +138,11 @@ def test_a_telegen_package_planted_in_the_working_directory_is_not_run(
     finally:
         loaded.close()
     assert not marker.exists()
+
+
+def test_a_child_that_does_not_answer_in_time_is_killed_and_reaped() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(BpfLoadError, match="did not answer in time"):
+        LoadedBpf(BpfOptions(), timeout_s=0.3)
+    assert time.monotonic() - t0 < 10
+    assert _bpfc_children(os.getpid()) == []
