@@ -72,10 +72,6 @@ def _attr(fmt: str, *values: int) -> ctypes.Array[ctypes.c_char]:
     return buf
 
 
-def addr(obj: object) -> int:
-    return ctypes.addressof(obj)  # type: ignore[arg-type]
-
-
 def lookup(fd: int, key: int, value: int) -> None:
     bpf(MAP_LOOKUP_ELEM, _attr("=IIQQQ", fd, 0, key, value, 0))
 
