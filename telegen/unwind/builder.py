@@ -198,7 +198,10 @@ def main(sock_fd: int) -> None:
             finally:
                 if fd >= 0:
                     os.close(fd)
-            sock.sendall(json.dumps(reply).encode() + b"\n")
+            try:
+                sock.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:                         # the agent has gone
+                return
 
 
 def _serve(req: dict[str, object], fd: int) -> dict[str, object]:

@@ -43,7 +43,7 @@ from cachetools import LRUCache
 
 from telegen.cachedir import cache_dir
 from telegen.index.header import enforce_cap, map_file, write_atomic
-from telegen.procinfo.elfheaders import valid_build_id
+from telegen.procinfo.elfheaders import SHT_NOBITS, read_headers, valid_build_id
 from telegen.procinfo.maps import MappedFile, open_host_file
 from telegen.symbols.budget import ParseLimits, Rejected
 from telegen.symbols.fileid import ContentKeys, Identity
@@ -58,6 +58,12 @@ SUFFIX = ".unw"
 DEFAULT_DISK_BYTES = 256 << 20
 BUILD_MEMORY_BYTES = 256 << 20     # RLIMIT_AS of a build: the builder's size + this
 MAX_QUEUED = 256                   # files waiting for the builder (each holds a descriptor)
+# Small CFI is decoded at once in the caller's thread (under its Budget): libc's
+# 150 KiB take ~0.05 s, less than the round trip through the child, and the
+# samples of a new process's first window keep their stacks. Bigger sections
+# (libpython 320 KiB, libjvm 1.4 MiB) and big files (hashed whole) go to the child.
+INLINE_CFI_BYTES = 256 << 10
+INLINE_FILE_BYTES = 64 << 20
 
 
 def default_cache_dir() -> Path:
@@ -74,7 +80,8 @@ class TableCache:
                  disk: bool = True, limits: ParseLimits | None = None,
                  refusals: Refusals | None = None,
                  rejected_counter: Callable[[str], CounterLike] | None = None,
-                 max_disk_bytes: int = DEFAULT_DISK_BYTES) -> None:
+                 max_disk_bytes: int = DEFAULT_DISK_BYTES,
+                 inline_cfi_bytes: int = INLINE_CFI_BYTES) -> None:
         self._mem: LRUCache[str, UnwindTable] = LRUCache(maxsize)
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -82,11 +89,13 @@ class TableCache:
         self._disk = disk
         self._limits = limits or cfi_limits()
         self.max_disk_bytes = max_disk_bytes
+        self.inline_cfi_bytes = inline_cfi_bytes
         self.refusals = refusals or Refusals(None, log)
         self._rejected_counter = rejected_counter
         self.content_keys = ContentKeys(max(1024, maxsize * 8))
         self._keys: LRUCache[Identity, str] = LRUCache(max(1024, maxsize * 8))
         self.built = 0          # tables built from ELF (the expensive path)
+        self.built_inline = 0   # of which in the caller's thread (small CFI)
         self.loaded = 0         # tables read from the disk cache
         self.failed = 0
         self.evicted = 0        # table files deleted by the disk cap
@@ -206,8 +215,9 @@ class TableCache:
 
     # -- never waiting ------------------------------------------------------------------
     def lookup(self, file: MappedFile, build_id: str) -> UnwindTable | None:
-        """The table when it is ready (memory, or a file on disk); else None,
-        and the file is queued for the builder child (once)."""
+        """The table when it is ready (memory, or a file on disk) or small
+        enough to build at once; else None, and the file is queued for the
+        builder child (once)."""
         build_id = self._checked(build_id)
         ident = file.identity
         with self._lock:
@@ -216,6 +226,11 @@ class TableCache:
             table = self._cached(key, build_id)
             if table is not None:
                 return table
+        if self._small(file):
+            built = self.built
+            table = self._get(file, build_id)
+            self.built_inline += self.built - built
+            return table
         with self._lock:
             if ident in self._queued or len(self._queued) >= MAX_QUEUED:
                 return None
@@ -223,6 +238,19 @@ class TableCache:
             self._start()
         self._queue.put((ident, MappedFile(os.dup(file.fd), file.path, file.root), build_id))
         return None
+
+    def _small(self, file: MappedFile) -> bool:
+        """Whether the file's CFI is small enough to decode in the caller's
+        thread (an unreadable ELF is too: it fails at once)."""
+        if file.identity[2] > INLINE_FILE_BYTES:
+            return False
+        try:
+            headers = read_headers(file.fd, file.identity[2])
+        except (OSError, Refused):
+            return True
+        sizes = [s.data_size for s in headers.sections
+                 if s.name in (".eh_frame", ".debug_frame") and s.type != SHT_NOBITS]
+        return all(size <= self.inline_cfi_bytes for size in sizes)
 
     def start_builder(self) -> None:
         """Start the background thread and the builder child now (the child's

@@ -39,8 +39,26 @@ def nice_of(pid: int) -> int:
     return int(fields[16])                      # field 19 of stat: nice
 
 
-def test_lookup_never_waits_and_the_child_builds(tmp_path: Path) -> None:
+def test_small_cfi_is_built_at_once_big_cfi_in_the_child(tmp_path: Path) -> None:
+    """libc's 150 KiB of .eh_frame: decoded in the caller's thread (~0.05 s);
+    libjvm's 1.4 MiB: queued for the child, None meanwhile."""
+    libjvm = "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"   # setup-host
     tables = TableCache(cache_dir=tmp_path)
+    try:
+        with host(LIBC) as libc, host(libjvm) as jvm:
+            table = tables.lookup(libc, "")
+            assert table is not None and table.has_cfi and tables.built_inline == 1
+            t0 = time.monotonic()
+            assert tables.lookup(jvm, "") is None and time.monotonic() - t0 < 0.05
+            assert tables.wait_ready(60)
+            big = tables.lookup(jvm, "")
+            assert big is not None and len(big) > 100_000 and tables.built_inline == 1
+    finally:
+        tables.close()
+
+
+def test_lookup_never_waits_and_the_child_builds(tmp_path: Path) -> None:
+    tables = TableCache(cache_dir=tmp_path, inline_cfi_bytes=0)
     try:
         with host(LIBC) as libc:
             t0 = time.monotonic()
@@ -92,7 +110,8 @@ def test_hostile_cfi_costs_its_budget_in_the_child_and_is_counted(
     cfi = nop_cfi(40 << 20) if attack == "cpu_time" else remember_state_cfi(400_000, 0x1000,
                                                                             0x100)
     lib = hostile_lib(tmp_path, attack, cfi)
-    tables = TableCache(cache_dir=tmp_path / "cache", limits=ParseLimits(object_cpu_s=1.0))
+    tables = TableCache(cache_dir=tmp_path / "cache", limits=ParseLimits(object_cpu_s=1.0),
+                        inline_cfi_bytes=0)
     try:
         cpu0 = time.process_time()
         with host(lib) as f:
