@@ -12,6 +12,18 @@ LRU, because BPF reuses an id for an identical stack seen later (dedupe).
 Frame-pointer stack ids (no USNAP_BIT: the copy failed, or a kernel stack)
 go to the wrapped :class:`FramePointerStacks`. ``auto`` lets frame pointers
 stand in for a frame without CFI; ``dwarf`` stops the stack there.
+
+Tables are not waited for (#21): :meth:`TableCache.lookup` decodes small
+CFI at once (libc: ~0.05 s) and queues a binary with big CFI (libpython,
+libjvm) for the builder child; its frames use frame pointers meanwhile;
+such a copy is counted
+(``unwind_table_pending_copies``) and unwound again once its tables are
+ready — within :data:`RETRY_S` — so that the snapshot id's result, which BPF
+reuses for identical stacks, is the CFI one from then on. Before a window
+is read (``begin``), copies still waiting may wait up to ``max_wait_s`` (at
+most one window) for their tables, the builder running at the agent's
+priority meanwhile. ``unwind_tables_pending`` is the gauge of tables queued
+or being built.
 """
 
 from __future__ import annotations
@@ -46,19 +58,22 @@ REFRESH_EVERY_NS = 5_000_000_000          # but at most this often per process (
 
 # outcome of one unwound stack, as counted per sample
 FULL, TRUNCATED, ERROR = "full", "truncated", "error"
+RETRY_S = 30.0                            # copies unwound without a pending table: retried
 
 
 class CfiStacks:
     def __init__(self, fp: FramePointerStacks, processes: ProcessCache, *, name: str,
                  tables: TableCache | None = None,
                  wanted: Callable[[int], bool] = lambda pid: True,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_error: Callable[[BaseException], None] | None = None,
+                 telemetry: Any = None, max_wait_s: float = 1.0) -> None:
         self.name = name
         self._frame_pointers = name != "dwarf"
         self._fp = fp
         self._procs = processes
         self._wanted = wanted
-        self._tables = tables or TableCache()
+        # not ``tables or``: an empty TableCache is falsy (len 0)
+        self._tables = tables if tables is not None else TableCache()
         self._on_error = on_error or (lambda exc: log.warning("unwinding: %s", exc))
         self._pending: list[bytes] = []
         self._pending_lock = threading.Lock()
@@ -67,10 +82,18 @@ class CfiStacks:
         # LRUCache reorders itself on every get, so both go through _results_lock
         self._results: LRUCache[int, tuple[tuple[int, ...], str]] = LRUCache(RESULTS)
         self._results_lock = threading.Lock()
-        self._spaces: LRUCache[int, tuple[ProcessInfo, AddressSpace]] = LRUCache(SPACES)
+        self._spaces: LRUCache[int, tuple[ProcessInfo, AddressSpace, int]] = LRUCache(SPACES)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refreshed: LRUCache[int, int] = LRUCache(SPACES)
+        # copies unwound while a table they needed was being built: (copy, first seen)
+        self._retry: list[tuple[bytes, float]] = []
+        self._retry_generation = -1
+        self._building = False       # set by _table_for while a space is made
+        self._telemetry = telemetry
+        self._max_wait_s = max_wait_s
+        self.table_pending_copies = 0
+        self._reported_pending_copies = 0
         self.dropped = 0          # copies dropped because unwinding fell behind
         self.unwound = 0
         self.errors = 0
@@ -93,6 +116,7 @@ class CfiStacks:
 
     # -- the unwinder thread ----------------------------------------------------------
     def start(self) -> None:
+        self._tables.start_builder()
         self._thread = threading.Thread(target=self._run, name="ebpf-unwind", daemon=True)
         self._thread.start()
 
@@ -100,6 +124,7 @@ class CfiStacks:
         self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout_s)
+        self._tables.close()          # the background builder and its child
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
@@ -113,11 +138,27 @@ class CfiStacks:
         with self._work_lock:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
+            retried = self._retry_ready()
+            for raw, since in retried:
+                self._unwind_one(raw, since=since)
             for raw in batch:
                 self._unwind_one(raw)
             return len(batch)
 
-    def _unwind_one(self, raw: bytes) -> None:
+    def _retry_ready(self) -> list[tuple[bytes, float]]:
+        """The waiting copies to unwind again: all of them once a table was
+        built since they waited (those still waiting for another table go
+        back in line); none otherwise. Copies wait at most RETRY_S."""
+        generation = self._tables.generation
+        if not self._retry or generation == self._retry_generation:
+            return []
+        self._retry_generation = generation
+        now = time.monotonic()
+        ready = [(raw, since) for raw, since in self._retry if now - since < RETRY_S]
+        self._retry = []
+        return ready
+
+    def _unwind_one(self, raw: bytes, *, since: float | None = None) -> None:
         snap_id, pid, _tid, length, ip, sp, bp = _HDR.unpack_from(raw, 0)
         if not self._wanted(pid):          # sampled before it was classified unwanted
             self._result(snap_id, ((), ERROR))
@@ -141,6 +182,10 @@ class CfiStacks:
             log.debug("unwinding snapshot %x of pid %d failed: %s", snap_id, pid, exc)
             return
         self.unwound += 1
+        if self._pending_tables(pid) and len(self._retry) < MAX_PENDING:
+            if since is None:         # counted once, on its first unwind
+                self.table_pending_copies += 1
+            self._retry.append((raw, time.monotonic() if since is None else since))
         if res.complete:
             self._result(snap_id, (res.addresses, FULL))
         else:
@@ -155,11 +200,18 @@ class CfiStacks:
         if info is None:
             return None
         hit = self._spaces.get(pid)
-        if hit is not None and hit[0] is info:
+        if hit is not None and hit[0] is info and hit[2] in (-1, self._tables.generation):
             return hit[1]
+        self._building = False
+        generation = self._tables.generation
         space = AddressSpace(info.mappings, lambda m: self._table_for(pid, m))
-        self._spaces[pid] = (info, space)
+        # made while a table was pending: made again once a table is ready
+        self._spaces[pid] = (info, space, generation if self._building else -1)
         return space
+
+    def _pending_tables(self, pid: int) -> bool:
+        hit = self._spaces.get(pid)
+        return hit is not None and hit[2] != -1
 
     def _refresh(self, pid: int) -> bool:
         """Re-read the maps of a live process whose copy is older than REFRESH_NS."""
@@ -179,14 +231,27 @@ class CfiStacks:
         if mapped is None:          # exited: a table already built for this build-id
             return self._tables.known(m.build_id)
         with mapped:        # opened inside the process's root, by descriptor
-            return self._tables.get(mapped, m.build_id)
+            table = self._tables.lookup(mapped, m.build_id)    # never waits
+        if table is None:
+            self._building = True
+        return table
 
     # -- StackSource ------------------------------------------------------------------
     def begin(self, seq: int) -> None:
         try:
             self.process_pending()
+            if self._retry and self._max_wait_s > 0 and \
+                    not self._tables.wait_ready(self._max_wait_s):
+                log.debug("unwind tables still pending after %.1fs: %d copies keep "
+                          "frame pointers", self._max_wait_s, len(self._retry))
+            self.process_pending()          # the copies whose tables are now ready
         except Exception as exc:
             self._on_error(exc)
+        if self._telemetry is not None:
+            self._telemetry.gauge("unwind_tables_pending").set(self._tables.pending)
+            counter = self._telemetry.counter("unwind_table_pending_copies")
+            counter.add(self.table_pending_copies - self._reported_pending_copies)
+            self._reported_pending_copies = self.table_pending_copies
         self._fp.begin(seq)
 
     def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
