@@ -44,8 +44,8 @@ FUNCDATA_INL_TREE = 3
 MAX_INLINE_DEPTH = 64         # the inliner's own limits keep real chains < 20
 MAX_NAME = 1 << 14            # bytes of one function or file name
 MAX_PCDATA = 64               # npcdata of a real _func is ≤ 4
-TABLE_CACHE_ENTRIES = 1 << 17  # decoded (pc, value) pairs kept per binary
-NAME_CACHE = 8192
+TABLE_CACHE_ENTRIES = 1 << 16  # decoded (pc, value) pairs kept per binary (16 bytes each)
+NAME_CACHE = 4096
 
 
 class GoFrame(NamedTuple):

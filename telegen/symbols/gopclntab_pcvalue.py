@@ -13,13 +13,14 @@ region, or on a varint longer than 32 bits.
 from __future__ import annotations
 
 import mmap
+from array import array
 from bisect import bisect_right
 
 from telegen.untrusted import Refused
 
 MAX_TABLE_STEPS = 1 << 17     # pc-value pairs decoded for one table, and at most
 STEPS_PER_QUANTUM = 2         # this many per instruction unit of the function (+64)
-FIRST_CHUNK, MAX_CHUNK = 32, 1024   # bytes decoded between checks of the target pc
+FIRST_CHUNK, MAX_CHUNK = 16, 256    # bytes decoded between checks of the target pc
 
 
 class PcValueTable:
@@ -30,8 +31,8 @@ class PcValueTable:
                  "_partial", "_shift", "_is_value", "_done", "_max_steps")
 
     def __init__(self, start: int, limit: int, entry: int, end: int, quantum: int) -> None:
-        self.ends: list[int] = []
-        self.values: list[int] = []
+        self.ends = array("q")       # 8 bytes an entry, no int objects kept
+        self.values = array("q")
         self._pos, self._limit = start, limit
         self._pc, self._value, self._end, self._quantum = entry, -1, end, quantum
         self._partial = self._shift = 0
