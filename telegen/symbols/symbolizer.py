@@ -4,15 +4,17 @@ warm path one dict look-up.
 Memory: ``cache_size`` is a budget in bytes for everything kept (floor
 :data:`MIN_CACHE_BYTES`), shared out as
 
-* objects (5/8) — opened ELF/debug files per build-id *and content digest*
+* objects (3/4) — opened ELF/debug files per build-id *and content digest*
   (:mod:`telegen.symbols.fileid`: a file that copies another's build-id never
   shares its entry; the mismatch is counted), each weighed by its symbol
   tables (flat arrays) and the *resident* pages of its mmapped DWARF index
   (:mod:`telegen.symbols.symindex`), re-weighed every :data:`SWEEP_S`;
   least recently used closed first;
-* results (2/8) — per (object key, file offset) for native code, per address
+* results (1/4) — per (object key, file offset) for native code, per address
   for the kernel, per (pid, address) for JIT code, weighed by their strings;
-* perf maps (1/8) — weighed by the bytes read;
+* perf maps — not (yet) in ``cache_size``: their own bound as before, at most
+  :data:`PERF_MAPS_BYTES` read (~3.3x that in memory: a 12 MiB map of a JIT
+  process is ~40 MB of Python objects, more than a 64 MiB budget could share);
 * (pid, path, build-id) → object key, so a process's mapping opens its file
   once (by descriptor, inside the process's root: :func:`open_mapped`).
 
@@ -51,11 +53,12 @@ from telegen.symbols.demangle import Demangler, language
 from telegen.symbols.fileid import ContentKeys
 from telegen.symbols.kallsyms import KernelSymbols
 from telegen.symbols.objects import ObjectSymbols
-from telegen.symbols.perfmap import PerfMap, perf_map_for
+from telegen.symbols.perfmap import MAX_PERF_MAP_BYTES, PerfMap, perf_map_for
 from telegen.symbols.symindex import IndexBuilder, IndexLine
 from telegen.symbols.types import UNKNOWN, CounterLike, Resolution, SymLine
 from telegen.untrusted import Refusals
 
+PERF_MAPS_BYTES = 2 * MAX_PERF_MAP_BYTES
 DEFAULT_CACHE_BYTES = 64 << 20
 MIN_CACHE_BYTES = 4 << 20
 SWEEP_S = 5.0
@@ -110,17 +113,18 @@ class Symbolizer:
         self.demangler = Demangler(cpp=opts.demangle_cpp, rust=opts.demangle_rust)
         budget = max(MIN_CACHE_BYTES, opts.cache_size)
         self.cache_bytes = budget
-        obj_share, result_share, map_share = budget * 5 // 8, budget * 2 // 8, budget // 8
+        obj_share, result_share = budget * 3 // 4, budget // 4
         self._objects: _ClosingLRU = _ClosingLRU(
             obj_share, getsizeof=lambda o: min(obj_share, o.memory_bytes()))
         self._results: LRUCache[tuple[object, ...], Resolution] = LRUCache(
             result_share, getsizeof=lambda r: min(result_share, _result_bytes(r)))
         self._result_limit = max(16, opts.result_cache_size)
         self._keys: LRUCache[tuple[int, str, str], str] = LRUCache(4096)
-        # weighed in bytes read (a map costs ~3.3x its size in memory), least
-        # recently used dropped first.
+        # weighed in bytes read (a map costs ~3.3x its size in memory): all maps
+        # together stay under PERF_MAPS_BYTES (~105 MB of memory), least
+        # recently used dropped first; a process's map goes when it exits.
         self._perfmaps: LRUCache[int, PerfMap] = LRUCache(
-            map_share, getsizeof=lambda pm: min(map_share, 1 + int(pm.bytes_read * 3.3)))
+            PERF_MAPS_BYTES, getsizeof=lambda pm: 1 + pm.bytes_read)
         self.builder = IndexBuilder(opts.index_dir or cache_dir("index"), opts.parse_limits)
         self._downloads = ThreadPoolExecutor(1, thread_name_prefix="symbol-debuginfod")
         self._provisional = (counters or {}).get("symbolize_provisional_frames")

@@ -30,6 +30,7 @@ import logging
 import mmap
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -58,6 +59,10 @@ _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
 
 # (raw or mangled name, plain name, file, line, decl line), innermost first
 IndexLine = tuple[str, str, str, int, int]
+# GCC's clone suffixes: SymCache names a function by its ELF symbol
+# (``long_new_impl.part.0``, ``_ZN..El.cold``); DWARF, and this symbolizer
+# before, by the function (``long_new_impl``)
+_CLONE = re.compile(r"(?:\.(?:part|isra|constprop|cold|lto_priv|localalias)(?:\.\d+)?)+$")
 
 
 def index_name(build_id: str, identity: tuple[int, ...]) -> str:
@@ -88,8 +93,12 @@ class SymIndex:
         found: Any = self._cache.lookup(vaddr)
         if not found or (len(found) == 1 and not found[0].full_path and not found[0].line):
             return None
-        return [(loc.symbol, loc.symbol, os.path.normpath(loc.full_path) if loc.full_path
-                 else "", int(loc.line), 0) for loc in found]
+        out: list[IndexLine] = []
+        for loc in found:
+            name = _CLONE.sub("", loc.symbol)
+            out.append((name, name, os.path.normpath(loc.full_path) if loc.full_path else "",
+                        int(loc.line), 0))
+        return out
 
     def resident_bytes(self) -> int:
         pages = (self.size + _PAGE - 1) // _PAGE
@@ -155,6 +164,7 @@ class IndexBuilder:
         if os.path.exists(path):
             try:
                 job.finish(SymIndex(path))
+                os.utime(path)       # recently used: the last to be pruned
                 return job
             except Exception as exc:      # a torn or foreign file: built again
                 log.debug("index %s unreadable (%s): rebuilding", path, exc)
