@@ -13,6 +13,14 @@ complete. With ``frame_pointers=False`` (``dwarf``) such a frame ends the
 stack instead. A stack is *full* when it reaches a frame whose CFI marks the return
 address undefined (``_start``, ``clone3``/``start_thread``), as the C
 runtime does for the outermost frame of every thread.
+
+Go code has no CFI: where a mapping is a Go binary (``go_for``), its
+``pclntab`` SP deltas give each Go frame's rule, and Go's outermost
+functions (``runtime.goexit``, ``mstart``, ``rt0_go``) make a stack full
+(:mod:`telegen.unwind.golang`). A sample on Go's system stack (g0: the
+scheduler, ``systemstack``, cgo's C code) continues at a stack switch on the
+goroutine's stack when BPF copied it (``goroutine``: the registers saved in
+``g.sched`` and the bytes from that sp).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from telegen.pdata import Mapping
+from telegen.unwind.golang import GO_FAKE, GO_MCALL, GO_TOP, GoUnwindInfo
 from telegen.unwind.table import NONE, OUTERMOST, PLT, RBP, RSP, Rule, UnwindTable
 
 _U64 = struct.Struct("<Q")
@@ -36,6 +45,16 @@ UNSUPPORTED = "unsupported"    # CFI the unwinder does not evaluate (signal fram
 NO_CFI = "no_cfi"              # frame pointers had to stand in for missing CFI
 BAD_FRAME = "bad_frame"        # CFA not above sp: a corrupt or misread frame
 DEPTH = "depth"
+GO_STACK_SWITCH = "go_stack_switch"   # Go switched stacks here and the other was not copied
+
+
+class SwitchContext(NamedTuple):
+    """The goroutine a system-stack (g0) sample runs for: its saved registers
+    (``g.sched`` pc, sp, bp) and the bytes of its stack from ``sp``."""
+    pc: int
+    sp: int
+    bp: int
+    stack: bytes
 
 
 class UnwindResult(NamedTuple):
@@ -48,20 +67,29 @@ class AddressSpace:
     """The executable mappings of one process with their tables and load biases.
 
     ``table_for(mapping)`` returns the mapping's table (or None when its file
-    cannot be read: such frames fall back to frame pointers)."""
+    cannot be read: such frames fall back to frame pointers); ``go_for``, the
+    Go unwind info of a Go binary's mapping (None for other files), used
+    for Go code (its pclntab agrees with .debug_frame where both exist, and
+    knows the runtime's special frames); the table for the rest (cgo's C)."""
 
     def __init__(self, mappings: Sequence[Mapping],
-                 table_for: Callable[[Mapping], UnwindTable | None]) -> None:
+                 table_for: Callable[[Mapping], UnwindTable | None],
+                 go_for: Callable[[Mapping], GoUnwindInfo | None] | None = None) -> None:
         self._starts: list[int] = []
-        self._entries: list[tuple[int, UnwindTable | None, int]] = []
+        self._entries: list[tuple[int, UnwindTable | None, int, GoUnwindInfo | None, int]] = []
         for m in sorted(mappings, key=lambda m: m.start):
             table = table_for(m)
             bias = table.load_bias(m.start, m.offset, m.limit - m.start) \
                 if table is not None else None
             if bias is None:
                 table, bias = None, 0
+            go = go_for(m) if go_for is not None else None
+            go_bias = go.load_bias(m.start, m.offset, m.limit - m.start) \
+                if go is not None else None
+            if go_bias is None:
+                go, go_bias = None, 0
             self._starts.append(m.start)
-            self._entries.append((m.limit, table, bias))
+            self._entries.append((m.limit, table, bias, go, go_bias))
         self._memo: dict[int, Rule | None] = {}
 
     def rule_at(self, address: int) -> Rule | None:
@@ -72,18 +100,22 @@ class AddressSpace:
         i = bisect_right(self._starts, address) - 1
         rule: Rule | None = None
         if i >= 0:
-            limit, table, bias = self._entries[i]
+            limit, table, bias, go, go_bias = self._entries[i]
             if address < limit:
                 rule = table.rule(address - bias) if table is not None else \
                     (NONE, 0, 0, 0)
+                if go is not None:      # Go code: its own tables (and special frames)
+                    rule = go.rule(address - go_bias) or rule
         if len(memo) < 262144:
             memo[address] = rule
         return rule
 
 
 def unwind(space: AddressSpace, ip: int, sp: int, bp: int, stack: bytes, *,
-           max_depth: int = MAX_DEPTH, frame_pointers: bool = True) -> UnwindResult:
-    """Walk ``stack`` (bytes copied from address ``sp``) from the registers."""
+           max_depth: int = MAX_DEPTH, frame_pointers: bool = True,
+           goroutine: SwitchContext | None = None) -> UnwindResult:
+    """Walk ``stack`` (bytes copied from address ``sp``) from the registers;
+    at a Go stack switch, go on with ``goroutine`` (once)."""
     base, size = sp, len(stack) - 8
     unpack = _U64.unpack_from
     out = [ip]
@@ -94,6 +126,29 @@ def unwind(space: AddressSpace, ip: int, sp: int, bp: int, stack: bytes, *,
         if rule is None:
             return UnwindResult(tuple(out), False, UNMAPPED)
         kind, cfa_off, rbp_off, ra_off = rule
+        if kind >= GO_TOP:
+            if kind == GO_TOP:
+                return UnwindResult(tuple(out), not used_fp, NO_CFI if used_fp else "")
+            if kind == GO_FAKE:
+                kind = RSP
+            elif goroutine is not None and goroutine.sp:
+                # the caller is on the goroutine's stack: continue at g.sched
+                base, size = goroutine.sp, len(goroutine.stack) - 8
+                stack, sp, bp, pc = goroutine.stack, goroutine.sp, goroutine.bp, goroutine.pc
+                goroutine = None
+                resumed = space.rule_at(pc)
+                if resumed is not None and resumed[0] == GO_FAKE:
+                    lookup = pc         # systemstack_switch: a marker, not shown
+                else:                   # mcall, morestack: a return address in the caller
+                    out.append(pc)
+                    lookup = pc - 1
+                continue
+            elif len(out) == 1:
+                kind = RSP        # sampled inside the switch function, still on its stack
+            elif kind == GO_MCALL:    # a parked goroutine: nothing above
+                return UnwindResult(tuple(out), not used_fp, NO_CFI if used_fp else "")
+            else:
+                return UnwindResult(tuple(out), False, GO_STACK_SWITCH)
         if kind == RSP:
             cfa = sp + cfa_off
         elif kind == RBP:
