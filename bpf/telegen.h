@@ -445,6 +445,28 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags)
 }
 #endif /* USER_STACKS */
 
+/* ---- Go (#26): goroutine labels, the goroutine behind a g0 sample (bpf/golabels.h) ---- */
+#include "golabels.h"
+static __always_inline void *go_map_op(int op, void *key, void *value)
+{
+    switch (op) {
+    case GOM_PROC_GET:
+        return go_procs.lookup(key);
+    case GOM_SET_SCRATCH:
+        return go_scratch_set.lookup(key);
+    case GOM_SET_INSERT:
+        return (void *)(long)go_label_sets.update(key, value);
+    case GOM_STACK_SCRATCH:
+        return go_scratch_stack.lookup(key);
+    case GOM_STACK_INSERT:
+        return (void *)(long)go_gstacks.update(key, value);
+    case GOM_ZEROS:
+        return go_zeros.lookup(key);
+    }
+    return 0;
+}
+/* ---- end Go ---- */
+
 /* Fill key->user_stack/kernel_stack. With USER_STACKS the user stack is a copy
  * for CFI unwinding (a snapshot id); frame pointers when the copy fails
  * (KEY_FP_FALLBACK marks that, except for tasks without user context).
@@ -477,6 +499,7 @@ static __always_inline void walk_stacks_ex(void *ctx, struct sample_key *key, u3
     key->user_stack = uid;
     key->kernel_stack = kid;
     key->stack_seq = seq;
+    go_sample(key);       /* Go (#26): labels, goroutine context (bpf/golabels.h) */
 }
 
 static __always_inline void walk_stacks(void *ctx, struct sample_key *key, u32 seq, int user_mode)

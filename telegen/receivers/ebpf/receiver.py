@@ -17,6 +17,7 @@ from telegen.receivers.ebpf.accounting import Accounting
 from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
 from telegen.receivers.ebpf.config import EbpfConfig
 from telegen.receivers.ebpf.events import EventReader
+from telegen.receivers.ebpf.golabels import GoLabels
 from telegen.receivers.ebpf.locks import LockProfiles
 from telegen.receivers.ebpf.losses import Losses
 from telegen.receivers.ebpf.memory import MemoryProfiles
@@ -53,6 +54,7 @@ class EbpfReceiver:
         self._thread: threading.Thread | None = None
         self._cfi: CfiStacks | None = None
         self._memory: MemoryProfiles | None = None
+        self._go: GoLabels | None = None       # Go (#26)
         self._locks: LockProfiles | None = None
         self.uprobes: Uprobes | None = None
         self.startup_s = 0.0
@@ -102,6 +104,7 @@ class EbpfReceiver:
                 count_stack_problem=self._acct.stack_problem, wanted=self._targets.wanted,
                 unwind_outcome=self._cfi.outcome if self._cfi else None,
                 count_unwind=self._acct.unwound)
+            self._start_go()                                   # Go (#26)
             self._events = EventReader(bpf.bpf, on_new_process=self._on_new_process,
                                        on_exec=self._on_exec, on_exit=self._on_exit,
                                        on_error=self._on_error)
@@ -123,6 +126,22 @@ class EbpfReceiver:
                        "mutex=%s, window %gs, %s, unwinding %s", self.startup_s, c.cpu, c.off_cpu,
                        c.sample_rate, c.memory and c.memory_mode, c.mutex, c.duration,
                        "targeted" if self._targets.filtering else "whole host", c.unwinding)
+
+    def _start_go(self) -> None:
+        """Go (#26): goroutine labels on samples, goroutines behind g0 samples."""
+        bpf, builder = self._bpf, self._builder
+        assert bpf is not None and builder is not None
+        try:        # kernel_btf comes with #22's CPython walker (the same fsbase offset)
+            from telegen.receivers.ebpf.kernel_btf import task_fsbase_offset
+            fsbase = task_fsbase_offset()
+        except (ImportError, ValueError, OSError) as exc:     # BtfError is a ValueError
+            self._log.warning("ebpf: no Go labels: thread.fsbase not in the kernel's BTF: %s", exc)
+            return
+        self._go = GoLabels(bpf.table, self._procs, fsbase_offset=fsbase,
+                            refusals=Refusals(self._settings.telemetry, self._log))
+        builder.go_labels = self._go.labels
+        if self._cfi is not None:
+            self._cfi.goroutine_context = self._go.goroutine_context
 
     def _start_memory_and_locks(self) -> None:
         c, bpf, reader, builder = self._config, self._bpf, self._reader, self._builder
@@ -240,18 +259,25 @@ class EbpfReceiver:
             return                      # sampled while unclassified; dropped at read time
         if pid not in self._procs:
             self._procs.capture(pid)
+        if self._go is not None:                           # Go (#26)
+            self._go.seen(pid)
         if self.uprobes is not None:
             self.uprobes.seen(pid)
 
     def _on_exec(self, pid: int) -> None:
         self._procs.invalidate(pid)
         self._targets.on_exec(pid)
+        if self._go is not None:                           # Go (#26): a new image
+            self._go.exited(pid)
+            self._go.seen(pid)
         if self.uprobes is not None:
             self.uprobes.exec(pid)
 
     def _on_exit(self, pid: int) -> None:
         self._procs.mark_exited(pid)
         self._targets.on_exit(pid)
+        if self._go is not None:                           # Go (#26)
+            self._go.exited(pid)
         if self.uprobes is not None:
             self.uprobes.exited(pid)
 

@@ -1,0 +1,280 @@
+/* Go processes in BPF (#26): the goroutine's pprof labels at each sample, and,
+ * for a sample on Go's system stack (g0: the scheduler, systemstack, cgo's C
+ * code), the goroutine it runs for, so user space can unwind through the
+ * stack switch (telegen/unwind/golang.py).
+ *
+ * User space (telegen/receivers/ebpf/golabels.py) registers each Go process
+ * in `go_procs` (offsets of g.m, g.sched, g.labels, m.g0, m.curg, the TLS
+ * slot of g, the label layout of its Go version) and puts the offset of
+ * task_struct.thread.fsbase, from the kernel's BTF, in go_procs[0].
+ *
+ * At a sample of a registered process: g = *(fsbase + tls_offset); on g0
+ * with a goroutine (m.curg), labels are the goroutine's, and its saved
+ * registers (g.sched) and up to GO_GSTACK_MAX bytes of its stack go to
+ * `go_gstacks` under the sample's stack snapshot id. The labels (at most
+ * GO_MAX_LABELS pairs, keys and values cut at GO_LABEL_LEN bytes) are stored
+ * in `go_label_sets` under a hash of their content, the key's go_labels.
+ *   Go < 1.24: g.labels -> *labelMap (map[string]string): buckets of the
+ *              hmap, at most GO_MAX_BUCKETS of them (B <= 1), no overflow chains
+ *   Go >= 1.24: g.labels -> *labelMap{list []label}
+ * Every read is bpf_probe_read_user of an address from the process: a bogus
+ * process gets garbage labels or none, never more than the bounds above.
+ *
+ * Included from telegen.h; BCC rewrites map calls in its main text only, so
+ * this header reaches its maps through go_map_op(), defined in telegen.h. */
+#ifndef TELEGEN_GOLABELS_H
+#define TELEGEN_GOLABELS_H
+
+#define GO_MAX_LABELS 8
+#define GO_LABEL_LEN 64
+#define GO_MAX_BUCKETS 2
+#define GO_BUCKET_SIZE 272          /* map[string]string: 8 tophash + 8 keys + 8 values + overflow */
+#define GO_MIN_TOPHASH 5            /* tophash below this: an empty cell */
+#define GO_GSTACK_MAX 8192
+#define GO_PROCS 4096
+#define GO_LABEL_SETS 4096
+#define GO_GSTACKS 512
+#define GO_LABELS_MAP 1
+#define GO_LABELS_SLICE 2
+#define GO_SETTINGS 0               /* go_procs key 0: tls_offset = fsbase offset in task_struct */
+
+struct go_proc {
+    s64 tls_offset;       /* g's slot relative to the thread pointer (-8); key 0: fsbase offset */
+    u16 g_m;
+    u16 g_sched;          /* gobuf: sp +0, pc +8, bp +48 */
+    u16 g_labels;
+    u16 g_stack_hi;
+    u16 m_g0;
+    u16 m_curg;
+    u16 labels_kind;      /* GO_LABELS_MAP / GO_LABELS_SLICE, 0: no labels */
+    u16 pad;
+};
+
+struct go_label {
+    u8 key_len;
+    u8 value_len;
+    char key[GO_LABEL_LEN];
+    char value[GO_LABEL_LEN];
+    u8 pad[6];
+};
+
+struct go_label_set {
+    u32 count;
+    u32 cut;              /* pairs or bytes left out (bounds) */
+    struct go_label pairs[GO_MAX_LABELS];
+};
+
+struct go_gstack {
+    u64 pc;
+    u64 sp;
+    u64 bp;
+    u32 len;
+    u32 pad;
+    u8 data[GO_GSTACK_MAX];
+};
+
+BPF_HASH(go_procs, u32, struct go_proc, GO_PROCS);
+BPF_TABLE("lru_hash", u32, struct go_label_set, go_label_sets, GO_LABEL_SETS);
+BPF_TABLE("lru_hash", u32, struct go_gstack, go_gstacks, GO_GSTACKS);
+BPF_PERCPU_ARRAY(go_scratch_set, struct go_label_set, 1);
+BPF_PERCPU_ARRAY(go_scratch_stack, struct go_gstack, 1);
+BPF_ARRAY(go_zeros, struct go_label_set, 1);       /* never written */
+
+enum go_map_op_kind {
+    GOM_PROC_GET, GOM_SET_SCRATCH, GOM_SET_INSERT, GOM_STACK_SCRATCH, GOM_STACK_INSERT,
+    GOM_ZEROS,
+};
+static __always_inline void *go_map_op(int op, void *key, void *value);
+
+static __always_inline u64 go_read_ptr(u64 addr)
+{
+    u64 v = 0;
+    if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
+        return 0;
+    return v;
+}
+
+/* Copy one Go string (ptr, len at `hdr`) into dst[GO_LABEL_LEN]; its length kept. */
+static __always_inline int go_read_string(u64 hdr, char *dst, u8 *len_out, u32 *cut)
+{
+    u64 sh[2] = {};
+    if (bpf_probe_read_user(sh, sizeof(sh), (void *)hdr))
+        return -1;
+    u64 n = sh[1];
+    if (n > GO_LABEL_LEN) {
+        n = GO_LABEL_LEN;
+        *cut += 1;
+    }
+    n &= 0x7f;
+    if (n > GO_LABEL_LEN)
+        return -1;
+    if (n && bpf_probe_read_user(dst, n, (void *)sh[0]))
+        return -1;
+    *len_out = n;
+    return 0;
+}
+
+static __always_inline void go_read_pair(struct go_label_set *set, u64 key_hdr, u64 value_hdr)
+{
+    u32 i = set->count;
+    if (i >= GO_MAX_LABELS) {
+        set->cut += 1;
+        return;
+    }
+    struct go_label *l = &set->pairs[i];
+    if (go_read_string(key_hdr, l->key, &l->key_len, &set->cut) ||
+        go_read_string(value_hdr, l->value, &l->value_len, &set->cut))
+        return;
+    set->count = i + 1;
+}
+
+/* Go < 1.24: an hmap of map[string]string with at most GO_MAX_BUCKETS buckets. */
+static __always_inline void go_read_map(struct go_label_set *set, u64 map_ptr)
+{
+    u64 hmap = go_read_ptr(map_ptr);
+    if (!hmap)
+        return;
+    u8 hdr[24] = {};
+    if (bpf_probe_read_user(hdr, sizeof(hdr), (void *)hmap))
+        return;
+    u8 log2 = hdr[9];
+    u64 buckets = *(u64 *)&hdr[16];
+    if (!buckets)
+        return;
+    u32 nbuckets = log2 == 0 ? 1 : 2;
+    if (log2 > 1)
+        set->cut += 1;
+    for (u32 b = 0; b < GO_MAX_BUCKETS; b++) {
+        if (b >= nbuckets)
+            break;
+        u64 bucket = buckets + b * GO_BUCKET_SIZE;
+        u8 tophash[8] = {};
+        if (bpf_probe_read_user(tophash, sizeof(tophash), (void *)bucket))
+            return;
+        for (u32 i = 0; i < 8; i++) {
+            if (tophash[i] < GO_MIN_TOPHASH)
+                continue;
+            go_read_pair(set, bucket + 8 + 16 * i, bucket + 8 + 128 + 16 * i);
+        }
+    }
+}
+
+/* Go >= 1.24: labelMap{LabelSet{list []label}}, label = {key, value string}. */
+static __always_inline void go_read_slice(struct go_label_set *set, u64 labels)
+{
+    u64 sl[2] = {};
+    if (bpf_probe_read_user(sl, sizeof(sl), (void *)labels))
+        return;
+    u64 n = sl[1];
+    if (n > GO_MAX_LABELS) {
+        set->cut += n - GO_MAX_LABELS;
+        n = GO_MAX_LABELS;
+    }
+    for (u32 i = 0; i < GO_MAX_LABELS; i++) {
+        if (i >= n)
+            break;
+        u64 at = sl[0] + 32 * i;
+        go_read_pair(set, at, at + 16);
+    }
+}
+
+static __always_inline u32 go_label_set_id(struct go_label_set *set)
+{
+    u64 h = 0xcbf29ce484222325ULL;
+    u64 *w = (u64 *)set;
+    for (u32 i = 0; i < sizeof(*set) / 8; i++)
+        h = (h ^ w[i]) * 0x100000001b3ULL;
+    u32 id = (u32)(h ^ (h >> 32));
+    return id ? id : 1;
+}
+
+static __always_inline u32 go_labels_of(struct go_proc *p, u64 g)
+{
+    u64 labels = go_read_ptr(g + p->g_labels);
+    if (!labels)
+        return 0;
+    u32 zero = 0;
+    struct go_label_set *set = go_map_op(GOM_SET_SCRATCH, &zero, 0);
+    if (!set)
+        return 0;
+    /* zeroed from a never-written map value: hashing needs no stale bytes,
+     * and clang turns a zeroing loop into a memset BPF cannot call */
+    void *zeros = go_map_op(GOM_ZEROS, &zero, 0);
+    if (!zeros || bpf_probe_read_kernel(set, sizeof(*set), zeros))
+        return 0;
+    if (p->labels_kind == GO_LABELS_MAP)
+        go_read_map(set, labels);
+    else if (p->labels_kind == GO_LABELS_SLICE)
+        go_read_slice(set, labels);
+    if (set->count == 0)
+        return 0;
+    u32 id = go_label_set_id(set);
+    go_map_op(GOM_SET_INSERT, &id, set);
+    return id;
+}
+
+/* The goroutine behind a g0 sample, for the unwinder: g.sched and its stack. */
+static __always_inline void go_copy_goroutine(struct go_proc *p, u64 curg, s32 snap_id)
+{
+    u32 zero = 0;
+    struct go_gstack *gs = go_map_op(GOM_STACK_SCRATCH, &zero, 0);
+    if (!gs)
+        return;
+    u64 sched[7] = {};
+    if (bpf_probe_read_user(sched, sizeof(sched), (void *)(curg + p->g_sched)))
+        return;
+    u64 hi = go_read_ptr(curg + p->g_stack_hi);
+    gs->sp = sched[0];
+    gs->pc = sched[1];
+    gs->bp = sched[6];
+    if (!gs->sp || hi <= gs->sp)
+        return;
+    u64 n = hi - gs->sp;
+    if (n > GO_GSTACK_MAX)
+        n = GO_GSTACK_MAX;
+    n &= (GO_GSTACK_MAX << 1) - 1;
+    if (n > GO_GSTACK_MAX || n < 8)
+        return;
+    if (bpf_probe_read_user(gs->data, n, (void *)gs->sp))
+        return;
+    gs->len = n;
+    u32 key = snap_id;
+    go_map_op(GOM_STACK_INSERT, &key, gs);
+}
+
+/* The sample-time hook (telegen.h walk_stacks_ex): labels into key->go_labels. */
+static __always_inline void go_sample(struct sample_key *key)
+{
+    u32 settings = GO_SETTINGS;
+    struct go_proc *p = go_map_op(GOM_PROC_GET, &key->pid, 0);
+    if (!p)
+        return;
+    struct go_proc *cfg = go_map_op(GOM_PROC_GET, &settings, 0);
+    s64 fs_off = cfg ? cfg->tls_offset : 0;
+    if (fs_off <= 0 || fs_off > 65536)
+        return;
+    u64 task = (u64)bpf_get_current_task();
+    u64 fsbase = 0;
+    if (bpf_probe_read_kernel(&fsbase, sizeof(fsbase), (void *)(task + fs_off)) || !fsbase)
+        return;
+    u64 g = go_read_ptr(fsbase + p->tls_offset);
+    if (!g)
+        return;
+    u64 m = go_read_ptr(g + p->g_m);
+    u64 lg = g;
+    if (m) {
+        u64 g0 = go_read_ptr(m + p->m_g0);
+        u64 curg = go_read_ptr(m + p->m_curg);
+        if (g == g0 && curg) {
+            lg = curg;
+#ifdef USER_STACKS
+            if (key->user_stack >= 0 && (key->user_stack & USNAP_BIT))
+                go_copy_goroutine(p, curg, key->user_stack);
+#endif
+        }
+    }
+    if (p->labels_kind)
+        key->go_labels = go_labels_of(p, lg);
+}
+
+#endif /* TELEGEN_GOLABELS_H */
