@@ -9,8 +9,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-CONTAINER_ID = "container.id"
-POD_UID = "k8s.pod.uid"
+from telegen.semconv import CONTAINER_ID, K8S_POD_UID
+
+POD_UID = K8S_POD_UID
+__all__ = ["CONTAINER_ID", "METADATA_NAMES", "POD_UID", "ExtractConfig", "FieldRule",
+           "FilterConfig", "K8sAttributesConfig"]
 
 # Every name ``extract.metadata`` accepts (OpenTelemetry semantic conventions).
 METADATA_NAMES = (

@@ -23,9 +23,10 @@ from telegen.pdata import Labels, LabelValue, Profile, Profiles, Sample
 from telegen.processors.k8sattributes.config import CONTAINER_ID, K8sAttributesConfig
 from telegen.processors.k8sattributes.metadata import Extractor
 from telegen.processors.k8sattributes.pods import PodCache, PodWatcher
+from telegen.semconv import K8S_CONTAINER_NAME
 from telegen.untrusted import Refusals
 
-CONTAINER_NAME = "k8s.container.name"
+CONTAINER_NAME = K8S_CONTAINER_NAME   # also the service.name when the process names none
 
 
 class K8sAttributesProcessor:
