@@ -85,13 +85,16 @@ def _manifest(bpf: Any, lib: Any, timings: dict[str, float]) -> tuple[list[int],
     maps: dict[str, Any] = {}
     for i in range(lib.bpf_num_tables(bpf.module)):
         name = lib.bpf_table_name(bpf.module, i)
-        t = bpf[name]
-        leaf = getattr(t, "sLeaf", t.Leaf)
-        info = map_info(t.map_fd)
+        fd = lib.bpf_table_fd(bpf.module, name)
+        info = map_info(fd)
+        # BCC's own type decoding, without its Table classes (which refuse
+        # e.g. a per-CPU array of structs whose size is not a multiple of 8)
+        key = _decode(lib.bpf_table_key_desc(bpf.module, name))
+        leaf = _decode(lib.bpf_table_leaf_desc(bpf.module, name))
         maps[name.decode()] = {
-            "fd": index(t.map_fd), "type": info.type, "max_entries": info.max_entries,
+            "fd": index(fd), "type": info.type, "max_entries": info.max_entries,
             "key_size": info.key_size, "value_size": info.value_size,
-            "key": layout.describe(t.Key) if t.Key is not None else None,
+            "key": layout.describe(key) if key is not None else None,
             "leaf": layout.describe(leaf) if leaf is not None else None}
     programs = {fn.name.decode(): {"fd": index(fn.fd), "type": _prog_type(fn.fd)}
                 for fn in bpf.funcs.values()}
@@ -103,6 +106,12 @@ def _manifest(bpf: Any, lib: Any, timings: dict[str, float]) -> tuple[list[int],
         links += [{"fd": index(fd), "what": f"perf_event {ev_type}:{ev_config} cpu {cpu}"}
                   for cpu, fd in per_cpu.items()]
     return fds, {"maps": maps, "programs": programs, "links": links, "timings": timings}
+
+
+def _decode(desc: bytes | None) -> Any:
+    from bcc import BPF
+
+    return BPF._decode_table_type(json.loads(desc)) if desc else None
 
 
 def _prog_type(fd: int) -> int:

@@ -104,6 +104,22 @@ def test_arrays_and_per_cpu_arrays() -> None:
         obj.close()
 
 
+class Odd(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_uint32), ("b", ctypes.c_uint32), ("c", ctypes.c_uint32)]
+
+
+def test_per_cpu_array_of_a_struct_whose_size_is_not_a_multiple_of_8() -> None:
+    obj = objects({"p": spec(sc.MAP_PERCPU_ARRAY, ctypes.c_uint32, Odd, 2)})
+    try:
+        p = obj["p"]
+        assert isinstance(p, PerCpuArray) and ctypes.sizeof(p.sLeaf) == 12
+        n = sc.possible_cpus()
+        p[p.Key(1)] = p.Leaf(*[p.sLeaf(i, i + 1, i + 2) for i in range(n)])
+        assert [(v.a, v.b, v.c) for v in p[p.Key(1)]] == [(i, i + 1, i + 2) for i in range(n)]
+    finally:
+        obj.close()
+
+
 def test_a_manifest_that_lies_about_a_map_is_refused_and_its_fds_closed() -> None:
     fd = create(sc.MAP_HASH, ctypes.c_uint32, ctypes.c_uint64, 16)
     manifest = {"maps": {"h": {"fd": 0, "type": sc.MAP_HASH, "key_size": 4, "value_size": 8,
