@@ -151,7 +151,7 @@ def _find_moduledata(data: mmap.mmap, segments: list[Segment], hdr: _Header,
     nwords = _GOFUNC_WORD.get(hdr.version, 37) + 1
     fmt = struct.Struct(e + word * nwords)
     want = [vaddr + off for off in hdr.offsets]
-    for seg in segments:
+    for seg in reversed(segments):     # the data segments come last
         pos, end, hits = seg.offset, seg.offset + seg.filesz, 0
         while hits < MAX_SCAN_HITS:
             pos = data.find(needle, pos, end)
