@@ -20,11 +20,16 @@ mapped in the agent at the end; seconds from start to the first sample
 (``ready`` in its log). Prints a markdown table.
 
     python -m bench.fresh_host [--agents today=../old,new=.] [--seconds 60] [--churn]
+        [--no-baseline] [--timeline PATH] [--probe PATH [--tracemalloc]]
+
+``--probe`` runs each agent under :mod:`bench.agent_probe` (what it keeps,
+every ``--probe-every`` seconds), to find what grows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -40,6 +45,7 @@ from telegen.testing.workloads import build, parse_report
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+MARKS = (5, 20, 50, 300, 600)
 
 PY_SERVICE = r'''
 import hashlib, json, time
@@ -125,7 +131,12 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
         log = Path(out) / "agent.log"
         started = time.monotonic()
         with open(log, "wb") as logf:
-            agent = subprocess.Popen([sys.executable, "-m", "telegen", "run"], cwd=out, env=env,
+            command = ["-m", "telegen", "run"]
+            if args.probe:    # the same agent, with bench.agent_probe's records of what it keeps
+                command = ["-m", "bench.agent_probe", "--out", f"{args.probe}.{label}.jsonl",
+                           "--every", str(args.probe_every)] + \
+                    (["--tracemalloc"] if args.tracemalloc else []) + ["--", "run"]
+            agent = subprocess.Popen([sys.executable, *command], cwd=out, env=env,
                                      stdout=logf, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         stop = threading.Event()
@@ -157,15 +168,18 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
         except subprocess.TimeoutExpired:
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait()
-        for mark in (5, 20, 50):
+        for mark in MARKS:
             near = [r for t, r in samples if t >= mark]
             rss[f"{mark}s"] = near[0] if near else 0.0
         half = [r for t, r in samples if t >= samples[-1][0] / 2] if samples else [0.0]
+        if args.timeline:
+            Path(args.timeline).with_suffix(f".{label}.json").write_text(json.dumps(
+                {"agent": label, "samples": samples}))
         text = log.read_text(errors="replace")
         ready = next((line for line in text.splitlines() if "first sample" in line
                       or "started" in line.lower()), "")
         return {"agent": label, "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
-                "throughput": throughput / baseline, "rss": rss,
+                "throughput": throughput / baseline if baseline else float("nan"), "rss": rss,
                 "rss_end": samples[-1][1] if samples else 0.0,
                 "rss_peak": max((r for _, r in samples), default=0.0),
                 "growth_last_half_pct": 100 * (half[-1] - half[0]) / half[0] if half[0] else 0,
@@ -178,6 +192,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--delay", type=float, default=20.0)
     ap.add_argument("--churn", action="store_true")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the program's run without an agent (throughput not reported)")
+    ap.add_argument("--timeline", help="write each agent's RSS timeline to TIMELINE.<label>.json")
+    ap.add_argument("--probe", help="run the agent under bench.agent_probe, records in "
+                    "PROBE.<label>.jsonl (container sizes per Class.attribute, object counts)")
+    ap.add_argument("--probe-every", type=float, default=30.0)
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="with --probe: also the source lines whose allocations grew")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="compute threads of the C program (default: one per CPU)")
     args = ap.parse_args()
@@ -192,21 +214,24 @@ def main() -> int:
                      source_dir=HERE / "workloads")
         service = subprocess.Popen([py, "-c", PY_SERVICE])
         try:
-            baseline = run_program(work, args.seconds, args.threads)
+            baseline = 0.0 if args.no_baseline else run_program(work, args.seconds, args.threads)
             rows = [measure(label, src, work, args, baseline) for label, src in agents]
         finally:
             service.kill()
             service.wait()
     print(f"\nbaseline {baseline:.0f} iters/s; churn={'on' if args.churn else 'off'}; "
           f"program {args.seconds:.0f} s from {args.delay:.0f} s after the agent's start\n")
-    print("| agent | agent CPU % of one core | program throughput | RSS 5 s / 20 s / 50 s / end "
-          "(MB) | peak | growth, last half | LLVM mapped |")
+    marks = [m for m in MARKS if m < args.delay + args.seconds]
+    print("| agent | agent CPU % of one core | program throughput | RSS "
+          + " / ".join(f"{m} s" for m in marks) + " / end (MB) | peak | growth, last half "
+          "| LLVM mapped |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         rss = r["rss"]
         assert isinstance(rss, dict)
+        timeline = " / ".join(f"{rss[f'{m}s']:.0f}" for m in marks)
         print(f"| {r['agent']} | {r['cpu_pct']:.1f} | {r['throughput']:.3f} | "
-              f"{rss['5s']:.0f} / {rss['20s']:.0f} / {rss['50s']:.0f} / {r['rss_end']:.0f} | "
+              f"{timeline} / {r['rss_end']:.0f} | "
               f"{r['rss_peak']:.0f} | {r['growth_last_half_pct']:.1f}% | {r['llvm_mapped']} |")
     return 0
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
+from typing import TypeVar
 
 from telegen.helpers.httpserver import BackgroundHTTPServer, reply
 from telegen.untrusted import Refusals
 
 log = logging.getLogger("telegen.telemetry")
+_T = TypeVar("_T", "Counter", "Gauge")
 
 
 class Counter:
@@ -52,25 +55,55 @@ class ComponentTelemetry:
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
+# Series per metric name beyond which new label sets share one overflow series
+# (the OpenTelemetry SDK's cardinality limit): a label fed by what runs on the
+# host (a process name, a reason read from input) cannot grow the agent for
+# ever (#21). The overflow series keeps the component's labels and carries
+# otel.metric.overflow="true" (in Prometheus spelling).
+MAX_SERIES_PER_METRIC = 1000
+OVERFLOW_LABEL = "otel_metric_overflow"
+_IDENTIFYING = ("kind", "component", "pipeline")
+
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, max_series_per_metric: int = MAX_SERIES_PER_METRIC) -> None:
         self._counters: dict[Key, Counter] = {}
         self._gauges: dict[Key, Gauge] = {}
+        self._series: dict[str, int] = {}     # metric name -> its series (counters + gauges)
+        self._max_series = max_series_per_metric
         self._lock = threading.Lock()
 
     def for_component(self, kind: str, component: str) -> ComponentTelemetry:
         return ComponentTelemetry(self, kind, component)
 
     def counter(self, name: str, **labels: str) -> Counter:
-        key = (name, tuple(sorted(labels.items())))
         with self._lock:
-            return self._counters.setdefault(key, Counter())
+            return self._get(self._counters, name, labels, Counter)
 
     def gauge(self, name: str, **labels: str) -> Gauge:
-        key = (name, tuple(sorted(labels.items())))
         with self._lock:
-            return self._gauges.setdefault(key, Gauge())
+            return self._get(self._gauges, name, labels, Gauge)
+
+    def _get(self, table: dict[Key, _T], name: str, labels: dict[str, str],
+             make: Callable[[], _T]) -> _T:
+        key = (name, tuple(sorted(labels.items())))
+        found = table.get(key)
+        if found is not None:
+            return found
+        if self._series.get(name, 0) >= self._max_series:
+            kept = {k: v for k, v in labels.items() if k in _IDENTIFYING}
+            key = (name, tuple(sorted({**kept, OVERFLOW_LABEL: "true"}.items())))
+            found = table.get(key)
+            if found is not None:
+                return found
+        self._series[name] = self._series.get(name, 0) + 1
+        table[key] = found = make()
+        return found
+
+    def series_count(self) -> int:
+        """How many series the registry holds (counters and gauges)."""
+        with self._lock:
+            return len(self._counters) + len(self._gauges)
 
     def snapshot(self) -> dict[str, float]:
         """``name{label="v",...}`` → value, for logs and tests."""

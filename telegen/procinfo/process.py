@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -17,11 +19,14 @@ from telegen.procinfo.maps import MapEntry, read_maps
 from telegen.procinfo.procfs import (
     DELETED,
     PROC,
+    alive,
     process_file,
     process_root,
     read_command,
     read_file,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,7 +122,12 @@ class ProcessCache:
 
     Exited processes stay until ``release_exited()`` has been called twice
     after the exit (so the window that still holds their samples can resolve
-    them); least recently used entries are evicted beyond ``maxsize``.
+    them); least recently used entries are evicted beyond ``maxsize``. A
+    process gone without its exit being marked (an exit event lost, a zombie
+    captured after its exit) is found by ``release_exited()`` and released
+    the same way. Whoever keeps its own per-process state registers
+    ``on_release(callback)``: ``callback(pids)`` runs (outside the lock) with
+    the pids released, so that state goes with the process (#21).
     """
 
     def __init__(self, maxsize: int = 8192, *, proc: str = PROC,
@@ -130,6 +140,12 @@ class ProcessCache:
         self._exited_new: set[int] = set()
         self._exited_old: set[int] = set()
         self._refresh_interval_ns = int(refresh_interval_s * 1e9)
+        self._listeners: list[Callable[[list[int]], None]] = []
+        self.released = 0              # processes released since creation
+
+    def on_release(self, callback: Callable[[list[int]], None]) -> None:
+        """Call ``callback(pids)`` with the pids each ``release_exited()`` drops."""
+        self._listeners.append(callback)
 
     @property
     def build_ids(self) -> BuildIdCache:
@@ -180,15 +196,31 @@ class ProcessCache:
                 self._exited_new.add(pid)
 
     def release_exited(self) -> int:
-        """Drop processes marked exited before the previous call; returns how many."""
+        """Drop processes marked exited before the previous call and tell the
+        ``on_release`` listeners; mark those found gone unmarked (released at
+        the next call but one). Returns how many were dropped."""
         with self._lock:
-            gone = self._exited_old
-            for pid in gone:
+            gone: list[int] = []
+            for pid in self._exited_old:
                 info = self._cache.get(pid)
                 if info is not None and info.exited:
                     del self._cache[pid]
+                    gone.append(pid)
             self._exited_old, self._exited_new = self._exited_new, set()
-            return len(gone)
+            unmarked = [pid for pid in self._cache.keys()
+                        if pid not in self._exited_old]
+        for pid in unmarked:           # exits whose event we never saw
+            if not alive(pid, self._proc):
+                self.mark_exited(pid)
+        self.released += len(gone)
+        if gone:
+            for callback in self._listeners:
+                try:
+                    callback(gone)
+                except Exception as exc:     # one listener failing does not stop the others
+                    log.warning("releasing %d exited processes: %s: %s", len(gone),
+                                type(exc).__name__, exc)
+        return len(gone)
 
     def pids(self) -> list[int]:
         with self._lock:
