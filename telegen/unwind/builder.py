@@ -241,6 +241,7 @@ def _serve(req: dict[str, object], fd: int) -> dict[str, object]:
 
 def _work(req: dict[str, object], fd: int, cpu_s: int, memory: int) -> int:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))     # SIGXCPU would dump core
     limit = _address_space() + memory
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
