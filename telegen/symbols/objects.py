@@ -26,8 +26,9 @@ from telegen.untrusted import Refusals, Refused
 
 log = logging.getLogger(__name__)
 
-# A raw answer: (source, [(raw name, plain name, file, line, decl line), ...] innermost first)
-RawAnswer = tuple[str, list[IndexLine]]
+# A raw answer: (source, [(raw name, plain name, file, line, decl line), ...] innermost
+# first, final: False when from a symbol table, which a DWARF index may better)
+RawAnswer = tuple[str, list[IndexLine], bool]
 Background = Callable[[Callable[[], None]], None]
 LIMIT_REASONS = ("cpu_time", "memory")   # a build over these rejects the object
 
@@ -200,7 +201,10 @@ class ObjectSymbols:
 
     @property
     def usable(self) -> bool:
-        return not self.rejected and (self.binary is not None or self.debug is not None)
+        """Something can answer, now or once the debug file is downloaded."""
+        downloading = self._download is not None and not self._download.is_set()
+        return not self.rejected and (self.binary is not None or self.debug is not None
+                                      or downloading)
 
     def _find_debug(self, debug_dirs: Sequence[str], root: str) -> None:
         found: DebugFile | None = None
@@ -243,15 +247,15 @@ class ObjectSymbols:
                 log.debug("index look-up failed at 0x%x: %s", vaddr, exc)
                 lines = None
             if lines:
-                return source, self._public_name(vaddr, lines)
+                return source, self._public_name(vaddr, lines), True
         if self._go is not None:
             go = gopclntab_object.answer(self._go, vaddr, self._note)
             if go is not None:
-                return go
+                return go[0], go[1], True      # final: nothing is built for it
         for source, table in self._tables:
             hit = table.lookup(vaddr)
             if hit is not None:
-                return source, [(hit[0], hit[0], "", 0, 0)]
+                return source, [(hit[0], hit[0], "", 0, 0)], False
         return None
 
     def _public_name(self, vaddr: int, lines: list[IndexLine]) -> list[IndexLine]:

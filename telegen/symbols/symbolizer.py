@@ -126,7 +126,9 @@ class Symbolizer:
         self._perfmaps: LRUCache[int, PerfMap] = LRUCache(
             PERF_MAPS_BYTES, getsizeof=lambda pm: 1 + pm.bytes_read)
         self.builder = IndexBuilder(opts.index_dir or cache_dir("index"), opts.parse_limits)
-        self._downloads = ThreadPoolExecutor(1, thread_name_prefix="symbol-debuginfod")
+        # downloads wait on the network: a few at once, so one stalled server
+        # does not queue every other build-id behind it
+        self._downloads = ThreadPoolExecutor(4, thread_name_prefix="symbol-debuginfod")
         self._provisional = (counters or {}).get("symbolize_provisional_frames")
         self.provisional_frames = 0
         self._wait_left = opts.index_wait_s
@@ -225,8 +227,8 @@ class Symbolizer:
         if answer is None:
             return Resolution((), "unknown", obj.has_functions, obj.has_dwarf,
                               obj.has_dwarf, obj.has_dwarf, pending)
-        source, raw = answer
-        provisional = pending and source in ("symtab", "dynsym")
+        source, raw, from_index = answer
+        provisional = pending and not from_index
         return Resolution(self._lines(raw), source, True, obj.has_dwarf, obj.has_dwarf,
                           obj.has_dwarf, provisional)
 

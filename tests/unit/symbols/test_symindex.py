@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from telegen.symbols import Symbolizer, SymbolizerOptions
+from telegen.symbols import Resolution, Symbolizer, SymbolizerOptions
 from telegen.symbols.elf import ElfFile
 from telegen.testing.native import compile_c
 
@@ -139,3 +139,71 @@ def test_state_of_exited_processes_is_dropped(program: Path, tmp_path: Path) -> 
     sym.native(function_offset(program, "main"), file=str(program), start=0, offset=0)
     assert not any(k[0] == proc.pid for k in sym._keys)
     sym.close()
+
+
+def test_a_debuginfod_download_does_not_hold_other_lookups(program: Path,
+                                                           tmp_path: Path) -> None:
+    """A stripped binary whose debug file comes from a stalled debuginfod:
+    its frame waits (outside the symbolizer's lock) while another thread's
+    look-up of another binary answers at once; once the server answers, the
+    stripped binary is named from the downloaded file's DWARF index."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from telegen.symbols.elf import read_build_id
+    from telegen.testing.native import split_debug
+
+    stripped = tmp_path / "stripped"
+    stripped.write_bytes(program.read_bytes())
+    debug = split_debug(stripped, tmp_path / "stripped.debug")
+    build_id = read_build_id(str(stripped))
+    assert build_id
+    release = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if build_id not in self.path:
+                self.send_error(404)
+                return
+            release.wait(20)
+            body = debug.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sym = Symbolizer(SymbolizerOptions(
+        debug_dirs=(), debuginfod_urls=[f"http://127.0.0.1:{server.server_address[1]}"],
+        debuginfod_cache_dir=str(tmp_path / "dl"), debuginfod_timeout_s=30.0,
+        index_dir=str(tmp_path / "index"), index_wait_s=2.0))
+    off = function_offset(program, "outer_function", 4)    # the same layout, stripped
+    waited: list[object] = []
+    waiter = threading.Thread(target=lambda: waited.append(
+        sym.native(off, file=str(stripped), start=0, offset=0)))
+    try:
+        waiter.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        other = sym.native(0x1100, file="/usr/bin/true", start=0, offset=0)
+        assert time.monotonic() - t0 < 1.0 and waiter.is_alive()
+        assert other.source in ("symtab", "dynsym", "unknown")
+        waiter.join(10)
+        first = waited[0] if waited else None
+        assert isinstance(first, Resolution) and first.pending and not first.lines
+        release.set()
+        deadline = time.monotonic() + 60
+        res = sym.native(off, file=str(stripped), start=0, offset=0)
+        while res.source != "debuginfod" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            res = sym.native(off, file=str(stripped), start=0, offset=0)
+        assert res.source == "debuginfod" and res.lines[-1].function == "outer_function"
+        assert res.lines[-1].line > 0
+    finally:
+        release.set()
+        server.shutdown()
+        sym.close()
