@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from telegen.pdata import LabelValue
-from telegen.procinfo.identity import IdentityCache
+from telegen.procinfo.identity import IdentityCache, host_attributes
 from telegen.semconv import CONTAINER_ID, SERVICE_NAME
 
 # one read of /proc/PID/{environ,cgroup,status} per process (pid, start time)
@@ -37,7 +37,8 @@ class Target:
         """Resource attributes of every profile scraped from this target."""
         attrs: dict[str, LabelValue] = {}
         labels = dict(self.labels)
-        if self.pid:       # who (procinfo.identity): executable, container, pod, service
+        if self.pid:       # a process of this host: the host, then who it is
+            attrs.update(host_attributes())   # (procinfo.identity: executable, container…)
             attrs.update(_IDENTITY.attributes(self.pid, (self.pid, self.start_ns),
                                               self.executable or None))
         if self.container_id:
