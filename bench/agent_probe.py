@@ -90,8 +90,7 @@ def probe(out: str, every: float, traced: bool) -> None:
         record["containers"] = {k: v for k, v in sorted(sizes.items()) if v}
         record["types"] = dict(sorted(types.items(), key=lambda kv: -kv[1])[:25])
         if traced:
-            snap = tracemalloc.take_snapshot().filter_traces(
-                (tracemalloc.Filter(False, tracemalloc.__file__),))
+            snap = tracemalloc.take_snapshot()
             record["traced_mb"] = tracemalloc.get_traced_memory()[0] / 1e6
             if first is None:
                 first = snap

@@ -15,7 +15,8 @@ Reported per agent: the agent's CPU (its process tree: user+system of the
 agent and of its children, reaped or alive) as % of one core over the C
 program's run; the program's throughput relative to a run without any agent
 (measured first, same run); the tree's RSS at 5 s, 20 s, 50 s and the end,
-its peak, and its growth over the last half; whether libLLVM/libbcc are
+its peak, and its growth over the last half (mean of its last 30 s over mean
+of its first 30 s); whether libLLVM/libbcc are
 mapped in the agent at the end; seconds from start to the first sample
 (``ready`` in its log). Prints a markdown table.
 
@@ -154,15 +155,17 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        time.sleep(args.delay)
-        cpu0 = cpu_s(tree(agent.pid))
-        t0 = time.monotonic()
-        throughput = run_program(work, args.seconds, args.threads)
-        cpu1 = cpu_s(tree(agent.pid))
-        t1 = time.monotonic()
-        mapped = llvm_mapped(agent.pid)
-        stop.set()
-        os.killpg(agent.pid, signal.SIGTERM)
+        try:
+            time.sleep(args.delay)
+            cpu0 = cpu_s(tree(agent.pid))
+            t0 = time.monotonic()
+            throughput = run_program(work, args.seconds, args.threads)
+            cpu1 = cpu_s(tree(agent.pid))
+            t1 = time.monotonic()
+            mapped = llvm_mapped(agent.pid)
+        finally:
+            stop.set()
+            os.killpg(agent.pid, signal.SIGTERM)
         try:
             agent.wait(timeout=120)
         except subprocess.TimeoutExpired:
@@ -171,7 +174,12 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
         for mark in MARKS:
             near = [r for t, r in samples if t >= mark]
             rss[f"{mark}s"] = near[0] if near else 0.0
-        half = [r for t, r in samples if t >= samples[-1][0] / 2] if samples else [0.0]
+        # growth over the last half: mean of its last 30 s over mean of its first 30 s
+        # (single readings jump with a window's garbage)
+        end = samples[-1][0] if samples else 0.0
+        head = [r for t, r in samples if end / 2 <= t < end / 2 + 30] or [0.0]
+        tail = [r for t, r in samples if t >= end - 30] or [0.0]
+        head_mb, tail_mb = sum(head) / len(head), sum(tail) / len(tail)
         if args.timeline:
             Path(args.timeline).with_suffix(f".{label}.json").write_text(json.dumps(
                 {"agent": label, "samples": samples}))
@@ -182,8 +190,13 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
                 "throughput": throughput / baseline if baseline else float("nan"), "rss": rss,
                 "rss_end": samples[-1][1] if samples else 0.0,
                 "rss_peak": max((r for _, r in samples), default=0.0),
-                "growth_last_half_pct": 100 * (half[-1] - half[0]) / half[0] if half[0] else 0,
+                "growth_last_half_pct": 100 * (tail_mb - head_mb) / head_mb if head_mb else 0,
                 "llvm_mapped": mapped, "ready": ready[:120]}
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like ^C: the service, the program and the agent are stopped."""
+    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -203,6 +216,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="compute threads of the C program (default: one per CPU)")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _interrupted)
     agents = [(a.split("=", 1)[0], Path(a.split("=", 1)[1]).resolve())
               for a in args.agents.split(",")]
     py = pyenv_python("3.12")
