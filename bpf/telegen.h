@@ -467,6 +467,32 @@ static __always_inline void *go_map_op(int op, void *key, void *value)
 }
 /* ---- end Go ---- */
 
+/* ---- CPython (#22): the sampled thread's Python frames (bpf/cpython.h) ---- */
+#include "cpython.h"
+static __always_inline void *py_map_op(int op, void *key, void *value)
+{
+    switch (op) {
+    case PYM_PROC_GET:
+        return py_procs.lookup(key);
+    case PYM_THREAD_GET:
+        return py_threads.lookup(key);
+    case PYM_THREAD_SET:
+        return (void *)(long)py_threads.update(key, value);
+    case PYM_THREAD_DEL:
+        return (void *)(long)py_threads.delete(key);
+    case PYM_STACK_GET:
+        return py_stacks.lookup(key);
+    case PYM_STACK_SET:
+        return (void *)(long)py_stacks.update(key, value);
+    case PYM_STAT_GET:
+        return py_stats.lookup(key);
+    case PYM_SCRATCH_GET:
+        return py_scratch.lookup(key);
+    }
+    return 0;
+}
+/* ---- end CPython ---- */
+
 /* Fill key->user_stack/kernel_stack. With USER_STACKS the user stack is a copy
  * for CFI unwinding (a snapshot id); frame pointers when the copy fails
  * (KEY_FP_FALLBACK marks that, except for tasks without user context).
@@ -500,6 +526,7 @@ static __always_inline void walk_stacks_ex(void *ctx, struct sample_key *key, u3
     key->kernel_stack = kid;
     key->stack_seq = seq;
     go_sample(key);       /* Go (#26): labels, goroutine context (bpf/golabels.h) */
+    key->py_stack = py_stack_id(key->pid, key->tid);  /* CPython (#22): bpf/cpython.h */
 }
 
 static __always_inline void walk_stacks(void *ctx, struct sample_key *key, u32 seq, int user_mode)
