@@ -2,18 +2,22 @@
 what the Go runtime itself uses for tracebacks, present in stripped
 (``-ldflags="-s -w"``) and ``-trimpath`` binaries alike.
 
-Read in place from an ``mmap`` of the file (no Python object per function):
-a look-up bisects the function table, decodes the function's pc-value tables
-(file, line, inline index) up to its end — bounded by the function's size —
-and keeps the decoded tables in a small LRU bounded in entries. Inlined calls
-come from ``FUNCDATA_InlTree`` indexed by ``PCDATA_InlTreeIndex``; each
-level's call site is the position at the inline entry's ``parentPc``, as the
-runtime does it. Every offset is checked against its table; a malformed table
-raises :class:`~telegen.untrusted.Refused` (``bad_gopclntab``).
+Read in place (no Python object per function) from the agent's own sparse
+copy of the bytes it needs, mapped (:mod:`.gopclntab_bytes`: the profiled
+file itself is never mapped, its owner could truncate it under us). A
+look-up bisects the function table and decodes the function's pc-value
+tables (file, line, inline index) lazily up to the pc asked for
+(:mod:`.gopclntab_pcvalue`), keeping them in an LRU bounded in entries.
+Inlined calls come from ``FUNCDATA_InlTree`` indexed by
+``PCDATA_InlTreeIndex``; each level's call site is the inline entry's own
+(Go 1.16-1.19) or the position at its ``parentPc`` (1.20+), as the runtime
+does it. Every offset is checked against its table; a malformed table raises
+:class:`~telegen.untrusted.Refused` (``bad_gopclntab``).
 
 ``GoFunctions.open(fd or MappedFile)`` → ``lookup(vaddr)`` (innermost first),
-``func_entry`` / ``func_end``; ``is_go(elf)`` is a cheap test on headers.
-Addresses are the binary's link-time virtual addresses.
+``func_entry`` / ``func_end`` / ``sp_delta`` / ``entry_of(name)``;
+``is_go(elf)`` is a cheap test on headers. Addresses are the binary's
+link-time virtual addresses.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ import struct
 from collections import OrderedDict
 from typing import NamedTuple
 
-from telegen.procinfo.elfheaders import read_headers
+from telegen.procinfo.elfheaders import build_id_of, read_headers
 from telegen.procinfo.maps import MappedFile
+from telegen.symbols.gopclntab_bytes import FileBytes, copy_key, private_copy, stored_meta
 from telegen.symbols.gopclntab_locate import (
     Pclntab,
     Segment,
     is_go,
     load_segments,
     locate,
+    needed_ranges,
+    tab_from_meta,
     vaddr_to_offset,
 )
 from telegen.symbols.gopclntab_pcvalue import PcValueTable
@@ -110,16 +117,17 @@ class GoFunctions:
         headers = read_headers(fd)
         if not headers.file_size:
             return None
-        data = mmap.mmap(fd, headers.file_size, prot=mmap.PROT_READ)
-        try:
-            tab = locate(data, headers)
-        except BaseException:
-            data.close()
-            raise
+        segments = load_segments(headers)
+        key = copy_key(build_id_of(fd, headers), fd)
+        meta = stored_meta(key)
+        tab = tab_from_meta(meta) if meta is not None else None
         if tab is None:
-            data.close()
-            return None
-        return cls(data, tab, load_segments(headers))
+            tab = locate(FileBytes(fd, headers.file_size), headers)
+            if tab is None:
+                return None
+        data = private_copy(fd, headers.file_size, needed_ranges(tab, segments), key,
+                            {"tab": tab._asdict()})
+        return cls(data, tab, segments)
 
     @classmethod
     def open_path(cls, path: str) -> GoFunctions | None:

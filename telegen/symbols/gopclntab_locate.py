@@ -19,11 +19,11 @@ magic ``0xfffffffa`` Go 1.16/1.17, ``0xfffffff0`` 1.18/1.19, ``0xfffffff1``
 
 from __future__ import annotations
 
-import mmap
 import struct
 from typing import NamedTuple
 
 from telegen.procinfo.elfheaders import PT_LOAD, SHT_NOBITS, ElfHeaders, find_note
+from telegen.symbols.gopclntab_bytes import FileBytes
 from telegen.untrusted import Refused
 
 MAGICS = {0xFFFFFFFA: "1.16", 0xFFFFFFF0: "1.18", 0xFFFFFFF1: "1.20"}
@@ -108,20 +108,20 @@ class _Header(NamedTuple):
     offsets: tuple[int, int, int, int, int]   # funcname, cu, filetab, pctab, pcln
 
 
-def _parse_header(data: mmap.mmap, at: int, limit: int, endian: str) -> _Header | None:
+def _parse_header(data: FileBytes, at: int, limit: int, endian: str) -> _Header | None:
     """The header at file offset ``at`` if sane, its tables before ``limit``."""
     if at + 8 > limit:
         return None
-    version = MAGICS.get(struct.unpack_from(endian + "I", data, at)[0])
+    version = MAGICS.get(data.unpack(struct.Struct(endian + "I"), at)[0])
     if version is None:
         return None
-    pad1, pad2, quantum, ptr = data[at + 4], data[at + 5], data[at + 6], data[at + 7]
+    pad1, pad2, quantum, ptr = data.read(at + 4, 4)
     if pad1 or pad2 or quantum not in (1, 2, 4) or ptr not in (4, 8):
         return None
     nwords = 8 if version != "1.16" else 7
     if at + 8 + nwords * ptr > limit:
         return None
-    words = struct.unpack_from(endian + ("Q" if ptr == 8 else "I") * nwords, data, at + 8)
+    words = data.unpack(struct.Struct(endian + ("Q" if ptr == 8 else "I") * nwords), at + 8)
     nfunc = words[0]
     text_start = words[2] if version != "1.16" else 0
     offsets = words[3:8] if version != "1.16" else words[2:7]
@@ -141,7 +141,7 @@ class _ModuleData(NamedTuple):
     gofunc: int
 
 
-def _find_moduledata(data: mmap.mmap, segments: list[Segment], hdr: _Header,
+def _find_moduledata(data: FileBytes, segments: list[Segment], hdr: _Header,
                      vaddr: int) -> _ModuleData | None:
     """The moduledata pointing at the header at ``vaddr``, confirmed by its
     table pointers (header vaddr + each header offset) and ``ftab`` length."""
@@ -159,7 +159,7 @@ def _find_moduledata(data: mmap.mmap, segments: list[Segment], hdr: _Header,
                 break
             hits += 1
             if pos % ptr == 0 and pos + fmt.size <= end:
-                w = fmt.unpack_from(data, pos)
+                w = data.unpack(fmt, pos)
                 if [w[1], w[4], w[7], w[10], w[13]] == want and w[16] == want[4] \
                         and w[17] == hdr.nfunc + 1:
                     lengths = (w[2], w[5] * 4, w[8], w[11], w[14])
@@ -186,8 +186,8 @@ def _tables(hdr: _Header, at: int, limit: int, md: _ModuleData | None,
     return tuple(out)
 
 
-def locate(data: mmap.mmap, headers: ElfHeaders) -> Pclntab | None:
-    """The pclntab of the binary mapped as ``data``; None when it has none.
+def locate(data: FileBytes, headers: ElfHeaders) -> Pclntab | None:
+    """The pclntab of the binary read through ``data``; None when it has none.
     Refused when a ``.gopclntab`` section is there but malformed."""
     segments = load_segments(headers)
     for sec in headers.sections:
@@ -203,7 +203,7 @@ def locate(data: mmap.mmap, headers: ElfHeaders) -> Pclntab | None:
     return _scan(data, segments, headers.little)
 
 
-def _scan(data: mmap.mmap, segments: list[Segment], little: bool) -> Pclntab | None:
+def _scan(data: FileBytes, segments: list[Segment], little: bool) -> Pclntab | None:
     """Look for a header by its magic in every loaded segment (no section).
     Little-endian: one pass for ``?? ff ff ff 00 00`` (the three magics share it)."""
     if little:
@@ -240,3 +240,26 @@ def _result(hdr: _Header, at: int, limit: int, md: _ModuleData | None, vaddr: in
     return Pclntab(hdr.version, hdr.endian, hdr.ptr_size, hdr.quantum, hdr.nfunc,
                    hdr.text_start, funcnames, cutab, filetab, pctab, pcln,
                    md.gofunc if md is not None else 0, vaddr, at, found_by)
+
+
+def needed_ranges(tab: Pclntab, segments: list[Segment]) -> list[tuple[int, int]]:
+    """File ranges a reader of ``tab`` touches: the header and its tables,
+    and the data of the inline trees — from ``go:func.*`` to the end of its
+    segment (Go ≥ 1.18), or every segment (1.16: absolute pointers)."""
+    ranges = [(tab.offset, tab.pcln[1])]
+    if tab.gofunc:
+        for seg in segments:
+            if seg.vaddr <= tab.gofunc < seg.vaddr + seg.filesz:
+                ranges.append((tab.gofunc - seg.vaddr + seg.offset, seg.offset + seg.filesz))
+    elif tab.version == "1.16":
+        ranges += [(seg.offset, seg.offset + seg.filesz) for seg in segments]
+    return ranges
+
+
+def tab_from_meta(meta: dict[str, object]) -> Pclntab | None:
+    """The located tables stored with the agent's own copy (JSON)."""
+    raw = meta.get("tab")
+    if not isinstance(raw, dict) or set(raw) != set(Pclntab._fields):
+        return None
+    return Pclntab._make(tuple(raw[k]) if isinstance(raw[k], list) else raw[k]
+                         for k in Pclntab._fields)
