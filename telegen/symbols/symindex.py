@@ -63,6 +63,10 @@ IndexLine = tuple[str, str, str, int, int]
 # (``long_new_impl.part.0``, ``_ZN..El.cold``); DWARF, and this symbolizer
 # before, by the function (``long_new_impl``)
 _CLONE = re.compile(r"(?:\.(?:part|isra|constprop|cold|lto_priv|localalias)(?:\.\d+)?)+$")
+# glibc's internal aliases are asm labels (``__GI__IO_setb`` for ``_IO_setb``,
+# ``__EI_xdr_union``): SymCache keeps the label (DW_AT_linkage_name), DWARF's
+# name is the function's
+_GLIBC_ALIAS = re.compile(r"^__[GE]I_(?=.)")
 
 
 def index_name(build_id: str, identity: tuple[int, ...]) -> str:
@@ -95,9 +99,9 @@ class SymIndex:
             return None
         out: list[IndexLine] = []
         for loc in found:
-            name = _CLONE.sub("", loc.symbol)
-            out.append((name, name, os.path.normpath(loc.full_path) if loc.full_path else "",
-                        int(loc.line), 0))
+            name = _CLONE.sub("", loc.symbol.partition("@")[0] or loc.symbol)  # memcpy@@GLIBC..
+            name = _GLIBC_ALIAS.sub("", name)
+            out.append((name, name, _source_path(loc.full_path), int(loc.line), 0))
         return out
 
     def resident_bytes(self) -> int:
@@ -249,6 +253,23 @@ class IndexBuilder:
                 break
             _unlink(path)
             total -= size
+
+
+def _source_path(path: str) -> str:
+    """SymCache joins a DWARF 5 unit's *relative* compilation directory with
+    directory entry 0, which is that same directory (Debian's glibc:
+    ``./libio`` + ``./libio`` + ``genops.c`` → ``libio/libio/genops.c``): a
+    relative path whose leading components repeat once loses the repeat."""
+    if not path:
+        return ""
+    path = os.path.normpath(path)
+    if path.startswith("/"):
+        return path
+    parts = path.split("/")
+    for k in range(len(parts) // 2, 0, -1):
+        if parts[:k] == parts[k:2 * k] and len(parts) > 2 * k:
+            return "/".join(parts[k:])
+    return path
 
 
 def _reason(code: int, err: str, timed_out: bool) -> str:
