@@ -115,7 +115,7 @@ def _disk_copy(fd: int, size: int, ranges: Sequence[tuple[int, int]], key: str,
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, key)
     meta = {**meta, "format": COPY_FORMAT, "size": size}
-    if stored_meta(key) != json.loads(json.dumps(meta)):
+    if stored_meta(key) != json.loads(json.dumps(meta)) or not os.path.exists(path):
         tmp = f"{path}.{os.getpid()}.tmp"
         out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
                       0o600)
