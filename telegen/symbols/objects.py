@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # A raw answer: (source, [(raw name, plain name, file, line, decl line), ...] innermost
 # first, final: False when from a symbol table, which a DWARF index may better)
 RawAnswer = tuple[str, list[IndexLine], bool]
-Background = Callable[[Callable[[], None]], None]
+Background = Callable[[Callable[[], None]], bool]     # False: not taken (queue full)
 LIMIT_REASONS = ("cpu_time", "memory")   # a build over these rejects the object
 
 
@@ -81,7 +81,8 @@ class ObjectSymbols:
         if (not self.rejected and not self.has_dwarf and debuginfod is not None
                 and self.build_id and background is not None):
             self._download = threading.Event()
-            background(lambda: self._fetch(debuginfod))
+            if not background(lambda: self._fetch(debuginfod)):
+                self._download.set()      # too many waiting: the tables answer
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejected = reason

@@ -39,7 +39,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cachetools import LRUCache
@@ -54,7 +53,7 @@ from telegen.symbols.fileid import ContentKeys
 from telegen.symbols.kallsyms import KernelSymbols
 from telegen.symbols.objects import ObjectSymbols
 from telegen.symbols.perfmap import MAX_PERF_MAP_BYTES, PerfMap, perf_map_for
-from telegen.symbols.symindex import IndexBuilder, IndexLine
+from telegen.symbols.symindex import IndexBuilder, IndexLine, Workers
 from telegen.symbols.types import UNKNOWN, CounterLike, Resolution, SymLine
 from telegen.untrusted import Refusals
 
@@ -128,7 +127,7 @@ class Symbolizer:
         self.builder = IndexBuilder(opts.index_dir or cache_dir("index"), opts.parse_limits)
         # downloads wait on the network: a few at once, so one stalled server
         # does not queue every other build-id behind it
-        self._downloads = ThreadPoolExecutor(4, thread_name_prefix="symbol-debuginfod")
+        self._downloads = Workers(4, "symbol-debuginfod")
         self._provisional = (counters or {}).get("symbolize_provisional_frames")
         self.provisional_frames = 0
         self._wait_left = opts.index_wait_s
@@ -276,11 +275,8 @@ class Symbolizer:
                             refusals=self.refusals, on_rejected=self.note_rejected,
                             builder=self.builder, background=self._background)
 
-    def _background(self, fn: Callable[[], None]) -> None:
-        try:
-            self._downloads.submit(fn)
-        except RuntimeError:       # closed
-            pass
+    def _background(self, fn: Callable[[], None]) -> bool:
+        return self._downloads.submit(fn)
 
     def note_rejected(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -342,7 +338,7 @@ class Symbolizer:
             self._objects.clear()
             self.demangler.close()
         self.builder.close()
-        self._downloads.shutdown(wait=False, cancel_futures=True)
+        self._downloads.close()
 
 
 class _ClosingLRU(LRUCache[str, ObjectSymbols]):

@@ -272,6 +272,53 @@ def _source_path(path: str) -> str:
     return path
 
 
+class Workers:
+    """A few daemon threads for work that waits on the network (debuginfod
+    downloads): never joined at exit, a bounded queue (``submit`` is False
+    when full or closed)."""
+
+    def __init__(self, count: int, name: str, max_queue: int = MAX_QUEUE) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(max_queue)
+        self._count, self._name = count, name
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[[], None]) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            if len(self._threads) < self._count:
+                t = threading.Thread(target=self._run, name=self._name, daemon=True)
+                t.start()
+                self._threads.append(t)
+        try:
+            self._queue.put_nowait(fn)
+        except queue.Full:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            threads = len(self._threads)
+        for _ in range(threads):
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                break
+
+    def _run(self) -> None:
+        while True:
+            fn = self._queue.get()
+            if fn is None:
+                return
+            try:
+                fn()
+            except Exception:
+                log.exception("background work failed")
+
+
 def _reason(code: int, err: str, timed_out: bool) -> str:
     if code == 0:
         return ""
