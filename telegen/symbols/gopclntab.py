@@ -141,6 +141,12 @@ class GoFunctions:
     def close(self) -> None:
         self._data.close()
 
+    def memory_bytes(self) -> int:
+        """An estimate of this reader's heap: decoded tables (16 bytes a
+        pair, ~500 a table) and cached names. The mapped copy is page cache."""
+        names = sum(len(n) + 150 for n in self._names.values())
+        return 16 * self._table_entries + 500 * len(self._tables) + names + 1024
+
     # -- functions ---------------------------------------------------------------
     def _entry_at(self, i: int) -> int:
         entry = self._ftab.unpack_from(self._data, self.tab.pcln[0] + i * self._ftab.size)[0]
