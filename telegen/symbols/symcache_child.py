@@ -11,7 +11,7 @@ descriptor, never a path of a profiled process. ``OUT`` is a new file the
 agent renames into the index directory when this exits 0.
 
 Limits (the untrusted file chooses how much work it asks for): ``nice 19``;
-``RLIMIT_CPU`` = CPU_SECONDS (SIGXCPU, then SIGKILL one second later);
+``RLIMIT_CPU`` = CPU_SECONDS (SIGXCPU, then SIGKILL one second later); SIGKILL when the agent exits;
 ``RLIMIT_AS`` = ADDRESS_SPACE_BYTES (allocation fails: the build stops with
 an error); no core dumps. Exit codes: 0 built, 3 the file is not usable
 (message on stderr), anything else a crash or a limit.
@@ -19,20 +19,33 @@ an error); no core dumps. Exit codes: 0 built, 3 the file is not usable
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import resource
+import signal
 import sys
 
 EXIT_UNUSABLE = 3
+PR_SET_PDEATHSIG = 1
 
 
 def limit_self(cpu_s: float, address_space: int) -> None:
+    _die_with_parent()
     os.setpriority(os.PRIO_PROCESS, 0, 19)
     cpu = max(1, math.ceil(cpu_s))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _die_with_parent() -> None:
+    """SIGKILL when the agent's builder thread goes (the agent exits)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def build(fd: int, out: str) -> None:
