@@ -49,6 +49,10 @@ G_STACK_HI, G_M, G_SCHED, M_G0, M_CURG = 8, 48, 56, 0, 192
 MAX_PAIRS = 8
 LABEL_LEN = 64
 _VERSION = re.compile(r"go(\d+)\.(\d+)")
+# Label names the agent itself puts on samples (who and which thread): a Go
+# program's label may not stand in for them (nor collide with them)
+RESERVED_PREFIXES = ("process.", "thread.", "container.", "k8s.", "service.", "host.",
+                     "os.", "telegen.")
 
 
 class GoFacts(NamedTuple):
@@ -199,7 +203,8 @@ class GoLabels:
 
     # -- per sample ------------------------------------------------------------------
     def labels(self, set_id: int) -> tuple[tuple[str, str], ...]:
-        """The label pairs of a sample's ``go_labels`` id (() when unknown)."""
+        """The label pairs of a sample's ``go_labels`` id (() when unknown);
+        names the agent uses itself (RESERVED_PREFIXES) are dropped, counted."""
         if not set_id:
             return ()
         hit = self._cache.get(set_id)
@@ -216,8 +221,11 @@ class GoLabels:
             p = v.pairs[i]
             key = bytes(p.key)[:min(int(p.key_len), LABEL_LEN)].decode("utf-8", "replace")
             value = bytes(p.value)[:min(int(p.value_len), LABEL_LEN)].decode("utf-8", "replace")
+            if key.startswith(RESERVED_PREFIXES):
+                self._refusals.note("go_labels", "reserved_label", f"{key!r}")
+                continue
             pairs.append((key, value))
-        result = tuple(sorted(pairs))
+        result = tuple(sorted(dict(pairs).items()))
         self._cache[set_id] = result
         return result
 

@@ -215,6 +215,7 @@ def test_goroutine_labels_are_on_samples(session: Session, name: str) -> None:
     for s in prog.cpu:
         labels, n = dict(s.labels), s.values[0]
         names = prog.names(s, truth=True)
+        assert len(labels) == len(s.labels)             # no name twice
         if "main.burnHere" in names:
             inside += n
             if labels.get("span_id") == SPAN_ID and labels.get("trace_id") == TRACE_ID \

@@ -2,7 +2,8 @@
 // profiler meets in a Go service, with known shares of CPU per function.
 //
 //   - main.burnHere: BURNERS goroutines in a CPU loop, each run under
-//     pprof.Do with labels span_id / trace_id / worker (labels in BPF)
+//     pprof.Do with labels span_id / trace_id / worker (labels in BPF), and
+//     process.pid=1 (a program's label may not replace the agent's)
 //   - main.lockHere: LOCKERS goroutines contending for one sync.Mutex, each
 //     spinning while it holds it (Go's lock path: futexes, the scheduler, mcall)
 //   - main.cgoHere (cgo.go, only when built with cgo): one goroutine calling
@@ -81,7 +82,9 @@ func main() {
 		wg.Add(1)
 		worker := strconv.Itoa(i)
 		go pprof.Do(context.Background(),
-			pprof.Labels("span_id", SpanID, "trace_id", TraceID, "worker", worker),
+			// process.pid: a label posing as the agent's own (it must not win)
+			pprof.Labels("span_id", SpanID, "trace_id", TraceID, "worker", worker,
+				"process.pid", "1"),
 			func(context.Context) { defer wg.Done(); burnHere() })
 	}
 	for i := 0; i < lockers; i++ {
