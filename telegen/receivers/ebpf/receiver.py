@@ -267,9 +267,8 @@ class EbpfReceiver:
     def _on_exec(self, pid: int) -> None:
         self._procs.invalidate(pid)
         self._targets.on_exec(pid)
-        if self._go is not None:                           # Go (#26): a new image
-            self._go.exited(pid)
-            self._go.seen(pid)
+        if self._go is not None:       # Go (#26): a new image, registered again (or
+            self._go.exited(pid)       # not) at its next first sample (EV_NEW_PROC)
         if self.uprobes is not None:
             self.uprobes.exec(pid)
 
