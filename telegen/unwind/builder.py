@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telegen.index.header import write_atomic
+from telegen.procinfo.agent import address_space_bytes
 from telegen.untrusted import Refused
 from telegen.unwind.build import table_from_fd
 from telegen.unwind.cfi import CfiBomb
@@ -242,7 +243,7 @@ def _serve(req: dict[str, object], fd: int) -> dict[str, object]:
 def _work(req: dict[str, object], fd: int, cpu_s: int, memory: int) -> int:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))     # SIGXCPU would dump core
-    limit = _address_space() + memory
+    limit = address_space_bytes() + memory
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         table = table_from_fd(fd, name=str(req["name"]), use_mmap=True)
@@ -255,12 +256,3 @@ def _work(req: dict[str, object], fd: int, cpu_s: int, memory: int) -> int:
     except (Refused, OSError):
         return _EXIT_REFUSED
     return _EXIT_BUILT
-
-
-def _address_space() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-

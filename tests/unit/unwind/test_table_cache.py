@@ -49,7 +49,7 @@ def test_small_cfi_is_built_at_once_big_cfi_in_the_child(tmp_path: Path) -> None
             table = tables.lookup(libc, "")
             assert table is not None and table.has_cfi and tables.built_inline == 1
             t0 = time.monotonic()
-            assert tables.lookup(jvm, "") is None and time.monotonic() - t0 < 0.05
+            assert tables.lookup(jvm, "") is None and time.monotonic() - t0 < 0.5
             assert tables.wait_ready(60)
             big = tables.lookup(jvm, "")
             assert big is not None and len(big) > 100_000 and tables.built_inline == 1
@@ -65,7 +65,7 @@ def test_lookup_never_waits_and_the_child_builds(tmp_path: Path) -> None:
             assert tables.lookup(libc, "") is None          # not ready: frame pointers
             assert tables.lookup(libc, "") is None          # queued once
             took = time.monotonic() - t0
-            assert tables.pending == 1 and took < 0.05
+            assert tables.pending == 1 and took < 0.5      # no build: it is queued
             wait_ready(tables)
             pid = tables.builder_pid
             assert pid is not None and pid != os.getpid() and nice_of(pid) == 19
