@@ -11,6 +11,9 @@ thread appends one JSON line to ``--out`` every ``--every`` seconds:
   summed per ``Class.attribute`` — the per-process and per-binary caches
   (ProcessCache, symbolizer LRUs, unwind TableCache, perf maps, window dicts)
   and the telemetry registry's series, without naming them in advance;
+  ``container_mb``: their bytes, estimated from 32 items each (4 levels deep,
+  objects shared with other structures counted in each); ``telemetry``:
+  series per metric name and windows emitted;
 - ``types``: the 25 most numerous object types.
 
 Used by ``bench.fresh_host --probe`` to find what grows under process churn (#21).
@@ -53,9 +56,44 @@ def _length(value: Any) -> int | None:
     return None
 
 
-def container_sizes() -> tuple[dict[str, int], dict[str, int]]:
-    """``Class.attribute`` → summed length; type name → count of objects."""
+def deep_bytes(obj: Any, depth: int = 4, seen: set[int] | None = None) -> int:
+    """Bytes of ``obj`` and what it holds, ``depth`` levels down (each object once)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, type):
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj, 64)
+    if depth <= 0:
+        return size
+    if isinstance(obj, dict):
+        items: Any = [x for kv in obj.items() for x in kv]
+    elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+        items = obj
+    elif _module(type(obj)).startswith("cachetools"):
+        items = [x for kv in obj.items() for x in kv]
+    else:
+        items = list((getattr(obj, "__dict__", None) or {}).values())
+        items += [getattr(obj, a) for a in getattr(type(obj), "__slots__", ()) if hasattr(obj, a)]
+    return size + sum(deep_bytes(x, depth - 1, seen) for x in items)
+
+
+def _estimate(value: Any, n: int) -> int:
+    """Bytes of a container of ``n`` items, from up to 32 of them."""
+    if isinstance(value, dict) or _module(type(value)).startswith("cachetools"):
+        sample: list[Any] = list(value.items())[-32:]
+    else:
+        sample = list(value)[-32:]
+    if not sample:
+        return sys.getsizeof(value, 64)
+    per = sum(deep_bytes(x) for x in sample) / len(sample)
+    return int(per * n + sys.getsizeof(value, 64))
+
+
+def container_sizes() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """``Class.attribute`` → summed length and estimated bytes; type name →
+    count of objects."""
     sizes: dict[str, int] = collections.Counter()
+    nbytes: dict[str, int] = collections.Counter()
     types: dict[str, int] = collections.Counter()
     for obj in gc.get_objects():
         cls = type(obj)
@@ -70,10 +108,24 @@ def container_sizes() -> tuple[dict[str, int], dict[str, int]]:
             n = _length(value)
             if n is not None:
                 sizes[f"{cls.__qualname__}.{name}"] += n
+                if n >= 100:
+                    nbytes[f"{cls.__qualname__}.{name}"] += _estimate(value, n)
         n = _length(obj)
         if n is not None and isinstance(obj, CONTAINERS):
             sizes[f"{cls.__qualname__}"] += n
-    return dict(sizes), dict(types)
+    return dict(sizes), dict(nbytes), dict(types)
+
+
+def registry_facts() -> dict[str, Any]:
+    """Series per metric name and the window counter of every telemetry Registry."""
+    out: dict[str, Any] = {}
+    for obj in gc.get_objects():
+        if type(obj).__name__ == "Registry" and _module(type(obj)) == "telegen.telemetry":
+            snap = obj.snapshot()
+            names = collections.Counter(k.split("{")[0] for k in snap)
+            out["series"] = dict(names.most_common(10))
+            out["windows"] = sum(v for k, v in snap.items() if k.startswith("ebpf_windows"))
+    return out
 
 
 def probe(out: str, every: float, traced: bool) -> None:
@@ -83,11 +135,14 @@ def probe(out: str, every: float, traced: bool) -> None:
         time.sleep(every)
         record: dict[str, Any] = {"t": round(time.monotonic() - started, 1), "rss_mb": rss_mb()}
         try:
-            sizes, types = container_sizes()
+            sizes, nbytes, types = container_sizes()
+            record["telemetry"] = registry_facts()
         except Exception as exc:          # objects change under us: try again next time
             record["error"] = repr(exc)
-            sizes, types = {}, {}
+            sizes, nbytes, types = {}, {}, {}
         record["containers"] = {k: v for k, v in sorted(sizes.items()) if v}
+        record["container_mb"] = {k: round(v / 1e6, 2) for k, v in
+                                  sorted(nbytes.items(), key=lambda kv: -kv[1]) if v > 100_000}
         record["types"] = dict(sorted(types.items(), key=lambda kv: -kv[1])[:25])
         if traced:
             snap = tracemalloc.take_snapshot()
