@@ -45,6 +45,7 @@ PROCESS_PID = "process.pid"
 # where a whole Go stack ends: a goroutine (goexit), a thread's g0 (mstart, rt0_go),
 # or a goroutine parked by mcall (the scheduler runs for no goroutine)
 ROOTS = {"runtime.goexit", "runtime.main", "runtime.mstart", "runtime.rt0_go", "runtime.mcall"}
+SWITCHES = {"runtime.systemstack", "runtime.asmcgocall", "runtime.morestack"}
 BUILDS = {"gs_pure": ("0", ()), "gs_pure_s": ("0", ("-ldflags=-s -w",)),
           "gs_cgo": ("1", ()), "gs_cgo_s": ("1", ("-ldflags=-s -w",))}
 
@@ -166,8 +167,16 @@ def test_go_stacks_are_whole(session: Session, name: str) -> None:
     print(f"{name}: {total} CPU samples, {100 * whole / max(total, 1):.1f}% whole to "
           f"{sorted(ROOTS)}; off-CPU {100 * off_whole / max(off_total, 1):.1f}% of "
           f"{off_total / 1e9:.2f}s whole; not whole: {bad.most_common(4)}")
+    # samples on the system stack (g0) that crossed to their goroutine's stack
+    switched = [s for s in prog.cpu if SWITCHES & set(prog.names(s, truth=True))]
+    crossed = sum(s.values[0] for s in switched if _whole(prog, s) and
+                  prog.names(s, truth=True)[-1] == "runtime.goexit")
+    on_g0 = sum(s.values[0] for s in switched)
+    print(f"{name}: {on_g0} samples through {sorted(SWITCHES)}, "
+          f"{100 * crossed / max(on_g0, 1):.1f}% of them whole to runtime.goexit")
     assert total >= 100, f"too few samples of {name} ({total})"
     assert whole >= 0.95 * total
+    assert on_g0 >= 10 and crossed >= 0.9 * on_g0     # allocHere, the GC, cgoHere
 
 
 @pytest.mark.parametrize("name", ["gs_pure_s", "gs_cgo_s"])

@@ -6,6 +6,8 @@
 //     process.pid=1 (a program's label may not replace the agent's)
 //   - main.lockHere: LOCKERS goroutines contending for one sync.Mutex, each
 //     spinning while it holds it (Go's lock path: futexes, the scheduler, mcall)
+//   - main.allocHere: one goroutine allocating 256 KiB buffers: large
+//     allocations and the GC run on the system stack (systemstack)
 //   - main.cgoHere (cgo.go, only when built with cgo): one goroutine calling
 //     into C (c_spin) through cgo (asmcgocall runs C on the system stack)
 //
@@ -36,6 +38,7 @@ var (
 	sink   float64
 	stop   int32
 	extra  []func() // more workloads (cgo.go)
+	kept   [][]byte
 )
 
 //go:noinline
@@ -60,6 +63,16 @@ func lockHere() {
 		mu.Lock()
 		shared += uint64(spin(20000))
 		mu.Unlock()
+	}
+}
+
+//go:noinline
+func allocHere() {
+	for atomic.LoadInt32(&stop) == 0 {
+		kept = append(kept, make([]byte, 256<<10))
+		if len(kept) > 16 {
+			kept = kept[:0]
+		}
 	}
 }
 
@@ -91,6 +104,8 @@ func main() {
 		wg.Add(1)
 		go func() { defer wg.Done(); lockHere() }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); allocHere() }()
 	for _, f := range extra {
 		wg.Add(1)
 		go func(f func()) { defer wg.Done(); f() }(f)
