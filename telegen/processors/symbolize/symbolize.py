@@ -47,7 +47,7 @@ from telegen.symbols import Resolution, Symbolizer, SymbolizerOptions, is_anonym
 from telegen.symbols.debuginfod import DebuginfodClient
 from telegen.untrusted import Refusals
 
-SOURCES = ("dwarf", "symtab", "dynsym", "debuginfo_file", "debuginfod", "kallsyms",
+SOURCES = ("dwarf", "symtab", "dynsym", "gopclntab", "debuginfo_file", "debuginfod", "kallsyms",
            "perfmap", "unknown")
 PUSHED_BUILD_IDS_PER_MINUTE = 120
 _BUILD_ID = re.compile(r"[0-9a-f]{8,128}")     # fullmatch: "$" would allow a final "\n"
