@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 # pdata is imported where profiles are handled: the SDK imports this module
 # on Python 3.8, which pdata does not support
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from telegen.pdata import Labels, LabelValue, Profile, Sample
 
@@ -106,7 +106,7 @@ def is_resource_key(key: str) -> bool:
     return key.startswith(RESOURCE_PREFIXES)
 
 
-def service_name(resource: dict[str, LabelValue], configured: str = "") -> str:
+def service_name(resource: Mapping[str, LabelValue], configured: str = "") -> str:
     """``service.name`` of a resource, in this order: ``configured`` (an
     exporter's ``service_name``); the resource's own (the process's
     ``OTEL_SERVICE_NAME``, else ``service.name`` in its

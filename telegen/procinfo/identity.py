@@ -102,6 +102,9 @@ class ProcessIdentity:
     executable_path: str = ""         # as the process sees it (its mount namespace)
     cgroup: CgroupIdentity = CgroupIdentity()
     service: dict[str, str] = field(default_factory=dict)   # from its environment
+    # False when /proc/PID/environ was empty or unreadable: a process caught
+    # inside execve (its new environment not yet set up) reads as empty
+    environ_seen: bool = True
 
     def attributes(self) -> dict[str, str | int]:
         """Its resource attributes (semantic-convention names)."""
@@ -137,19 +140,19 @@ def read_identity(pid: int, *, proc: str = "/proc", exe: str | None = None,
         return None
     except (OSError, Refused):
         cgroup_text = ""
+    raw = b""
     try:
         raw = read_prefix(f"{base}/environ", ENVIRON_LIMIT)
-        env = otel_environment(raw, complete=len(raw) < ENVIRON_LIMIT)
     except Refused as exc:
-        env = {}
         if refused is not None:
             refused.append(exc)
     except OSError:
-        env = {}
+        pass
+    env = otel_environment(raw, complete=len(raw) < ENVIRON_LIMIT)
     ids = read_ids(pid, proc)
     return ProcessIdentity(pid=pid, vpid=ids.nspid if ids else 0, executable_path=exe,
                            cgroup=cgroup_identity(cgroup_text),
-                           service=service_attributes(env))
+                           service=service_attributes(env), environ_seen=bool(raw))
 
 
 class IdentityCache:
@@ -170,7 +173,7 @@ class IdentityCache:
         ident = read_identity(pid, proc=self._proc, exe=exe)
         attrs: dict[str, str | int] = ident.attributes() if ident is not None \
             else {sc.PROCESS_PID: pid}
-        if ident is not None:
+        if ident is not None and ident.environ_seen:   # else: read again next time
             with self._lock:
                 self._cache[pid] = (token, attrs)
         return attrs

@@ -24,6 +24,7 @@ from telegen.formats.pprof import decode
 from telegen.pdata import Profile
 from telegen.receivers.go.config import GoReceiverConfig
 from telegen.receivers.go.receiver import GoReceiver
+from telegen.semconv import service_name
 from telegen.telemetry import Registry
 from telegen.testing import require
 from telegen.testing.agent import free_port, telegen, wait_until
@@ -245,7 +246,9 @@ def test_discovery_finds_go_programs_without_a_configured_port(binary: Path,
             g = next(p for p in sink.profiles("goroutine")
                      if p.resource.get("process.pid") == first.pid)
             assert g.resource["telegen.target"] == f"http://127.0.0.1:{port}/debug/pprof"
-            assert g.resource["service.name"] == binary.name
+            # named by its executable where it is sent (no OTEL_SERVICE_NAME)
+            assert service_name(g.resource) == binary.name
+            assert g.resource["process.executable.name"] == binary.name
             assert sum(s.values[0] for s in g if "main.parkHere" in names(s.stack)) == PARKED
             with goservice(binary) as (second, _):          # a new one is picked up
                 assert wait_until(lambda: second.pid in pids(), 15)

@@ -25,10 +25,11 @@ def host_profile() -> Profile:
     p = Profile(name="cpu", sample_types=CPU, start_ns=10, duration_ns=5,
                 resource={"host.name": "web-1"}, comments=["3 samples lost"])
     for pid, tid, leaf, n in ((7, 7, "a", 3), (7, 8, "b", 2), (9, 9, "a", 4)):
-        p.add((F[leaf], F["c"]), [n, n * 10], make_labels(**{
+        attrs: dict[str, str | int] = {
             "process.pid": pid, "process.executable.name": f"app{pid}",
             "container.id": "c" * 64 if pid == 9 else "", "thread.id": tid,
-            "thread.name": f"t{tid}"}))
+            "thread.name": f"t{tid}"}
+        p.add((F[leaf], F["c"]), [n, n * 10], make_labels(**attrs))
     p.add((F["c"],), [1, 10], make_labels(**{"telegen.lost": "counts_full"}))
     return p
 

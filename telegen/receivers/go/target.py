@@ -43,10 +43,15 @@ class Target:
                                               self.executable or None))
         if self.container_id:
             attrs[CONTAINER_ID] = self.container_id
-        # service.name: the config's label, else the process's OTEL_SERVICE_NAME,
-        # else its name, else the endpoint
-        attrs[SERVICE_NAME] = labels.pop(SERVICE_NAME, "") or attrs.get(SERVICE_NAME) \
-            or self.process_name or self.host_port
+        # service.name: the config's label, else the process's OTEL_SERVICE_NAME;
+        # a local process's fallbacks (Kubernetes container name, executable
+        # name) are decided where it is sent (telegen.semconv.service_name); a
+        # remote endpoint is named after itself
+        name = labels.pop(SERVICE_NAME, "") or attrs.get(SERVICE_NAME) or \
+            ("" if self.pid else self.process_name or self.host_port)
+        attrs.pop(SERVICE_NAME, None)
+        if name:
+            attrs[SERVICE_NAME] = name
         attrs["telegen.target"] = self.url
         attrs.update(labels)
         return attrs

@@ -21,6 +21,7 @@ from telegen.procinfo.identity import (
     service_attributes,
 )
 from telegen.semconv import MAX_ATTRIBUTES, parse_resource_attributes
+from telegen.testing.agent import wait_until
 
 CID = "3f1c2b6a9d8e7f60" * 4            # 64 hex digits
 UID = "6a7b9c1d-2e3f-4a5b-8c9d-0e1f2a3b4c5d"
@@ -157,6 +158,9 @@ def test_environ_is_read_within_its_bound() -> None:
         p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
                              env={**base, **env})
         try:
+            # Popen returns once execve closed the child's descriptors, before
+            # the kernel set up its new environment: an empty read until then
+            assert wait_until(lambda p=p: read_identity(p.pid).environ_seen, 10)  # type: ignore[misc,union-attr]
             ident = read_identity(p.pid)
             assert ident is not None
             assert ident.attributes().get("service.name") == expected
@@ -173,6 +177,13 @@ def test_identity_cache_rereads_when_the_process_changes(
     assert cache.attributes(child.pid, first) is a           # same image: cached
     assert cache.attributes(child.pid, again) is not a       # exec / pid reuse: read again
     assert cache.attributes(2**22 + 7, first) == {"process.pid": 2**22 + 7}   # gone
+    bare = subprocess.Popen(["/bin/sleep", "30"], env={})   # no environment at all
+    try:                      # reads like one caught in execve: never cached
+        assert not read_identity(bare.pid).environ_seen      # type: ignore[union-attr]
+        assert cache.attributes(bare.pid, first) is not cache.attributes(bare.pid, first)
+    finally:
+        bare.kill()
+        bare.wait()
 
 
 def test_host_attributes() -> None:
