@@ -45,6 +45,7 @@ from telegen.unwind.cfi import CfiBomb
 # telegen.symbols' the symbolizer and HTTP clients): ~0.3 s of CPU less per start.
 CHILD_BOOT = """
 import os, sys, types
+sys.path[0] = sys.argv[2]       # the agent's own telegen, never one in a working directory
 import telegen
 for name in ("unwind", "procinfo", "symbols"):
     package = types.ModuleType("telegen." + name)
@@ -53,6 +54,7 @@ for name in ("unwind", "procinfo", "symbols"):
 from telegen.unwind.builder import main
 main(int(sys.argv[1]))
 """
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])   # the directory holding telegen/
 MAX_MESSAGE = 1 << 16
 IDLE_EXIT_S = 30.0        # the child exits after this long without a request
 _EXIT_BUILT, _EXIT_MEMORY, _EXIT_REFUSED, _EXIT_ERROR, _EXIT_MISMATCH = 0, 3, 4, 5, 6
@@ -87,9 +89,9 @@ class BuilderChild:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", CHILD_BOOT, str(theirs.fileno())],
+                [sys.executable, "-c", CHILD_BOOT, str(theirs.fileno()), _PACKAGE_ROOT],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, close_fds=True, process_group=0)
+                stdout=subprocess.DEVNULL, close_fds=True, process_group=0, cwd="/")
         finally:
             theirs.close()
         self._sock = ours

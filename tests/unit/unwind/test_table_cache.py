@@ -151,3 +151,22 @@ def test_disk_cap_deletes_the_least_recently_used_tables(tmp_path: Path) -> None
     # a table in memory stays usable after its file was evicted (mapped inode)
     again = tables.get(LIBC, "")
     assert again.has_cfi and len(again) > 10_000
+
+
+def test_child_imports_the_agents_telegen_not_one_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -c`` puts the working directory first on sys.path: a
+    ``telegen`` package planted there must not be what the child runs."""
+    planted = tmp_path / "cwd" / "telegen"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text("raise SystemExit('planted telegen imported')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    tables = TableCache(cache_dir=tmp_path / "cache", inline_cfi_bytes=0)
+    try:
+        with host(LIBC) as libc:
+            assert tables.lookup(libc, "") is None
+            assert tables.wait_ready(60)
+            table = tables.lookup(libc, "")
+        assert table is not None and table.has_cfi and tables.failed == 0
+    finally:
+        tables.close()
