@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 UNWINDERS = ("auto", "frame_pointer", "dwarf")
 MEMORY_MODES = ("alloc", "inuse")
+INTERPRETERS = ("python",)
 
 
 @dataclass
@@ -62,6 +63,13 @@ class EbpfConfig:
     # (cheapest; stops at code built without frame pointers). Costs: README,
     # Performance.
     unwinding: str = "auto"
+    # Interpreters whose own frames are read in BPF at every sample and merged
+    # with the native stack (CPU, off-CPU, memory, lock profiles alike).
+    # python: CPython 3.8-3.13 processes anywhere on the host (containers
+    # too), found when first sampled; nothing is installed in them. [] turns
+    # it off (interpreter internals such as _PyEval_EvalFrameDefault then
+    # show instead).
+    interpreters: list[str] = field(default_factory=lambda: ["python"])
 
     def validate(self) -> None:
         if not 1 <= self.sample_rate <= 10000:
@@ -95,6 +103,10 @@ class EbpfConfig:
         if self.unwinding not in UNWINDERS:
             raise ValueError(f"unwinding must be one of {', '.join(UNWINDERS)} "
                              f"(got {self.unwinding!r})")
+        for name in self.interpreters:
+            if name not in INTERPRETERS:
+                raise ValueError(f"interpreters: {name!r} is not one of "
+                                 f"{', '.join(INTERPRETERS)}")
         if not (self.cpu or self.off_cpu or self.memory or self.mutex):
             raise ValueError("nothing to collect: enable at least one of cpu, off_cpu, "
                              "memory, mutex")

@@ -45,6 +45,10 @@ class ProfileBuilder:
         self._label_memo: dict[tuple[int, int, str], tuple] = {}   # type: ignore[type-arg]
         # Go (#26): a sample's go_labels id -> its goroutine's pprof labels
         self.go_labels: Callable[[int], tuple[tuple[str, str], ...]] | None = None
+        # CPython (#22): (key, native frames, samples) -> frames with the sample's
+        # Python frames merged in (receivers/ebpf/cpython.py)
+        self.python_frames: Callable[[RawKey, tuple[Frame, ...], int],
+                                     tuple[Frame, ...]] | None = None
 
     def cpu(self, w: WindowData, stamps: dict[RawKey, list[int]]) -> Profile:
         p = Profile(name="cpu", sample_types=CPU, period_type=ValueType("cpu", "nanoseconds"),
@@ -119,6 +123,8 @@ class ProfileBuilder:
             hit = self._build(key)
             self._stack_memo[memo_key] = hit
         stack, problem, outcome = hit
+        if key.py_stack and self.python_frames is not None:    # CPython (#22)
+            stack = self.python_frames(key, stack, samples)
         if problem:
             self._problem(problem, samples)
         if outcome and self._count_unwind is not None:

@@ -16,8 +16,10 @@ from telegen.procinfo import ProcessCache
 from telegen.receivers.ebpf.accounting import Accounting
 from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
 from telegen.receivers.ebpf.config import EbpfConfig
+from telegen.receivers.ebpf.cpython import PythonFrames
 from telegen.receivers.ebpf.events import EventReader
 from telegen.receivers.ebpf.golabels import GoLabels
+from telegen.receivers.ebpf.kernel_btf import task_fsbase_offset
 from telegen.receivers.ebpf.locks import LockProfiles
 from telegen.receivers.ebpf.losses import Losses
 from telegen.receivers.ebpf.memory import MemoryProfiles
@@ -55,6 +57,7 @@ class EbpfReceiver:
         self._cfi: CfiStacks | None = None
         self._memory: MemoryProfiles | None = None
         self._go: GoLabels | None = None       # Go (#26)
+        self._python: PythonFrames | None = None   # CPython (#22)
         self._locks: LockProfiles | None = None
         self.uprobes: Uprobes | None = None
         self.startup_s = 0.0
@@ -105,6 +108,7 @@ class EbpfReceiver:
                 unwind_outcome=self._cfi.outcome if self._cfi else None,
                 count_unwind=self._acct.unwound)
             self._start_go()                                   # Go (#26)
+            self._start_python()                               # CPython (#22)
             self._events = EventReader(bpf.bpf, on_new_process=self._on_new_process,
                                        on_exec=self._on_exec, on_exit=self._on_exit,
                                        on_error=self._on_error)
@@ -143,6 +147,24 @@ class EbpfReceiver:
         if self._cfi is not None:
             self._cfi.goroutine_context = self._go.goroutine_context
 
+    def _start_python(self) -> None:
+        """CPython (#22): Python frames walked in BPF, merged into native stacks."""
+        bpf, builder = self._bpf, self._builder
+        assert bpf is not None and builder is not None
+        if "python" not in self._config.interpreters:
+            return
+        try:
+            fsbase = task_fsbase_offset()
+        except (ValueError, OSError) as exc:      # BtfError is a ValueError
+            self._log.warning("ebpf: no Python frames: thread.fsbase not in the kernel's "
+                              "BTF: %s", exc)
+            return
+        self._python = PythonFrames(bpf.table, fsbase_offset=fsbase,
+                                    telemetry=self._settings.telemetry,
+                                    refusals=Refusals(self._settings.telemetry, self._log))
+        builder.python_frames = self._python.merge
+        self._python.start()
+
     def _start_memory_and_locks(self) -> None:
         c, bpf, reader, builder = self._config, self._bpf, self._reader, self._builder
         assert bpf is not None and reader is not None and builder is not None
@@ -178,6 +200,8 @@ class EbpfReceiver:
             self.uprobes.close()
         if self._cfi is not None:
             self._cfi.stop()
+        if self._python is not None:                       # CPython (#22)
+            self._python.stop()
         if self._bpf is not None:
             self._bpf.close()
         self._bpf = None
@@ -235,6 +259,8 @@ class EbpfReceiver:
         finally:
             reader.finish(closed)
             builder.reset()
+            if self._python is not None:                   # CPython (#22)
+                self._python.window()
             self._procs.release_exited()
             self._targets.end_window()
         for p in out:
@@ -261,6 +287,8 @@ class EbpfReceiver:
             self._procs.capture(pid)
         if self._go is not None:                           # Go (#26)
             self._go.seen(pid)
+        if self._python is not None:                       # CPython (#22)
+            self._python.seen(pid)
         if self.uprobes is not None:
             self.uprobes.seen(pid)
 
@@ -269,6 +297,8 @@ class EbpfReceiver:
         self._targets.on_exec(pid)
         if self._go is not None:       # Go (#26): a new image, registered again (or
             self._go.exited(pid)       # not) at its next first sample (EV_NEW_PROC)
+        if self._python is not None:                       # CPython (#22): a new image
+            self._python.exec(pid)
         if self.uprobes is not None:
             self.uprobes.exec(pid)
 
@@ -277,6 +307,8 @@ class EbpfReceiver:
         self._targets.on_exit(pid)
         if self._go is not None:                           # Go (#26)
             self._go.exited(pid)
+        if self._python is not None:                       # CPython (#22)
+            self._python.exited(pid)
         if self.uprobes is not None:
             self.uprobes.exited(pid)
 

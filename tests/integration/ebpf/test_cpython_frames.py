@@ -1,0 +1,204 @@
+"""Python frames from eBPF (#22) against live CPython 3.8-3.13 (pyenv) and
+Debian's /usr/bin/python3.11 (stripped of .symtab, no frame pointers).
+
+One receiver session (unwinding auto, 999 Hz, 2 s windows, cpu + off_cpu,
+the workloads' pids) profiles every interpreter at once running
+tests/testdata/python/pyframes.py; the python receiver (py-spy) samples one
+of them at the same time for an independent view of the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from telegen.component import ComponentID, CreateSettings, Kind
+from telegen.pdata import FrameKind, Sample
+from telegen.receivers.ebpf.config import EbpfConfig
+from telegen.receivers.ebpf.receiver import EbpfReceiver
+from telegen.receivers.python.config import PythonReceiverConfig
+from telegen.receivers.python.receiver import PythonReceiver
+from telegen.telemetry import Registry, sum_series
+from telegen.testing.sink import Sink
+
+pytestmark = pytest.mark.bpf
+WORKLOAD = Path(__file__).resolve().parents[2] / "testdata" / "python" / "pyframes.py"
+PYENV = Path("/root/.pyenv/versions")
+PYTHONS = {v: PYENV / f"{v}/bin/python3" for v in
+           ("3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0")}
+PYTHONS["debian-3.11"] = Path("/usr/bin/python3.11")
+PYSPY_VERSION = "3.12.1"       # also sampled by the python receiver (py-spy)
+RATE, WINDOW_S, MEASURE_S = 999, 2.0, 16.0
+FUNCTIONS = ("py_alpha", "py_beta", "py_hash", "py_wait")
+
+
+@dataclass
+class Run:
+    version: str
+    pid: int
+    waiter: int
+    cpu: list[Sample] = field(default_factory=list)
+    off_cpu: list[Sample] = field(default_factory=list)
+    pyspy: list[Sample] = field(default_factory=list)
+
+
+def python_names(s: Sample) -> list[str]:
+    """Leaf-first Python function names (last dotted part: qualname vs py-spy's name)."""
+    return [f.lines[0].function.rsplit(".", 1)[-1] for f in s.stack
+            if f.kind == FrameKind.PYTHON and f.lines]
+
+
+def label(s: Sample, name: str) -> object:
+    return dict(s.labels).get(name)
+
+
+def settings(registry: Registry, kind: str) -> CreateSettings:
+    return CreateSettings(ComponentID(kind, "test"), Kind.RECEIVER,
+                          registry.for_component("receiver", f"{kind}/test"),
+                          logging.getLogger(f"test.{kind}"))
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[tuple[dict[str, Run], Registry]]:
+    procs: dict[str, subprocess.Popen[str]] = {}
+    runs: dict[str, Run] = {}
+    try:
+        for version, exe in PYTHONS.items():
+            if not exe.exists():
+                pytest.fail(f"{exe} missing (MACHINE.md: pyenv 3.8-3.13, Debian python3.11)")
+            procs[version] = subprocess.Popen([str(exe), str(WORKLOAD), "300"],
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                              text=True)
+        for version, p in procs.items():
+            assert p.stdout is not None
+            runs[version] = Run(version, json.loads(p.stdout.readline())["pid"], 0)
+        registry = Registry()
+        ebpf_sink, spy_sink = Sink(), Sink()
+        cfg = EbpfConfig(sample_rate=RATE, duration=WINDOW_S, pids=[r.pid for r in runs.values()],
+                         off_cpu_threshold=0.001)
+        cfg.validate()
+        ebpf = EbpfReceiver(settings(registry, "ebpf"), cfg, ebpf_sink)
+        ebpf.start(None)  # type: ignore[arg-type]
+        spy_cfg = PythonReceiverConfig(pids=[runs[PYSPY_VERSION].pid], discovery=False,
+                                       duration=WINDOW_S, sample_rate=100)
+        spy_cfg.validate()
+        spy = PythonReceiver(settings(registry, "python"), spy_cfg, spy_sink)
+        spy.start(None)  # type: ignore[arg-type]
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and sum_series(
+                    registry.snapshot(), "ebpf_python_processes", result="registered") < len(runs):
+                time.sleep(0.2)
+            for version, p in procs.items():      # the workloads start now
+                assert p.stdin is not None and p.stdout is not None
+                p.stdin.write("go\n")
+                p.stdin.flush()
+                runs[version].waiter = json.loads(p.stdout.readline())["waiter"]
+            time.sleep(MEASURE_S)
+        finally:
+            spy.shutdown()
+            ebpf.shutdown()
+        by_pid = {r.pid: r for r in runs.values()}
+        for kind, attr in (("cpu", "cpu"), ("off_cpu", "off_cpu")):
+            for prof in ebpf_sink.profiles(kind):
+                for s in prof.samples:
+                    run = by_pid.get(int(label(s, "process.pid") or prof.resource.get(
+                        "process.pid", 0)))   # type: ignore[arg-type]
+                    if run is not None:
+                        getattr(run, attr).append(s)
+        for prof in spy_sink.profiles("cpu"):
+            runs[PYSPY_VERSION].pyspy.extend(prof.samples)
+        yield runs, registry
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+
+def share(samples: list[Sample], names: tuple[str, ...], value: int = 0) -> dict[str, float]:
+    """Inclusive share of each function among samples holding any of them."""
+    totals: Counter[str] = Counter()
+    for s in samples:
+        present = set(python_names(s))
+        for n in names:
+            if n in present:
+                totals[n] += s.values[value]
+    whole = sum(totals.values())
+    return {n: totals[n] / whole if whole else 0.0 for n in names}
+
+
+@pytest.mark.parametrize("version", list(PYTHONS))
+def test_python_frames_per_version(session: tuple[dict[str, Run], Registry],
+                                   version: str) -> None:
+    runs, _ = session
+    run = runs[version]
+    cpu = sum(s.values[0] for s in run.cpu)
+    named = sum(s.values[0] for s in run.cpu if python_names(s))
+    assert cpu > 300, f"{version}: only {cpu} CPU samples"
+    # pure Python work: py_alpha twice py_beta
+    ab = share(run.cpu, ("py_alpha", "py_beta"))
+    alpha = ab["py_alpha"]
+    print(f"\n{version}: {cpu} cpu samples, {named / cpu:.1%} with Python frames, "
+          f"alpha share {alpha:.3f} (want 0.667)")
+    assert abs(alpha - 2 / 3) <= 0.03, f"{version}: py_alpha {alpha:.3f} of alpha+beta"
+    # OpenSSL's SHA-256 under the Python function that called it
+    crypto = [s for s in run.cpu if any(
+        f.kind == FrameKind.NATIVE and f.mapping is not None and "libcrypto" in f.mapping.file
+        for f in s.stack[:3])]
+    n_crypto = sum(s.values[0] for s in crypto)
+    under = sum(s.values[0] for s in crypto if "py_hash" in python_names(s))
+    print(f"{version}: {n_crypto} libcrypto samples, {under / max(n_crypto, 1):.1%} under py_hash")
+    assert n_crypto >= 20 and under / n_crypto >= 0.95
+    # one stack root to leaf: Python frames above libcrypto's, none of CPython's eval loop
+    for s in crypto:
+        kinds = [f.kind for f in s.stack]
+        if FrameKind.PYTHON in kinds:
+            first_py = kinds.index(FrameKind.PYTHON)
+            assert all(k != FrameKind.PYTHON for k in kinds[:first_py])
+    # off-CPU: the waiter thread's sleep is charged to py_wait
+    waits = [s for s in run.off_cpu if label(s, "thread.id") == run.waiter]
+    wait_ns = sum(s.values[1] for s in waits)
+    in_wait = sum(s.values[1] for s in waits if "py_wait" in python_names(s))
+    print(f"{version}: waiter off-CPU {wait_ns / 1e9:.2f}s, {in_wait / max(wait_ns, 1):.1%} "
+          "in py_wait")
+    assert wait_ns > 1e9 and in_wait / wait_ns >= 0.95
+
+
+def test_agrees_with_py_spy(session: tuple[dict[str, Run], Registry]) -> None:
+    """Per-function shares of the same process: eBPF vs the python receiver (py-spy)."""
+    runs, _ = session
+    run = runs[PYSPY_VERSION]
+    names = ("py_alpha", "py_beta")     # the main thread's (py-spy: wall time of busy threads)
+    ours, theirs = share(run.cpu, names), share(run.pyspy, names)
+    print("with py_hash (other thread, GIL released): ebpf",
+          share(run.cpu, (*names, "py_hash")), "py-spy", share(run.pyspy, (*names, "py_hash")))
+    print(f"\nebpf {ours}\npy-spy {theirs}")
+    assert sum(s.values[0] for s in run.pyspy) > 200
+    for n in names:
+        assert abs(ours[n] - theirs[n]) <= 0.05, (n, ours, theirs)
+
+
+def test_walker_counters(session: tuple[dict[str, Run], Registry]) -> None:
+    _, registry = session
+    snap = registry.snapshot()
+    registered = sum_series(snap, "ebpf_python_processes", result="registered")
+    merged = sum_series(snap, "ebpf_python_samples", outcome="merged")
+    every = sum_series(snap, "ebpf_python_samples")
+    outcomes = {o: sum_series(snap, "ebpf_python_samples", outcome=o) for o in
+                ("merged", "partial", "unresolved", "expired", "not_registered")}
+    print(f"\nregistered {registered}, samples {outcomes} of {every}")
+    assert registered == len(PYTHONS)
+    assert (merged + outcomes["partial"]) / every >= 0.95
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-s"]))
