@@ -36,6 +36,11 @@
 #define GO_GSTACKS 512
 #define GO_LABELS_MAP 1
 #define GO_LABELS_SLICE 2
+#ifdef USER_STACKS
+#define USNAP_BIT_GO USNAP_BIT      /* stack copies: the unwinder may need the goroutine */
+#else
+#define USNAP_BIT_GO 0
+#endif
 #define GO_SETTINGS 0               /* go_procs key 0: tls_offset = fsbase offset in task_struct */
 
 struct go_proc {
@@ -47,7 +52,9 @@ struct go_proc {
     u16 m_g0;
     u16 m_curg;
     u16 labels_kind;      /* GO_LABELS_MAP / GO_LABELS_SLICE, 0: no labels */
-    u16 pad;
+    u16 m_vdso_sp;        /* m.vdsoSP / m.vdsoPC: a vDSO call (nanotime1, walltime) */
+    u16 m_vdso_pc;        /* runs on g0's stack for the goroutine; 0: unknown */
+    u16 pad[3];
 };
 
 struct go_label {
@@ -213,20 +220,28 @@ static __always_inline u32 go_labels_of(struct go_proc *p, u64 g)
     return id;
 }
 
-/* The goroutine behind a g0 sample, for the unwinder: g.sched and its stack. */
-static __always_inline void go_copy_goroutine(struct go_proc *p, u64 curg, s32 snap_id)
+/* The goroutine behind a sample on g0's stack, for the unwinder: where it
+ * stopped (g.sched, or m.vdsoPC/SP during a vDSO call) and its stack. */
+static __always_inline void go_copy_goroutine(struct go_proc *p, u64 gp, u64 m, s32 snap_id,
+                                              int vdso)
 {
     u32 zero = 0;
     struct go_gstack *gs = go_map_op(GOM_STACK_SCRATCH, &zero, 0);
     if (!gs)
         return;
-    u64 sched[7] = {};
-    if (bpf_probe_read_user(sched, sizeof(sched), (void *)(curg + p->g_sched)))
-        return;
-    u64 hi = go_read_ptr(curg + p->g_stack_hi);
-    gs->sp = sched[0];
-    gs->pc = sched[1];
-    gs->bp = sched[6];
+    if (vdso) {
+        gs->sp = go_read_ptr(m + p->m_vdso_sp);
+        gs->pc = go_read_ptr(m + p->m_vdso_pc);
+        gs->bp = 0;
+    } else {
+        u64 sched[7] = {};
+        if (bpf_probe_read_user(sched, sizeof(sched), (void *)(gp + p->g_sched)))
+            return;
+        gs->sp = sched[0];
+        gs->pc = sched[1];
+        gs->bp = sched[6];
+    }
+    u64 hi = go_read_ptr(gp + p->g_stack_hi);
     if (!gs->sp || hi <= gs->sp)
         return;
     u64 n = hi - gs->sp;
@@ -265,12 +280,13 @@ static __always_inline void go_sample(struct sample_key *key)
     if (m) {
         u64 g0 = go_read_ptr(m + p->m_g0);
         u64 curg = go_read_ptr(m + p->m_curg);
+        int snap = key->user_stack >= 0 && (key->user_stack & USNAP_BIT_GO);
         if (g == g0 && curg) {
             lg = curg;
-#ifdef USER_STACKS
-            if (key->user_stack >= 0 && (key->user_stack & USNAP_BIT))
-                go_copy_goroutine(p, curg, key->user_stack);
-#endif
+            if (snap)
+                go_copy_goroutine(p, curg, m, key->user_stack, 0);
+        } else if (snap && p->m_vdso_sp && g == curg && go_read_ptr(m + p->m_vdso_sp)) {
+            go_copy_goroutine(p, g, m, key->user_stack, 1);
         }
     }
     if (p->labels_kind)

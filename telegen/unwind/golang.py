@@ -51,7 +51,9 @@ GO_FAKE = 19       # runtime.systemstack_switch: the pc g.sched holds, not a rea
 
 TOP_FUNCTIONS = frozenset({"runtime.goexit", "runtime.mstart", "runtime.rt0_go"})
 SWITCH_FUNCTIONS = frozenset({"runtime.systemstack", "runtime.asmcgocall",
-                              "runtime.morestack", "runtime.asmcgocall_landingpad"})
+                              "runtime.morestack", "runtime.asmcgocall_landingpad",
+                              # vDSO calls run on g0's stack (m.vdsoPC/SP: the caller)
+                              "runtime.nanotime1", "runtime.walltime", "runtime.walltime1"})
 MCALL_FUNCTIONS = frozenset({"runtime.mcall"})
 FAKE_FUNCTIONS = frozenset({"runtime.systemstack_switch"})
 MAX_SP_DELTA = 1 << 20       # a Go frame larger than this is a corrupt table

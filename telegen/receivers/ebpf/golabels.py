@@ -60,6 +60,8 @@ class GoFacts(NamedTuple):
     tls_offset: int
     labels_offset: int          # 0: the binary never sets labels
     labels_kind: int
+    vdso_sp: int = 0            # m.vdsoSP, m.vdsoPC (0: unknown)
+    vdso_pc: int = 0
 
 
 def go_version(fd: int, headers: ElfHeaders) -> tuple[int, int] | None:
@@ -91,16 +93,37 @@ def tls_offset(headers: ElfHeaders) -> int:
     return -8
 
 
-def labels_offset(fd: int, funcs: GoFunctions) -> int:
-    """Offset of g.labels from the store in runtime_setProfLabel; 0 if absent."""
-    entry = funcs.entry_of(SET_LABEL_FUNCTION)
+def _code(fd: int, funcs: GoFunctions, name: str) -> bytes:
+    """The first bytes (<= 256) of function ``name``'s code; b"" if absent."""
+    entry = funcs.entry_of(name)
     if entry is None:
-        return 0
+        return b""
     end = funcs.func_end(entry) or entry
     offset = funcs.file_offset(entry)
-    if offset is None:
+    return _pread(fd, min(end - entry, 256), offset) if offset is not None else b""
+
+
+def _store_disp(code: bytes, prefix: bytes) -> int:
+    """disp32 of the first ``prefix`` (REX, 89, ModRM) store in ``code``; 0 if none."""
+    at = code.find(prefix)
+    if at < 0 or at + 7 > len(code):
         return 0
-    code = _pread(fd, min(end - entry, 256), offset)
+    disp = struct.unpack_from("<i", code, at + 3)[0]
+    return disp if 64 <= disp < 4096 else 0
+
+
+def vdso_offsets(fd: int, funcs: GoFunctions) -> tuple[int, int]:
+    """m.vdsoSP and m.vdsoPC from runtime.nanotime1's stores (``MOVQ DX,
+    m_vdsoSP(BX)``, ``MOVQ CX, m_vdsoPC(BX)``, hand-written assembly); (0, 0)
+    when not found."""
+    code = _code(fd, funcs, "runtime.nanotime1")
+    sp, pc = _store_disp(code, b"\x48\x89\x93"), _store_disp(code, b"\x48\x89\x8b")
+    return (sp, pc) if sp and pc == sp + 8 else (0, 0)
+
+
+def labels_offset(fd: int, funcs: GoFunctions) -> int:
+    """Offset of g.labels from the store in runtime_setProfLabel; 0 if absent."""
+    code = _code(fd, funcs, SET_LABEL_FUNCTION)
     for i in range(len(code) - 6):
         # REX.W+B (49 / 4d), MOV r/m64 r64 (89), ModRM mod=10 rm=110 (disp32(R14))
         if code[i] in (0x49, 0x4D) and code[i + 1] == 0x89 and code[i + 2] & 0xC7 == 0x86:
@@ -121,10 +144,11 @@ def read_facts(fd: int) -> GoFacts | None:
         return None
     try:
         labels = labels_offset(fd, funcs)
+        vdso_sp, vdso_pc = vdso_offsets(fd, funcs)
     finally:
         funcs.close()
     kind = (LABELS_SLICE if version >= (1, 24) else LABELS_MAP) if labels else 0
-    return GoFacts(version, tls_offset(headers), labels, kind)
+    return GoFacts(version, tls_offset(headers), labels, kind, vdso_sp, vdso_pc)
 
 
 class GoLabels:
@@ -153,6 +177,7 @@ class GoLabels:
             v.g_m, v.g_sched, v.g_stack_hi = G_M, G_SCHED, G_STACK_HI
             v.m_g0, v.m_curg = M_G0, M_CURG
             v.g_labels, v.labels_kind = facts.labels_offset, facts.labels_kind
+            v.m_vdso_sp, v.m_vdso_pc = facts.vdso_sp, facts.vdso_pc
         t[t.Key(pid)] = v
 
     # -- processes -------------------------------------------------------------------

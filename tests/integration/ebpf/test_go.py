@@ -45,7 +45,8 @@ PROCESS_PID = "process.pid"
 # where a whole Go stack ends: a goroutine (goexit), a thread's g0 (mstart, rt0_go),
 # or a goroutine parked by mcall (the scheduler runs for no goroutine)
 ROOTS = {"runtime.goexit", "runtime.main", "runtime.mstart", "runtime.rt0_go", "runtime.mcall"}
-SWITCHES = {"runtime.systemstack", "runtime.asmcgocall", "runtime.morestack"}
+SWITCHES = {"runtime.systemstack", "runtime.asmcgocall", "runtime.morestack",
+            "runtime.nanotime1", "runtime.walltime"}
 BUILDS = {"gs_pure": ("0", ()), "gs_pure_s": ("0", ("-ldflags=-s -w",)),
           "gs_cgo": ("1", ()), "gs_cgo_s": ("1", ("-ldflags=-s -w",))}
 
@@ -288,6 +289,8 @@ def test_go_facts_match_the_dwarf_of_the_build(session: Session) -> None:
                                     _dwarf_member_offset(full, "runtime.g", "sched"))
     assert (gl.M_G0, gl.M_CURG) == (_dwarf_member_offset(full, "runtime.m", "g0"),
                                     _dwarf_member_offset(full, "runtime.m", "curg"))
+    vdso = (_dwarf_member_offset(full, "runtime.m", "vdsoSP"),
+            _dwarf_member_offset(full, "runtime.m", "vdsoPC"))
     for name in ("gs_pure", "gs_pure_s", "gs_cgo_s"):
         fd = os.open(session.programs[name].path, os.O_RDONLY)
         try:
@@ -296,3 +299,4 @@ def test_go_facts_match_the_dwarf_of_the_build(session: Session) -> None:
             os.close(fd)
         assert facts is not None and facts.version == (1, 19)
         assert (facts.labels_offset, facts.tls_offset, facts.labels_kind) == (truth, -8, 1)
+        assert (facts.vdso_sp, facts.vdso_pc) == vdso
