@@ -49,7 +49,9 @@ class Segment(NamedTuple):
 class SymbolTable:
     """Function symbols of one table, sorted by address. ``lookup`` is a bisect.
 
-    Aliases at one address collapse to the most readable name: fewest leading
+    Aliases at one address collapse to the most readable name: a sized
+    symbol before an empty one (libpython's ``_PyEval_EvalFrameDefault.cold``,
+    not the empty ``ast2obj_expr.cold`` at the same address), fewest leading
     underscores, then GLOBAL > WEAK > LOCAL, then the shortest
     (``nanosleep`` rather than ``__nanosleep`` / ``__GI___nanosleep``).
     """
@@ -58,7 +60,7 @@ class SymbolTable:
 
     def __init__(self, entries: list[tuple[int, int, str, int]]) -> None:
         # entries: (address, size, name, bind)
-        entries.sort(key=lambda e: (e[0], len(e[2]) - len(e[2].lstrip("_")),
+        entries.sort(key=lambda e: (e[0], e[1] == 0, len(e[2]) - len(e[2].lstrip("_")),
                                     _BIND_RANK.get(e[3], 3), len(e[2])))
         starts: list[int] = []
         sizes: list[int] = []

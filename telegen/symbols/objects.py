@@ -21,7 +21,7 @@ from telegen.symbols.debugfile import DebugFile, find_by_build_id, find_debug_fi
 from telegen.symbols.debuginfod import DebuginfodClient
 from telegen.symbols.elf import ElfFile, SymbolTable
 from telegen.symbols.gopclntab import GoFunctions
-from telegen.symbols.symindex import IndexBuilder, IndexJob, IndexLine
+from telegen.symbols.symindex import IndexBuilder, IndexJob, IndexLine, clean_name, is_clone
 from telegen.untrusted import Refusals, Refused
 
 log = logging.getLogger(__name__)
@@ -241,14 +241,13 @@ class ObjectSymbols:
                     self._reject(job.reason, job.name)
                     return None
                 continue
-            lines: list[IndexLine] | None
             try:
-                lines = job.index.lookup(vaddr)
+                found = job.index.lookup_entry(vaddr)
             except Exception as exc:   # a malformed index must not lose the frame
                 log.debug("index look-up failed at 0x%x: %s", vaddr, exc)
-                lines = None
-            if lines:
-                return source, self._public_name(vaddr, lines), True
+                found = None
+            if found is not None and found[0]:
+                return source, self._outer_name(vaddr, *found), True
         if self._go is not None:
             go = gopclntab_object.answer(self._go, vaddr, self._note)
             if go is not None:
@@ -258,6 +257,24 @@ class ObjectSymbols:
             if hit is not None:
                 return source, [(hit[0], hit[0], "", 0, 0)], False
         return None
+
+    def _outer_name(self, vaddr: int, lines: list[IndexLine], entry: int) -> list[IndexLine]:
+        """SymCache names the outermost function by an ELF symbol at
+        ``entry``, its lowest address. When that is a clone's piece
+        (``_PyEval_EvalFrameDefault.cold``), other symbols there may belong
+        to nothing (an empty ``ast2obj_expr.cold``): the clone's own symbol,
+        from our table (sized symbols first), names the function."""
+        system, _plain, file, line, decl = lines[-1]
+        for _source, table in self._tables:
+            hit = table.lookup(vaddr)
+            if hit is None:
+                continue
+            if hit[1] == entry and is_clone(hit[0]):
+                name = clean_name(hit[0])
+                if name and name != system:
+                    return [*lines[:-1], (name, name, file, line, decl)]
+            break
+        return self._public_name(vaddr, lines)
 
     def _public_name(self, vaddr: int, lines: list[IndexLine]) -> list[IndexLine]:
         """DWARF names C functions by their internal name (``__nanosleep``,

@@ -94,15 +94,23 @@ class SymIndex:
         """Innermost function first (inlined callees before their callers);
         None when no DWARF function holds ``vaddr`` (an entry that only
         comes from the symbol table, with no file, counts as none)."""
+        found = self.lookup_entry(vaddr)
+        return found[0] if found is not None else None
+
+    def lookup_entry(self, vaddr: int) -> tuple[list[IndexLine], int] | None:
+        """:meth:`lookup` and the address the outermost function's name was
+        taken from: SymCache names it by the ELF symbol at that address,
+        which may be any alias there (libpython's ``_PyEval_EvalFrameDefault``
+        comes out as ``ast2obj_expr.cold``, an empty symbol at its cold
+        part): the caller names it from its own symbol table at that address."""
         found: Any = self._cache.lookup(vaddr)
         if not found or (len(found) == 1 and not found[0].full_path and not found[0].line):
             return None
         out: list[IndexLine] = []
         for loc in found:
-            name = _CLONE.sub("", loc.symbol.partition("@")[0] or loc.symbol)  # memcpy@@GLIBC..
-            name = _GLIBC_ALIAS.sub("", name)
+            name = clean_name(loc.symbol)
             out.append((name, name, _source_path(loc.full_path), int(loc.line), 0))
-        return out
+        return out, int(found[-1].sym_addr)
 
     def resident_bytes(self) -> int:
         pages = (self.size + _PAGE - 1) // _PAGE
@@ -253,6 +261,17 @@ class IndexBuilder:
                 break
             _unlink(path)
             total -= size
+
+
+def is_clone(symbol: str) -> bool:
+    return _CLONE.search(symbol.partition("@")[0]) is not None
+
+
+def clean_name(symbol: str) -> str:
+    """A symbol's name without version (``memcpy@@GLIBC_2.14``), GCC clone
+    suffix and glibc internal-alias prefix: the function's name."""
+    name = _CLONE.sub("", symbol.partition("@")[0] or symbol)
+    return _GLIBC_ALIAS.sub("", name)
 
 
 def _source_path(path: str) -> str:
