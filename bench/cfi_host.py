@@ -72,13 +72,21 @@ def workload(binary: Path, seconds: float) -> float:
     return float(parse_report(out)["iters_per_s"])
 
 
-def one_run(tree: Path, binary: Path, warm_s: float, work_s: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as cache:
+# bench.agent with the receiver's errors logged with their traceback
+AGENT = ("import logging, sys; logging.basicConfig(level=logging.WARNING); "
+         "logging.getLogger('bench.ebpf').setLevel(logging.DEBUG); "
+         "sys.argv[0] = 'bench.agent'; from bench.agent import main; raise SystemExit(main())")
+
+
+def one_run(tree: Path, binary: Path, warm_s: float, work_s: float,
+            log: Path) -> dict[str, float]:
+    baseline = workload(binary, work_s)          # just before: the host's load drifts
+    with tempfile.TemporaryDirectory() as cache, open(log, "w") as err:
         env = dict(os.environ, TELEGEN_CACHE_DIR=cache, PYTHONPATH=str(tree))
-        agent = subprocess.Popen([sys.executable, "-m", "bench.agent", "--rate", "99",
+        agent = subprocess.Popen([sys.executable, "-c", AGENT, "--rate", "99",
                                   "--duration", "2", "--unwinding", "auto"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 cwd=tree, env=env)
+                                 cwd=tree, env=env, stderr=err)
         assert agent.stdout is not None and agent.stdin is not None
         line = agent.stdout.readline().split()
         assert line and line[0] == "ready", line
@@ -87,10 +95,13 @@ def one_run(tree: Path, binary: Path, warm_s: float, work_s: float) -> dict[str,
         c1, t1 = tree_cpu_s(agent.pid), time.monotonic()
         rate = workload(binary, work_s)
         c2, t2 = tree_cpu_s(agent.pid), time.monotonic()
-        agent.stdin.close()
-        agent.wait(120)
+        try:
+            agent.communicate(timeout=120)      # reads what it prints at the end
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.communicate()
         return {"first_pct": 100 * (c1 - c0) / (t1 - t0), "first_cpu_s": c1 - c0,
-                "work_pct": 100 * (c2 - c1) / (t2 - t1), "rate": rate}
+                "work_pct": 100 * (c2 - c1) / (t2 - t1), "ratio": rate / baseline}
 
 
 def main() -> int:
@@ -99,6 +110,7 @@ def main() -> int:
     ap.add_argument("--new", default=str(HERE.parent))
     ap.add_argument("--warm", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--logs", default=tempfile.gettempdir(), help="the agents' stderr")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         binary = build("bench_work", Path(tmp), cflags=NOFP, source_dir=HERE / "workloads")
@@ -107,10 +119,11 @@ def main() -> int:
                 subprocess.Popen([JAVA, "-Xmx64m", str(Path(tmp) / "Spin.java")])]
         try:
             time.sleep(5)                                    # java compiled Spin.java
-            baseline = workload(binary, args.seconds)
-            rows = {name: one_run(Path(tree), binary, args.warm, args.seconds)
-                    for name, tree in (("former (pyelftools in the pipeline)", args.old),
-                                       ("decoder + builder child", args.new))}
+            rows = {name: one_run(Path(tree), binary, args.warm, args.seconds,
+                                  Path(args.logs) / f"agent-{i}.log")
+                    for i, (name, tree) in enumerate(
+                        (("former (pyelftools in the pipeline)", args.old),
+                         ("decoder + builder child", args.new)))}
         finally:
             for p in side:
                 p.kill()
@@ -120,7 +133,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['first_pct']:.1f} | {r['first_cpu_s']:.2f} | "
-              f"{r['work_pct']:.1f} | {r['rate'] / baseline:.3f} |")
+              f"{r['work_pct']:.1f} | {r['ratio']:.3f} |")
     return 0
 
 
