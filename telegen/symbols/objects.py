@@ -258,18 +258,20 @@ class ObjectSymbols:
                 return source, [(hit[0], hit[0], "", 0, 0)], False
         return None
 
-    def _outer_name(self, vaddr: int, lines: list[IndexLine], entry: int) -> list[IndexLine]:
-        """SymCache names the outermost function by an ELF symbol at
-        ``entry``, its lowest address. When that is a clone's piece
-        (``_PyEval_EvalFrameDefault.cold``), other symbols there may belong
-        to nothing (an empty ``ast2obj_expr.cold``): the clone's own symbol,
-        from our table (sized symbols first), names the function."""
+    def _outer_name(self, vaddr: int, lines: list[IndexLine], entry: int,
+                    indexed: str) -> list[IndexLine]:
+        """SymCache names the outermost function by an ELF symbol at its
+        lowest address (``indexed``). When that is a clone's piece, or
+        ``vaddr`` is in one, other symbols there may belong to nothing (an
+        empty ``ast2obj_expr.cold`` where ``_PyEval_EvalFrameDefault.cold``
+        starts): our table's symbol holding ``vaddr``, when it starts where
+        this range of the function does, names it."""
         system, _plain, file, line, decl = lines[-1]
         for _source, table in self._tables:
             hit = table.lookup(vaddr)
             if hit is None:
                 continue
-            if hit[1] == entry and is_clone(hit[0]):
+            if hit[1] == entry and (is_clone(hit[0]) or is_clone(indexed)):
                 name = clean_name(hit[0])
                 if name and name != system:
                     return [*lines[:-1], (name, name, file, line, decl)]

@@ -97,12 +97,13 @@ class SymIndex:
         found = self.lookup_entry(vaddr)
         return found[0] if found is not None else None
 
-    def lookup_entry(self, vaddr: int) -> tuple[list[IndexLine], int] | None:
-        """:meth:`lookup` and the address the outermost function's name was
-        taken from: SymCache names it by the ELF symbol at that address,
-        which may be any alias there (libpython's ``_PyEval_EvalFrameDefault``
+    def lookup_entry(self, vaddr: int) -> tuple[list[IndexLine], int, str] | None:
+        """:meth:`lookup`, the start of the outermost function's range that
+        holds ``vaddr``, and that function's name as SymCache has it: the
+        ELF symbol at the function's *lowest* address, which may be a cold
+        piece's or any alias there (libpython's ``_PyEval_EvalFrameDefault``
         comes out as ``ast2obj_expr.cold``, an empty symbol at its cold
-        part): the caller names it from its own symbol table at that address."""
+        part): the caller may name it from its own symbol table."""
         found: Any = self._cache.lookup(vaddr)
         if not found or (len(found) == 1 and not found[0].full_path and not found[0].line):
             return None
@@ -110,7 +111,7 @@ class SymIndex:
         for loc in found:
             name = clean_name(loc.symbol)
             out.append((name, name, _source_path(loc.full_path), int(loc.line), 0))
-        return out, int(found[-1].sym_addr)
+        return out, int(found[-1].sym_addr), str(found[-1].symbol)
 
     def resident_bytes(self) -> int:
         pages = (self.size + _PAGE - 1) // _PAGE

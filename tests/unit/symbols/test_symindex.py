@@ -230,3 +230,54 @@ def test_glibc_names_and_paths_as_dwarf_gives_them(tmp_path: Path) -> None:
     assert res.source == "debuginfo_file"
     assert [(ln.function, ln.file) for ln in res.lines][-1] == ("_IO_setb", "libio/genops.c")
     sym.close()
+
+
+COLD_SOURCE = """
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((noinline, cold)) void report(long x) { fprintf(stderr, "odd %ld\\n", x); }
+__attribute__((noinline)) long hot_function(long x) {
+    long s = 0;
+    for (long i = 0; i < x; i++) {
+        if (__builtin_expect(i == 123456789, 0)) { report(i); abort(); }
+        s += i * 3;
+    }
+    return s;
+}
+int main(int argc, char **argv) { printf("%ld\\n", hot_function(argc * 1000)); return 0; }
+"""
+
+
+def test_a_function_split_hot_and_cold_is_named_in_both_parts(tmp_path: Path) -> None:
+    """gcc moves the unlikely path to ``hot_function.cold`` (below the hot
+    part); SymCache names the whole function by the symbol at its lowest
+    address. Both parts come out as ``hot_function``, with lines, as
+    addr2line names them — also with an empty decoy symbol added at the cold
+    part's address (in libpython 3.12 SymCache took such a one,
+    ``ast2obj_expr.cold``, for ``_PyEval_EvalFrameDefault``)."""
+    prog = compile_c(COLD_SOURCE, tmp_path / "cold")
+    elf = ElfFile(str(prog))
+    table = elf.symbols(".symtab")
+    assert table is not None
+    names = table.names
+    if "hot_function.cold" not in names:
+        pytest.skip("gcc made no cold part")
+    text = elf.headers.section(".text")
+    assert text is not None
+    cold_at = table.starts[names.index("hot_function.cold")]
+    elf.close()
+    decoyed = tmp_path / "decoyed"
+    subprocess.run(["objcopy", "--add-symbol",
+                    f"a_decoy.cold=.text:{cold_at - text.addr:#x},local,function",
+                    str(prog), str(decoyed)], check=True)
+    sym = Symbolizer(options(tmp_path, index_wait_s=60.0))
+    for binary in (prog, decoyed):
+        for off in (function_offset(binary, "hot_function", 8),
+                    function_offset(binary, "hot_function.cold", 2)):
+            res = sym.native(off, file=str(binary), start=0, offset=0)
+            want = subprocess.run(["addr2line", "-f", "-e", str(binary), hex(off)],
+                                  capture_output=True, text=True, check=True).stdout.split()
+            assert res.source == "dwarf"
+            assert (res.lines[-1].function, res.lines[0].line) == (
+                "hot_function", int(want[1].split(":")[1].split()[0])), (binary, hex(off))
+    sym.close()
