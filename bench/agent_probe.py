@@ -108,8 +108,13 @@ def container_sizes() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
             n = _length(value)
             if n is not None:
                 sizes[f"{cls.__qualname__}.{name}"] += n
-                if n >= 100:
-                    nbytes[f"{cls.__qualname__}.{name}"] += _estimate(value, n)
+                for _ in range(3):          # other threads change it as we read it
+                    try:
+                        if n >= 100:
+                            nbytes[f"{cls.__qualname__}.{name}"] += _estimate(value, n)
+                        break
+                    except (RuntimeError, KeyError):
+                        continue
         n = _length(obj)
         if n is not None and isinstance(obj, CONTAINERS):
             sizes[f"{cls.__qualname__}"] += n
