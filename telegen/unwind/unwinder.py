@@ -179,6 +179,10 @@ def unwind(space: AddressSpace, ip: int, sp: int, bp: int, stack: bytes, *,
         sp = cfa
         if ra == 0:     # a zeroed return slot: the runtime's end-of-stack marker
             return UnwindResult(tuple(out), not used_fp, NO_CFI if used_fp else "")
-        out.append(ra)
         pc, lookup = ra, ra - 1
+        if kind == RSP and (ra_rule := space.rule_at(ra)) is not None and \
+                ra_rule[0] == GO_FAKE:
+            lookup = ra     # systemstack_switch's entry, pushed by cgocallback: not shown
+            continue
+        out.append(ra)
     return UnwindResult(tuple(out), False, DEPTH)

@@ -178,6 +178,14 @@ def test_go_stacks_are_whole(session: Session, name: str) -> None:
     assert total >= 100, f"too few samples of {name} ({total})"
     assert whole >= 0.95 * total
     assert on_g0 >= 10 and crossed >= 0.9 * on_g0     # allocHere, the GC, cgoHere
+    if name.startswith("gs_cgo"):       # Go -> C -> Go: backHere called back from C
+        back = [s for s in prog.cpu if "main.backHere" in prog.names(s, truth=True)]
+        back_whole = sum(s.values[0] for s in back if _whole(prog, s) and
+                         "main.cgoBackHere" in prog.names(s, truth=True))
+        back_total = sum(s.values[0] for s in back)
+        print(f"{name}: {back_total} samples in main.backHere (called from C), "
+              f"{100 * back_whole / max(back_total, 1):.1f}% whole through C to goexit")
+        assert back_total >= 20 and back_whole >= 0.9 * back_total
 
 
 @pytest.mark.parametrize("name", ["gs_pure_s", "gs_cgo_s"])

@@ -10,6 +10,8 @@
 //     allocations and the GC run on the system stack (systemstack)
 //   - main.cgoHere (cgo.go, only when built with cgo): one goroutine calling
 //     into C (c_spin) through cgo (asmcgocall runs C on the system stack)
+//   - main.backHere (cgoback.go, back.c, with cgo): Go calls C, which calls Go
+//     back (cgocallback) on the same goroutine
 //
 // Usage: gostacks SECONDS [BURNERS [LOCKERS]]
 // Prints "ready" once every goroutine runs, "done" at the end.
