@@ -78,7 +78,10 @@ class SymbolizerOptions:
     cache_size: int = DEFAULT_CACHE_BYTES  # bytes kept in memory, all caches together
     result_cache_size: int = 1 << 18      # resolved addresses kept (also within the bytes)
     index_dir: str = ""                   # "": cache_dir("index")
-    index_wait_s: float = 3.0             # waiting for first-sight indexes, per window
+    # waiting for first-sight indexes and downloads: at most this much per
+    # window_s (default one window of the ebpf receiver: a profile is late by
+    # at most one window, never more)
+    index_wait_s: float = 10.0
     window_s: float = 10.0
     proc_root: str = "/proc"
     kallsyms_path: str = "/proc/kallsyms"
