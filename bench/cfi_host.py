@@ -81,7 +81,8 @@ AGENT = ("import logging, sys; logging.basicConfig(level=logging.WARNING); "
 def one_run(tree: Path, binary: Path, warm_s: float, work_s: float,
             log: Path) -> dict[str, float]:
     baseline = workload(binary, work_s)          # just before: the host's load drifts
-    with tempfile.TemporaryDirectory() as cache, open(log, "w") as err:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as cache, \
+            open(log, "w") as err:
         env = dict(os.environ, TELEGEN_CACHE_DIR=cache, PYTHONPATH=str(tree))
         agent = subprocess.Popen([sys.executable, "-c", AGENT, "--rate", "99",
                                   "--duration", "2", "--unwinding", "auto"],
@@ -95,12 +96,14 @@ def one_run(tree: Path, binary: Path, warm_s: float, work_s: float,
         c1, t1 = tree_cpu_s(agent.pid), time.monotonic()
         rate = workload(binary, work_s)
         c2, t2 = tree_cpu_s(agent.pid), time.monotonic()
+        s0 = time.monotonic()
         try:
             agent.communicate(timeout=120)      # reads what it prints at the end
         except subprocess.TimeoutExpired:
             agent.kill()
             agent.communicate()
-        return {"first_pct": 100 * (c1 - c0) / (t1 - t0), "first_cpu_s": c1 - c0,
+        return {"stop_s": time.monotonic() - s0,
+                "first_pct": 100 * (c1 - c0) / (t1 - t0), "first_cpu_s": c1 - c0,
                 "work_pct": 100 * (c2 - c1) / (t2 - t1), "ratio": rate / baseline}
 
 
@@ -119,21 +122,23 @@ def main() -> int:
                 subprocess.Popen([JAVA, "-Xmx64m", str(Path(tmp) / "Spin.java")])]
         try:
             time.sleep(5)                                    # java compiled Spin.java
-            rows = {name: one_run(Path(tree), binary, args.warm, args.seconds,
-                                  Path(args.logs) / f"agent-{i}.log")
-                    for i, (name, tree) in enumerate(
-                        (("former (pyelftools in the pipeline)", args.old),
-                         ("decoder + builder child", args.new)))}
+            rows = {}
+            for i, (name, tree) in enumerate((("former (pyelftools in the pipeline)", args.old),
+                                              ("decoder + builder child", args.new))):
+                rows[name] = one_run(Path(tree), binary, args.warm, args.seconds,
+                                     Path(args.logs) / f"agent-{i}.log")
+                print(name, rows[name], flush=True)
         finally:
             for p in side:
                 p.kill()
                 p.wait()
     print(f"| agent | CPU, first {args.warm:.0f} s (% of one core) | CPU s | "
-          f"CPU beside the workload (%) | workload throughput vs without agent |")
-    print("|---|---:|---:|---:|---:|")
+          f"CPU beside the workload (%) | workload throughput vs without agent | "
+          f"shutdown (s, killed at 120) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['first_pct']:.1f} | {r['first_cpu_s']:.2f} | "
-              f"{r['work_pct']:.1f} | {r['ratio']:.3f} |")
+              f"{r['work_pct']:.1f} | {r['ratio']:.3f} | {r['stop_s']:.0f} |")
     return 0
 
 
