@@ -81,3 +81,36 @@ def test_release_listeners_hear_marked_exits_and_one_failing_does_not_stop_other
     cache.release_exited()
     assert sorted(p for batch in heard for p in batch) == sorted(c.pid for c in children)
     assert len(cache) == 0
+
+
+def test_filter_forgets_frames_of_processes_no_longer_seen() -> None:
+    """Each short process maps the same binary at its own address: its frames
+    are new objects; the filter keeps those of the last two batches only."""
+    import logging
+
+    from telegen.component import ComponentID, CreateSettings, Kind
+    from telegen.pdata import CPU, Frame, FrameKind, Line, Mapping, Profile, Profiles
+    from telegen.processors.filter.config import FilterConfig
+    from telegen.processors.filter.filter import FilterProcessor
+    from telegen.testing.sink import Sink
+
+    reg = Registry()
+    settings = CreateSettings(ComponentID("filter"), Kind.PROCESSOR,
+                              reg.for_component("processor", "filter"), logging.getLogger("t"))
+    sink = Sink()
+    proc = FilterProcessor(settings, FilterConfig(exclude_patterns=["runtime.*"]), sink)
+    kept = Frame(FrameKind.NATIVE, 0x1000, None, (Line("main.main"),))
+    for process in range(200):              # one batch per short process
+        base = 0x5500_0000_0000 + process * 0x10_0000
+        m = Mapping(start=base, limit=base + 0x1000, offset=0, file="/usr/bin/job")
+        p = Profile(name="cpu", sample_types=CPU)
+        for i in range(50):
+            hidden = Frame(FrameKind.NATIVE, base + i, m, (Line(f"runtime.f{i}"),))
+            mine = Frame(FrameKind.NATIVE, base + 0x800 + i, m, (Line(f"main.g{i}"),))
+            p.add((hidden, mine, kept), [1, 10])
+        proc.consume(Profiles([p]))
+    memo = len(proc._memo) + len(proc._memo_old)
+    assert memo <= 2 * (100 + 1), memo          # two batches' frames, not 200 processes'
+    out = sink.profiles()[-1]
+    assert all(not f.name.startswith("runtime.") for s in out for f in s.stack)
+    assert kept in proc._memo_old               # seen every batch: kept

@@ -7,6 +7,7 @@ from telegen.pdata import Frame, Profile, Profiles, Sample
 from telegen.processors.filter.config import FilterConfig
 
 _KEEP = object()   # memo marker: frame unchanged
+_MISS = object()   # not in a memo
 
 
 class FilterProcessor:
@@ -20,7 +21,10 @@ class FilterProcessor:
         t = settings.telemetry
         self._hidden = t.counter("processor_filter_frames_hidden")
         self._dropped = t.counter("processor_dropped_samples")
+        # frames of this batch and of the one before: a frame no longer seen
+        # (its process exited, its mapping moved) is forgotten a batch later (#21)
         self._memo: dict[Frame, Frame | None | object] = {}
+        self._memo_old: dict[Frame, Frame | None | object] = {}
 
     def start(self, host: Host) -> None:
         pass
@@ -31,6 +35,7 @@ class FilterProcessor:
     def consume(self, profiles: Profiles) -> None:
         for profile in profiles:
             self._filter(profile)
+        self._memo_old, self._memo = self._memo, {}
         self._next.consume(profiles)
 
     def _filter(self, profile: Profile) -> None:
@@ -49,7 +54,10 @@ class FilterProcessor:
         out = []
         changed = False
         for f in stack:
-            g = self._memo[f] if f in self._memo else self._hide_frame(f)
+            g = self._memo.get(f, _MISS)
+            if g is _MISS:
+                g = self._memo_old.get(f, _MISS)
+                g = self._hide_frame(f) if g is _MISS else self._remember(f, g)
             if g is _KEEP:
                 out.append(f)
                 continue
@@ -75,6 +83,9 @@ class FilterProcessor:
                 result = frame.with_lines(lines)
             else:
                 result = None
+        return self._remember(frame, result)
+
+    def _remember(self, frame: Frame, result: Frame | None | object) -> Frame | None | object:
         if len(self._memo) > 100_000:
             self._memo.clear()
         self._memo[frame] = result
