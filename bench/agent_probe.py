@@ -17,6 +17,11 @@ thread appends one JSON line to ``--out`` every ``--every`` seconds:
 - ``types``: the 25 most numerous object types.
 
 Used by ``bench.fresh_host --probe`` to find what grows under process churn (#21).
+A diagnostic, not a measure of the agent: walking ``gc.get_objects()`` from a
+thread costs CPU and can expose a tuple another thread is still building
+(CPython then raises ``SystemError: Objects/tupleobject.c: bad argument to
+internal function`` there — seen in the agent's window thread only under the
+probe).
 
     python -m bench.agent_probe --out probe.jsonl [--every 30] [--tracemalloc] -- run
 """
