@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from telegen.component import ComponentID, CreateSettings, Kind
+from telegen.interpreters.cpython.tables import TABLES
 from telegen.pdata import FrameKind, Sample
 from telegen.receivers.ebpf.config import EbpfConfig
 from telegen.receivers.ebpf.receiver import EbpfReceiver
@@ -36,6 +37,11 @@ PYENV = Path("/root/.pyenv/versions")
 PYTHONS = {v: PYENV / f"{v}/bin/python3" for v in
            ("3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0")}
 PYTHONS["debian-3.11"] = Path("/usr/bin/python3.11")
+FAKE = Path(__file__).resolve().parents[2] / "testdata" / "fakepython"
+FAKE_MODES = ("loop", "wild")  # a frame chain that loops / leads to unmapped memory
+FAKE_OFFSETS = ("runtime_interpreters_head", "interp_threads_head", "tstate_next",
+                "tstate_thread_id", "tstate_frame", "cframe_current_frame", "frame_back",
+                "frame_code", "frame_instr", "frame_owner")
 PYSPY_VERSION = "3.12.1"       # also sampled by the python receiver (py-spy)
 RATE, WINDOW_S, MEASURE_S = 999, 2.0, 16.0
 FUNCTIONS = ("py_alpha", "py_beta", "py_hash", "py_wait")
@@ -67,11 +73,28 @@ def settings(registry: Registry, kind: str) -> CreateSettings:
                           logging.getLogger(f"test.{kind}"))
 
 
+def build_fake(out: Path) -> Path:
+    """fakepy linked against a libpython3.11.so that is not CPython."""
+    subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", str(out / "libpython3.11.so"),
+                    str(FAKE / "libfakepy.c")], check=True)
+    subprocess.run(["gcc", "-O1", "-o", str(out / "fakepy"), str(FAKE / "fakepy.c"),
+                    f"-L{out}", "-lpython3.11", f"-Wl,-rpath,{out}", "-pthread"], check=True)
+    return out / "fakepy"
+
+
 @pytest.fixture(scope="module")
-def session() -> Iterator[tuple[dict[str, Run], Registry]]:
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Run], Registry]]:
     procs: dict[str, subprocess.Popen[str]] = {}
+    fakes: list[subprocess.Popen[str]] = []
     runs: dict[str, Run] = {}
     try:
+        fakepy = build_fake(tmp_path_factory.mktemp("fakepython"))
+        offsets = [str(TABLES[311][1][name]) for name in FAKE_OFFSETS]
+        for mode in FAKE_MODES:
+            fakes.append(subprocess.Popen([str(fakepy), mode, *offsets], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, text=True))
+            assert fakes[-1].stdout is not None
+            runs[f"fake-{mode}"] = Run(f"fake-{mode}", int(fakes[-1].stdout.readline()), 0)
         for version, exe in PYTHONS.items():
             if not exe.exists():
                 pytest.fail(f"{exe} missing (MACHINE.md: pyenv 3.8-3.13, Debian python3.11)")
@@ -98,6 +121,11 @@ def session() -> Iterator[tuple[dict[str, Run], Registry]]:
             while time.monotonic() < deadline and sum_series(
                     registry.snapshot(), "ebpf_python_processes", result="registered") < len(runs):
                 time.sleep(0.2)
+            print(f"\nregistered after {time.monotonic() - deadline + 60:.1f}s")
+            for fake in fakes:
+                assert fake.stdin is not None
+                fake.stdin.write("go\n")
+                fake.stdin.flush()
             for version, p in procs.items():      # the workloads start now
                 assert p.stdin is not None and p.stdout is not None
                 p.stdin.write("go\n")
@@ -119,7 +147,7 @@ def session() -> Iterator[tuple[dict[str, Run], Registry]]:
             runs[PYSPY_VERSION].pyspy.extend(prof.samples)
         yield runs, registry
     finally:
-        for p in procs.values():
+        for p in [*procs.values(), *fakes]:
             p.kill()
             p.wait()
 
@@ -188,7 +216,7 @@ def test_agrees_with_py_spy(session: tuple[dict[str, Run], Registry]) -> None:
 
 
 def test_walker_counters(session: tuple[dict[str, Run], Registry]) -> None:
-    _, registry = session
+    runs, registry = session
     snap = registry.snapshot()
     registered = sum_series(snap, "ebpf_python_processes", result="registered")
     merged = sum_series(snap, "ebpf_python_samples", outcome="merged")
@@ -196,9 +224,32 @@ def test_walker_counters(session: tuple[dict[str, Run], Registry]) -> None:
     outcomes = {o: sum_series(snap, "ebpf_python_samples", outcome=o) for o in
                 ("merged", "partial", "unresolved", "expired", "not_registered")}
     print(f"\nregistered {registered}, samples {outcomes} of {every}")
-    assert registered == len(PYTHONS)
-    assert (merged + outcomes["partial"]) / every >= 0.95
+    assert registered == len(PYTHONS) + len(FAKE_MODES)
+    # the fake processes' samples are all unresolved (test_not_cpython_...)
+    fake = sum(sum(s.values[0] for s in runs[f"fake-{m}"].cpu) for m in FAKE_MODES)
+    assert (merged + outcomes["partial"]) / (every - fake) >= 0.95
 
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q", "-s"]))
+
+
+def test_not_cpython_falls_back_to_native(session: tuple[dict[str, Run], Registry]) -> None:
+    """A process that looks like CPython 3.11 (its libpython3.11.so exports what
+    CPython's does, a thread state matches the thread) but whose frames loop
+    or lead to unmapped memory and name no code object: native frames only,
+    counted; the walk stops at its bound."""
+    runs, registry = session
+    snap = registry.snapshot()
+    for mode in FAKE_MODES:
+        run = runs[f"fake-{mode}"]
+        n = sum(s.values[0] for s in run.cpu)
+        assert n > 100, f"{mode}: {n} samples ({[(r.version, len(r.cpu)) for r in runs.values()]})"
+        assert not any(python_names(s) for s in run.cpu)
+        assert all(any(f.kind == FrameKind.NATIVE for f in s.stack) for s in run.cpu)
+    unresolved = sum_series(snap, "ebpf_python_samples", outcome="unresolved")
+    truncated = sum_series(snap, "ebpf_python_walks", result="truncated")
+    print(f"\nfake processes: unresolved samples {unresolved}, truncated walks {truncated}, "
+          f"faults {sum_series(snap, 'ebpf_python_walks', result='fault')}")
+    assert unresolved >= 200 and truncated > 0
+    assert sum_series(snap, "ebpf_errors") == 0
