@@ -35,7 +35,6 @@ Objects over their parse budget or caps are skipped and counted
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from cachetools import LRUCache
 from telegen.cachedir import cache_dir
 from telegen.procinfo.elfheaders import valid_build_id
 from telegen.procinfo.maps import MappedFile, open_mapped
+from telegen.procinfo.procfs import KALLSYMS, PROC, alive
 from telegen.symbols.budget import DEFAULT_LIMITS, ParseLimits
 from telegen.symbols.debuginfod import DebuginfodClient, default_cache_dir, urls_from_env
 from telegen.symbols.demangle import Demangler, language
@@ -83,8 +83,8 @@ class SymbolizerOptions:
     # at most one window, never more)
     index_wait_s: float = 10.0
     window_s: float = 10.0
-    proc_root: str = "/proc"
-    kallsyms_path: str = "/proc/kallsyms"
+    proc_root: str = PROC
+    kallsyms_path: str = KALLSYMS
     parse_limits: ParseLimits = DEFAULT_LIMITS   # caps and CPU/memory budget per object
 
 
@@ -364,4 +364,4 @@ def _result_bytes(res: Resolution) -> int:
 
 
 def _alive(proc_root: str, pid: int) -> bool:
-    return os.path.exists(os.path.join(proc_root, str(pid)))
+    return alive(pid, proc_root)

@@ -2,12 +2,12 @@
 one SymCache file (Sentry's ``symbolic``), under limits it sets on itself
 before it reads a byte of the file.
 
-    python -m telegen.symbols.symcache_child FD OUT CPU_SECONDS ADDRESS_SPACE_BYTES
+    python -I symcache_child.py FD_PATH OUT CPU_SECONDS ADDRESS_SPACE_BYTES
 
-``FD`` is the object file, opened and checked by the agent (a regular file,
-headers and section sizes checked: :class:`~telegen.symbols.elf.ElfFile`) and
-inherited; the child reads it through ``/proc/self/fd/FD`` — the agent's
-descriptor, never a path of a profiled process. ``OUT`` is a new file the
+``FD_PATH`` names a descriptor the child inherited (``procinfo.fd_path``):
+the object file, opened and checked by the agent (a regular file, headers
+and section sizes checked: :class:`~telegen.symbols.elf.ElfFile`) — never a
+path of a profiled process. ``OUT`` is a new file the
 agent renames into the index directory when this exits 0.
 
 Limits (the untrusted file chooses how much work it asks for): ``nice 19``;
@@ -48,11 +48,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def build(fd: int, out: str) -> None:
+def build(fd_path: str, out: str) -> None:
     from symbolic.debuginfo import Archive  # imported under the limits
     from symbolic.symcache import SymCache
 
-    archive = Archive.open(f"/proc/self/fd/{fd}")
+    archive = Archive.open(fd_path)
     obj = next(iter(archive.iter_objects()), None)
     if obj is None:
         raise ValueError("no object in the file")
@@ -66,10 +66,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 5:
         print(__doc__, file=sys.stderr)
         return 2
-    fd, out, cpu_s, address_space = int(argv[1]), argv[2], float(argv[3]), int(argv[4])
+    fd_path, out, cpu_s, address_space = argv[1], argv[2], float(argv[3]), int(argv[4])
     limit_self(cpu_s, address_space)
     try:
-        build(fd, out)
+        build(fd_path, out)
     except MemoryError:
         print("memory: over the address-space limit", file=sys.stderr)
         return EXIT_UNUSABLE + 1

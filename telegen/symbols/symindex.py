@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telegen.procinfo.elfheaders import valid_build_id
+from telegen.procinfo.procfs import fd_path
 from telegen.symbols.budget import ParseLimits
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ class IndexBuilder:
         limits = self.limits
         address_space = min(limits.step_memory_bytes,
                             BASE_ADDRESS_SPACE + 4 * os.fstat(job.fd).st_size)
-        cmd = [sys.executable, "-I", _CHILD, str(job.fd), tmp,
+        cmd = [sys.executable, "-I", _CHILD, fd_path(job.fd), tmp,
                str(limits.step_cpu_s), str(address_space)]
         before = os.times()
         started = time.monotonic()
