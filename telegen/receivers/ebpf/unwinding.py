@@ -43,7 +43,8 @@ from telegen.procinfo import ProcessCache, open_mapped
 from telegen.procinfo.process import ProcessInfo
 from telegen.receivers.ebpf.stacks import TRUNCATED_MARK, FramePointerStacks, StackRef
 from telegen.unwind import AddressSpace, TableCache, UnwindTable, unwind
-from telegen.unwind.unwinder import UNMAPPED
+from telegen.unwind.golang import GoBinaries  # Go (#26)
+from telegen.unwind.unwinder import UNMAPPED, SwitchContext
 from telegen.unwind.vdso import vdso_table
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class CfiStacks:
         # not ``tables or``: an empty TableCache is falsy (len 0)
         self._tables = tables if tables is not None else TableCache()
         self._on_error = on_error or (lambda exc: log.warning("unwinding: %s", exc))
+        # -- Go (#26): pclntab rules for Go code; the goroutine behind a sample on
+        # Go's system stack, by snapshot id (set by receivers/ebpf/golabels.py)
+        self.go_binaries = GoBinaries(self._tables.refusals)
+        self.goroutine_context: Callable[[int], SwitchContext | None] = lambda snap_id: None
         self._pending: list[bytes] = []
         self._pending_lock = threading.Lock()
         self._work_lock = threading.Lock()
@@ -171,11 +176,13 @@ class CfiStacks:
                 self.errors += 1
                 return
             fp = self._frame_pointers
-            res = unwind(space, ip, sp, bp, stack, frame_pointers=fp)
+            goroutine = self.goroutine_context(snap_id)        # Go (#26)
+            res = unwind(space, ip, sp, bp, stack, frame_pointers=fp, goroutine=goroutine)
             if res.reason == UNMAPPED and self._refresh(pid):
                 space = self._space(pid)   # maps read at exec, before the libraries
                 if space is not None:
-                    res = unwind(space, ip, sp, bp, stack, frame_pointers=fp)
+                    res = unwind(space, ip, sp, bp, stack, frame_pointers=fp,
+                                 goroutine=goroutine)
         except Exception as exc:
             self.errors += 1
             self._result(snap_id, ((), ERROR))
@@ -204,7 +211,8 @@ class CfiStacks:
             return hit[1]
         self._building = False
         generation = self._tables.generation
-        space = AddressSpace(info.mappings, lambda m: self._table_for(pid, m))
+        space = AddressSpace(info.mappings, lambda m: self._table_for(pid, m),
+                             lambda m: self.go_binaries.for_mapping(pid, m))   # Go (#26)
         # made while a table was pending: made again once a table is ready
         self._spaces[pid] = (info, space, generation if self._building else -1)
         return space
