@@ -135,10 +135,9 @@ class EbpfReceiver:
         """Go (#26): goroutine labels on samples, goroutines behind g0 samples."""
         bpf, builder = self._bpf, self._builder
         assert bpf is not None and builder is not None
-        try:        # kernel_btf comes with #22's CPython walker (the same fsbase offset)
-            from telegen.receivers.ebpf.kernel_btf import task_fsbase_offset
+        try:
             fsbase = task_fsbase_offset()
-        except (ImportError, ValueError, OSError) as exc:     # BtfError is a ValueError
+        except (ValueError, OSError) as exc:     # BtfError is a ValueError
             self._log.warning("ebpf: no Go labels: thread.fsbase not in the kernel's BTF: %s", exc)
             return
         self._go = GoLabels(bpf.table, self._procs, fsbase_offset=fsbase,
