@@ -25,9 +25,10 @@ import pytest
 
 from telegen.semconv import ALIASES, is_resource_key
 from telegen.testing import require
-from telegen.testing.agent import free_port, start_telegen, wait_until
+from telegen.testing.agent import free_port, wait_until
 from telegen.testing.backends import OtlpBackend
 from telegen.testing.goprog import build_go_program
+from telegen.testing.otlp_agent import agent_to_otlp_backend
 from telegen.testing.pyprog import require_pythons
 
 pytestmark = pytest.mark.bpf
@@ -75,22 +76,18 @@ def test_every_receiver_uses_the_same_names(tmp_path: Path) -> None:
     goservice = build_go_program(TESTDATA / "go" / "goservice")
     subprocess.run(["javac", "-d", str(tmp_path), str(TESTDATA / "java" / "Workload.java")],
                    check=True, timeout=120)
-    procs = [subprocess.Popen([python, str(TESTDATA / "python" / "twohot.py"),
-                               str(tmp_path / "twohot.json"), "900"]),
-             subprocess.Popen(["java", "-cp", str(tmp_path), "Workload", "900"],
-                              stdout=subprocess.DEVNULL),
-             subprocess.Popen([str(goservice), "0", "3", "2"], stdout=subprocess.PIPE, text=True)]
+    procs: list[subprocess.Popen[Any]] = [
+        subprocess.Popen([python, str(TESTDATA / "python" / "twohot.py"),
+                          str(tmp_path / "twohot.json"), "900"]),
+        subprocess.Popen(["java", "-cp", str(tmp_path), "Workload", "900"],
+                         stdout=subprocess.DEVNULL),
+        subprocess.Popen([str(goservice), "0", "3", "2"], stdout=subprocess.PIPE, text=True)]
     py, jvm, go = procs
-    backend = OtlpBackend().start()
-    agent = None
     try:
         assert go.stdout is not None
         port = int(go.stdout.readline().split()[1])
         grpc_port = free_port()
-        cfg = tmp_path / "agent.yaml"
-        cfg.write_text(f"""
-receivers:
-  ebpf: {{pids: [{py.pid}], duration: 1s, off_cpu: false}}
+        receivers = f"""  ebpf: {{pids: [{py.pid}], duration: 1s, off_cpu: false}}
   python: {{pids: [{py.pid}], duration: 1s, discovery: false}}
   jfr: {{pids: [{jvm.pid}], duration: 2s, discover: false}}
   go:
@@ -99,35 +96,20 @@ receivers:
     interval: 2s
     cpu_seconds: 1s
   otlp:
-    protocols: {{grpc: {{endpoint: "127.0.0.1:{grpc_port}"}}}}
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{backend.port}
-    tls: {{insecure: true}}
-service:
-  pipelines:
-    profiles: {{receivers: [ebpf, python, jfr, go, otlp], exporters: [otlp]}}
-""")
-        log = tmp_path / "agent.log"
-        agent = start_telegen(["run", "-c", str(cfg)], log)
-        # BCC compiles in 10-15 s here, minutes when the machine is loaded
-        assert wait_until(lambda: "ebpf receiver started" in log.read_text(), 400, 0.5), \
-            log.read_text()[-3000:]
-        app = subprocess.run([sys.executable, str(TESTDATA / "python" / "asyncapp.py"),
-                              f"127.0.0.1:{grpc_port}", "0", "3", str(tmp_path / "app.json"),
-                              "0.5"], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                             env={**os.environ, "OTEL_SERVICE_NAME": "ignored-when-given"})
-        assert app.returncode == 0, app.stderr
-        assert wait_until(lambda: set(REQUIRED) <= set(_collect(backend)), 90, 0.5), \
-            (sorted(_collect(backend)), log.read_text()[-3000:])
+    protocols: {{grpc: {{endpoint: "127.0.0.1:{grpc_port}"}}}}"""
+        with agent_to_otlp_backend(tmp_path, receivers,
+                                   ["ebpf", "python", "jfr", "go", "otlp"]) as run:
+            backend = run.backend
+            # BCC compiles in 10-15 s here, minutes when the machine is loaded
+            assert wait_until(lambda: "ebpf receiver started" in run.tail(10**6), 400, 0.5), \
+                run.tail()
+            app = subprocess.run([sys.executable, str(TESTDATA / "python" / "asyncapp.py"),
+                                  f"127.0.0.1:{grpc_port}", "0", "3", str(tmp_path / "app.json"),
+                                  "0.5"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+            assert app.returncode == 0, app.stderr
+            assert wait_until(lambda: set(REQUIRED) <= set(_collect(backend)), 90, 0.5), \
+                (sorted(_collect(backend)), run.tail())
     finally:
-        if agent is not None:
-            agent.terminate()
-            try:
-                agent.wait(90)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-        backend.stop()
         for p in procs:
             p.kill()
             p.wait()

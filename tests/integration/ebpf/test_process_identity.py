@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from telegen.testing.agent import start_telegen, wait_until
+from telegen.testing.agent import wait_until
 from telegen.testing.backends import OtlpBackend
+from telegen.testing.otlp_agent import agent_to_otlp_backend
 
 pytestmark = pytest.mark.bpf
-BUSY = "import time\nend = time.time() + 60\nwhile time.time() < end: pass\n"
+BUSY = "import time\nend = time.time() + 900\nwhile time.time() < end: pass\n"   # killed at the end
 
 
 def _mount(fstype: str, option: str = "") -> Path:
@@ -108,39 +109,21 @@ def _resources(backend: OtlpBackend) -> list[dict[str, object]]:
     return out
 
 
+@pytest.mark.timeout(900)
 def test_a_pod_container_process_arrives_as_its_own_otlp_resource(
         pods: list[Pod], tmp_path: Path) -> None:
     for pod in pods:
         assert pod.process is not None
         text = Path(f"/proc/{pod.process.pid}/cgroup").read_text()
         assert pod.container_id in text, text
-    backend = OtlpBackend().start()
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(f"""
-receivers:
-  ebpf: {{sample_rate: 99, duration: 1s, off_cpu: false}}
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{backend.port}
-    tls: {{insecure: true}}
-service:
-  pipelines:
-    profiles: {{receivers: [ebpf], exporters: [otlp]}}
-""")
-    log = tmp_path / "agent.log"
-    agent = start_telegen(["run", "-c", str(cfg), "--duration", "40"], log)
     pids = {pod.process.pid for pod in pods if pod.process is not None}
-    try:
+    with agent_to_otlp_backend(
+            tmp_path, "  ebpf: {sample_rate: 99, duration: 1s, off_cpu: false}",
+            ["ebpf"]) as run:
+        backend = run.backend
+        # BCC compiles in 10-15 s here, minutes when the machine is loaded
         assert wait_until(lambda: pids <= {r.get("process.pid") for r in _resources(backend)},
-                          60, 0.5), log.read_text()[-3000:]
-    finally:
-        agent.terminate()
-        try:
-            agent.wait(90)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
-        backend.stop()
+                          400, 0.5), run.tail()
     assert backend.findings == [], backend.findings
     resources = _resources(backend)
     exe = os.path.basename(os.path.realpath(sys.executable))
