@@ -9,15 +9,20 @@ before they are written into the files:
 - ``CfiStacks._spaces`` / ``_refreshed`` of a process dropped when
   ``ProcessCache`` releases it (``on_release``);
 - ``AddressSpace`` memo: 16384 addresses per process, not 262144;
-- ``SymbolizeProcessor._memo``: 50k (pid, frame) entries, not 500k.
+- ``SymbolizeProcessor._memo``: 50k (pid, frame) entries, not 500k;
+- ``Symbolizer._perfmap``: a pid found without a perf map is not asked again
+  for 10 s (each anonymous frame read /proc/PID/status and tried to open
+  /tmp/perf-N.map: 40% of the window thread's time under churn).
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_right
 from typing import Any
 
 MEMO_PER_SPACE = 16384
+NO_PERF_MAP_S = 10.0
 
 
 def apply() -> list[str]:
@@ -61,5 +66,23 @@ def apply() -> list[str]:
         return rule
 
     unwinder.AddressSpace.rule_at = rule_at     # type: ignore[method-assign]
+
+    from telegen.symbols import symbolizer
+    perfmap = symbolizer.Symbolizer._perfmap
+
+    def perfmap_or_none(self: Any, pid: int) -> Any:
+        misses = self.__dict__.setdefault("_no_perfmap", {})
+        now = time.monotonic()
+        if misses.get(pid, 0.0) > now:
+            return None
+        pm = perfmap(self, pid)
+        if pm is None:
+            if len(misses) > 65536:
+                misses.clear()
+            misses[pid] = now + NO_PERF_MAP_S
+        return pm
+
+    symbolizer.Symbolizer._perfmap = perfmap_or_none    # type: ignore[method-assign]
     return ["unwinding.RESULTS", "unwinding.MAX_PENDING", "symbolize._MEMO_LIMIT",
-            "CfiStacks forgets released pids", "AddressSpace memo 16384"]
+            "CfiStacks forgets released pids", "AddressSpace memo 16384",
+            "Symbolizer: no perf map of a pid remembered 10 s"]
