@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from telegen.symbols.budget import ParseLimits
 from telegen.testing.goprog import CPUHOG_SOURCE, build_go_program
 from telegen.testing.pyelftools_cfi import pyelftools_table
 from telegen.testing.pyprog import pyenv_python
@@ -21,6 +22,8 @@ from telegen.unwind.build import build_table, table_from_fd
 from telegen.unwind.table import RSP, UnwindTable
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+# the reference takes ~10 s of CPU on libjvm (more on a loaded host): not its 20 s budget
+REFERENCE_LIMITS = ParseLimits(step_cpu_s=600.0, object_cpu_s=600.0)
 LIBJVM = "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"   # setup-host: openjdk-17
 
 
@@ -46,7 +49,7 @@ def test_tables_identical_to_the_pyelftools_build(which: str) -> None:
     t0 = time.process_time()
     new = build_table(path)
     t1 = time.process_time()
-    old = pyelftools_table(path)
+    old = pyelftools_table(path, limits=REFERENCE_LIMITS)
     t2 = time.process_time()
     print(f"{which}: {len(new)} rows, {len(new.rules)} rules; "
           f"decoder {t1 - t0:.2f} s, pyelftools {t2 - t1:.2f} s of CPU")
