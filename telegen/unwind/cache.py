@@ -64,6 +64,9 @@ MAX_QUEUED = 256                   # files waiting for the builder (each holds a
 # (libpython 320 KiB, libjvm 1.4 MiB) and big files (hashed whole) go to the child.
 INLINE_CFI_BYTES = 256 << 10
 INLINE_FILE_BYTES = 16 << 20   # hashed whole (SHA-256) first: ~25 ms
+# ... but at most this long per window (new_window()): a whole host seen for the
+# first time has hundreds of small binaries; past it, they go to the child too
+INLINE_S_PER_WINDOW = 0.5
 
 
 def default_cache_dir() -> Path:
@@ -90,6 +93,8 @@ class TableCache:
         self._limits = limits or cfi_limits()
         self.max_disk_bytes = max_disk_bytes
         self.inline_cfi_bytes = inline_cfi_bytes
+        self.inline_s_per_window = INLINE_S_PER_WINDOW
+        self._inline_s = 0.0    # spent on inline builds since new_window()
         self.refusals = refusals or Refusals(None, log)
         self._rejected_counter = rejected_counter
         self.content_keys = ContentKeys(max(1024, maxsize * 8))
@@ -226,9 +231,10 @@ class TableCache:
             table = self._cached(key, build_id)
             if table is not None:
                 return table
-        if self._small(file):
-            built = self.built
+        if self._inline_s < self.inline_s_per_window and self._small(file):
+            built, t0 = self.built, time.monotonic()
             table = self._get(file, build_id)
+            self._inline_s += time.monotonic() - t0
             self.built_inline += self.built - built
             return table
         with self._lock:
@@ -238,6 +244,10 @@ class TableCache:
             self._start()
         self._queue.put((ident, MappedFile(os.dup(file.fd), file.path, file.root), build_id))
         return None
+
+    def new_window(self) -> None:
+        """A new window: inline builds may take INLINE_S_PER_WINDOW again."""
+        self._inline_s = 0.0
 
     def _small(self, file: MappedFile) -> bool:
         """Whether the file's CFI is small enough to decode in the caller's

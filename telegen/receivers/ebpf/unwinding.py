@@ -60,6 +60,7 @@ REFRESH_EVERY_NS = 5_000_000_000          # but at most this often per process (
 # outcome of one unwound stack, as counted per sample
 FULL, TRUNCATED, ERROR = "full", "truncated", "error"
 RETRY_S = 30.0                            # copies unwound without a pending table: retried
+RETRY_COPIES = 1024                       # ... at most this many kept (16 KiB each)
 
 
 class CfiStacks:
@@ -189,7 +190,7 @@ class CfiStacks:
             log.debug("unwinding snapshot %x of pid %d failed: %s", snap_id, pid, exc)
             return
         self.unwound += 1
-        if self._pending_tables(pid) and len(self._retry) < MAX_PENDING:
+        if self._pending_tables(pid) and len(self._retry) < RETRY_COPIES:
             if since is None:         # counted once, on its first unwind
                 self.table_pending_copies += 1
             self._retry.append((raw, time.monotonic() if since is None else since))
@@ -246,6 +247,7 @@ class CfiStacks:
 
     # -- StackSource ------------------------------------------------------------------
     def begin(self, seq: int) -> None:
+        self._tables.new_window()
         try:
             self.process_pending()
             if self._retry and self._max_wait_s > 0 and \

@@ -170,3 +170,21 @@ def test_child_imports_the_agents_telegen_not_one_in_the_working_directory(
         assert table is not None and table.has_cfi and tables.failed == 0
     finally:
         tables.close()
+
+
+def test_inline_builds_stop_at_their_share_of_a_window(tmp_path: Path) -> None:
+    """A host seen for the first time has hundreds of small binaries: past
+    INLINE_S_PER_WINDOW of inline builds in one window, the rest are queued."""
+    tables = TableCache(cache_dir=tmp_path)
+    try:
+        tables.inline_s_per_window = 0.0                    # this window's share is spent
+        with host(LIBC) as libc:
+            assert tables.lookup(libc, "") is None and tables.built_inline == 0
+            assert tables.wait_ready(60)
+            assert tables.lookup(libc, "") is not None and tables.built == 1
+        tables.inline_s_per_window = 0.5
+        tables.new_window()
+        with host(LIBS[1]) as libm:
+            assert tables.lookup(libm, "") is not None and tables.built_inline == 1
+    finally:
+        tables.close()
