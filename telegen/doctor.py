@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,13 +133,19 @@ def check_kernel_headers() -> Check:
 
 
 def check_bcc() -> Check:
+    """In a child: importing bcc maps libbcc and LLVM into the process for good,
+    and only the short-lived compiler child (telegen.bpfc) may hold them."""
     try:
-        import bcc  # noqa: F401
-    except Exception as exc:
-        return Check("bcc", False, f"import bcc failed: {exc}",
+        res = subprocess.run([sys.executable, "-P", "-c", "import bcc; print(bcc.__file__)"],
+                             capture_output=True, text=True, timeout=60, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        res = subprocess.CompletedProcess([], 1, "", str(exc))
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["?"])[-1]
+        return Check("bcc", False, f"import bcc failed: {last}",
                      "apt-get install python3-bpfcc libbpfcc, then `make install` to link "
                      "the bcc package into the venv")
-    return Check("bcc", True, f"bcc importable ({Path(bcc.__file__).parent})")
+    return Check("bcc", True, f"bcc importable ({Path(res.stdout.strip()).parent})")
 
 
 def check_uprobes() -> Check:
