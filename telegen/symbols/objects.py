@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 # first, final: False when from a symbol table, which a DWARF index may better)
 RawAnswer = tuple[str, list[IndexLine], bool]
 Background = Callable[[Callable[[], None]], bool]     # False: not taken (queue full)
-LIMIT_REASONS = ("cpu_time", "memory")   # a build over these rejects the object
 
 
 class ObjectSymbols:
@@ -43,10 +42,12 @@ class ObjectSymbols:
     ``mapped`` is the binary, open (a profiled process's file: never reopened
     by path). Every parse step in this process — opening, reading headers and
     symbol tables — runs under one :class:`~telegen.symbols.budget.Budget`;
-    the DWARF index is built by a child under ``RLIMIT_CPU``/``RLIMIT_AS``
-    (``builder``). Over either the object is :attr:`rejected` (with the
-    reason) and answers nothing. ``background`` runs a debuginfod download
-    off the caller's thread (None: no debuginfod).
+    over it the object is :attr:`rejected` (with the reason) and answers
+    nothing. The DWARF index is built by a child under ``RLIMIT_CPU`` and
+    ``RLIMIT_AS`` (``builder``); over those (or on malformed DWARF) the
+    index is skipped, counted with its reason, and the symbol tables answer.
+    ``background`` runs a debuginfod download off the caller's thread (None:
+    no debuginfod).
     """
 
     def __init__(self, mapped: MappedFile | None, build_id: str, *, debug_dirs: Sequence[str],
@@ -237,9 +238,11 @@ class ObjectSymbols:
             if job is None or not job.done.is_set():
                 continue
             if job.index is None:
-                if job.reason in LIMIT_REASONS:      # the child was stopped at its limits
-                    self._reject(job.reason, job.name)
-                    return None
+                if job.reason and not job.noted:   # over its limits, malformed: the tables answer
+                    job.noted = True
+                    self._note("dwarf", Refused(job.reason, f"{job.name}: DWARF index skipped"))
+                    if self._on_rejected is not None:
+                        self._on_rejected(job.reason)
                 continue
             try:
                 found = job.index.lookup_entry(vaddr)

@@ -131,7 +131,7 @@ class SymIndex:
 class IndexJob:
     """One file to index. ``fd`` is owned by the job (closed when done)."""
 
-    __slots__ = ("fd", "path", "name", "done", "index", "reason", "cpu_s", "on_done")
+    __slots__ = ("fd", "path", "name", "done", "index", "reason", "cpu_s", "on_done", "noted")
 
     def __init__(self, fd: int, path: str, name: str,
                  on_done: Callable[[IndexJob], None] | None = None) -> None:
@@ -140,6 +140,7 @@ class IndexJob:
         self.index: SymIndex | None = None
         self.reason = ""
         self.cpu_s = 0.0
+        self.noted = False          # its failure counted by the object using it
 
     def finish(self, index: SymIndex | None, reason: str = "") -> None:
         self.index, self.reason = index, reason
@@ -221,13 +222,13 @@ class IndexBuilder:
         address_space = min(limits.step_memory_bytes,
                             BASE_ADDRESS_SPACE + 4 * os.fstat(job.fd).st_size)
         cmd = [sys.executable, "-I", _CHILD, fd_path(job.fd), tmp,
-               str(limits.step_cpu_s), str(address_space)]
+               str(limits.object_cpu_s), str(address_space)]
         before = os.times()
         started = time.monotonic()
         proc = subprocess.Popen(cmd, pass_fds=(job.fd,), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 close_fds=True, env={"RUST_BACKTRACE": "0", "LC_ALL": "C"})
-        deadline = max(30.0, limits.step_cpu_s * 20)   # nice 19 on a busy host is slow
+        deadline = max(60.0, limits.object_cpu_s * 10)   # nice 19 on a busy host is slow
         try:
             _out, err = proc.communicate(timeout=deadline)
         except subprocess.TimeoutExpired:

@@ -204,14 +204,14 @@ def test_backward_sibling_does_not_loop(stage: Path, home: Path) -> None:
             assert took < 10
 
 
-def test_index_budget_skips_the_object_counts_and_logs_once(
+def test_index_budget_skips_the_dwarf_counts_and_logs_once(
         stage: Path, home: Path, caplog: pytest.LogCaptureFixture) -> None:
     """300 000 minimal compile units (8 MB; ~13 s of pyelftools CPU when it
     walked them in the agent; the index child reads them in 0.25 s of CPU but
     needs ~200 MB for them) in two libraries: each index build is stopped at
-    the child's address-space limit (200 MiB here), the object skipped,
-    counted as rejected{memory}, logged once for both; the agent itself does
-    not grow."""
+    the child's address-space limit (200 MiB here), the DWARF skipped (the
+    symbol table names the functions), counted as rejected{memory}, logged
+    once for both; the agent itself does not grow."""
     def units(count: int) -> Callable[[Path], Path]:
         info, abbrev = tiny_units_dwarf(count)
 
@@ -233,19 +233,19 @@ def test_index_budget_skips_the_object_counts_and_logs_once(
         refusals = Refusals(None, LOG)
         sym = Symbolizer(SymbolizerOptions(
             debug_dirs=(), debuginfod_urls=[], index_dir=str(stage / "index"),
-            parse_limits=ParseLimits(step_cpu_s=1.0, step_memory_bytes=200 << 20)),
+            parse_limits=ParseLimits(object_cpu_s=1.0, step_memory_bytes=200 << 20)),
             refusals=refusals, rejected_counter=Count)
         with caplog.at_level(logging.DEBUG, logger=LOG.name):
             (results, growth) = peak_rss_growth(lambda: [
                 symbolize(sym, tenant.pid, lib, "tenant_function_abc") for lib in libs])
             again = symbolize(sym, tenant.pid, libs[0], "tenant_other_def")
     assert growth < 50 * MiB
-    for name, _source, took in results:
+    for name, source, took in results:
         print(f"rejected after {took:.2f}s")
-        assert name == "" and took < 30           # skipped, within a bounded time
-    assert again[0] == "" and again[2] < 0.5      # never parsed again
+        assert (name, source) == ("tenant_function_abc", "symtab") and took < 30
+    assert again[:2] == ("tenant_other_def", "symtab") and again[2] < 0.5   # not built again
     assert rejected == {"memory": 2}
-    assert refusals.counts[("object", "memory")] == 2
+    assert refusals.counts[("dwarf", "memory")] == 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING
                 and "memory" in r.getMessage()]
     assert len(warnings) == 1
