@@ -68,7 +68,7 @@ def one(method: str, path: str) -> dict[str, float | int | str]:
             out: dict[str, float | int | str] = {
                 "rows": rows, "cpu_s": tables.build_cpu_s, "agent_cpu_s": agent_cpu,
                 "wall_s": wall, "peak_above_mb": tables.build_peak_rss / 2**20 - child_rss,
-                "child_mb": child_rss}
+                "child_mb": child_rss, "where": "inline" if tables.built_inline else "child"}
             tables.close()
             return out
     build = pyelftools_table if method == "pyelftools" else build_table
@@ -139,6 +139,8 @@ def main() -> int:
     for label, path in binaries.items():
         for method in args.methods.split(","):
             r = run_one(method, path)
+            if r.get("where") == "inline":      # small CFI: built in the caller's thread
+                method = "lookup (inline: small CFI)"
             agent = f"{r['agent_cpu_s']:.3f}" if "agent_cpu_s" in r else "(same)"
             extra = f" (+ idle child {r['child_mb']:.0f} MB)" if "child_mb" in r else ""
             print(f"| {label} | {method} | {r['rows']} | {r['cpu_s']:.3f} | {agent} | "
