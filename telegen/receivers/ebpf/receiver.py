@@ -98,7 +98,8 @@ class EbpfReceiver:
                                     t.counter("unwind_rejected_objects", reason=r))
                 self._cfi = stacks = CfiStacks(fp, self._procs, name=c.unwinding,
                                                wanted=self._targets.wanted,
-                                               on_error=self._on_error, tables=tables)
+                                               on_error=self._on_error, tables=tables,
+                                               telemetry=t, max_wait_s=min(c.duration, 10.0))
                 self._cfi.attach(bpf.bpf)
             self._reader = MapReader(bpf, stacks, cpu=c.cpu, off_cpu=c.off_cpu)
             self._builder = ProfileBuilder(
