@@ -16,7 +16,6 @@ from telegen.untrusted.fs import (
     open_regular,
     read_in_root,
     read_regular,
-    target_root,
 )
 from telegen.untrusted.limits import (
     MiB,
@@ -30,4 +29,4 @@ from telegen.untrusted.refusals import Refusals, Refused
 
 __all__ = ["MiB", "Refusals", "Refused", "capped_reader", "gunzip", "maybe_gunzip",
            "open_in_root", "open_regular", "read_fd", "read_in_root", "read_regular",
-           "read_stream", "target_root"]
+           "read_stream"]

@@ -42,14 +42,6 @@ _libc.syscall.restype = ctypes.c_long
 _have_openat2: bool | None = None if _SYS_OPENAT2 else False
 
 
-def target_root(pid: int) -> str:
-    """The root directory of process ``pid`` as the agent reaches it.
-    Deprecated: :func:`telegen.procinfo.process_root` (procinfo owns /proc;
-    importing it here would close an import circle). Nothing calls this any
-    more: it goes with its export in ``telegen/untrusted/__init__.py``."""
-    return f"/proc/{int(pid)}/root"
-
-
 def open_in_root(root: str | int, path: str, *, symlinks: bool = False,
                  directory: bool = False, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
     """A descriptor for ``path`` resolved inside ``root`` (a directory path or

@@ -24,16 +24,9 @@ OWNER = PACKAGE / "procinfo"
 # Files other helpers are rewriting now (issue #23): each reads /proc still.
 # The lead applies the replacements named in H1's report and empties this.
 PENDING_OTHER_OWNERS: frozenset[str] = frozenset({
-    "receivers/ebpf/uprobes.py",      # maps, stat, root, /proc/self/fd paths
-    "receivers/ebpf/bpf_loader.py",   # /proc/self/fdinfo (prog_id)
-    "receivers/ebpf/memory.py",       # proc default, liveness of a pid
     "receivers/python/receiver.py",   # liveness of a pid (H2 is moving it to procinfo.alive)
     "symbols/symbolizer.py",          # proc_root and kallsyms_path defaults
     "symbols/symcache_child.py",      # /proc/self/fd path of a descriptor
-    "interpreters/cpython/detect.py",  # proc default
-    "unwind/builder.py",              # VmSize of /proc/self/status
-    "untrusted/fs.py",                # target_root: unused, deleted with its export in
-                                      # untrusted/__init__.py (procinfo.process_root)
 })
 
 # Kept for good, each with its reason.

@@ -27,6 +27,7 @@ from telegen.interpreters.cpython.offsets import (
 from telegen.procinfo.elfheaders import ElfHeaders, read_headers
 from telegen.procinfo.maps import MapEntry, open_mapped, read_maps
 from telegen.procinfo.memory import read_memory
+from telegen.procinfo.procfs import PROC
 from telegen.untrusted import Refusals, Refused
 
 _NAME = re.compile(r"^(?:lib)?python3\.(\d+)[a-z]*(?:\.so(?:\.[\d.]+)?)?$")
@@ -54,7 +55,7 @@ class CPythonProcess:
         return any(lo <= address < hi for lo, hi in self.eval_ranges)
 
 
-def detect(pid: int, *, proc: str = "/proc", refusals: Refusals | None = None) \
+def detect(pid: int, *, proc: str = PROC, refusals: Refusals | None = None) \
         -> CPythonProcess | None:
     """The CPython runtime of ``pid``, or None (not CPython, an unsupported
     version, gone, or refused — counted in ``refused_inputs{source=cpython}``)."""
