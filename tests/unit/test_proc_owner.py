@@ -25,8 +25,6 @@ OWNER = PACKAGE / "procinfo"
 # The lead applies the replacements named in H1's report and empties this.
 PENDING_OTHER_OWNERS: frozenset[str] = frozenset({
     "receivers/python/receiver.py",   # liveness of a pid (H2 is moving it to procinfo.alive)
-    "symbols/symbolizer.py",          # proc_root and kallsyms_path defaults
-    "symbols/symcache_child.py",      # /proc/self/fd path of a descriptor
 })
 
 # Kept for good, each with its reason.
