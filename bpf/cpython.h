@@ -70,7 +70,13 @@ struct py_stack {
 BPF_HASH(py_procs, u32, struct py_proc, PY_MAX_PROCS);  /* key 0: PYC_* settings */
 BPF_TABLE("lru_hash", u32, u64, py_threads, PY_THREAD_ENTRIES);
 BPF_TABLE("lru_hash", u32, struct py_stack, py_stacks, PY_STACK_ENTRIES);
-BPF_PERCPU_ARRAY(py_scratch, struct py_stack, 1);
+/* the stack being built, and one frame's fields read at once */
+#define PY_FRAME_READ 128
+struct py_scratch_t {
+    struct py_stack stack;
+    u8 raw[PY_FRAME_READ];
+};
+BPF_PERCPU_ARRAY(py_scratch, struct py_scratch_t, 1);
 BPF_PERCPU_ARRAY(py_stats, u64, PYS_N);
 
 /* BCC rewrites map calls (`m.lookup()`) in its main text only, not in included
@@ -96,6 +102,16 @@ static __always_inline u64 py_read_ptr(u64 addr)
     if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
         return 0;
     return v;
+}
+
+/* The u64 at `off` of a frame's bytes (off < PY_FRAME_READ - 8 was checked;
+ * the clamp is for the verifier). */
+static __always_inline u64 py_field(u8 *raw, u64 off)
+{
+    off &= PY_FRAME_READ - 1;
+    if (off > PY_FRAME_READ - 8)
+        off = PY_FRAME_READ - 8;
+    return *(u64 *)(raw + off);
 }
 
 /* The current task's thread pointer, or 0. */
@@ -163,9 +179,10 @@ static __always_inline u32 py_stack_id(u32 tgid, u32 tid)
         return 0;
     }
     u32 zero = 0;
-    struct py_stack *s = py_map_op(PYM_SCRATCH_GET, &zero, 0);
-    if (!s)
+    struct py_scratch_t *sc = py_map_op(PYM_SCRATCH_GET, &zero, 0);
+    if (!sc)
         return 0;
+    struct py_stack *s = &sc->stack;
     u64 frame = py_read_ptr(ts + p->off.tstate_frame);
     if (frame && p->off.cframe_current_frame != PY_NONE)   /* 3.11/3.12: via _PyCFrame */
         frame = py_read_ptr(frame + p->off.cframe_current_frame);
@@ -177,28 +194,44 @@ static __always_inline u32 py_stack_id(u32 tgid, u32 tid)
     u64 instr_off = p->off.frame_instr, owner_off = p->off.frame_owner;
     int pointer_instr = p->off.version >= 311;
     int has_owner = owner_off != PY_NONE;
+    /* one read per frame: [base, base + span) covers every field the walk needs */
+    u64 base = back_off < code_off ? back_off : code_off;
+    base = instr_off < base ? instr_off : base;
+    base = has_owner && owner_off < base ? owner_off : base;
+    u64 end = back_off > code_off ? back_off : code_off;
+    end = instr_off > end ? instr_off : end;
+    end = has_owner && owner_off > end ? owner_off : end;
+    u64 span = end + 8 - base;
+    if (span > PY_FRAME_READ) {
+        py_stat(PYS_FAULT);
+        return 0;
+    }
+    back_off -= base;
+    code_off -= base;
+    instr_off -= base;
+    owner_off = has_owner ? owner_off - base : 0;
+    if (back_off > PY_FRAME_READ - 8 || code_off > PY_FRAME_READ - 8 ||
+        instr_off > PY_FRAME_READ - 8 || owner_off > PY_FRAME_READ - 8)
+        return 0;
     u64 h = 0xcbf29ce484222325ULL ^ tgid;
     u32 depth = 0;
     u16 status = 0;
     for (int i = 0; i < PY_MAX_FRAMES; i++) {
         u64 code = 0, instr = 0;
         u8 owner = 0;
-        if (bpf_probe_read_user(&code, sizeof(code), (void *)(frame + code_off))) {
+        if (bpf_probe_read_user(sc->raw, ((span - 1) & (PY_FRAME_READ - 1)) + 1,
+                                (void *)(frame + base))) {
             status |= PY_FAULT;
             break;
         }
-        if (pointer_instr) {
-            if (bpf_probe_read_user(&instr, sizeof(instr), (void *)(frame + instr_off)))
-                status |= PY_FAULT;
+        code = py_field(sc->raw, code_off);
+        instr = py_field(sc->raw, instr_off);
+        if (pointer_instr)
             instr = (instr >= code && instr - code < PY_INSTR_BAD) ? instr - code : PY_INSTR_BAD;
-        } else {
-            u32 lasti = 0;
-            if (bpf_probe_read_user(&lasti, sizeof(lasti), (void *)(frame + instr_off)))
-                status |= PY_FAULT;
-            instr = lasti;
-        }
-        if (has_owner && bpf_probe_read_user(&owner, sizeof(owner), (void *)(frame + owner_off)))
-            status |= PY_FAULT;
+        else
+            instr = (u32)instr;         /* f_lasti: a C int */
+        if (has_owner)
+            owner = sc->raw[owner_off & (PY_FRAME_READ - 1)];
         s->frames[i].code = code;
         s->frames[i].instr = (u32)instr;
         s->frames[i].owner = owner;
@@ -207,7 +240,7 @@ static __always_inline u32 py_stack_id(u32 tgid, u32 tid)
         depth = i + 1;
         if (status & PY_FAULT)
             break;
-        frame = py_read_ptr(frame + back_off);
+        frame = py_field(sc->raw, back_off);
         if (!frame)
             break;
     }

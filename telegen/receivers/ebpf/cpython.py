@@ -137,6 +137,10 @@ class PythonFrames:
         self._retry: dict[int, tuple[float, int]] = {}        # pid -> (due, attempt)
         self._decoded: dict[int, dict[int, PyRuns]] = {}      # stack_seq -> id -> runs
         self._merged: dict[tuple[Any, ...], tuple[tuple[Frame, ...], str]] = {}
+        # (pid, code, instr) -> frame, this window: most stacks differ only in a
+        # leaf's instruction, so each frame is read once per window, not per
+        # stack (names are as of the window's read either way)
+        self._frames: dict[tuple[int, int, int], Frame | None] = {}
         self._stats = StatDeltas(lambda: table("py_stats"), STAT_NAMES)
         settings = self._procs_map.Leaf()
         ctypes.memset(ctypes.addressof(settings), 0, ctypes.sizeof(settings))
@@ -280,12 +284,17 @@ class PythonFrames:
                 instr = 0 if f.instr == PY_INSTR_BAD else f.code + f.instr
             else:
                 instr = f.instr
-            line = reader.line(f.code, instr)
-            if line is None:
+            memo = (key.pid, f.code, instr)
+            if memo in self._frames:
+                frame = self._frames[memo]
+            else:
+                line = reader.line(f.code, instr)
+                frame = None if line is None else Frame(FrameKind.PYTHON, lines=(
+                    Line(line.function, line.file, line.line, start_line=line.start_line),))
+                self._frames[memo] = frame
+            if frame is None:
                 return PyRuns((), "unresolved")
-            frames.append((Frame(FrameKind.PYTHON, lines=(
-                Line(line.function, line.file, line.line, start_line=line.start_line),)),
-                f.owner))
+            frames.append((frame, f.owner))
         runs = tuple(tuple(r) for r in split_runs(version, frames))
         if not runs:
             return PyRuns((), "unresolved")
@@ -306,6 +315,7 @@ class PythonFrames:
         for seq in sorted(self._decoded)[:-DECODED_WINDOWS]:
             del self._decoded[seq]
         self._merged.clear()
+        self._frames.clear()
         return stats
 
     def _count(self, name: str, n: int = 1, **labels: str) -> None:
