@@ -128,6 +128,8 @@ def go_build(src: Path, out: Path, *ldflags: str, cgo: bool = False) -> Path:
     cmd = ["go", "build", "-o", str(out)]
     if ldflags:
         cmd.append("-ldflags=" + " ".join(ldflags))
-    subprocess.run([*cmd, *sorted(str(f) for f in src.glob("*.go"))], cwd=src, env=env,
-                   check=True, timeout=600, capture_output=True)
+    if not (src / "go.mod").exists():     # the package, so its C files (cgo) are built too
+        (src / "go.mod").write_text(f"module {src.name}\n\ngo 1.19\n")
+    subprocess.run([*cmd, "."], cwd=src, env=env, check=True, timeout=600,
+                   capture_output=True)
     return out
