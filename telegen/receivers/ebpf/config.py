@@ -33,6 +33,9 @@ class EbpfConfig:
     exclude_pids: list[int] = field(default_factory=list)
     # Also walk kernel stacks (the seed's symbols.include_kernel); false keeps user frames only.
     include_kernel: bool = False
+    # Label samples with process.command_line (at most 512 characters). Off by
+    # default: command lines hold secrets (tokens, passwords in arguments).
+    command_line: bool = False
     # Keep a unix-ns timestamp (and the tid) per sample (for trace-span linking).
     timestamps: bool = False
     # Memory profile of native processes: uprobes on the allocator (malloc,

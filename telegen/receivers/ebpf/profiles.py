@@ -12,9 +12,13 @@ from telegen.receivers.ebpf.frames import build_stack
 from telegen.receivers.ebpf.keys import KEY_FP_FALLBACK, RawKey
 from telegen.receivers.ebpf.stacks import TRUNCATED_MARK
 from telegen.receivers.ebpf.window import MapReader, WindowData
-from telegen.semconv import PROCESS_PID, THREAD_ID, THREAD_NAME
+from telegen.semconv import PROCESS_COMMAND_LINE, PROCESS_PID, THREAD_ID, THREAD_NAME
+from telegen.untrusted.text import printable
 
 NS = 1_000_000_000
+
+
+MAX_COMMAND_LINE = 512      # characters of process.command_line (option command_line)
 
 
 class ProfileBuilder:
@@ -23,8 +27,10 @@ class ProfileBuilder:
                  count_stack_problem: Callable[[str, int], None],
                  wanted: Callable[[int], bool] = lambda pid: True,
                  unwind_outcome: Callable[[int], str] | None = None,
-                 count_unwind: Callable[[str, str, int], None] | None = None) -> None:
+                 count_unwind: Callable[[str, str, int], None] | None = None,
+                 command_line: bool = False) -> None:
         self._reader = reader
+        self._command_line = command_line
         self._procs = processes
         self._period = NS // sample_rate
         self._include_kernel = include_kernel
@@ -108,6 +114,8 @@ class ProfileBuilder:
             # profile is split per process (telegen.semconv.split_by_process)
             who: dict[str, str | int] = {PROCESS_PID: key.pid} if info is None else \
                 self._identity.attributes(key.pid, info, info.exe)
+            if self._command_line and info is not None and info.cmdline:
+                who[PROCESS_COMMAND_LINE] = printable(" ".join(info.cmdline))[:MAX_COMMAND_LINE]
             labels = make_labels(**{**who, THREAD_ID: key.tid, THREAD_NAME: key.comm})
             if info is not None:     # do not memoize a miss: metadata may come later
                 self._label_memo[memo_key] = labels

@@ -107,7 +107,7 @@ class EbpfReceiver:
                 include_kernel=c.include_kernel, resource=self._resource(stacks.name),
                 count_stack_problem=self._acct.stack_problem, wanted=self._targets.wanted,
                 unwind_outcome=self._cfi.outcome if self._cfi else None,
-                count_unwind=self._acct.unwound)
+                count_unwind=self._acct.unwound, command_line=c.command_line)
             self._start_go()                                   # Go (#26)
             self._start_python()                               # CPython (#22)
             self._events = EventReader(bpf.bpf, on_new_process=self._on_new_process,
