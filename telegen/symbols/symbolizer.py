@@ -61,6 +61,7 @@ PERF_MAPS_BYTES = 2 * MAX_PERF_MAP_BYTES
 DEFAULT_CACHE_BYTES = 64 << 20
 MIN_CACHE_BYTES = 4 << 20
 SWEEP_S = 5.0
+NO_PERFMAP_S = 10.0         # a process without a perf map is looked at again after this
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,9 @@ class Symbolizer:
         # recently used dropped first; a process's map goes when it exits.
         self._perfmaps: LRUCache[int, PerfMap] = LRUCache(
             PERF_MAPS_BYTES, getsizeof=lambda pm: 1 + pm.bytes_read)
+        # pid -> until when "it has no perf map" holds (every anonymous frame
+        # looked again: 40% of a churning host's window thread)
+        self._no_perfmap: LRUCache[int, float] = LRUCache(65536)
         self.builder = IndexBuilder(opts.index_dir or cache_dir("index"), opts.parse_limits)
         # downloads wait on the network: a few at once, so one stalled server
         # does not queue every other build-id behind it
@@ -219,6 +223,7 @@ class Symbolizer:
                 self._keys.pop(k, None)
             for pid in pids:
                 self._perfmaps.pop(pid, None)
+                self._no_perfmap.pop(pid, None)
             for rk in [r for r in list(self._results.keys()) if r[0] == "j" and r[1] in pids]:
                 self._results.pop(rk, None)
 
@@ -331,9 +336,14 @@ class Symbolizer:
         its uid and size-capped (:func:`perf_map_for`); refusals noted once."""
         pm = self._perfmaps.get(pid)
         if pm is None:
+            now = time.monotonic()
+            if self._no_perfmap.get(pid, 0.0) > now:
+                return None       # looked for lately: most processes have none
             pm = perf_map_for(pid, proc=self.options.proc_root, refusals=self.refusals)
             if pm is not None:
                 self._perfmaps[pid] = pm
+            else:
+                self._no_perfmap[pid] = now + NO_PERFMAP_S
         return pm
 
     def close(self) -> None:
