@@ -47,6 +47,8 @@ BAD_FRAME = "bad_frame"        # CFA not above sp: a corrupt or misread frame
 DEPTH = "depth"
 GO_STACK_SWITCH = "go_stack_switch"   # Go switched stacks here and the other was not copied
 
+MEMO_PER_PROCESS = 16384     # pc -> rule answers kept per address space
+
 
 class SwitchContext(NamedTuple):
     """The goroutine a system-stack (g0) sample runs for: its saved registers
@@ -106,7 +108,7 @@ class AddressSpace:
                     (NONE, 0, 0, 0)
                 if go is not None:      # Go code: its own tables (and special frames)
                     rule = go.rule(address - go_bias) or rule
-        if len(memo) < 262144:
+        if len(memo) < MEMO_PER_PROCESS:
             memo[address] = rule
         return rule
 

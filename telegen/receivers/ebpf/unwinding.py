@@ -41,6 +41,7 @@ from cachetools import LRUCache
 from telegen.pdata import Mapping
 from telegen.procinfo import ProcessCache, open_mapped
 from telegen.procinfo.process import ProcessInfo
+from telegen.receivers.ebpf.bpf_loader import USNAP_ENTRIES
 from telegen.receivers.ebpf.stacks import TRUNCATED_MARK, FramePointerStacks, StackRef
 from telegen.unwind import AddressSpace, TableCache, UnwindTable, unwind
 from telegen.unwind.golang import GoBinaries  # Go (#26)
@@ -51,8 +52,10 @@ log = logging.getLogger(__name__)
 
 USNAP_BIT = 1 << 29                       # bpf/telegen.h
 _HDR = struct.Struct("<IIIIQQQ")          # struct ustack_hdr
-MAX_PENDING = 4096                        # copies waiting to be unwound (16 KiB each)
-RESULTS = 65536                           # unwound stacks kept for dedupe hits
+PENDING_BYTES = 8 << 20                   # copies waiting to be unwound (<= 16 KiB each)
+# unwound stacks kept for dedupe hits: BPF reuses a snapshot id only while it
+# is in its usnap_seen LRU (USNAP_ENTRIES), so twice that is plenty
+RESULTS = 2 * USNAP_ENTRIES
 SPACES = 1024                             # per-process address spaces kept
 REFRESH_NS = 200_000_000                  # maps older than this may be re-read on a miss,
 REFRESH_EVERY_NS = 5_000_000_000          # but at most this often per process (JIT code)
@@ -60,7 +63,7 @@ REFRESH_EVERY_NS = 5_000_000_000          # but at most this often per process (
 # outcome of one unwound stack, as counted per sample
 FULL, TRUNCATED, ERROR = "full", "truncated", "error"
 RETRY_S = 30.0                            # copies unwound without a pending table: retried
-RETRY_COPIES = 1024                       # ... at most this many kept (16 KiB each)
+RETRY_COPIES = 512                        # ... at most this many kept (<= 16 KiB each)
 
 
 class CfiStacks:
@@ -82,6 +85,7 @@ class CfiStacks:
         self.go_binaries = GoBinaries(self._tables.refusals)
         self.goroutine_context: Callable[[int], SwitchContext | None] = lambda snap_id: None
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._pending_lock = threading.Lock()
         self._work_lock = threading.Lock()
         # written by the unwinder thread, read by the window thread: a cachetools
@@ -101,8 +105,16 @@ class CfiStacks:
         self.table_pending_copies = 0
         self._reported_pending_copies = 0
         self.dropped = 0          # copies dropped because unwinding fell behind
+        processes.on_release(self.forget)
         self.unwound = 0
         self.errors = 0
+
+    def forget(self, pids: list[int]) -> None:
+        """Drop the address spaces of processes that exited (ProcessCache.on_release)."""
+        with self._work_lock:
+            for pid in pids:
+                self._spaces.pop(pid, None)
+                self._refreshed.pop(pid, None)
 
     # -- the ring ---------------------------------------------------------------------
     def attach(self, bpf: Any) -> None:
@@ -113,10 +125,11 @@ class CfiStacks:
         try:
             raw = ctypes.string_at(data, size)
             with self._pending_lock:
-                if len(self._pending) >= MAX_PENDING:
+                if self._pending_bytes + len(raw) > PENDING_BYTES:
                     self.dropped += 1
                     return
                 self._pending.append(raw)
+                self._pending_bytes += len(raw)
         except Exception as exc:   # never raise into libbcc
             self._on_error(exc)
 
@@ -144,6 +157,7 @@ class CfiStacks:
         with self._work_lock:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
+                self._pending_bytes = 0
             retried = self._retry_ready()
             for raw, since in retried:
                 self._unwind_one(raw, since=since)
