@@ -58,7 +58,7 @@ from telegen.symbols.types import UNKNOWN, CounterLike, Resolution, SymLine
 from telegen.untrusted import Refusals
 
 PERF_MAPS_BYTES = 2 * MAX_PERF_MAP_BYTES
-DEFAULT_CACHE_BYTES = 64 << 20
+DEFAULT_CACHE_BYTES = 32 << 20
 MIN_CACHE_BYTES = 4 << 20
 SWEEP_S = 5.0
 NO_PERFMAP_S = 10.0         # a process without a perf map is looked at again after this

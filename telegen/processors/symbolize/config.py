@@ -33,7 +33,7 @@ class SymbolizeConfig:
     # Bytes the symbolizer keeps in memory, all together (at least 4 MiB):
     # opened objects (symbol tables, the resident pages of their mmapped DWARF
     # indexes), resolved addresses and perf maps; least recently used evicted.
-    cache_size: int = 64 << 20
+    cache_size: int = 32 << 20
 
     def validate(self) -> None:
         if self.debuginfod_timeout <= 0:

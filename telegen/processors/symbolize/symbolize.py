@@ -51,7 +51,7 @@ SOURCES = ("dwarf", "symtab", "dynsym", "gopclntab", "debuginfo_file", "debuginf
            "perfmap", "unknown")
 PUSHED_BUILD_IDS_PER_MINUTE = 120
 _BUILD_ID = re.compile(r"[0-9a-f]{8,128}")     # fullmatch: "$" would allow a final "\n"
-_MEMO_LIMIT = 500_000
+_MEMO_LIMIT = 100_000       # frames remembered per generation (and pushed build-ids)
 _PUSHED_PID = -1   # memo key of pushed frames: the sender's pid plays no part
 _DROP = None   # memo value for a kernel frame removed from stacks
 
@@ -99,7 +99,11 @@ class SymbolizeProcessor:
                 counters={name: t.counter(f"debuginfod_{name}")
                           for name in ("hits", "misses", "errors")},
                 refusals=self.refusals)
+        # two generations: the frames of this batch and of the one before (a
+        # short process's frames are new objects at its own addresses: one
+        # dict kept them all until its limit, ~112 MB on a churning host)
         self._memo: dict[tuple[int, Frame], tuple[Frame | None, str]] = {}
+        self._memo_old: dict[tuple[int, Frame], tuple[Frame | None, str]] = {}
         self._mappings: dict[tuple[Mapping, bool, bool, bool, bool], Mapping] = {}
         self._pushed_build_ids: set[str] = set()
         self._demangler_seen: dict[str, int] = {}
@@ -124,6 +128,7 @@ class SymbolizeProcessor:
 
     def consume(self, profiles: Profiles) -> None:
         counts: dict[str, int] = {}
+        self._memo_old, self._memo = self._memo, {}
         for profile in profiles:
             self._symbolize(profile, counts)
         for source, n in counts.items():
@@ -148,7 +153,7 @@ class SymbolizeProcessor:
                 self._demangler_seen[reason] = now
 
     def _symbolize(self, profile: Profile, counts: dict[str, int]) -> None:
-        memo = self._memo
+        memo, old = self._memo, self._memo_old
         pushed = profile.origin == PUSHED
         # the process: on the resource (one profile per process) or, in a
         # whole-host profile, on each sample
@@ -160,6 +165,10 @@ class SymbolizeProcessor:
             out: list[Frame] = []
             for f in s.stack:
                 hit = memo.get((pid, f))
+                if hit is None:
+                    hit = old.get((pid, f))
+                    if hit is not None:
+                        memo[(pid, f)] = hit
                 if hit is None:
                     hit = self._pushed_frame(f) if pushed else self._frame(f, pid)
                 new, source = hit
