@@ -31,6 +31,7 @@ class ProfileBuilder:
                  command_line: bool = False) -> None:
         self._reader = reader
         self._command_line = command_line
+        processes.on_release(self.forget)
         self._procs = processes
         self._period = NS // sample_rate
         self._include_kernel = include_kernel
@@ -96,6 +97,12 @@ class ProfileBuilder:
 
     def wanted(self, pid: int) -> bool:
         return self._wanted(pid)
+
+    def forget(self, pids: list[int]) -> None:
+        """Drop the labels of processes that exited (ProcessCache.on_release)."""
+        gone = set(pids)
+        for key in [k for k in self._label_memo if k[0] in gone]:
+            self._label_memo.pop(key, None)
 
     def reset(self) -> None:
         """Forget per-window memos (stack ids are reused across windows)."""
