@@ -171,13 +171,8 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--every", type=float, default=30.0)
     ap.add_argument("--tracemalloc", action="store_true")
-    ap.add_argument("--patch", action="store_true",
-                    help="apply bench.agent_patches (bounds proposed to other owners) first")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     ns = ap.parse_args()
-    if ns.patch:
-        from bench.agent_patches import apply
-        print("agent_probe: patched " + ", ".join(apply()), file=sys.stderr, flush=True)
     argv = [a for a in ns.args if a != "--"] or ["run"]
     if ns.tracemalloc:
         tracemalloc.start(1)

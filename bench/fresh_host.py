@@ -136,8 +136,7 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
             if args.probe:    # the same agent, with bench.agent_probe's records of what it keeps
                 command = ["-m", "bench.agent_probe", "--out", f"{args.probe}.{label}.jsonl",
                            "--every", str(args.probe_every)] + \
-                    (["--tracemalloc"] if args.tracemalloc else []) + \
-                    (["--patch"] if args.patch else []) + ["--", "run"]
+                    (["--tracemalloc"] if args.tracemalloc else []) + ["--", "run"]
             agent = subprocess.Popen([sys.executable, *command], cwd=out, env=env,
                                      stdout=logf, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -212,8 +211,6 @@ def main() -> int:
     ap.add_argument("--probe", help="run the agent under bench.agent_probe, records in "
                     "PROBE.<label>.jsonl (container sizes per Class.attribute, object counts)")
     ap.add_argument("--probe-every", type=float, default=30.0)
-    ap.add_argument("--patch", action="store_true",
-                    help="with --probe: the agent with bench.agent_patches applied")
     ap.add_argument("--tracemalloc", action="store_true",
                     help="with --probe: also the source lines whose allocations grew")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
