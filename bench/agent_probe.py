@@ -23,7 +23,7 @@ thread costs CPU and can expose a tuple another thread is still building
 internal function`` there — seen in the agent's window thread only under the
 probe).
 
-    python -m bench.agent_probe --out probe.jsonl [--every 30] [--tracemalloc] [--patch] -- run
+    python -m bench.agent_probe --out probe.jsonl [--every 30] [--tracemalloc] -- run
 """
 
 from __future__ import annotations
