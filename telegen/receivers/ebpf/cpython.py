@@ -141,6 +141,7 @@ class PythonFrames:
         # leaf's instruction, so each frame is read once per window, not per
         # stack (names are as of the window's read either way)
         self._frames: dict[tuple[int, int, int], Frame | None] = {}
+        self._outcomes: dict[str, int] = {}       # samples per merge outcome, this window
         self._stats = StatDeltas(lambda: table("py_stats"), STAT_NAMES)
         settings = self._procs_map.Leaf()
         ctypes.memset(ctypes.addressof(settings), 0, ctypes.sizeof(settings))
@@ -244,7 +245,7 @@ class PythonFrames:
             hit = self._merge(key, native)
             self._merged[memo] = hit
         frames, outcome = hit
-        self._count("ebpf_python_samples", samples, outcome=outcome)
+        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + samples
         return frames
 
     def _merge(self, key: RawKey, native: tuple[Frame, ...]) -> tuple[tuple[Frame, ...], str]:
@@ -270,7 +271,8 @@ class PythonFrames:
             raw = self._stacks_map[self._stacks_map.Key(key.py_stack)]
         except KeyError:
             return PyRuns((), "expired")
-        stack = CPyStack.from_buffer_copy(bytes(raw))
+        stack = CPyStack.from_buffer(raw) if ctypes.sizeof(raw) == ctypes.sizeof(CPyStack) \
+            else CPyStack.from_buffer_copy(bytes(raw))
         if stack.pid != key.pid or not 0 < stack.depth <= PY_MAX_FRAMES:
             return PyRuns((), "expired")
         version = reader.process.version
@@ -316,6 +318,9 @@ class PythonFrames:
             del self._decoded[seq]
         self._merged.clear()
         self._frames.clear()
+        outcomes, self._outcomes = self._outcomes, {}
+        for outcome, n in outcomes.items():
+            self._count("ebpf_python_samples", n, outcome=outcome)
         return stats
 
     def _count(self, name: str, n: int = 1, **labels: str) -> None:
