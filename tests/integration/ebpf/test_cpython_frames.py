@@ -139,8 +139,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
         for kind, attr in (("cpu", "cpu"), ("off_cpu", "off_cpu")):
             for prof in ebpf_sink.profiles(kind):
                 for s in prof.samples:
-                    run = by_pid.get(int(label(s, "process.pid") or prof.resource.get(
-                        "process.pid", 0)))   # type: ignore[arg-type]
+                    pid = label(s, "process.pid") or prof.resource.get("process.pid", 0)
+                    run = by_pid.get(int(str(pid)))
                     if run is not None:
                         getattr(run, attr).append(s)
         for prof in spy_sink.profiles("cpu"):
