@@ -37,8 +37,9 @@ _LOCK = Frame(FrameKind.NATIVE, 0x403000, _APP, (Line("lock", "/src/lock.c", 30)
 
 
 def _ebpf_labels(tid: int, comm: str) -> tuple[tuple[str, str | int], ...]:
-    return make_labels(**{"process.pid": 4242, "thread.id": tid, "thread.name": comm,
-                          "process.executable.path": "/usr/bin/app"})
+    attrs: dict[str, str | int] = {"process.pid": 4242, "thread.id": tid, "thread.name": comm,
+                                   "process.executable.path": "/usr/bin/app"}
+    return make_labels(**attrs)
 
 
 def ebpf(timestamps: bool = False) -> list[Profile]:
