@@ -38,7 +38,7 @@ from telegen.procinfo.maps import MappedFile, open_mapped
 from telegen.symbols.gopclntab import GoFunctions, is_go
 from telegen.symbols.gopclntab_locate import Segment, load_segments
 from telegen.untrusted import Refusals, Refused
-from telegen.unwind.table import RSP, Rule
+from telegen.unwind.table import RSP, Rule, load_bias
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,7 @@ class GoUnwindInfo:
     def load_bias(self, map_start: int, map_offset: int, map_size: int = 1) -> int | None:
         """``address - bias`` = link-time vaddr in a mapping of this binary
         (the PT_LOAD segment that overlaps the mapping most)."""
-        best, best_overlap = None, 0
-        for seg in self.segments:
-            lo, hi = seg.offset & ~0xFFF, seg.offset + max(seg.filesz, 1)
-            overlap = min(hi, map_offset + map_size) - max(lo, map_offset)
-            if lo <= map_offset < hi and overlap > best_overlap:
-                best, best_overlap = seg, overlap
-        if best is None:
-            return None
-        return map_start - map_offset + best.offset - best.vaddr
+        return load_bias(self.segments, map_start, map_offset, map_size)
 
     def rule(self, vaddr: int) -> Rule | None:
         """The rule for a pc (link-time ``vaddr``); None outside Go code or

@@ -34,8 +34,8 @@ from __future__ import annotations
 import struct
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
-from typing import NamedTuple, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple, Protocol
 
 from telegen.index.header import Buffer, Section, pack, unpack
 
@@ -102,15 +102,7 @@ class UnwindTable:
         ``map_start`` with file offset ``map_offset``; None if no PT_LOAD covers it.
         A page can belong to two segments (the end of one, the start of the next):
         the segment that overlaps most of the mapping wins."""
-        best, best_overlap = None, 0
-        for seg in self.segments:   # mappings start at the segment's page, not its offset
-            lo, hi = seg.offset & ~0xFFF, seg.offset + max(seg.filesz, 1)
-            overlap = min(hi, map_offset + map_size) - max(lo, map_offset)
-            if lo <= map_offset < hi and overlap > best_overlap:
-                best, best_overlap = seg, overlap
-        if best is None:
-            return None
-        return map_start - map_offset + best.offset - best.vaddr
+        return load_bias(self.segments, map_start, map_offset, map_size)
 
     # -- serialization ---------------------------------------------------------------
     def to_bytes(self, key: str = "") -> bytes:
@@ -184,3 +176,21 @@ class TableBuilder:
             put(end_prev, NO_RULE)
         rules = [r for r, _ in sorted(interned.items(), key=lambda kv: kv[1])]
         return UnwindTable(starts, indices, rules, segments, build_id=build_id, source=source)
+
+
+def load_bias(segments: Iterable[Any], map_start: int, map_offset: int,
+              map_size: int = 1) -> int | None:
+    """``address - bias`` = link-time vaddr for a mapping at ``map_start`` with
+    file offset ``map_offset`` of a file with these PT_LOAD ``segments`` (each
+    with ``offset``, ``filesz``, ``vaddr``); None if none covers it. A page can
+    belong to two segments (the end of one, the start of the next): the one
+    that overlaps most of the mapping wins."""
+    best, best_overlap = None, 0
+    for seg in segments:   # mappings start at the segment's page, not its offset
+        lo, hi = seg.offset & ~0xFFF, seg.offset + max(seg.filesz, 1)
+        overlap = min(hi, map_offset + map_size) - max(lo, map_offset)
+        if lo <= map_offset < hi and overlap > best_overlap:
+            best, best_overlap = seg, overlap
+    if best is None:
+        return None
+    return int(map_start - map_offset + best.offset - best.vaddr)
