@@ -27,7 +27,9 @@ COPY pyproject.toml pyproject.toml
 RUN python3 -m venv .venv \
  && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
  && .venv/bin/pip install -q --no-cache-dir -r /tmp/requirements.txt grpcio-tools "setuptools>=77" wheel \
- && rm /tmp/requirements.txt
+ && rm /tmp/requirements.txt \
+ && find .venv -path '*/symbolic/*.so' -exec strip --strip-unneeded {} +
+# (symbolic's wheel ships its Rust library with debug info: 78 MB, 5.5 MB stripped)
 COPY . .
 # Debian's bcc is pure Python over its libbcc.so: only that package joins the venv.
 RUN .venv/bin/python -m grpc_tools.protoc -I telegen/formats --python_out=telegen/formats \
