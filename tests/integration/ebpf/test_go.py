@@ -40,7 +40,7 @@ pytestmark = pytest.mark.bpf
 SOURCE = Path(__file__).resolve().parents[2] / "testdata" / "go" / "gostacks"
 SPAN_ID, TRACE_ID = "00f067aa0ba902b7", "4bf92f3577b34da6a3ce929d0e0e4736"   # main.go
 SECONDS, BURNERS, LOCKERS = "15", "2", "3"
-RATE = 199
+RATE = 999
 PROCESS_PID = "process.pid"
 # where a whole Go stack ends: a goroutine (goexit), a thread's g0 (mstart, rt0_go),
 # or a goroutine parked by mcall (the scheduler runs for no goroutine)
