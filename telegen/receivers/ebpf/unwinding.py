@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 USNAP_BIT = 1 << 29                       # bpf/telegen.h
 _HDR = struct.Struct("<IIIIQQQ")          # struct ustack_hdr
-PENDING_BYTES = 8 << 20                   # copies waiting to be unwound (<= 16 KiB each)
+PENDING_BYTES = 32 << 20                  # copies waiting to be unwound (<= 16 KiB each)
 # unwound stacks kept for dedupe hits: BPF reuses a snapshot id only while it
 # is in its usnap_seen LRU (USNAP_ENTRIES), so twice that is plenty
 RESULTS = 2 * USNAP_ENTRIES
@@ -63,7 +63,7 @@ REFRESH_EVERY_NS = 5_000_000_000          # but at most this often per process (
 # outcome of one unwound stack, as counted per sample
 FULL, TRUNCATED, ERROR = "full", "truncated", "error"
 RETRY_S = 30.0                            # copies unwound without a pending table: retried
-RETRY_COPIES = 512                        # ... at most this many kept (<= 16 KiB each)
+RETRY_COPIES = 1024                       # ... at most this many kept (<= 16 KiB each)
 
 
 class CfiStacks:
