@@ -21,12 +21,6 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "telegen"
 OWNER = PACKAGE / "procinfo"
 
-# Files other helpers are rewriting now (issue #23): each reads /proc still.
-# The lead applies the replacements named in H1's report and empties this.
-PENDING_OTHER_OWNERS: frozenset[str] = frozenset({
-    "receivers/python/receiver.py",   # liveness of a pid (H2 is moving it to procinfo.alive)
-})
-
 # Kept for good, each with its reason.
 ALLOWED: dict[str, str] = {
     "testing/containers.py":
@@ -104,7 +98,7 @@ def _all_hits() -> dict[str, list[int]]:
 def test_no_proc_path_outside_procinfo() -> None:
     hits = _all_hits()
     stray = {f: lines for f, lines in hits.items()
-             if f not in PENDING_OTHER_OWNERS and f not in ALLOWED}
+             if f not in ALLOWED}
     assert not stray, (
         "/proc read outside telegen/procinfo (ask procinfo; add what it lacks there): "
         + ", ".join(f"telegen/{f}:{lines}" for f, lines in stray.items()))
