@@ -8,7 +8,7 @@ set -euo pipefail
 RUNTIME_PKGS=(bpfcc-tools python3-bpfcc libbpfcc bpftool linux-headers-amd64
               elfutils binutils python3-venv libc6-dbg)
 DEV_PKGS=(linux-perf golang-go debuginfod gcc g++ make chromium openjdk-17-jdk-headless
-          podman runc debootstrap)
+          podman runc debootstrap gdb llvm-14)
 PKGS=("${RUNTIME_PKGS[@]}")
 [ "${1:-}" = "--runtime" ] || PKGS+=("${DEV_PKGS[@]}")
 
