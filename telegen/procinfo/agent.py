@@ -46,6 +46,26 @@ def address_space_bytes(proc: str = PROC) -> int:
     return _statm_bytes(0, proc)
 
 
+def resident_by_mapping(proc: str = PROC) -> dict[int, int]:
+    """Resident bytes of each of the agent's mappings (``smaps`` ``Rss``: the
+    pages in its own page tables, not the page cache), by start address."""
+    out: dict[int, int] = {}
+    start = -1
+    for line in (read_file(SELF, "smaps", proc) or "").splitlines():
+        head = line.split(None, 1)[0] if line else ""
+        if "-" in head and not head.endswith(":"):
+            try:
+                start = int(head.partition("-")[0], 16)
+            except ValueError:
+                start = -1
+        elif head == "Rss:" and start >= 0:
+            try:
+                out[start] = int(line.split()[1]) * 1024
+            except (IndexError, ValueError):
+                pass
+    return out
+
+
 def fd_info(fd: int, key: str, proc: str = PROC) -> str | None:
     """The value of ``key`` in ``/proc/self/fdinfo/FD`` (``prog_id`` of a BPF
     program's descriptor...); None when absent."""

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from telegen.procinfo.maps import MappedFile
 from telegen.symbols import gopclntab_object
@@ -61,6 +61,7 @@ class ObjectSymbols:
         self.debug_source = ""
         self.build_id = build_id
         self.identity = mapped.identity if mapped is not None else None
+        self.used_at = 0.0      # monotonic time of the symbolizer's last use
         self.has_dwarf = self.has_functions = False
         self._bin_job: IndexJob | None = None
         self._dbg_job: IndexJob | None = None
@@ -304,8 +305,21 @@ class ObjectSymbols:
         total = sum(t.memory_bytes() for _, t in self._tables)
         for job in (self._bin_job, self._dbg_job):
             if job is not None and job.index is not None:
-                total += job.index.resident_bytes()
+                total += job.index.resident
         return total + 4096
+
+    def measure(self, resident: Mapping[int, int]) -> None:
+        """Note its indexes' resident bytes (by mapping start, from smaps)."""
+        for job in (self._bin_job, self._dbg_job):
+            if job is not None and job.index is not None:
+                job.index.resident = resident.get(job.index.address, 0)
+
+    def trim(self) -> None:
+        """Drop the resident pages of its mapped indexes (they come back on
+        use); the symbol tables stay."""
+        for job in (self._bin_job, self._dbg_job):
+            if job is not None and job.index is not None:
+                job.index.trim()
 
     def close(self) -> None:
         if self._go is not None:

@@ -9,7 +9,12 @@ Memory: ``cache_size`` is a budget in bytes for everything kept (floor
   shares its entry; the mismatch is counted), each weighed by its symbol
   tables (flat arrays) and the *resident* pages of its mmapped DWARF index
   (:mod:`telegen.symbols.symindex`), re-weighed every :data:`SWEEP_S`;
-  least recently used closed first;
+  before re-weighing, the indexes past the most recently used half of the
+  share give their resident pages back (``madvise``: a later look-up faults
+  them in from the page cache), so mapped indexes never push objects out
+  (closing and re-opening an object costs its symbol tables' parse: a cyclic
+  re-open of libc and libpython every window was 20% of a core); least
+  recently used closed first when the tables alone exceed the share;
 * results (1/4) — per (object key, file offset) for native code, per address
   for the kernel, per (pid, address) for JIT code, weighed by their strings;
 * perf maps — not (yet) in ``cache_size``: their own bound as before, at most
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from telegen.cachedir import cache_dir
+from telegen.procinfo.agent import resident_by_mapping
 from telegen.procinfo.elfheaders import valid_build_id
 from telegen.procinfo.maps import MappedFile, open_mapped
 from telegen.procinfo.procfs import KALLSYMS, PROC, alive
@@ -160,6 +166,7 @@ class Symbolizer:
             # a mapping seen before keeps its object: no re-open and re-hash per miss
             known = self._objects.get(key) if key is not None else None
             if known is not None and key is not None:
+                known.used_at = time.monotonic()
                 obj: ObjectSymbols | None = known if known.usable else None
             else:
                 obj, key = self._object(file, build_id, pid, start)
@@ -208,13 +215,27 @@ class Symbolizer:
         if now - self._swept < SWEEP_S:
             return
         self._swept = now
-        for key, obj in list(self._objects.items()):   # oldest first: order is kept
+        by_use = sorted(self._objects.items(), key=lambda kv: kv[1].used_at)
+        resident = resident_by_mapping()
+        for _, obj in by_use:
+            obj.measure(resident)
+        self._trim_indexes([obj for _, obj in reversed(by_use)])
+        for key, obj in by_use:        # re-weighed, least recently used first
             if key in self._objects:
                 self._objects[key] = obj
         gone = {pid for pid in {k[0] for k in list(self._keys.keys())} | set(self._perfmaps)
                 if pid > 0 and not _alive(self.options.proc_root, pid)}
         if gone:
             self.forget_processes(gone)
+
+    def _trim_indexes(self, newest_first: list[ObjectSymbols]) -> None:
+        """Keep resident index pages within half the objects' share, the most
+        recently used objects' first; the others' pages are given back."""
+        room = self._objects.maxsize // 2
+        for obj in newest_first:
+            if obj.memory_bytes() > room:
+                obj.trim()
+            room = max(0, room - obj.memory_bytes())
 
     def forget_processes(self, pids: set[int]) -> None:
         """Drop what is kept per process for ``pids`` (they exited)."""
@@ -271,6 +292,7 @@ class Symbolizer:
             if obj is None:
                 obj = self._open(mapped, build_id)
                 self._objects[key] = obj
+            obj.used_at = time.monotonic()
             self._keys[(pid, file, build_id)] = key
             return (obj if obj.usable else None), key
         finally:
@@ -356,6 +378,7 @@ class Symbolizer:
 
 class _ClosingLRU(LRUCache[str, ObjectSymbols]):
     """An LRU of object files that closes what it evicts."""
+
 
     def popitem(self) -> tuple[str, ObjectSymbols]:
         key, obj = super().popitem()

@@ -18,13 +18,13 @@ pyelftools CU trees, and 146 MB resident in a long-lived ``llvm-symbolizer``.
   is answered from its symbol tables.
 * :class:`SymIndex` — an index file ``mmap``-ed read-only: look-ups run in
   symbolic's code over the mapped bytes; no Python object per row. Its memory
-  is the resident part of the mapping (:meth:`SymIndex.resident_bytes`,
-  ``mincore``): evictable page cache, counted in the symbolizer's budget.
+  is the part of the mapping in the agent's page tables (``resident``, from
+  smaps at the symbolizer's sweep), counted in the symbolizer's budget;
+  :meth:`SymIndex.trim` gives it back (``MADV_DONTNEED``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import mmap
@@ -55,8 +55,6 @@ BASE_ADDRESS_SPACE = 192 << 20
 # child imports symbolic and nothing of the agent
 _CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "symcache_child.py")
 _PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
 
 # (raw or mangled name, plain name, file, line, decl line), innermost first
 IndexLine = tuple[str, str, str, int, int]
@@ -87,6 +85,9 @@ class SymIndex:
         self.size = len(self._map)
         buf = ffi.from_buffer(self._map)
         self._address = int(ffi.cast("uintptr_t", buf))
+        # bytes of the mapping in the agent's page tables, as last measured
+        # (:meth:`Symbolizer` sweeps read them from smaps for all at once)
+        self.resident = 0
         self._cache = SymCache._from_objptr(
             rustcall(lib.symbolic_symcache_from_bytes, buf, self.size))
         attached_refs[self._cache] = (self._map, buf)  # type: ignore[assignment]
@@ -114,12 +115,17 @@ class SymIndex:
             out.append((name, name, _source_path(loc.full_path), int(loc.line), 0))
         return out, int(found[-1].sym_addr), str(found[-1].symbol)
 
-    def resident_bytes(self) -> int:
-        pages = (self.size + _PAGE - 1) // _PAGE
-        vec = ctypes.create_string_buffer(pages)
-        if _libc.mincore(ctypes.c_void_p(self._address), self.size, vec) != 0:
-            return self.size
-        return sum(b & 1 for b in vec.raw) * _PAGE
+    @property
+    def address(self) -> int:
+        return self._address
+
+    def trim(self) -> None:
+        """Give the mapping's resident pages back (``MADV_DONTNEED`` on a
+        read-only shared file mapping: the next look-up faults them in again
+        from the page cache, no re-open, no re-parse)."""
+        if self._cache is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
+            self.resident = 0
 
     def close(self) -> None:
         # the SymCache holds the mapping's address: drop it first, then the map

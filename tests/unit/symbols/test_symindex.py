@@ -281,3 +281,58 @@ def test_a_function_split_hot_and_cold_is_named_in_both_parts(tmp_path: Path) ->
             assert (res.lines[-1].function, res.lines[0].line) == (
                 "hot_function", int(want[1].split(":")[1].split()[0])), (binary, hex(off))
     sym.close()
+
+
+def test_resident_indexes_give_pages_back_instead_of_reopening(tmp_path: Path) -> None:
+    """Three libpythons with DWARF (pyenv builds) looked up in turn, again
+    and again, through the smallest budget: the mapped indexes' pages in the
+    agent's page tables (smaps, not the page cache) are given back at each
+    sweep, and no object is closed and re-opened (a cyclic re-open of each
+    library's symbol tables per window was 20% of a core on a host)."""
+    from telegen.procinfo.agent import resident_by_mapping
+    from telegen.testing.pyprog import pyenv_python
+
+    libs = []
+    for version in ("3.11", "3.12", "3.13"):
+        exe = pyenv_python(version)
+        assert exe is not None, f"pyenv CPython {version} (MACHINE.md)"
+        libs.append(str(Path(exe).resolve().parent.parent / "lib" /
+                        f"libpython{version}.so.1.0"))
+    sym = Symbolizer(options(tmp_path, cache_size=4 << 20, index_wait_s=60.0))
+    opened: list[object] = []
+    real_open = sym._open
+
+    def counting_open(*args: object) -> object:
+        opened.append(args)
+        return real_open(*args)  # type: ignore[arg-type]
+
+    sym._open = counting_open  # type: ignore[method-assign]
+    spots = {}
+    for path in libs:
+        elf = ElfFile(path)
+        table = elf.symbols(".symtab")
+        segments = elf.segments
+        elf.close()
+        assert table is not None
+        picked = table.starts[:: max(1, len(table.starts) // 400)]
+        spots[path] = [v - s.vaddr + s.offset for v in picked for s in segments
+                       if s.vaddr <= v < s.vaddr + s.filesz]
+    resident_after_sweep = []
+    sources: dict[str, int] = {}
+    for rnd in range(3):
+        for path in libs:
+            for off in spots[path]:
+                res = sym.native(off + 1 + rnd, file=path, start=0, offset=0)
+                assert not res.pending, (path, res)
+                sources[res.source] = sources.get(res.source, 0) + 1
+            sym._swept = 0.0              # the next (uncached) look-up sweeps
+            sym.native(spots[path][0] + 64 + rnd, file=path, start=0, offset=0)
+            rss = resident_by_mapping()
+            kept = [o for o in sym._objects.values()]
+            resident_after_sweep.append(sum(
+                rss.get(j.index.address, 0) for o in kept
+                for j in (o._bin_job, o._dbg_job) if j is not None and j.index is not None))
+    assert sources.get("dwarf", 0) > 0.8 * sum(sources.values()), sources
+    assert len(opened) == len(libs), f"objects re-opened: {len(opened)} opens"
+    assert max(resident_after_sweep) <= sym._objects.maxsize, resident_after_sweep
+    sym.close()
