@@ -14,6 +14,7 @@ A failure is printed on stderr, exit status 2.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
 import os
@@ -36,88 +37,129 @@ def _die_with_parent(agent_pid: int) -> None:
 
 
 def compile_and_load(request: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
+    """Compile with BCC, then load and attach what it produced through
+    :mod:`telegen.bpf.loader` (the agent's own path on a cache hit) on BCC's
+    maps. The manifest carries the compiled object for the agent's cache."""
+    from telegen.bpf.loader import LoadError, load_object
     from telegen.receivers.ebpf.bpf_loader import BpfOptions
 
     options = BpfOptions(**request["options"])
+    marks = {"child_start": float(request.get("child_start", time.monotonic()))}
     t0 = time.monotonic()
     try:
-        from bcc import BPF, PerfSWConfig, PerfType
-        from bcc.libbcc import lib
+        from bcc import BPF  # noqa: F401
     except ImportError as exc:
         raise SystemExit(f"cannot import bcc ({exc}); doctor check 'bcc' fails: install "
                          "python3-bpfcc and link it into the venv (make install)") from exc
-    t1 = time.monotonic()
+    t1 = marks["bcc_imported"] = time.monotonic()
+    obj, map_fds = compile_object(options)
+    t2 = marks["compiled"] = time.monotonic()
     try:
-        bpf = BPF(text=options.source().encode(), cflags=options.cflags())
+        fds, manifest = load_object(obj, self_tgid=options.self_tgid,
+                                    sample_rate=options.sample_rate, map_fds=map_fds)
+    except LoadError as exc:
+        raise SystemExit(f"BPF load failed: {exc}; run `telegen doctor` (checks 'bpf "
+                         "syscall', 'perf_event access', 'capabilities')") from exc
+    manifest["timings"] = {"import_s": t1 - t0, "compile_s": t2 - t1,
+                           **manifest["timings"]}
+    manifest["marks"] = {**marks, **manifest["marks"]}
+    manifest["object"] = obj
+    return fds, manifest
+
+
+def wanted_programs(options: Any, names: list[str]) -> dict[str, tuple[int, Any]]:
+    """The functions to load: name -> (program type, attachment), as BCC's
+    autoload (TRACEPOINT_PROBE, RAW_TRACEPOINT_PROBE) plus the sampler and
+    the programs the agent attaches itself."""
+    out: dict[str, tuple[int, Any]] = {}
+    for name in names:
+        if name.startswith("tracepoint__"):
+            target = name[len("tracepoint__"):].replace("__", ":", 1)
+            out[name] = (PROG_TYPES["tracepoint"], {"kind": "tracepoint", "target": target})
+        elif name.startswith("raw_tracepoint__"):
+            out[name] = (PROG_TYPES["raw_tracepoint"],
+                         {"kind": "raw_tracepoint", "target": name[len("raw_tracepoint__"):]})
+        elif name.startswith(("kprobe__", "kretprobe__", "kfunc__", "kretfunc__", "lsm__")):
+            raise SystemExit(f"BPF function {name}: this loader does not attach its kind")
+    if options.cpu:
+        out["on_cpu_sample"] = (PROG_TYPES["perf_event"], {"kind": "cpu_clock"})
+    for name, kind in options.programs().items():
+        out[name] = (PROG_TYPES[kind], None)
+    return out
+
+
+def compile_object(options: Any) -> tuple[dict[str, Any], dict[str, int]]:
+    """BCC's compile of ``options`` as a compiled object
+    (:mod:`telegen.bpf.compiled`), SELF_TGID as the sentinel, and the fds of
+    the maps BCC created for it (name -> fd)."""
+    from bcc import BPF
+    from bcc.libbcc import lib
+
+    from telegen.bpf import compiled, layout
+    from telegen.bpf.syscall import map_info
+
+    class Compiler(BPF):  # type: ignore[misc]
+        def _trace_autoload(self) -> None:     # loaded and attached by telegen.bpf.loader
+            pass
+
+    cflags = [f"-DSELF_TGID={compiled.SELF_TGID_SENTINEL}" if f.startswith("-DSELF_TGID=")
+              else f for f in options.cflags()]
+    try:
+        bpf = Compiler(text=options.source().encode(), cflags=cflags)
     except Exception as exc:
         raise SystemExit(f"BPF compile/load failed: {exc}; run `telegen doctor` (checks "
                          "'kernel headers', 'bpf syscall', 'capabilities')") from exc
-    t2 = time.monotonic()
-    for name, kind in options.programs().items():
-        bpf.load_func(name.encode(), PROG_TYPES[kind])
-    if options.cpu:
-        try:
-            bpf.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
-                                  fn_name=b"on_cpu_sample", sample_freq=options.sample_rate,
-                                  cpu=-1)
-        except Exception as exc:
-            raise SystemExit(f"attaching the cpu-clock perf event failed: {exc}; doctor "
-                             "check 'perf_event access' / 'capabilities'") from exc
-    t3 = time.monotonic()
-    return _manifest(bpf, lib, {"import_s": t1 - t0, "compile_s": t2 - t1,
-                                "attach_s": t3 - t2})
+    _declare(lib)
+    maps: dict[str, Any] = {}
+    map_fds: dict[str, int] = {}
+    for i in range(lib.bpf_num_tables(bpf.module)):
+        raw = lib.bpf_table_name(bpf.module, i)
+        name = raw.decode()
+        fd = lib.bpf_table_fd(bpf.module, raw)
+        info = map_info(fd)
+        # BCC's own type decoding, without its Table classes (which refuse
+        # e.g. a per-CPU array of structs whose size is not a multiple of 8)
+        key = _decode(lib.bpf_table_key_desc(bpf.module, raw))
+        leaf = _decode(lib.bpf_table_leaf_desc(bpf.module, raw))
+        map_fds[name] = fd
+        maps[name] = {"kname": info.name or name[:15], "type": info.type,
+                      "key_size": info.key_size, "value_size": info.value_size,
+                      "max_entries": info.max_entries, "flags": info.flags,
+                      "key": layout.describe(key) if key is not None else None,
+                      "leaf": layout.describe(leaf) if leaf is not None else None}
+    fd_names = {fd: name for name, fd in map_fds.items()}
+    names = [lib.bpf_function_name(bpf.module, i).decode()
+             for i in range(lib.bpf_num_functions(bpf.module))]
+    programs: dict[str, Any] = {}
+    sites = 0
+    for name, (prog_type, attach) in wanted_programs(options, names).items():
+        if name not in names:
+            raise SystemExit(f"BPF function {name} is not in the compiled programs")
+        insns, relocs, tgid = compiled.extract_relocations(bpf.dump_func(name.encode()),
+                                                           fd_names)
+        sites += len(tgid)
+        programs[name] = {"type": prog_type, "attach": attach, "maps": relocs,
+                          "self_tgid": tgid, "insns": base64.b64encode(insns).decode()}
+    if sites == 0 and not options.self_profile:
+        raise SystemExit("SELF_TGID: the sentinel is in no instruction (the agent would "
+                         "profile itself)")
+    obj = {"format": compiled.FORMAT, "maps": maps, "programs": programs,
+           "license": lib.bpf_module_license(bpf.module).decode(),
+           "kern_version": lib.bpf_module_kern_version(bpf.module)}
+    return compiled.check(obj), map_fds
 
 
-def _manifest(bpf: Any, lib: Any, timings: dict[str, float]) -> tuple[list[int], dict[str, Any]]:
-    from telegen.bpf import layout
-    from telegen.bpf.syscall import map_info
-
+def _declare(lib: Any) -> None:
     lib.bpf_num_tables.restype = ctypes.c_size_t
     lib.bpf_num_tables.argtypes = [ctypes.c_void_p]
     lib.bpf_table_name.restype = ctypes.c_char_p
     lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    fds: list[int] = []
-
-    def index(fd: int) -> int:
-        fds.append(fd)
-        return len(fds) - 1
-
-    maps: dict[str, Any] = {}
-    for i in range(lib.bpf_num_tables(bpf.module)):
-        name = lib.bpf_table_name(bpf.module, i)
-        fd = lib.bpf_table_fd(bpf.module, name)
-        info = map_info(fd)
-        # BCC's own type decoding, without its Table classes (which refuse
-        # e.g. a per-CPU array of structs whose size is not a multiple of 8)
-        key = _decode(lib.bpf_table_key_desc(bpf.module, name))
-        leaf = _decode(lib.bpf_table_leaf_desc(bpf.module, name))
-        maps[name.decode()] = {
-            "fd": index(fd), "type": info.type, "max_entries": info.max_entries,
-            "key_size": info.key_size, "value_size": info.value_size,
-            "key": layout.describe(key) if key is not None else None,
-            "leaf": layout.describe(leaf) if leaf is not None else None}
-    programs = {fn.name.decode(): {"fd": index(fn.fd), "type": _prog_type(fn.fd)}
-                for fn in bpf.funcs.values()}
-    links = [{"fd": index(fd), "what": f"tracepoint {tp.decode()}"}
-             for tp, fd in bpf.tracepoint_fds.items()]
-    links += [{"fd": index(fd), "what": f"raw_tracepoint {tp.decode()}"}
-              for tp, fd in bpf.raw_tracepoint_fds.items()]
-    for (ev_type, ev_config), per_cpu in bpf.open_perf_events.items():
-        links += [{"fd": index(fd), "what": f"perf_event {ev_type}:{ev_config} cpu {cpu}"}
-                  for cpu, fd in per_cpu.items()]
-    return fds, {"maps": maps, "programs": programs, "links": links, "timings": timings}
 
 
 def _decode(desc: bytes | None) -> Any:
     from bcc import BPF
 
     return BPF._decode_table_type(json.loads(desc)) if desc else None
-
-
-def _prog_type(fd: int) -> int:
-    from telegen.bpf.syscall import prog_info
-
-    return prog_info(fd).type
 
 
 def main(argv: list[str]) -> int:

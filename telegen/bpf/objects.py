@@ -35,6 +35,9 @@ class BpfObjects:
         self.funcs: dict[bytes, Program] = {}
         self.links: list[int] = []          # perf events / raw tracepoints keeping attachments
         self.timings: dict[str, float] = dict(manifest.get("timings", {}))
+        # CLOCK_MONOTONIC instants of the load's steps (child start, compiled, sampling...)
+        self.marks: dict[str, float] = {k: float(v) for k, v in manifest.get("marks", {}).items()
+                                        if isinstance(v, (int, float))}
         self._fds = list(fds)
         self._rings = RingBuffers()
         self.uprobe_fds: set[int] = set()

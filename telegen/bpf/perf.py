@@ -1,7 +1,11 @@
-"""Uprobes attached by the agent itself: ``perf_event_open`` on the uprobe
+"""Perf events running BPF programs, opened without BCC.
+
+Uprobes attached by the agent itself: ``perf_event_open`` on the uprobe
 PMU (config1 = path, config2 = file offset, config bit ``retprobe`` for a
 return probe) + ``PERF_EVENT_IOC_SET_BPF`` with a program fd the compiler
-child loaded. No tracefs entry is created; closing the fd detaches."""
+child loaded. No tracefs entry is created; closing the fd detaches.
+Tracepoints (id read from tracefs) and the per-CPU cpu-clock sampler, as
+BCC's ``attach_tracepoint``/``attach_perf_event`` open them."""
 
 from __future__ import annotations
 
@@ -16,6 +20,11 @@ PERF_FLAG_FD_CLOEXEC = 1 << 3
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_SET_BPF = 0x40042408
 PMU_DIR = "/sys/bus/event_source/devices"
+PERF_TYPE_SOFTWARE, PERF_TYPE_TRACEPOINT = 1, 2
+PERF_COUNT_SW_CPU_CLOCK = 0
+PERF_SAMPLE_RAW = 1 << 10
+ATTR_FREQ = 1 << 10                 # perf_event_attr.freq (bit 10 of the flags word)
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -71,3 +80,58 @@ def attach_uprobe(prog_fd: int, path: str, offset: int, *, pid: int = -1,
         os.close(fd)
         raise
     return fd
+
+
+def _set_bpf(fd: int, prog_fd: int) -> int:
+    try:
+        fcntl.ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
+        fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def tracepoint_id(category: str, event: str) -> int:
+    for root in TRACEFS:
+        try:
+            with open(f"{root}/events/{category}/{event}/id") as f:
+                return int(f.read())
+        except FileNotFoundError:
+            continue
+    raise OSError(f"tracepoint {category}:{event} not found in {' or '.join(TRACEFS)}")
+
+
+def attach_tracepoint(prog_fd: int, category: str, event: str) -> int:
+    """``prog_fd`` on a tracepoint (every CPU); returns the perf event fd."""
+    attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=128,
+                         config=tracepoint_id(category, event), sample_period=1,
+                         sample_type=PERF_SAMPLE_RAW, wakeup_events=1)
+    return _set_bpf(perf_event_open(attr, -1, 0), prog_fd)
+
+
+def online_cpus() -> list[int]:
+    with open("/sys/devices/system/cpu/online") as f:
+        text = f.read().strip()
+    cpus: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus += range(int(lo), int(hi or lo) + 1)
+    return cpus
+
+
+def attach_cpu_clock(prog_fd: int, sample_freq: int) -> list[int]:
+    """``prog_fd`` on a cpu-clock event of ``sample_freq`` Hz on each online
+    CPU (every process); returns the perf event fds."""
+    fds: list[int] = []
+    try:
+        for cpu in online_cpus():
+            attr = PerfEventAttr(type=PERF_TYPE_SOFTWARE, size=128,
+                                 config=PERF_COUNT_SW_CPU_CLOCK, sample_period=sample_freq,
+                                 flags=ATTR_FREQ)
+            fds.append(_set_bpf(perf_event_open(attr, -1, cpu), prog_fd))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds

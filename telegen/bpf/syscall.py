@@ -1,9 +1,10 @@
 """The bpf(2) commands the agent needs, through ctypes (no libbcc, no LLVM).
 
-Map element look-up/update/delete, ``get_next_key``, batch look-up-and-delete
-and ``BPF_OBJ_GET_INFO_BY_FD``. Every call raises ``OSError`` with the
-kernel's errno; callers turn ENOENT into ``KeyError`` where a mapping is
-expected.
+Map element look-up/update/delete, ``get_next_key``, batch look-up-and-delete,
+``BPF_OBJ_GET_INFO_BY_FD``, and creating maps, loading programs and opening
+raw tracepoints (:mod:`telegen.bpf.loader`, from a compiled object). Every
+call raises ``OSError`` with the kernel's errno; callers turn ENOENT into
+``KeyError`` where a mapping is expected.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from typing import NamedTuple
 
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
 
+MAP_CREATE = 0
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
+PROG_LOAD = 5
 OBJ_GET_INFO_BY_FD = 15
+RAW_TRACEPOINT_OPEN = 17
 MAP_LOOKUP_AND_DELETE_BATCH = 25
 
 # enum bpf_map_type (the ones telegen's programs declare, and their per-CPU kin)
@@ -66,7 +70,7 @@ def bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     return int(ret)
 
 
-def _attr(fmt: str, *values: int) -> ctypes.Array[ctypes.c_char]:
+def _attr(fmt: str, *values: int | bytes) -> ctypes.Array[ctypes.c_char]:
     buf = ctypes.create_string_buffer(_ATTR_SIZE)
     struct.pack_into(fmt, buf, 0, *values)
     return buf
@@ -106,6 +110,34 @@ def lookup_and_delete_batch(fd: int, in_batch: int | None, out_batch: int, keys:
             return struct.unpack_from("=I", attr, 32)[0], False
         raise
     return struct.unpack_from("=I", attr, 32)[0], True
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int,
+               name: bytes) -> int:
+    """A new map's fd (BPF_MAP_CREATE, no BTF); ``name`` is cut to 15 bytes."""
+    return bpf(MAP_CREATE, _attr("=IIIIIII16s", map_type, key_size, value_size, max_entries,
+                                 flags, 0, 0, name[:15]))
+
+
+def prog_load(prog_type: int, insns: bytes, license: bytes, kern_version: int, name: bytes,
+              log_size: int = 0) -> tuple[int, str]:
+    """BPF_PROG_LOAD: (fd, "") or (-errno, the verifier's log when ``log_size``)."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license)
+    log = ctypes.create_string_buffer(log_size) if log_size else None
+    attr = _attr("=IIQQIIQII16s", prog_type, len(insns) // 8, ctypes.addressof(code),
+                 ctypes.addressof(lic), 1 if log else 0, log_size,
+                 ctypes.addressof(log) if log else 0, kern_version, 0, name[:15])
+    try:
+        return bpf(PROG_LOAD, attr), ""
+    except OSError as exc:
+        text = log.value.decode("utf-8", "replace") if log is not None else ""
+        return -(exc.errno or 1), text
+
+
+def raw_tracepoint_open(name: bytes, prog_fd: int) -> int:
+    buf = ctypes.create_string_buffer(name)
+    return bpf(RAW_TRACEPOINT_OPEN, _attr("=QI", ctypes.addressof(buf), prog_fd))
 
 
 def map_info(fd: int) -> MapInfo:

@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telegen.bpf import handover
-from telegen.bpf.objects import BpfObjects
+from telegen.bpf import handover, objcache
+from telegen.bpf.compiled import ObjectError
+from telegen.bpf.loader import LoadError, load_object
+from telegen.bpf.objects import BpfObjects, ManifestError
 from telegen.procinfo.agent import fd_info
+from telegen.untrusted import Refusals, Refused
 
 log = logging.getLogger(__name__)
 
@@ -141,20 +144,72 @@ class LoadedBpf:
     BCC's table API, :class:`telegen.bpf.objects.BpfObjects`); ``close()``
     detaches everything. No libbcc/LLVM is ever mapped in this process."""
 
-    def __init__(self, options: BpfOptions, *, timeout_s: float = COMPILE_TIMEOUT_S) -> None:
+    def __init__(self, options: BpfOptions, *, timeout_s: float = COMPILE_TIMEOUT_S,
+                 cache: bool = True, refusals: Refusals | None = None) -> None:
         self.options = options
         t0 = time.monotonic()
-        fds, manifest = _run_compiler(options, timeout_s)
-        try:
-            self.bpf: BpfObjects | None = BpfObjects(fds, manifest)
-        except Exception as exc:
-            raise BpfLoadError(f"the compiler child's hand-over was refused: {exc}") from exc
+        self.bpf: BpfObjects | None = None
+        self.cache_outcome = "off"      # hit | miss | refused | load_failed | off
+        self._refusals = refusals or Refusals(None, log)
+        directory = objcache.default_dir()
+        key = objcache.cache_key(BPF_DIR, options.cflags(), dataclasses.asdict(options)) \
+            if cache else ""
+        if cache:
+            self.bpf = self._from_cache(directory, key)
+        if self.bpf is None:
+            fds, manifest = _run_compiler(options, timeout_s)
+            obj = manifest.pop("object", None)
+            try:
+                self.bpf = BpfObjects(fds, manifest)
+            except Exception as exc:
+                raise BpfLoadError(f"the compiler child's hand-over was refused: {exc}") from exc
+            if cache and obj is not None:
+                self._store(directory, key, obj)
         assert self.bpf is not None
         self.timings = {**self.bpf.timings, "total_s": time.monotonic() - t0}
-        log.info("BPF compiled and loaded by telegen.bpfc in %.2fs (compile %.2fs): "
-                 "%d maps, %d programs, %d attachments", self.timings["total_s"],
-                 self.timings.get("compile_s", 0.0), len(self.bpf.tables),
-                 len(self.bpf.funcs), len(self.bpf.links))
+        marks = {k: round(v - t0, 3) for k, v in self.bpf.marks.items()}
+        log.info("BPF %s in %.2fs (%s): %d maps, %d programs, %d attachments; sampling "
+                 "from %.2fs", "loaded from the start-up cache" if self.cache_outcome == "hit"
+                 else "compiled and loaded by telegen.bpfc", self.timings["total_s"],
+                 f"cache {self.cache_outcome}, " + ", ".join(f"{k} {v}s" for k, v in
+                                                            marks.items()),
+                 len(self.bpf.tables), len(self.bpf.funcs), len(self.bpf.links),
+                 marks.get("sampling", -1.0))
+
+    def _from_cache(self, directory: str, key: str) -> BpfObjects | None:
+        """The programs loaded from the start-up cache, or None (miss, or a
+        file refused or not loadable: counted, removed, compiled again)."""
+        try:
+            obj = objcache.read(directory, key)
+        except Refused as exc:
+            self._refusals.note_exc("bpf_cache", exc)
+            self.cache_outcome = "refused"
+            objcache.remove(directory, key)
+            return None
+        except OSError as exc:
+            log.warning("BPF start-up cache %s unreadable: %s; compiling", directory, exc)
+            self.cache_outcome = "refused"
+            return None
+        if obj is None:
+            self.cache_outcome = "miss"
+            return None
+        try:
+            fds, manifest = load_object(obj, self_tgid=self.options.self_tgid,
+                                        sample_rate=self.options.sample_rate)
+            bpf = BpfObjects(fds, manifest)
+        except (LoadError, ObjectError, ManifestError, OSError) as exc:
+            self._refusals.note("bpf_cache", "load_failed", str(exc))
+            self.cache_outcome = "load_failed"
+            objcache.remove(directory, key)
+            return None
+        self.cache_outcome = "hit"
+        return bpf
+
+    def _store(self, directory: str, key: str, obj: dict[str, Any]) -> None:
+        try:
+            objcache.write(directory, key, obj)
+        except (OSError, ValueError, Refused) as exc:
+            log.warning("BPF start-up cache not written to %s: %s", directory, exc)
 
     def table(self, name: str) -> Any:
         assert self.bpf is not None, "closed"
@@ -186,7 +241,8 @@ def _run_compiler(options: BpfOptions, timeout_s: float) -> tuple[list[int], dic
     """Run the compiler child; its descriptors and manifest, or BpfLoadError
     with its stderr. The child is always reaped (killed past ``timeout_s``)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    request = json.dumps({"options": dataclasses.asdict(options)}).encode()
+    request = json.dumps({"options": dataclasses.asdict(options),
+                          "child_start": time.monotonic()}).encode()
     with ours, tempfile.TemporaryFile() as errors:
         try:
             # -P and cwd "/": `-m` would otherwise put the agent's working

@@ -132,7 +132,8 @@ def _bpfc_children(pid: int) -> list[int]:
 def test_the_child_dies_with_the_agent() -> None:
     agent = subprocess.Popen([sys.executable, "-c",
                               "from telegen.receivers.ebpf.bpf_loader import *\n"
-                              "LoadedBpf(BpfOptions())\nimport time; time.sleep(60)"])
+                              "LoadedBpf(BpfOptions(), cache=False)\n"
+                              "import time; time.sleep(60)"])
     try:
         deadline = time.monotonic() + 30
         children: list[int] = []
@@ -162,7 +163,7 @@ def test_a_telegen_package_planted_in_the_working_directory_is_not_run(
         (tmp_path / "telegen" / name).write_text(
             f"open({str(marker)!r}, 'w').write('planted')\nraise SystemExit(2)\n")
     monkeypatch.chdir(tmp_path)
-    loaded = LoadedBpf(BpfOptions(off_cpu=False))
+    loaded = LoadedBpf(BpfOptions(off_cpu=False), cache=False)
     try:
         assert b"cpu_counts0" in loaded.bpf.tables  # type: ignore[union-attr]
     finally:
@@ -173,6 +174,6 @@ def test_a_telegen_package_planted_in_the_working_directory_is_not_run(
 def test_a_child_that_does_not_answer_in_time_is_killed_and_reaped() -> None:
     t0 = time.monotonic()
     with pytest.raises(BpfLoadError, match="did not answer in time"):
-        LoadedBpf(BpfOptions(), timeout_s=0.3)
+        LoadedBpf(BpfOptions(), timeout_s=0.3, cache=False)
     assert time.monotonic() - t0 < 10
     assert _bpfc_children(os.getpid()) == []
