@@ -20,6 +20,19 @@
  * Every read is bpf_probe_read_user of an address from the process: a bogus
  * process gets garbage labels or none, never more than the bounds above.
  *
+ * Dedupe of stack copies (telegen.h capture_user_stack): a sample whose ip
+ * is in the process's Go code (go_proc.text_lo/hi) is keyed on its stack's
+ * shape rather than on the 64 words at sp, which on a goroutine's stack hold
+ * loop values that change between samples: the word at sp when it points
+ * into Go code (the return address of a frameless leaf) and the
+ * frame-pointer chain (offset from sp and return address of each frame
+ * record, at most GO_CHAIN_MAX records, GO_CHAIN_SPAN bytes above sp), and
+ * for a sample on g0 the same of its goroutine (g.sched). Go keeps frame
+ * pointers, so equal keys mean equal call paths; a copy is still unwound
+ * exactly from the pclntab in user space, which checks that the unwound
+ * stack is explained by what the key covered and drops the key otherwise
+ * (a prologue, a signal frame: telegen/receivers/ebpf/unwinding.py).
+ *
  * Included from telegen.h; BCC rewrites map calls in its main text only, so
  * this header reaches its maps through go_map_op(), defined in telegen.h. */
 #ifndef TELEGEN_GOLABELS_H
@@ -36,11 +49,10 @@
 #define GO_GSTACKS 512
 #define GO_LABELS_MAP 1
 #define GO_LABELS_SLICE 2
-#ifdef USER_STACKS
-#define USNAP_BIT_GO USNAP_BIT      /* stack copies: the unwinder may need the goroutine */
-#else
-#define USNAP_BIT_GO 0
-#endif
+#define GO_CHAIN_MAX 32             /* frame records in a Go stack's dedupe key */
+#define GO_CHAIN_SPAN (1 << 20)     /* ... at most this far above sp */
+#define GO_HASH_CHAIN 2             /* usnap_key.hash low bits: keyed on the chain */
+#define GO_HASH_GOROUTINE 4         /* ... and on the goroutine's (g0 sample) */
 #define GO_SETTINGS 0               /* go_procs key 0: tls_offset = fsbase offset in task_struct */
 
 struct go_proc {
@@ -55,6 +67,17 @@ struct go_proc {
     u16 m_vdso_sp;        /* m.vdsoSP / m.vdsoPC: a vDSO call (nanotime1, walltime) */
     u16 m_vdso_pc;        /* runs on g0's stack for the goroutine; 0: unknown */
     u16 pad[3];
+    u64 text_lo;          /* the executable's Go code [text_lo, text_hi), run-time */
+    u64 text_hi;          /* addresses; 0: unknown (no chain dedupe) */
+};
+
+/* What one sample found out about its Go thread (go_context). */
+struct go_ctx {
+    struct go_proc *p;    /* 0: not a registered Go process */
+    u64 g;                /* the running g */
+    u64 m;
+    u64 goroutine;        /* on g0 for a goroutine (m.curg): that goroutine */
+    u64 vdso;             /* a vDSO call of the running goroutine (m.vdsoSP set) */
 };
 
 struct go_label {
@@ -257,11 +280,12 @@ static __always_inline void go_copy_goroutine(struct go_proc *p, u64 gp, u64 m, 
     go_map_op(GOM_STACK_INSERT, &key, gs);
 }
 
-/* The sample-time hook (telegen.h walk_stacks_ex): labels into key->go_labels. */
-static __always_inline void go_sample(struct sample_key *key)
+/* The running g of a registered Go process, its m, and the goroutine a g0
+ * sample runs for; c->p stays 0 for other processes. */
+static __always_inline void go_context(u32 pid, struct go_ctx *c)
 {
     u32 settings = GO_SETTINGS;
-    struct go_proc *p = go_map_op(GOM_PROC_GET, &key->pid, 0);
+    struct go_proc *p = go_map_op(GOM_PROC_GET, &pid, 0);
     if (!p)
         return;
     struct go_proc *cfg = go_map_op(GOM_PROC_GET, &settings, 0);
@@ -275,20 +299,85 @@ static __always_inline void go_sample(struct sample_key *key)
     u64 g = go_read_ptr(fsbase + p->tls_offset);
     if (!g)
         return;
+    c->p = p;
+    c->g = g;
     u64 m = go_read_ptr(g + p->g_m);
-    u64 lg = g;
-    if (m) {
-        u64 g0 = go_read_ptr(m + p->m_g0);
-        u64 curg = go_read_ptr(m + p->m_curg);
-        int snap = key->user_stack >= 0 && (key->user_stack & USNAP_BIT_GO);
-        if (g == g0 && curg) {
-            lg = curg;
-            if (snap)
-                go_copy_goroutine(p, curg, m, key->user_stack, 0);
-        } else if (snap && p->m_vdso_sp && g == curg && go_read_ptr(m + p->m_vdso_sp)) {
-            go_copy_goroutine(p, g, m, key->user_stack, 1);
-        }
+    c->m = m;
+    if (!m)
+        return;
+    u64 g0 = go_read_ptr(m + p->m_g0);
+    u64 curg = go_read_ptr(m + p->m_curg);
+    if (g == g0 && curg)
+        c->goroutine = curg;
+    else if (p->m_vdso_sp && g == curg && go_read_ptr(m + p->m_vdso_sp))
+        c->vdso = 1;
+}
+
+static __always_inline u64 go_mix(u64 h, u64 v)
+{
+    return (h ^ v) * 0x100000001b3ULL;
+}
+
+/* The word at addr if it points into the process's Go code (a return address), else 0. */
+static __always_inline u64 go_code_word(struct go_proc *p, u64 addr)
+{
+    u64 w = go_read_ptr(addr);
+    return w >= p->text_lo && w < p->text_hi ? w : 0;
+}
+
+/* The frame-pointer chain from bp up the stack at sp: each record's offset from
+ * sp and return address; it stops at a record that does not go up. */
+static __always_inline u64 go_chain(u64 h, u64 sp, u64 bp)
+{
+    u64 at = bp, floor = sp;
+    for (u32 i = 0; i < GO_CHAIN_MAX; i++) {
+        if (at < floor || (at & 7) || at - sp > GO_CHAIN_SPAN)
+            break;
+        u64 link[2] = {};
+        if (bpf_probe_read_user(link, sizeof(link), (void *)at))
+            break;
+        h = go_mix(go_mix(h, at - sp), link[1]);
+        floor = at + 16;
+        at = link[0];
     }
+    return h;
+}
+
+/* The dedupe hash of a stack whose leaf is Go code (see the top of this file);
+ * 0 for other stacks (telegen.h hashes their top words). */
+static __always_inline u64 go_stack_hash(struct go_ctx *c, u64 ip, u64 sp, u64 bp)
+{
+    struct go_proc *p = c->p;
+    if (!p || c->vdso || !p->text_hi || ip < p->text_lo || ip >= p->text_hi)
+        return 0;
+    u64 h = go_mix(0xcbf29ce484222325ULL, go_code_word(p, sp));
+    h = go_chain(h, sp, bp);
+    u64 kind = GO_HASH_CHAIN;
+    if (c->goroutine) {
+        u64 sched[7] = {};
+        if (bpf_probe_read_user(sched, sizeof(sched), (void *)(c->goroutine + p->g_sched)))
+            return 0;
+        h = go_mix(h, sched[1]);
+        h = go_mix(h, go_code_word(p, sched[0]));
+        h = go_chain(h, sched[0], sched[6]);
+        kind |= GO_HASH_GOROUTINE;
+    }
+    return (h & ~7ULL) | kind;
+}
+
+/* The sample-time hook (telegen.h walk_stacks_ex): labels into key->go_labels;
+ * `snap_id` >= 0: a new stack copy, whose goroutine (a g0 sample, a vDSO call)
+ * goes to go_gstacks for the unwinder. */
+static __always_inline void go_sample(struct sample_key *key, struct go_ctx *c, s32 snap_id)
+{
+    struct go_proc *p = c->p;
+    if (!p)
+        return;
+    u64 lg = c->goroutine ? c->goroutine : c->g;
+    if (snap_id >= 0 && c->goroutine)
+        go_copy_goroutine(p, c->goroutine, c->m, snap_id, 0);
+    else if (snap_id >= 0 && c->vdso)
+        go_copy_goroutine(p, c->g, c->m, snap_id, 1);
     if (p->labels_kind)
         key->go_labels = go_labels_of(p, lg);
 }

@@ -277,6 +277,28 @@ static __always_inline int stack_id(void *ctx, u32 seq, u64 flags)
 }
 
 
+/* ---- Go (#26): goroutine labels, the goroutine behind a g0 sample (bpf/golabels.h) ---- */
+#include "golabels.h"
+static __always_inline void *go_map_op(int op, void *key, void *value)
+{
+    switch (op) {
+    case GOM_PROC_GET:
+        return go_procs.lookup(key);
+    case GOM_SET_SCRATCH:
+        return go_scratch_set.lookup(key);
+    case GOM_SET_INSERT:
+        return (void *)(long)go_label_sets.update(key, value);
+    case GOM_STACK_SCRATCH:
+        return go_scratch_stack.lookup(key);
+    case GOM_STACK_INSERT:
+        return (void *)(long)go_gstacks.update(key, value);
+    case GOM_ZEROS:
+        return go_zeros.lookup(key);
+    }
+    return 0;
+}
+/* ---- end Go ---- */
+
 /* ---- user stack copies for CFI unwinding (USER_STACKS) -------------------------
  * capture_user_stack() copies the current task's user registers (ip, sp, bp,
  * from its pt_regs, so it works from perf events, tracepoints and uprobes
@@ -285,10 +307,15 @@ static __always_inline int stack_id(void *ctx, u32 seq, u64 flags)
  * Dedupe: a stack whose (tgid, ip, sp, bp, hash of the USNAP_HASH_WORDS words
  * at sp) was copied before reuses that copy's id (LRU `usnap_seen`), so a
  * thread blocking over and over at the same place is copied and unwound once.
+ * A stack whose leaf is Go code is hashed on its frame-pointer chain instead
+ * (go_stack_hash, bpf/golabels.h; hash & 1 == 0 tells it apart). *fresh is set
+ * when the id is a new copy (not a dedupe hit).
  * Budgeted callers (off-CPU: switch-outs far outnumber samples) get at most
- * USNAP_BUDGET new copies per CPU per second. */
+ * USNAP_BUDGET new copies per CPU per second; CAPTURE_SKIP callers (a
+ * preempted thread) only reuse an earlier copy, never make one. */
 #define CAPTURE_BUDGETED 1
-#define CAPTURE_SKIP 2      /* frame pointers only (e.g. preempted, not blocked) */
+#define CAPTURE_SKIP 2      /* no new copy (e.g. preempted, not blocked): a dedupe hit
+                               or frame pointers */
 
 #ifdef USER_STACKS
 #define USTACK_MAX 16384
@@ -308,9 +335,12 @@ struct ustack_hdr {
     u64 bp;
 };
 
+/* On the ring: hdr, len bytes of data, then the usnap_key.hash (8 bytes; 0:
+ * not deduped; bit 0 clear: a Go chain key, checked by user space). */
 struct ustack_rec {
     struct ustack_hdr hdr;
     u8 data[USTACK_MAX];
+    u64 tail;
 };
 
 struct usnap_key {
@@ -366,7 +396,8 @@ static __always_inline int over_budget(void)
     return 0;
 }
 
-static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags)
+static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags,
+                                              struct go_ctx *go, int *fresh)
 {
     u64 ip, sp, bp;
     if (user_regs(&ip, &sp, &bp))
@@ -380,18 +411,23 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags)
     k.ip = ip;
     k.sp = sp;
     k.bp = bp;
-    if (bpf_probe_read_user(rec->data, USNAP_HASH_WORDS * 8, (void *)sp) == 0) {
+    k.hash = go_stack_hash(go, ip, sp, bp);           /* Go (#26): bpf/golabels.h */
+    if (!k.hash && bpf_probe_read_user(rec->data, USNAP_HASH_WORDS * 8, (void *)sp) == 0) {
         u64 h = 0xcbf29ce484222325ULL;
         u64 *w = (u64 *)rec->data;
         for (int i = 0; i < USNAP_HASH_WORDS; i++)
             h = (h ^ w[i]) * 0x100000001b3ULL;
         k.hash = h | 1;
+    }
+    if (k.hash) {
         u32 *known = usnap_seen.lookup(&k);
         if (known) {
             stat_add(ST_USNAP_DEDUPED, 1);
             return *known;
         }
     }
+    if (flags & CAPTURE_SKIP)
+        return -EAGAIN;
     if ((flags & CAPTURE_BUDGETED) && over_budget()) {
         stat_add(ST_USNAP_THROTTLED, 1);
         return -EBUSY;
@@ -431,7 +467,10 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags)
     rec->hdr.ip = ip;
     rec->hdr.sp = sp;
     rec->hdr.bp = bp;
-    u64 size = sizeof(struct ustack_hdr) + len;
+    if (len > USTACK_MAX)
+        return -EINVAL;
+    __builtin_memcpy(rec->data + len, &k.hash, sizeof(k.hash));
+    u64 size = sizeof(struct ustack_hdr) + len + sizeof(k.hash);
     if (size > sizeof(struct ustack_rec))
         return -EINVAL;
     if (ustacks.ringbuf_output(rec, size, wake) != 0) {
@@ -439,33 +478,13 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags)
         return -ENOSPC;
     }
     stat_add(ST_USNAP_EMITTED, 1);
+    *fresh = 1;
     if (k.hash)
         usnap_seen.update(&k, &id);
     return id;
 }
 #endif /* USER_STACKS */
 
-/* ---- Go (#26): goroutine labels, the goroutine behind a g0 sample (bpf/golabels.h) ---- */
-#include "golabels.h"
-static __always_inline void *go_map_op(int op, void *key, void *value)
-{
-    switch (op) {
-    case GOM_PROC_GET:
-        return go_procs.lookup(key);
-    case GOM_SET_SCRATCH:
-        return go_scratch_set.lookup(key);
-    case GOM_SET_INSERT:
-        return (void *)(long)go_label_sets.update(key, value);
-    case GOM_STACK_SCRATCH:
-        return go_scratch_stack.lookup(key);
-    case GOM_STACK_INSERT:
-        return (void *)(long)go_gstacks.update(key, value);
-    case GOM_ZEROS:
-        return go_zeros.lookup(key);
-    }
-    return 0;
-}
-/* ---- end Go ---- */
 
 /* ---- CPython (#22): the sampled thread's Python frames (bpf/cpython.h) ---- */
 #include "cpython.h"
@@ -500,9 +519,11 @@ static __always_inline void *py_map_op(int op, void *key, void *value)
 static __always_inline void walk_stacks_ex(void *ctx, struct sample_key *key, u32 seq,
                                            int user_mode, int capture)
 {
-    int uid = -ENOENT, kid = -ENOENT;
+    int uid = -ENOENT, kid = -ENOENT, fresh = 0;
+    struct go_ctx go = {};
+    go_context(key->pid, &go);          /* Go (#26): bpf/golabels.h */
 #ifdef USER_STACKS
-    uid = (capture & CAPTURE_SKIP) ? -EAGAIN : capture_user_stack(key->pid, key->tid, capture);
+    uid = capture_user_stack(key->pid, key->tid, capture, &go, &fresh);
     if (uid < 0) {
         int err = uid;
         uid = stack_id(ctx, seq, BPF_F_USER_STACK);
@@ -525,7 +546,7 @@ static __always_inline void walk_stacks_ex(void *ctx, struct sample_key *key, u3
     key->user_stack = uid;
     key->kernel_stack = kid;
     key->stack_seq = seq;
-    go_sample(key);       /* Go (#26): labels, goroutine context (bpf/golabels.h) */
+    go_sample(key, &go, fresh ? uid : -1);  /* Go (#26): labels, goroutine context */
     key->py_stack = py_stack_id(key->pid, key->tid);  /* CPython (#22): bpf/cpython.h */
 }
 

@@ -21,6 +21,13 @@ checked once per function):
   it, ``mcall`` ends a complete stack (the goroutine has been parked:
   ``schedule`` runs for no goroutine, as Go's own tracebacks show it), the
   others end a truncated one.
+
+BPF dedupes the copies of a stack whose leaf is Go code on the stack's
+frame-pointer chain (``go_stack_hash`` in bpf/golabels.h), not on the words
+at sp. :func:`explained_by_chain` tells whether an unwound stack is made
+only of what that key covered; when it is not (a sample in a prologue, in a
+signal handler), the caller drops the key so that the next sample there is
+copied again.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
@@ -39,6 +46,9 @@ from telegen.symbols.gopclntab import GoFunctions, is_go
 from telegen.symbols.gopclntab_locate import Segment, load_segments
 from telegen.untrusted import Refusals, Refused
 from telegen.unwind.table import RSP, Rule, load_bias
+
+if TYPE_CHECKING:
+    from telegen.unwind.unwinder import SwitchContext
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,9 @@ SWITCH_FUNCTIONS = frozenset({"runtime.systemstack", "runtime.asmcgocall",
 MCALL_FUNCTIONS = frozenset({"runtime.mcall"})
 FAKE_FUNCTIONS = frozenset({"runtime.systemstack_switch"})
 MAX_SP_DELTA = 1 << 20       # a Go frame larger than this is a corrupt table
+CHAIN_MAX = 32               # bpf/golabels.h GO_CHAIN_MAX
+CHAIN_SPAN = 1 << 20         # bpf/golabels.h GO_CHAIN_SPAN
+HASH_RAW, HASH_GOROUTINE = 1, 4    # usnap_key.hash low bits (bpf/golabels.h)
 BINARIES = 64                # open Go binaries kept (each an mmap of the file)
 _FUNCS_PER_BINARY = 65536    # per-function facts memoized per binary
 
@@ -152,3 +165,48 @@ class GoBinaries:
             log.debug("cannot read Go tables of %s: %s", mapped.path, exc)
             return None
         return GoUnwindInfo(funcs, segments) if funcs is not None else None
+
+
+_LINK = struct.Struct("<QQ")
+
+
+def chain_returns(stack: bytes, sp: int, bp: int) -> tuple[list[int], bool]:
+    """The words BPF's dedupe key covers on one stack (``go_chain``), read from
+    its copy: the word at sp, then each frame record's return address. Also
+    whether the walk stopped at the bound (CHAIN_MAX records) rather than at
+    the chain's end."""
+    out = [int.from_bytes(stack[:8], "little")] if len(stack) >= 8 else []
+    at, floor = bp, sp
+    for _ in range(CHAIN_MAX):
+        off = at - sp
+        if at < floor or at & 7 or off > CHAIN_SPAN or off + 16 > len(stack):
+            return out, False
+        at, ret = _LINK.unpack_from(stack, off)
+        out.append(ret)
+        floor = sp + off + 16
+    return out, True
+
+
+def explained_by_chain(addresses: tuple[int, ...], ip: int, sp: int, bp: int, stack: bytes,
+                       key_hash: int, goroutine: SwitchContext | None) -> bool:
+    """Whether an unwound Go stack holds only addresses its dedupe key covered,
+    in order: the leaf ``ip``, then return addresses each found (in order) in
+    the chain words of the sampled stack and, for a key of a g0 sample, of its
+    goroutine (g.sched's pc, then its chain). Frames past a chain cut at
+    CHAIN_MAX records are taken as covered (the key's bound, as the raw key's
+    64 words are for other stacks)."""
+    if not addresses or addresses[0] != ip:
+        return False
+    words, cut = chain_returns(stack, sp, bp)
+    if key_hash & HASH_GOROUTINE and goroutine is not None:
+        more, cut_g = chain_returns(goroutine.stack, goroutine.sp, goroutine.bp)
+        words = [*words, goroutine.pc, *more] if not cut else words
+        cut = cut or cut_g
+    i = 0
+    for address in addresses[1:]:
+        while i < len(words) and words[i] != address:
+            i += 1
+        if i == len(words):
+            return cut
+        i += 1
+    return True

@@ -30,11 +30,14 @@ from typing import Any, NamedTuple
 
 from cachetools import LRUCache
 
+from telegen.pdata import Mapping
 from telegen.procinfo import ProcessCache
 from telegen.procinfo.elfheaders import ElfHeaders, read_headers
 from telegen.procinfo.maps import open_mapped
 from telegen.symbols.gopclntab import GoFunctions, is_go
+from telegen.symbols.gopclntab_locate import Segment, load_segments
 from telegen.untrusted import Refusals, Refused
+from telegen.unwind.table import load_bias
 from telegen.unwind.unwinder import SwitchContext
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ class GoFacts(NamedTuple):
     labels_kind: int
     vdso_sp: int = 0            # m.vdsoSP, m.vdsoPC (0: unknown)
     vdso_pc: int = 0
+    text: tuple[int, int] = (0, 0)      # Go code [lo, hi), link-time addresses
+    segments: tuple[Segment, ...] = ()  # PT_LOAD, for the load bias of a PIE
 
 
 def go_version(fd: int, headers: ElfHeaders) -> tuple[int, int] | None:
@@ -145,10 +150,30 @@ def read_facts(fd: int) -> GoFacts | None:
     try:
         labels = labels_offset(fd, funcs)
         vdso_sp, vdso_pc = vdso_offsets(fd, funcs)
+        text = go_text(funcs)
     finally:
         funcs.close()
     kind = (LABELS_SLICE if version >= (1, 24) else LABELS_MAP) if labels else 0
-    return GoFacts(version, tls_offset(headers), labels, kind, vdso_sp, vdso_pc)
+    return GoFacts(version, tls_offset(headers), labels, kind, vdso_sp, vdso_pc, text,
+                   tuple(load_segments(headers)))
+
+
+def go_text(funcs: GoFunctions) -> tuple[int, int]:
+    """[first function's entry, end of the last) of the pclntab: the Go code
+    (a cgo build's C code lies outside it); (0, 0) without functions."""
+    if funcs.nfunc <= 0:
+        return (0, 0)
+    return (funcs._entry_at(0), funcs._entry_at(funcs.nfunc))  # noqa: SLF001
+
+
+def run_time_text(facts: GoFacts, exe: Mapping) -> tuple[int, int]:
+    """``facts.text`` at its run-time addresses in a process that maps the
+    executable at ``exe``; (0, 0) when no segment covers the mapping."""
+    lo, hi = facts.text
+    bias = load_bias(facts.segments, exe.start, exe.offset, exe.limit - exe.start)
+    if not hi or bias is None:
+        return (0, 0)
+    return (lo + bias, hi + bias)
 
 
 class GoLabels:
@@ -169,7 +194,8 @@ class GoLabels:
         self.unknown_sets = 0        # ids whose set was evicted before it was read
         self._put(SETTINGS_KEY, tls=fsbase_offset)
 
-    def _put(self, pid: int, *, tls: int, facts: GoFacts | None = None) -> None:
+    def _put(self, pid: int, *, tls: int, facts: GoFacts | None = None,
+             text: tuple[int, int] = (0, 0)) -> None:
         t = self._procs_map
         v = t.Leaf()
         v.tls_offset = tls
@@ -178,17 +204,19 @@ class GoLabels:
             v.m_g0, v.m_curg = M_G0, M_CURG
             v.g_labels, v.labels_kind = facts.labels_offset, facts.labels_kind
             v.m_vdso_sp, v.m_vdso_pc = facts.vdso_sp, facts.vdso_pc
+            v.text_lo, v.text_hi = text        # chain-keyed dedupe of stack copies
         t[t.Key(pid)] = v
 
     # -- processes -------------------------------------------------------------------
     def seen(self, pid: int) -> GoFacts | None:
         """Register ``pid`` if it runs a Go binary; its facts or None."""
-        facts = self._read(pid)
-        if facts is None:
+        found = self._read(pid)
+        if found is None:
             return None
+        facts, exe = found
         with self._lock:
             self._registered[pid] = facts
-        self._put(pid, tls=facts.tls_offset, facts=facts)
+        self._put(pid, tls=facts.tls_offset, facts=facts, text=run_time_text(facts, exe))
         return facts
 
     def exited(self, pid: int) -> None:
@@ -200,7 +228,8 @@ class GoLabels:
         except KeyError:
             pass
 
-    def _read(self, pid: int) -> GoFacts | None:
+    def _read(self, pid: int) -> tuple[GoFacts, Mapping] | None:
+        """The facts of ``pid``'s executable and the mapping of its start."""
         info = self._procs.get(pid)
         if info is None or not info.exe:
             return None
@@ -214,7 +243,8 @@ class GoLabels:
             st = mapped.stat
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if key in self._facts:
-                return self._facts[key]
+                hit = self._facts[key]
+                return None if hit is None else (hit, exe)
             try:
                 facts = read_facts(mapped.fd)
             except Refused as exc:
@@ -224,7 +254,7 @@ class GoLabels:
                 log.debug("go labels: cannot read %s: %s", exe.file, exc)
                 facts = None
             self._facts[key] = facts
-            return facts
+            return None if facts is None else (facts, exe)
 
     # -- per sample ------------------------------------------------------------------
     def labels(self, set_id: int) -> tuple[tuple[str, str], ...]:

@@ -42,16 +42,22 @@ from telegen.pdata import Mapping
 from telegen.procinfo import ProcessCache, open_mapped
 from telegen.procinfo.process import ProcessInfo
 from telegen.receivers.ebpf.bpf_loader import USNAP_ENTRIES
-from telegen.receivers.ebpf.stacks import TRUNCATED_MARK, FramePointerStacks, StackRef
+from telegen.receivers.ebpf.stacks import (
+    TRUNCATED_MARK,
+    FramePointerStacks,
+    NeededRefs,
+)
 from telegen.unwind import AddressSpace, TableCache, UnwindTable, unwind
-from telegen.unwind.golang import GoBinaries  # Go (#26)
+from telegen.unwind.golang import HASH_RAW, GoBinaries, explained_by_chain  # Go (#26)
 from telegen.unwind.unwinder import UNMAPPED, SwitchContext
 from telegen.unwind.vdso import vdso_table
 
 log = logging.getLogger(__name__)
 
 USNAP_BIT = 1 << 29                       # bpf/telegen.h
-_HDR = struct.Struct("<IIIIQQQ")          # struct ustack_hdr
+_HDR = struct.Struct("<IIIIQQQ")          # struct ustack_hdr (then data, then the key hash)
+_U64 = struct.Struct("<Q")
+_SEEN_KEY = struct.Struct("<IIQQQQ")      # struct usnap_key
 PENDING_BYTES = 32 << 20                  # copies waiting to be unwound (<= 16 KiB each)
 # unwound stacks kept for dedupe hits: BPF reuses a snapshot id only while it
 # is in its usnap_seen LRU (USNAP_ENTRIES), so twice that is plenty
@@ -84,6 +90,9 @@ class CfiStacks:
         # Go's system stack, by snapshot id (set by receivers/ebpf/golabels.py)
         self.go_binaries = GoBinaries(self._tables.refusals)
         self.goroutine_context: Callable[[int], SwitchContext | None] = lambda snap_id: None
+        self._seen: Any = None            # usnap_seen (BPF), to drop a Go chain key
+        self.go_keys_dropped = 0
+        self._reported_keys_dropped = 0
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._pending_lock = threading.Lock()
@@ -120,6 +129,7 @@ class CfiStacks:
     def attach(self, bpf: Any) -> None:
         """Open the ``ustacks`` ring (before the event thread starts polling)."""
         bpf[b"ustacks"].open_ring_buffer(self._on_copy)
+        self._seen = bpf[b"usnap_seen"]
 
     def _on_copy(self, _ctx: object, data: int, size: int) -> None:
         try:
@@ -180,6 +190,8 @@ class CfiStacks:
 
     def _unwind_one(self, raw: bytes, *, since: float | None = None) -> None:
         snap_id, pid, _tid, length, ip, sp, bp = _HDR.unpack_from(raw, 0)
+        end = _HDR.size + length
+        key_hash = _U64.unpack_from(raw, end)[0] if len(raw) >= end + 8 else 0
         if not self._wanted(pid):          # sampled before it was classified unwanted
             self._result(snap_id, ((), ERROR))
             return
@@ -204,6 +216,9 @@ class CfiStacks:
             log.debug("unwinding snapshot %x of pid %d failed: %s", snap_id, pid, exc)
             return
         self.unwound += 1
+        if key_hash and not key_hash & HASH_RAW and since is None and not explained_by_chain(
+                res.addresses, ip, sp, bp, stack, key_hash, goroutine):
+            self._drop_key(pid, ip, sp, bp, key_hash)
         if self._pending_tables(pid) and len(self._retry) < RETRY_COPIES:
             if since is None:         # counted once, on its first unwind
                 self.table_pending_copies += 1
@@ -212,6 +227,18 @@ class CfiStacks:
             self._result(snap_id, (res.addresses, FULL))
         else:
             self._result(snap_id, ((*res.addresses, TRUNCATED_MARK), TRUNCATED))
+
+    def _drop_key(self, pid: int, ip: int, sp: int, bp: int, key_hash: int) -> None:
+        """Forget a Go chain key whose stack needed more than the key covers (a
+        prologue, a signal frame): the next sample there is copied again."""
+        self.go_keys_dropped += 1
+        if self._seen is None:
+            return
+        try:
+            key = self._seen.Key.from_buffer_copy(_SEEN_KEY.pack(pid, 0, ip, sp, bp, key_hash))
+            del self._seen[key]
+        except (KeyError, ValueError, TypeError):
+            pass          # evicted already
 
     def _result(self, snap_id: int, result: tuple[tuple[int, ...], str]) -> None:
         with self._results_lock:
@@ -276,6 +303,9 @@ class CfiStacks:
             counter = self._telemetry.counter("unwind_table_pending_copies")
             counter.add(self.table_pending_copies - self._reported_pending_copies)
             self._reported_pending_copies = self.table_pending_copies
+            dropped = self._telemetry.counter("unwind_go_dedupe_keys_dropped")
+            dropped.add(self.go_keys_dropped - self._reported_keys_dropped)
+            self._reported_keys_dropped = self.go_keys_dropped
         self._fp.begin(seq)
 
     def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
@@ -295,5 +325,5 @@ class CfiStacks:
             hit = self._results.get(stack_id)
         return ERROR if hit is None else hit[1]
 
-    def end(self, seq: int, still_needed: set[StackRef]) -> None:
-        self._fp.end(seq, {r for r in still_needed if not r[1] & USNAP_BIT})
+    def end(self, seq: int, still_needed: NeededRefs) -> None:
+        self._fp.end(seq, lambda: {r for r in still_needed() if not r[1] & USNAP_BIT})

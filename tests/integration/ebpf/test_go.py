@@ -165,6 +165,12 @@ def test_go_stacks_are_whole(session: Session, name: str) -> None:
             bad[tuple(prog.names(s, truth=True)[-3:])] += s.values[0]
     off_total = sum(s.values[1] for s in prog.off_cpu)
     off_whole = sum(s.values[1] for s in prog.off_cpu if _whole(prog, s))
+    off_bad: Counter[tuple[str | None, ...]] = Counter()
+    for s in prog.off_cpu:
+        if not _whole(prog, s):
+            off_bad[tuple(prog.names(s, truth=True)[:2] + prog.names(s, truth=True)[-2:])] \
+                += s.values[1]
+    print(f"{name}: off-CPU not whole (ns): {off_bad.most_common(4)}")
     print(f"{name}: {total} CPU samples, {100 * whole / max(total, 1):.1f}% whole to "
           f"{sorted(ROOTS)}; off-CPU {100 * off_whole / max(off_total, 1):.1f}% of "
           f"{off_total / 1e9:.2f}s whole; not whole: {bad.most_common(4)}")
