@@ -7,16 +7,22 @@ unwinder slots in by implementing :class:`StackSource` over its own store
 (e.g. user stack bytes copied by BPF and unwound in user space): the window
 reader and the frame builder only ever ask ``addresses(seq, stack_id)``.
 
-Off-CPU intervals are charged when a thread is switched back in, possibly
-windows after its stack was captured. Before a generation's stack map is
-cleared, the stacks still referenced by blocked threads (pending off-CPU
-records) or by entries already counted in the next window are copied into
-``carry`` so those intervals still resolve.
+Stack ids stay in their map across windows: the kernel gives the same stack
+the same id (its hash bucket) and never overwrites a bucket (no
+``BPF_F_REUSE_STACKID``), so an id's addresses are read once and kept
+(:data:`KEEP_WINDOWS`) — a steady workload costs no map reads or clears per
+window. Every :data:`SWEEP_EVERY` windows of a generation, or when its known
+ids fill 1/8 of the map (more would make new stacks collide), the ids unused
+for :data:`KEEP_WINDOWS` windows (and ids nobody asked for) are deleted — except those still referenced by
+blocked threads (pending off-CPU records), entries already counted in the
+next window or live allocations (``still_needed``), so a later reference to
+an id never finds another stack in its bucket.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,12 @@ OVERFLOW_BIT = 1 << 30       # id lives in the generation's overflow map (bpf/te
 TRUNCATED_MARK = 0
 
 
+KEEP_WINDOWS = 6     # windows of a generation an unused id is kept
+SWEEP_EVERY = 6      # windows of a generation between two sweeps of its maps
+
+NeededRefs = Callable[[], set[StackRef]]
+
+
 class StackSource(Protocol):
     name: str
 
@@ -37,8 +49,9 @@ class StackSource(Protocol):
     def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
         """Addresses leaf first; None when the stack is unknown (expired, collided)."""
 
-    def end(self, seq: int, still_needed: set[StackRef]) -> None:
-        """Window ``seq`` is done: keep what ``still_needed`` references, clear the rest."""
+    def end(self, seq: int, still_needed: NeededRefs) -> None:
+        """Window ``seq`` is done: what ``still_needed()`` references must stay
+        readable; the rest may go."""
 
 
 class FramePointerStacks:
@@ -48,21 +61,27 @@ class FramePointerStacks:
         self._maps = stack_maps
         self._overflow = overflow_maps
         self._seq = -1
-        self._current: dict[int, tuple[int, ...] | None] = {}
-        self._carry: dict[StackRef, tuple[int, ...]] = {}
+        # per generation: stack id -> [addresses, last window it was used in]
+        self._known: tuple[dict[int, list[Any]], dict[int, list[Any]]] = ({}, {})
+        self._swept = [0, 0]
+        self.deleted = 0      # ids deleted from the maps by sweeps
 
     def begin(self, seq: int) -> None:
         self._seq = seq
-        self._current = {}
 
     def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
         if stack_id < 0:
             return None
-        if seq == self._seq:
-            if stack_id not in self._current:
-                self._current[stack_id] = self._lookup(seq, stack_id)
-            return self._current[stack_id]
-        return self._carry.get((seq, stack_id))
+        known = self._known[seq & 1]
+        hit = known.get(stack_id)
+        if hit is None:
+            addrs = self._lookup(seq, stack_id)
+            if addrs is None:
+                return None
+            hit = known[stack_id] = [addrs, self._seq]
+        else:
+            hit[1] = max(hit[1], self._seq)
+        return hit[0]  # type: ignore[no-any-return]
 
     def _lookup(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
         table = self._maps[seq & 1]
@@ -80,24 +99,37 @@ class FramePointerStacks:
             out.append(int(ip))
         return tuple(out)
 
-    def end(self, seq: int, still_needed: set[StackRef]) -> None:
-        carry: dict[StackRef, tuple[int, ...]] = {}
-        for ref in still_needed:
-            s, stack_id = ref
-            if s == seq:
-                addrs = self.addresses(s, stack_id)
-            else:
-                addrs = self._carry.get(ref)
-            if addrs is not None:
-                carry[ref] = addrs
-        self._carry = carry
-        self._current = {}
-        for table in (self._maps[seq & 1], self._overflow[seq & 1]):
+    def end(self, seq: int, still_needed: NeededRefs) -> None:
+        g = seq & 1
+        known = self._known[g]
+        # a kept id's bucket is taken: above 1/8 of the map, more than 1 new
+        # stack in 8 would collide into the overflow map
+        room = getattr(self._maps[g], "max_entries", 1 << 30) // 8
+        if seq - self._swept[g] < 2 * SWEEP_EVERY and len(known) < room:
+            return
+        self._swept[g] = seq
+        try:
+            needed = {sid for s, sid in still_needed() if s & 1 == g}
+            for table, bit in ((self._maps[g], 0), (self._overflow[g], OVERFLOW_BIT)):
+                self._sweep(table, bit, known, needed, seq - 2 * KEEP_WINDOWS)
+        except Exception:   # never crash the window loop on a map error
+            log.exception("sweeping the stack maps of window %d failed", seq)
+
+    def _sweep(self, table: Any, bit: int, known: dict[int, list[Any]], needed: set[int],
+               cutoff: int) -> None:
+        for k in table.keys():
+            sid = int(getattr(k, "value", k)) | bit
+            hit = known.get(sid)
+            if sid in needed or (hit is not None and hit[1] > cutoff):
+                continue
             try:
-                table.clear()
-            except Exception:   # never crash the window loop on a map error
-                log.exception("clearing stack map of window %d failed", seq)
+                del table[k]
+            except KeyError:
+                pass
+            known.pop(sid, None)
+            self.deleted += 1
 
     @property
-    def carried(self) -> int:
-        return len(self._carry)
+    def kept(self) -> int:
+        """Stack ids whose addresses are held (both generations)."""
+        return len(self._known[0]) + len(self._known[1])

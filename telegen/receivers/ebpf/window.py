@@ -105,8 +105,9 @@ class MapReader:
         return data
 
     def finish(self, closed: int) -> None:
-        """Keep stacks that pending off-CPU intervals still need; clear the rest."""
-        self._stacks.end(closed, self._still_needed(closed))
+        """Let the stack source drop what no pending record needs (asked only
+        when it sweeps: the scan reads every blocked thread's record)."""
+        self._stacks.end(closed, lambda: self._still_needed(closed))
 
     def _still_needed(self, closed: int) -> set[StackRef]:
         needed: set[StackRef] = set()

@@ -5,7 +5,7 @@ import errno
 from telegen.pdata import FrameKind, Mapping
 from telegen.receivers.ebpf.frames import KERNEL_MAPPING, build_stack
 from telegen.receivers.ebpf.keys import KEY_USER_MODE, RawKey
-from telegen.receivers.ebpf.stacks import OVERFLOW_BIT, FramePointerStacks
+from telegen.receivers.ebpf.stacks import OVERFLOW_BIT, SWEEP_EVERY, FramePointerStacks
 
 APP = Mapping(start=0x1000, limit=0x2000, offset=0x1000, file="/app")
 
@@ -42,7 +42,7 @@ def test_failed_and_truncated_stacks_keep_a_marker() -> None:
 
 
 class FakeStackMap:
-    """Enough of a BCC stack-trace table: Key(), [] lookup, clear()."""
+    """Enough of a stack-trace table: Key(), [] look-up (counted), keys(), del."""
 
     class Key(int):
         pass
@@ -51,34 +51,70 @@ class FakeStackMap:
         def __init__(self, ips: tuple[int, ...]) -> None:
             self.ip = list(ips) + [0] * (127 - len(ips))
 
-    def __init__(self, stacks: dict[int, tuple[int, ...]]) -> None:
+    def __init__(self, stacks: dict[int, tuple[int, ...]], max_entries: int = 1 << 14) -> None:
         self.stacks = dict(stacks)
+        self.max_entries = max_entries
+        self.reads = 0
 
     def __getitem__(self, key: int) -> FakeStackMap.Value:
+        self.reads += 1
         return FakeStackMap.Value(self.stacks[int(key)])
 
-    def clear(self) -> None:
-        self.stacks.clear()
+    def __delitem__(self, key: int) -> None:
+        del self.stacks[int(key)]
+
+    def keys(self) -> list[FakeStackMap.Key]:
+        return [FakeStackMap.Key(k) for k in self.stacks]
 
 
-def test_pending_off_cpu_stacks_survive_the_clear() -> None:
-    gen0 = FakeStackMap({1: (0x10, 0x20), 2: (0x30,)})
+def test_ids_are_read_once_and_swept_when_unused_and_unneeded() -> None:
+    """A steady workload reads each id once, whatever the number of windows;
+    a sweep deletes ids unused for KEEP_WINDOWS windows of their generation
+    and ids nobody read — never one a blocked thread still references."""
+    gen0 = FakeStackMap({1: (0x10, 0x20), 2: (0x30,), 3: (0x40,)})
     ovf0 = FakeStackMap({5: (0x50,)})
     s = FramePointerStacks((gen0, FakeStackMap({})), (ovf0, FakeStackMap({})))
+    needed: set[tuple[int, int]] = set()
+    asked = 0
+
+    def still_needed() -> set[tuple[int, int]]:
+        nonlocal asked
+        asked += 1
+        return set(needed)
+
     s.begin(0)
     assert s.addresses(0, 1) == (0x10, 0x20)
+    assert s.addresses(0, 2) == (0x30,)
     assert s.addresses(0, 5 | OVERFLOW_BIT) == (0x50,)
     assert s.addresses(0, 99) is None and s.addresses(0, -errno.EEXIST) is None
-    s.end(0, {(0, 2), (0, 5 | OVERFLOW_BIT)})   # a thread still blocked with stack 2
-    assert gen0.stacks == {} and ovf0.stacks == {}
-    s.begin(1)
-    assert s.addresses(0, 2) == (0x30,)          # resolved from the carry
-    assert s.addresses(0, 1) is None             # not needed any more: gone
-    s.end(1, {(0, 2)})
-    s.begin(2)
-    assert s.addresses(0, 2) == (0x30,)          # still blocked two windows later
-    s.end(2, set())
-    assert s.carried == 0
+    needed.add((0, 2))                        # a thread still blocked with stack 2
+    for seq in range(0, 2 * SWEEP_EVERY, 2):  # id 1 used every window of generation 0
+        s.begin(seq)
+        assert s.addresses(seq, 1) == (0x10, 0x20)
+        s.end(seq, still_needed)
+        s.begin(seq + 1)
+        s.end(seq + 1, still_needed)
+    assert gen0.reads == 3 and ovf0.reads == 1 and asked == 0   # read once, no sweep yet
+    seq = 2 * SWEEP_EVERY
+    s.begin(seq)
+    assert s.addresses(seq, 1) == (0x10, 0x20)
+    s.end(seq, still_needed)                  # the sweep: 3 never read, 5 unused, 2 needed
+    assert asked == 1
+    assert set(gen0.stacks) == {1, 2} and ovf0.stacks == {}
+    assert s.addresses(0, 2) == (0x30,)       # the blocked thread's stack still resolves
+    assert s.deleted == 2
+
+
+def test_a_filling_map_is_swept_at_once() -> None:
+    """Known ids above 1/8 of the map: swept in the same window (new stacks
+    would collide into the overflow map); recent ids stay."""
+    gen0 = FakeStackMap({i: (0x100 + i,) for i in range(40)}, max_entries=64)
+    s = FramePointerStacks((gen0, FakeStackMap({})), (FakeStackMap({}), FakeStackMap({})))
+    s.begin(0)
+    for i in range(10):
+        s.addresses(0, i)
+    s.end(0, set)                             # 10 known > 64/8: the 30 never read go
+    assert sorted(gen0.stacks) == list(range(10)) and s.deleted == 30 and s.kept == 10
 
 
 def test_raw_key_user_mode_flag() -> None:
