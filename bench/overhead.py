@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -86,7 +87,9 @@ class Result:
             self.counter("ebpf_unwind_errors", process="bench_work")
         share = f"{100 * full / total:.1f}%" if total else "n/a"
         dedupe = f"{100 * deduped / (emitted + deduped):.0f}%" if emitted + deduped else "n/a"
-        return f"{emitted:.0f} copies, {dedupe} deduped; {share} of {total:.0f} whole"
+        dropped = self.counter("unwind_go_dedupe_keys_dropped")
+        note = f"; {dropped:.0f} Go keys dropped" if dropped else ""
+        return f"{emitted:.0f} copies, {dedupe} deduped{note}; {share} of {total:.0f} whole"
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -126,11 +129,21 @@ def run_workload(binary: Path, seconds: float, threads: int) -> float:
     return float(parse_report(out)["iters_per_s"])
 
 
+AGENT = "bench.agent"       # --only-workload: bench.workload_agent (process_names)
+
+
+def agent_args(binary: Path) -> list[str]:
+    """The agent's command; with --only-workload it profiles this binary only
+    (by its path: another bench_work on the host is not ours)."""
+    only = ["--process-names", f"^{re.escape(str(binary))}$"] if AGENT != "bench.agent" else []
+    return [sys.executable, "-m", AGENT, *only]
+
+
 def warm_up(binary: Path, rate: int, threads: int, unwinding: str,
             seconds: float = 4.0) -> None:
     """Run the agent (not measured) while the workload runs, so that every
     binary on the host gets its unwind table built and cached on disk."""
-    agent = subprocess.Popen([sys.executable, "-m", "bench.agent", "--rate", str(rate),
+    agent = subprocess.Popen([*agent_args(binary), "--rate", str(rate),
                               "--duration", "1", "--unwinding", unwinding],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              cwd=HERE.parent)
@@ -165,7 +178,7 @@ def measure(binary: Path, rate: int, seconds: float, threads: int,
             window_s: float, unwinding: str = "frame_pointer", workload: str = "fp") -> Result:
     baseline = run_workload(binary, seconds, threads)
     t0 = time.monotonic()
-    agent = subprocess.Popen([sys.executable, "-m", "bench.agent", "--rate", str(rate),
+    agent = subprocess.Popen([*agent_args(binary), "--rate", str(rate),
                               "--duration", str(window_s), "--unwinding", unwinding],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              cwd=HERE.parent)
@@ -246,7 +259,13 @@ def main() -> int:
                     help="also measure the Go twin of the workload (stripped) in every mode")
     ap.add_argument("--repeat", type=int, default=1,
                     help="measure every row this many times, interleaved")
+    ap.add_argument("--only-workload", action="store_true",
+                    help="profile the workload's processes only (process_names), not the "
+                         "whole host: on a shared machine, the agent's cost for the workload")
     args = ap.parse_args()
+    if args.only_workload:
+        global AGENT
+        AGENT = "bench.workload_agent"
     ncpu = os.cpu_count() or 1
     stats_before = BPF_STATS.read_text().strip() if BPF_STATS.exists() else None
     try:
@@ -279,7 +298,8 @@ def main() -> int:
     finally:
         if stats_before is not None:
             BPF_STATS.write_text(stats_before)
-    print(f"{ncpu} CPUs, {args.seconds:g} s per run, cpu + off_cpu, whole host, "
+    scope = "the workload's processes only" if args.only_workload else "whole host"
+    print(f"{ncpu} CPUs, {args.seconds:g} s per run, cpu + off_cpu, {scope}, "
           f"{args.window:g} s windows; workload: {ncpu} compute threads + 1000 "
           f"sleeps/s\n")
     print(table(results, ncpu))

@@ -15,7 +15,17 @@ from telegen.procinfo.elfheaders import ElfHeaders, read_headers
 from telegen.symbols.gopclntab import GoFunctions
 from telegen.symbols.gopclntab_locate import load_segments
 from telegen.unwind import AddressSpace, TableCache, unwind
-from telegen.unwind.golang import GO_FAKE, GO_MCALL, GO_SWITCH, GO_TOP, GoUnwindInfo
+from telegen.unwind.golang import (
+    CHAIN_MAX,
+    GO_FAKE,
+    GO_MCALL,
+    GO_SWITCH,
+    GO_TOP,
+    HASH_GOROUTINE,
+    GoUnwindInfo,
+    chain_returns,
+    explained_by_chain,
+)
 from telegen.unwind.table import RSP, Rule, Segment, TableBuilder
 from telegen.unwind.unwinder import GO_STACK_SWITCH, SwitchContext
 
@@ -120,3 +130,68 @@ def test_mcall_ends_a_parked_goroutine_and_resumes_a_running_one() -> None:
     ctx = SwitchContext(pc=0x5021, sp=G_SP, bp=0, stack=_words(0, 0x6001))
     res = unwind(_space(RULES), 0x3010, G0_SP, 0, g0, goroutine=ctx)
     assert res.addresses == (0x3010, 0x7011, 0x5021, 0x6001) and res.complete
+
+
+# -- the chain-keyed dedupe of Go stack copies (bpf/golabels.h go_stack_hash) -----------
+# F (0x3000) and G (0x5000) keep a 16-byte frame with the caller's rbp at
+# CFA-16, as Go does; L (0x2000) is a frameless leaf; goexit (0x6000) is the top.
+CHAIN_RULES: dict[int, Rule] = {0x2000: (RSP, 8, 0, -8), 0x3000: (RSP, 24, -16, -8),
+                                0x5000: (RSP, 24, -16, -8), 0x6000: (GO_TOP, 8, 0, -8),
+                                0x4000: (GO_SWITCH, 8, 0, -8), 0x4100: (GO_FAKE, 8, 0, -8)}
+
+
+def _chain_stack(sp: int, local: int, *, saved: bool = True) -> tuple[bytes, int]:
+    """F's frame (a local, its record: G's record + return into G), then G's
+    (a local, its record: 0 + return into goexit); the bp F holds (or, in
+    F's prologue, G's record still)."""
+    g_record = sp + 32
+    words = [local, g_record if saved else 0xdead, 0x5021, 7, 0, 0x6001]
+    return _words(*words), sp + 8 if saved else g_record
+
+
+def test_a_go_stack_is_explained_by_its_frame_pointer_chain() -> None:
+    space = _space(CHAIN_RULES)
+    for local in (1, 2, 0x5021):                 # loop values at sp do not matter
+        stack, bp = _chain_stack(G_SP, local)
+        res = unwind(space, 0x3010, G_SP, bp, stack)
+        assert res.addresses == (0x3010, 0x5021, 0x6001) and res.complete
+        assert explained_by_chain(res.addresses, 0x3010, G_SP, bp, stack, 2, None)
+    # a frameless leaf: its caller's return address is the word at sp
+    leaf = (0x3021).to_bytes(8, "little") + _chain_stack(G_SP + 8, 5)[0]
+    res = unwind(space, 0x2004, G_SP, G_SP + 16, leaf)
+    assert res.addresses == (0x2004, 0x3021, 0x5021, 0x6001) and res.complete
+    assert explained_by_chain(res.addresses, 0x2004, G_SP, G_SP + 16, leaf, 2, None)
+
+
+def test_a_prologue_sample_is_not_explained_so_its_key_is_dropped() -> None:
+    """In F's prologue rbp is still G's record: the return into G, read at
+    F's CFA-8, is in no frame record the key covered."""
+    stack, bp = _chain_stack(G_SP, 1, saved=False)
+    res = unwind(_space(CHAIN_RULES), 0x3010, G_SP, bp, stack)
+    assert res.addresses == (0x3010, 0x5021, 0x6001)
+    words, cut = chain_returns(stack, G_SP, bp)
+    assert words == [1, 0x6001] and not cut
+    assert not explained_by_chain(res.addresses, 0x3010, G_SP, bp, stack, 2, None)
+    assert not explained_by_chain((0x3011, 0x5021), 0x3010, G_SP, bp, stack, 2, None)
+
+
+def test_a_g0_key_covers_the_goroutine_chain_and_a_deep_chain_is_cut_at_the_bound() -> None:
+    g0 = _words(0, 0, 0x4011)               # fn's frame: a local, record (0, into systemstack)
+    g_stack, g_bp = _chain_stack(G_SP, 3)
+    g_stack = (0x3021).to_bytes(8, "little") + g_stack     # systemstack_switch's return
+    ctx = SwitchContext(pc=0x4100, sp=G_SP - 8, bp=g_bp, stack=g_stack)
+    res = unwind(_space(CHAIN_RULES), 0x3010, G0_SP, G0_SP + 8, g0, goroutine=ctx)
+    assert res.complete and res.addresses[:2] == (0x3010, 0x4011)
+    assert explained_by_chain(res.addresses, 0x3010, G0_SP, G0_SP + 8, g0,
+                              2 | HASH_GOROUTINE, ctx)
+    assert not explained_by_chain(res.addresses, 0x3010, G0_SP, G0_SP + 8, g0, 2, ctx)
+    # G calling itself CHAIN_MAX + 8 times: the frames past the bound are not checked
+    depth = CHAIN_MAX + 8
+    words = []
+    for i in range(depth):
+        words += [i, G_SP + 24 * (i + 1) + 8 if i + 1 < depth else 0, 0x5021]
+    deep = _words(*words)
+    addresses, cut = chain_returns(deep, G_SP, G_SP + 8)
+    assert cut and len(addresses) == CHAIN_MAX + 1
+    assert explained_by_chain((0x5010, *[0x5021] * (depth - 1), 0x6001), 0x5010, G_SP,
+                              G_SP + 8, deep, 2, None)
