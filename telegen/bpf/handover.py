@@ -2,9 +2,12 @@
 private ``socketpair`` (SOCK_SEQPACKET), then a JSON manifest.
 
 Messages: ``{"fds": n}`` with n descriptors attached (at most
-``FDS_PER_MESSAGE`` each), repeated; then ``{"manifest": {...}}``, which
-names descriptors by their index in the order they were sent. Only the two
-ends of the pair exist, so nothing but the child can send here.
+``FDS_PER_MESSAGE`` each), repeated; then ``{"manifest_bytes": n}`` and the
+n bytes of ``{"manifest": {...}}`` in messages of at most ``CHUNK`` bytes
+(a SOCK_SEQPACKET message must fit the socket's buffer, ~200 KiB; the
+manifest carries the compiled object, ~260 KiB with every profile type).
+The manifest names descriptors by their index in the order they were sent.
+Only the two ends of the pair exist, so nothing but the child can send here.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 
 FDS_PER_MESSAGE = 200
 MAX_MESSAGE = 1 << 20
+CHUNK = 64 << 10
+MAX_MANIFEST = 16 << 20
 
 
 class HandoverError(RuntimeError):
@@ -30,9 +35,11 @@ def send(sock: socket.socket, fds: list[int], manifest: dict[str, Any]) -> None:
         sock.sendmsg([json.dumps({"fds": len(chunk)}).encode()],
                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", chunk))])
     data = json.dumps({"manifest": manifest}).encode()
-    if len(data) > MAX_MESSAGE:
+    if len(data) > MAX_MANIFEST:
         raise HandoverError(f"manifest of {len(data)} bytes is too large")
-    sock.sendall(data)
+    sock.sendall(json.dumps({"manifest_bytes": len(data)}).encode())
+    for i in range(0, len(data), CHUNK):
+        sock.sendall(data[i:i + CHUNK])
 
 
 def receive(sock: socket.socket, deadline: float) -> tuple[list[int], dict[str, Any]]:
@@ -60,13 +67,45 @@ def receive(sock: socket.socket, deadline: float) -> tuple[list[int], dict[str, 
             if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
                 raise HandoverError("a hand-over message was truncated")
             msg = json.loads(data)
-            if "manifest" in msg:
+            if "manifest_bytes" in msg:
                 if got:
                     raise HandoverError("descriptors sent with the manifest")
-                return fds, msg["manifest"]
+                return fds, _manifest(sock, msg["manifest_bytes"], deadline)
             if msg.get("fds") != len(got):
                 raise HandoverError(f"expected {msg.get('fds')} descriptors, got {len(got)}")
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
+
+
+def _manifest(sock: socket.socket, size: object, deadline: float) -> dict[str, Any]:
+    if not isinstance(size, int) or not 0 < size <= MAX_MANIFEST:
+        raise HandoverError(f"bad manifest size {size!r}")
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data, anc, flags, _ = sock.recvmsg(CHUNK, socket.CMSG_SPACE(4),
+                                               socket.MSG_CMSG_CLOEXEC)
+        except TimeoutError:
+            raise HandoverError("the compiler child did not answer in time") from None
+        for level, kind, payload in anc:      # never expected: close what came
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(payload[:len(payload) - len(payload) % a.itemsize])
+                for fd in a:
+                    os.close(fd)
+            raise HandoverError("descriptors sent with the manifest")
+        if not data:
+            raise HandoverError("the compiler child hung up inside its manifest")
+        if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC) or got + len(data) > size:
+            raise HandoverError("a manifest message was truncated or too long")
+        parts.append(data)
+        got += len(data)
+    msg = json.loads(b"".join(parts))
+    if not isinstance(msg, dict) or not isinstance(msg.get("manifest"), dict):
+        raise HandoverError("malformed manifest")
+    manifest: dict[str, Any] = msg["manifest"]
+    return manifest

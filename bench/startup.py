@@ -1,0 +1,191 @@
+"""Start-up to the first sample (#21), cold and warm, side by side.
+
+For each agent checkout given (``--agents before=/work/startup-before,after=.``),
+``--runs`` times, interleaved: ``python -m telegen run`` on the embedded
+default (whole host, cpu + off_cpu at 99 Hz) with an EMPTY cache directory
+(``TELEGEN_CACHE_DIR``: cold, a fresh host), then again with the directory
+the first run left (warm, a restart).
+
+Measured from outside, from the instant before ``exec``:
+
+- **first sample**: the first time a ``perf_event`` BPF program held by the
+  agent's process tree (agent or compiler child) has run (``run_cnt`` in its
+  fdinfo; run-time statistics are on while this bench holds a
+  ``BPF_ENABLE_STATS`` descriptor), polled every 5 ms;
+- **ready**: the receiver's "ebpf receiver started" log line (every profile
+  type attached, the pipeline running).
+
+Also the loader's own timeline (its "BPF ... in" log line) and the load
+average. Prints a markdown table (median of the runs, and every run).
+
+    python -m bench.startup [--agents before=/work/startup-before,after=.] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+POLL_S = 0.005
+BPF_ENABLE_STATS = 32
+PROG_TYPE_PERF_EVENT = 7
+
+
+@dataclass
+class Run:
+    agent: str
+    mode: str
+    first_sample_s: float | None = None
+    ready_s: float | None = None
+    loader: str = ""
+    load: str = field(default_factory=lambda: os.getloadavg().__repr__())
+
+
+def enable_stats() -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    attr = ctypes.create_string_buffer(struct.pack("=I", 0), 128)   # BPF_STATS_RUN_TIME
+    fd = libc.syscall(321, BPF_ENABLE_STATS, attr, 128)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "BPF_ENABLE_STATS")
+    return int(fd)
+
+
+def tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def sampled(pid: int) -> bool:
+    """Has a perf_event program held by ``pid``'s process tree run?"""
+    for p in tree(pid):
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{p}/fd/{fd}") != "anon_inode:bpf-prog":
+                    continue
+                with open(f"/proc/{p}/fdinfo/{fd}") as f:
+                    info = dict(line.split(":\t", 1) for line in f.read().splitlines()
+                                if ":\t" in line)
+            except (OSError, ValueError):
+                continue
+            if int(info.get("prog_type", "0")) == PROG_TYPE_PERF_EVENT and \
+                    int(info.get("run_cnt", "0")) > 0:
+                return True
+    return False
+
+
+def log_instant(line: str) -> float | None:
+    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", line)
+    if not m:
+        return None
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def start_once(label: str, src: Path, cache: Path, mode: str, timeout_s: float) -> Run:
+    run = Run(label, mode)
+    work = Path(tempfile.mkdtemp(prefix="startup-"))
+    log = work / "agent.log"
+    env = dict(os.environ, TELEGEN_CACHE_DIR=str(cache), PYTHONPATH=str(src))
+    with open(log, "wb") as out:
+        wall0, t0 = time.time(), time.monotonic()
+        agent = subprocess.Popen([sys.executable, "-m", "telegen", "run"], cwd=work, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while time.monotonic() - t0 < timeout_s and agent.poll() is None:
+            if run.first_sample_s is None and sampled(agent.pid):
+                run.first_sample_s = time.monotonic() - t0
+            text = log.read_text(errors="replace")
+            ready = next((line for line in text.splitlines()
+                          if "ebpf receiver started" in line), None)
+            if ready and run.first_sample_s is not None:
+                instant = log_instant(ready)
+                run.ready_s = instant - wall0 if instant else None
+                run.loader = next((line.split(": ", 1)[1] for line in text.splitlines()
+                                   if "telegen.receivers.ebpf.bpf_loader" in line
+                                   and "BPF " in line), "")
+                break
+            time.sleep(POLL_S)
+    finally:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+        if run.ready_s is None:
+            print(f"{label} {mode}: no ready line; log tail:\n"
+                  f"{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+    return run
+
+
+def fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f} s"
+
+
+def median(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--agents", default="after=.")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=180.0)
+    args = ap.parse_args()
+    agents = [(a.split("=", 1)[0], Path(a.split("=", 1)[1]).resolve())
+              for a in args.agents.split(",")]
+    stats_fd = enable_stats()
+    print(f"load before: {os.getloadavg()}", flush=True)
+    runs: list[Run] = []
+    try:
+        for i in range(args.runs):
+            for label, src in agents:
+                cache = Path(tempfile.mkdtemp(prefix="startup-cache-"))
+                try:
+                    for mode in ("cold", "warm"):
+                        r = start_once(label, src, cache, mode, args.timeout)
+                        runs.append(r)
+                        print(f"run {i + 1} {label} {mode}: first sample {fmt(r.first_sample_s)}"
+                              f", ready {fmt(r.ready_s)}, load {r.load}\n    {r.loader}",
+                              flush=True)
+                finally:
+                    shutil.rmtree(cache, ignore_errors=True)
+    finally:
+        os.close(stats_fd)
+    print(f"load after: {os.getloadavg()}\n")
+    print("| agent | start | first sample (median) | ready (median) | first sample, each run |")
+    print("|---|---|---:|---:|---|")
+    for label, _ in agents:
+        for mode in ("cold", "warm"):
+            mine = [r for r in runs if r.agent == label and r.mode == mode]
+            print(f"| {label} | {mode} | {fmt(median([r.first_sample_s for r in mine]))} | "
+                  f"{fmt(median([r.ready_s for r in mine]))} | "
+                  f"{', '.join(fmt(r.first_sample_s) for r in mine)} |")
+
+
+if __name__ == "__main__":
+    main()
