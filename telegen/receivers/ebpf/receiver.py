@@ -85,7 +85,8 @@ class EbpfReceiver:
             user_stacks=c.unwinding != "frame_pointer",
             memory=c.memory, memory_inuse=c.memory_mode == "inuse",
             sample_every_bytes=c.sample_every_bytes, mutex=c.mutex,
-            mutex_threshold_ns=int(c.mutex_threshold * 1e9)))
+            mutex_threshold_ns=int(c.mutex_threshold * 1e9)),
+            refusals=Refusals(self._settings.telemetry, self._log))   # start-up cache (#21)
         try:
             bpf = self._bpf
             self._targets.install(bpf.table("targets"), bpf.table("excluded"))
