@@ -6,7 +6,8 @@ the programs, makes the attachments BCC makes at load (TRACEPOINT_PROBE,
 RAW_TRACEPOINT_PROBE) plus the per-CPU cpu-clock perf events, loads the
 programs the agent attaches itself later (memory uprobes), and sends every
 descriptor with a manifest over the socketpair end ``SOCKET_FD``
-(:mod:`telegen.bpf.handover`). Then it exits at once (``os._exit``: BCC's
+(:mod:`telegen.bpf.handover`); ``/proc/kallsyms`` is narrowed for it first
+(:mod:`telegen.bpf.kallsyms`). Then it exits at once (``os._exit``: BCC's
 atexit clean-up would disable the perf events the agent now holds), and
 libbcc/LLVM leave with it. Dies with the agent (PR_SET_PDEATHSIG).
 A failure is printed on stderr, exit status 2.
@@ -168,7 +169,12 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=sock_fd)
     request = json.loads(sys.stdin.buffer.read(MAX_REQUEST))
     try:
+        from telegen.bpf import kallsyms
+
+        # before bcc is imported: BCC's rewriter then loads a few lines, not 120k
+        narrowed = kallsyms.narrow() if request.get("narrow_kallsyms", True) else "full"
         fds, manifest = compile_and_load(request)
+        manifest["kallsyms"] = narrowed
         from telegen.bpf.handover import send
 
         send(sock, fds, manifest)

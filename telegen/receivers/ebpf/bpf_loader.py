@@ -57,6 +57,7 @@ MAX_SPILL = 4096             # per-thread counts when a counts map is full (bpf/
 COMPILE_TIMEOUT_S = 120.0    # the child's compile + load + hand-over (2-6 s here, idle)
 REAP_TIMEOUT_S = 10.0        # after a complete hand-over the child only exits
 FAILED_REAP_TIMEOUT_S = 2.0
+NARROW_KALLSYMS = True       # the child's BCC sees the probe-read helpers only (bpf/kallsyms.py)
 # memory profiling's uprobe programs: loaded by the child, attached per process here
 MEMORY_PROGRAMS = ("mem_malloc", "mem_calloc", "mem_realloc", "mem_posix_memalign",
                    "mem_aligned")
@@ -150,6 +151,7 @@ class LoadedBpf:
         t0 = time.monotonic()
         self.bpf: BpfObjects | None = None
         self.cache_outcome = "off"      # hit | miss | refused | load_failed | off
+        self.kallsyms = ""              # what the compiler child did to /proc/kallsyms
         self._refusals = refusals or Refusals(None, log)
         directory = objcache.default_dir()
         key = objcache.cache_key(BPF_DIR, options.cflags(), dataclasses.asdict(options)) \
@@ -159,6 +161,7 @@ class LoadedBpf:
         if self.bpf is None:
             fds, manifest = _run_compiler(options, timeout_s)
             obj = manifest.pop("object", None)
+            self.kallsyms = str(manifest.get("kallsyms", ""))
             try:
                 self.bpf = BpfObjects(fds, manifest)
             except Exception as exc:
@@ -171,8 +174,9 @@ class LoadedBpf:
         log.info("BPF %s in %.2fs (%s): %d maps, %d programs, %d attachments; sampling "
                  "from %.2fs", "loaded from the start-up cache" if self.cache_outcome == "hit"
                  else "compiled and loaded by telegen.bpfc", self.timings["total_s"],
-                 f"cache {self.cache_outcome}, " + ", ".join(f"{k} {v}s" for k, v in
-                                                            marks.items()),
+                 f"cache {self.cache_outcome}, " + (f"kallsyms {self.kallsyms}, " if
+                                                    self.kallsyms else "") +
+                 ", ".join(f"{k} {v}s" for k, v in marks.items()),
                  len(self.bpf.tables), len(self.bpf.funcs), len(self.bpf.links),
                  marks.get("sampling", -1.0))
 
@@ -242,6 +246,7 @@ def _run_compiler(options: BpfOptions, timeout_s: float) -> tuple[list[int], dic
     with its stderr. The child is always reaped (killed past ``timeout_s``)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     request = json.dumps({"options": dataclasses.asdict(options),
+                          "narrow_kallsyms": NARROW_KALLSYMS,
                           "child_start": time.monotonic()}).encode()
     with ours, tempfile.TemporaryFile() as errors:
         try:

@@ -181,3 +181,22 @@ def test_an_object_the_kernel_refuses_falls_back_and_leaves_nothing_behind(
                       reason="load_failed") == 1
     assert objcache.read(str(directory / "bpf"), key) is not None   # the compile's, valid
     assert ctypes.sizeof(ctypes.c_uint64) == 8
+
+
+def _child_object(monkeypatch: pytest.MonkeyPatch, narrow: bool) -> tuple[dict[str, Any], str]:
+    monkeypatch.setattr(bpf_loader, "NARROW_KALLSYMS", narrow)
+    fds, manifest = bpf_loader._run_compiler(ALL_TYPES, bpf_loader.COMPILE_TIMEOUT_S)
+    for fd in fds:
+        os.close(fd)
+    return manifest["object"], manifest["kallsyms"]
+
+
+def test_the_narrowed_kallsyms_compiles_the_same_programs_and_stays_in_the_child(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    narrowed, how = _child_object(monkeypatch, True)
+    assert how.startswith("narrowed to "), how
+    with open("/proc/kallsyms") as f:
+        assert sum(1 for _ in f) > 1000             # the host's file is whole
+    full, how = _child_object(monkeypatch, False)
+    assert how == "full"
+    assert narrowed == full                        # every instruction, map and attachment
