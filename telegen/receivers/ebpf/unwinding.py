@@ -93,6 +93,9 @@ class CfiStacks:
         self._seen: Any = None            # usnap_seen (BPF), to drop a Go chain key
         self.go_keys_dropped = 0
         self._reported_keys_dropped = 0
+        self._reported_dropped = 0
+        self._keys: LRUCache[int, bytes] = LRUCache(RESULTS)     # snapshot id -> its key
+        self.ids_reused = 0
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._pending_lock = threading.Lock()
@@ -135,13 +138,41 @@ class CfiStacks:
         try:
             raw = ctypes.string_at(data, size)
             with self._pending_lock:
-                if self._pending_bytes + len(raw) > PENDING_BYTES:
-                    self.dropped += 1
-                    return
-                self._pending.append(raw)
-                self._pending_bytes += len(raw)
+                full = self._pending_bytes + len(raw) > PENDING_BYTES
+                if not full:
+                    self._pending.append(raw)
+                    self._pending_bytes += len(raw)
+            if full:
+                # BPF hands this copy's id to every later sample of the same
+                # stack: forget the key, or they would all lack a stack
+                self.dropped += 1
+                self._forget_key(raw)
         except Exception as exc:   # never raise into libbcc
             self._on_error(exc)
+
+    def _forget_key(self, raw: bytes) -> None:
+        """Remove a copy's dedupe key from BPF's ``usnap_seen``."""
+        self._forget(_seen_key(raw))
+
+    def _forget(self, key: bytes | None) -> None:
+        if key is None or self._seen is None:
+            return
+        try:
+            del self._seen[self._seen.Key.from_buffer_copy(key)]
+        except (KeyError, ValueError, TypeError):
+            pass          # evicted already
+
+    def _claim_id(self, snap_id: int, raw: bytes) -> None:
+        """A new copy took ``snap_id`` (ids wrap after 2^20 copies of a CPU):
+        an older key still mapping to it in ``usnap_seen`` (a hot stack the
+        LRU kept) would get this copy's stack, so it is removed."""
+        key = _seen_key(raw)
+        old = self._keys.get(snap_id)
+        if old is not None and old != key:
+            self.ids_reused += 1
+            self._forget(old)
+        if key is not None:
+            self._keys[snap_id] = key
 
     # -- the unwinder thread ----------------------------------------------------------
     def start(self) -> None:
@@ -192,6 +223,8 @@ class CfiStacks:
         snap_id, pid, _tid, length, ip, sp, bp = _HDR.unpack_from(raw, 0)
         end = _HDR.size + length
         key_hash = _U64.unpack_from(raw, end)[0] if len(raw) >= end + 8 else 0
+        if since is None:
+            self._claim_id(snap_id, raw)
         if not self._wanted(pid):          # sampled before it was classified unwanted
             self._result(snap_id, ((), ERROR))
             return
@@ -218,7 +251,10 @@ class CfiStacks:
         self.unwound += 1
         if key_hash and not key_hash & HASH_RAW and since is None and not explained_by_chain(
                 res.addresses, ip, sp, bp, stack, key_hash, goroutine):
-            self._drop_key(pid, ip, sp, bp, key_hash)
+            # a Go chain key whose stack needed more than the key covers (a
+            # prologue, a signal frame): the next sample there is copied again
+            self.go_keys_dropped += 1
+            self._forget_key(raw)
         if self._pending_tables(pid) and len(self._retry) < RETRY_COPIES:
             if since is None:         # counted once, on its first unwind
                 self.table_pending_copies += 1
@@ -227,18 +263,6 @@ class CfiStacks:
             self._result(snap_id, (res.addresses, FULL))
         else:
             self._result(snap_id, ((*res.addresses, TRUNCATED_MARK), TRUNCATED))
-
-    def _drop_key(self, pid: int, ip: int, sp: int, bp: int, key_hash: int) -> None:
-        """Forget a Go chain key whose stack needed more than the key covers (a
-        prologue, a signal frame): the next sample there is copied again."""
-        self.go_keys_dropped += 1
-        if self._seen is None:
-            return
-        try:
-            key = self._seen.Key.from_buffer_copy(_SEEN_KEY.pack(pid, 0, ip, sp, bp, key_hash))
-            del self._seen[key]
-        except (KeyError, ValueError, TypeError):
-            pass          # evicted already
 
     def _result(self, snap_id: int, result: tuple[tuple[int, ...], str]) -> None:
         with self._results_lock:
@@ -306,6 +330,9 @@ class CfiStacks:
             dropped = self._telemetry.counter("unwind_go_dedupe_keys_dropped")
             dropped.add(self.go_keys_dropped - self._reported_keys_dropped)
             self._reported_keys_dropped = self.go_keys_dropped
+            behind = self._telemetry.counter("unwind_copies_dropped")
+            behind.add(self.dropped - self._reported_dropped)
+            self._reported_dropped = self.dropped
         self._fp.begin(seq)
 
     def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
@@ -327,3 +354,12 @@ class CfiStacks:
 
     def end(self, seq: int, still_needed: NeededRefs) -> None:
         self._fp.end(seq, lambda: {r for r in still_needed() if not r[1] & USNAP_BIT})
+
+
+def _seen_key(raw: bytes) -> bytes | None:
+    """The ``usnap_seen`` key of a copy (``struct usnap_key``); None when BPF
+    did not dedupe it (no key hash after the data)."""
+    _snap, pid, _tid, length, ip, sp, bp = _HDR.unpack_from(raw, 0)
+    end = _HDR.size + length
+    key_hash = _U64.unpack_from(raw, end)[0] if len(raw) >= end + 8 else 0
+    return _SEEN_KEY.pack(pid, 0, ip, sp, bp, key_hash) if key_hash else None

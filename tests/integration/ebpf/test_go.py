@@ -84,6 +84,7 @@ class Program:
 class Session:
     programs: dict[str, Program]
     profiles: list[Profile]
+    telemetry: dict[str, float] = field(default_factory=dict)
 
 
 def _build(tmp: Path) -> dict[str, Path]:
@@ -135,7 +136,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
             if p.name in ("cpu", "off_cpu"):
                 into = prog.cpu if p.name == "cpu" else prog.off_cpu
                 into.extend(s for s in p if dict(s.labels).get(PROCESS_PID) == prog.pid)
-    return Session(programs, profiles)
+    telemetry = {k: v for k, v in registry.snapshot().items()
+                 if any(w in k for w in ("unwind", "stack_errors", "lost", "truncated"))}
+    print(f"\nunwinding: {telemetry}")
+    return Session(programs, profiles, telemetry)
 
 
 def _whole(prog: Program, s: Sample) -> bool:
