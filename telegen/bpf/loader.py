@@ -124,7 +124,7 @@ def _attach(name: str, attach: dict[str, Any] | None, prog_fd: int,
         if kind == "raw_tracepoint":
             return [(f"raw_tracepoint {target}",
                      sc.raw_tracepoint_open(target.encode(), prog_fd))]
-        return [(f"perf_event cpu-clock cpu {i}", fd) for i, fd in
-                enumerate(perf.attach_cpu_clock(prog_fd, sample_rate))]
+        return [(f"perf_event cpu-clock cpu {cpu}", fd) for cpu, fd in
+                perf.attach_cpu_clock(prog_fd, sample_rate)]
     except OSError as exc:
         raise LoadError(f"attaching {name} ({kind} {target}) failed: {exc}") from exc

@@ -120,18 +120,18 @@ def online_cpus() -> list[int]:
     return cpus
 
 
-def attach_cpu_clock(prog_fd: int, sample_freq: int) -> list[int]:
+def attach_cpu_clock(prog_fd: int, sample_freq: int) -> list[tuple[int, int]]:
     """``prog_fd`` on a cpu-clock event of ``sample_freq`` Hz on each online
-    CPU (every process); returns the perf event fds."""
-    fds: list[int] = []
+    CPU (every process); returns (cpu, perf event fd) pairs."""
+    fds: list[tuple[int, int]] = []
     try:
         for cpu in online_cpus():
             attr = PerfEventAttr(type=PERF_TYPE_SOFTWARE, size=128,
                                  config=PERF_COUNT_SW_CPU_CLOCK, sample_period=sample_freq,
                                  flags=ATTR_FREQ)
-            fds.append(_set_bpf(perf_event_open(attr, -1, cpu), prog_fd))
+            fds.append((cpu, _set_bpf(perf_event_open(attr, -1, cpu), prog_fd)))
     except OSError:
-        for fd in fds:
+        for _, fd in fds:
             os.close(fd)
         raise
     return fds

@@ -166,7 +166,10 @@ class LoadedBpf:
                 self.bpf = BpfObjects(fds, manifest)
             except Exception as exc:
                 raise BpfLoadError(f"the compiler child's hand-over was refused: {exc}") from exc
-            if cache and obj is not None:
+            # not stored when a source changed during the compile (what was compiled
+            # is then not what the key says)
+            if cache and obj is not None and key == objcache.cache_key(
+                    BPF_DIR, options.cflags(), dataclasses.asdict(options)):
                 self._store(directory, key, obj)
         assert self.bpf is not None
         self.timings = {**self.bpf.timings, "total_s": time.monotonic() - t0}
