@@ -33,7 +33,10 @@ def _load(path: str | None):  # type: ignore[no-untyped-def]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from telegen.helpers import heap
     from telegen.service import Service, StartError
+
+    heap.tune()            # before the threads: each would get its own malloc arena
 
     try:
         cfg = _load(args.config)

@@ -11,6 +11,7 @@ import threading
 import time
 
 from telegen.component import ComponentID, Consumer, CreateSettings, Host
+from telegen.helpers import heap
 from telegen.pdata import Profile, Profiles
 from telegen.procinfo import ProcessCache
 from telegen.receivers.ebpf.accounting import Accounting
@@ -217,6 +218,7 @@ class EbpfReceiver:
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
             next_at += self._config.duration
             self._window()
+            heap.trim()          # the window's transient buffers: pages back to the kernel
 
     def _window(self) -> None:
         """Close the current window and send its profiles. Never raises."""
