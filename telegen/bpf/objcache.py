@@ -15,7 +15,8 @@ Read only if the directory and the file belong to this user and nobody
 else can write them, the file is regular (not followed through a symlink)
 and at most :data:`MAX_FILE_BYTES`, its digest matches and the object is
 well-formed; anything else is :class:`Refused` (the caller counts it,
-removes the file and compiles). At most :data:`MAX_FILES` files are kept.
+removes the file and compiles). At most :data:`MAX_FILES` files are kept;
+a temporary file older than an hour (its writer died) is removed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ SUFFIX = ".bpfobj"
 MAX_FILE_BYTES = 8 << 20
 MAX_FILES = 8
 BTF = "/sys/kernel/btf/vmlinux"
+DIRECTORY_REASONS = ("not_directory", "unsafe_directory")
+STALE_TMP_S = 3600.0         # a writer's temporary file left this long: it died
 
 
 def default_dir() -> str:
@@ -180,13 +184,17 @@ def remove(directory: str, key: str) -> None:
 def _evict(directory: str, keep: str) -> None:
     """At most MAX_FILES objects: the least recently written go first."""
     entries = []
+    stale = time.time() - STALE_TMP_S
     for name in os.listdir(directory):
-        if name.endswith(SUFFIX):
-            path = os.path.join(directory, name)
-            try:
-                entries.append((os.lstat(path).st_mtime_ns, path))
-            except OSError:
-                pass
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+            if name.endswith(SUFFIX):
+                entries.append((st.st_mtime_ns, path))
+            elif name.endswith(".tmp") and st.st_mtime < stale:
+                os.unlink(path)
+        except OSError:
+            pass
     entries.sort(reverse=True)
     for _, path in entries[MAX_FILES:]:
         if path != keep:

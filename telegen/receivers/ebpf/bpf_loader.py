@@ -191,7 +191,8 @@ class LoadedBpf:
         except Refused as exc:
             self._refusals.note_exc("bpf_cache", exc)
             self.cache_outcome = "refused"
-            objcache.remove(directory, key)
+            if exc.reason not in objcache.DIRECTORY_REASONS:   # nothing removed through it
+                objcache.remove(directory, key)
             return None
         except OSError as exc:
             log.warning("BPF start-up cache %s unreadable: %s; compiling", directory, exc)

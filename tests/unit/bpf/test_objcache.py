@@ -128,3 +128,13 @@ def test_the_key_follows_sources_and_flags_not_the_pid_or_rate(tmp_path: Path) -
     assert objcache.cache_key(src, flags, {**options, "cpu": False}) != key
     (src / "telegen.h").write_text("int y;")
     assert objcache.cache_key(src, flags, options) != key
+
+
+def test_a_dead_writers_temporary_file_is_removed_a_live_ones_kept(tmp_path: Path) -> None:
+    directory, _ = _written(tmp_path)
+    old, new = Path(directory, ".x.1.tmp"), Path(directory, ".y.2.tmp")
+    for p in (old, new):
+        p.write_bytes(b"partial")
+    os.utime(old, (1, 1))
+    objcache.write(directory, "cd" * 32, _good())
+    assert not old.exists() and new.exists()
