@@ -5,33 +5,35 @@ pyenv 3.12 by default) is profiled by the ebpf receiver (those pids, cpu +
 off_cpu, unwinding auto, 99 Hz; targeted, so that other work on the host
 does not blur the difference) with ``interpreters: [python]`` and with
 ``interpreters: []`` (native only), alternately, each for SECONDS. Per run:
-the BPF programs' run time (kernel.bpf_stats_enabled, run_time_ns of the
-programs this process holds) and the receiver's own CPU (this process's
-user+system; the main thread only sleeps). The difference, per second and
-per CPU, is the cost of the walker + naming + merging in % of one core.
-Also: RSS and the user-space state kept per Python process.
+the BPF programs' run time (run_time_ns of the programs the agent holds;
+run-time stats held on by a BPF_ENABLE_STATS descriptor for the whole
+bench, so another bench switching kernel.bpf_stats_enabled off does not
+zero them) and the receiver's own CPU (user+system of the process running
+it; its main thread only sleeps). The difference, per second and per CPU,
+is the cost of the walker + naming + merging in % of one core. Also: RSS
+and the code objects cached per Python process.
+
+Each agent checkout given (``--agents before=/path/to/old,after=.``) runs in
+its own child process (PYTHONPATH = the checkout, its own bpf/ sources), in
+turns within each repeat, on the same workload processes: before and after
+side by side in one run.
 
     python -m bench.cpython_overhead [--seconds 20] [--python PATH] [--repeat 2]
+                                     [--agents before=../old,after=.]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bench.overhead import BPF_STATS, bpf_run_time, rss_mb
-from telegen.component import ComponentID, CreateSettings, Kind
-from telegen.pdata import Profiles
-from telegen.receivers.ebpf.config import EbpfConfig
-from telegen.receivers.ebpf.receiver import EbpfReceiver
-from telegen.telemetry import Registry, sum_series
+from bench.startup import enable_stats
 
+HERE = Path(__file__).resolve().parent
 WORKLOAD = """
 import sys
 def deep(n):
@@ -44,42 +46,72 @@ def deep(n):
 deep(30)
 """
 
+# One measurement, run by the child with the checkout's telegen (APIs every
+# #22 checkout has); prints one JSON line.
+CHILD = r"""
+import json, logging, os, resource, sys, time
+from bench.overhead import bpf_run_time, rss_mb
+from telegen.component import ComponentID, CreateSettings, Kind
+from telegen.receivers.ebpf.config import EbpfConfig
+from telegen.receivers.ebpf.receiver import EbpfReceiver
+from telegen.telemetry import Registry, sum_series
+
+args = json.loads(sys.argv[1])
 
 class Discard:
     mutates_data = False
-
-    def consume(self, profiles: Profiles) -> None:
+    def consume(self, profiles):
         pass
 
-
-def cpu_s() -> float:
+def cpu_s():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
+registry = Registry()
+settings = CreateSettings(ComponentID("ebpf", "bench"), Kind.RECEIVER,
+                          registry.for_component("receiver", "ebpf/bench"),
+                          logging.getLogger("bench.ebpf"))
+cfg = EbpfConfig(sample_rate=args["rate"], duration=2.0, interpreters=args["interpreters"],
+                 pids=args["pids"])
+cfg.validate()
+receiver = EbpfReceiver(settings, cfg, Discard())
+receiver.start(None)
+code_bytes = []
+try:
+    time.sleep(args["warmup"])           # registration, unwind tables, first windows
+    c0, (b0, n0), t0 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
+    time.sleep(args["seconds"])
+    c1, (b1, n1), t1 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
+    rss = rss_mb(os.getpid())
+    python = getattr(receiver, "_python", None)
+    for reader in getattr(python, "_readers", {}).values():
+        codes = reader._codes
+        code_bytes.append(sum(len(c.table) + len(c.name) + len(c.file) for c in codes.values()))
+finally:
+    receiver.shutdown()
+snap = registry.snapshot()
+print(json.dumps({
+    "agent_cpu_s": (c1 - c0) / (t1 - t0), "bpf_s": (b1 - b0) / 1e9 / (t1 - t0),
+    "bpf_runs": (n1 - n0) / (t1 - t0), "rss_mb": rss,
+    "code_bytes": max(code_bytes) if code_bytes else 0,
+    "python_samples": sum_series(snap, "ebpf_python_samples"),
+    "merged": sum_series(snap, "ebpf_python_samples", outcome="merged")
+    + sum_series(snap, "ebpf_python_samples", outcome="partial")}))
+"""
 
-def run(interpreters: list[str], seconds: float, rate: int, pids: list[int]) -> dict[str, float]:
-    registry = Registry()
-    settings = CreateSettings(ComponentID("ebpf", "bench"), Kind.RECEIVER,
-                              registry.for_component("receiver", "ebpf/bench"),
-                              logging.getLogger("bench.ebpf"))
-    cfg = EbpfConfig(sample_rate=rate, duration=2.0, interpreters=interpreters, pids=pids)
-    cfg.validate()
-    receiver = EbpfReceiver(settings, cfg, Discard())
-    receiver.start(None)  # type: ignore[arg-type]
-    try:
-        time.sleep(4.0)             # registration, unwind tables, first windows
-        c0, (b0, n0), t0 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
-        time.sleep(seconds)
-        c1, (b1, n1), t1 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
-        rss = rss_mb(os.getpid())
-    finally:
-        receiver.shutdown()
-    snap = registry.snapshot()
-    return {"agent_cpu_s": (c1 - c0) / (t1 - t0), "bpf_s": (b1 - b0) / 1e9 / (t1 - t0),
-            "bpf_runs": (n1 - n0) / (t1 - t0), "rss_mb": rss,
-            "python_samples": sum_series(snap, "ebpf_python_samples"),
-            "merged": sum_series(snap, "ebpf_python_samples", outcome="merged")
-            + sum_series(snap, "ebpf_python_samples", outcome="partial")}
+
+def run(tree: Path, interpreters: list[str], seconds: float, rate: int,
+        pids: list[int]) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    args = {"interpreters": interpreters, "seconds": seconds, "rate": rate, "pids": pids,
+            "warmup": 4.0}
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], cwd=tree, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def mean(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
 
 
 def main() -> int:
@@ -88,40 +120,49 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=99)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--python", default="/root/.pyenv/versions/3.12.1/bin/python3")
+    ap.add_argument("--agents", default=f"this={HERE.parent}")
     args = ap.parse_args()
+    agents = [(a.split("=", 1)[0], Path(a.split("=", 1)[1]).resolve())
+              for a in args.agents.split(",")]
     ncpu = os.cpu_count() or 1
     workers = [subprocess.Popen([args.python, "-c", WORKLOAD]) for _ in range(ncpu)]
-    stats_before = BPF_STATS.read_text().strip() if BPF_STATS.exists() else None
-    rows: dict[str, list[dict[str, float]]] = {"python": [], "native": []}
+    stats_fd = enable_stats()
+    rows: dict[tuple[str, str], list[dict[str, float]]] = {}
+    loads: list[float] = []
     try:
-        BPF_STATS.write_text("1")
         for _ in range(args.repeat):
-            for name, interp in (("native", []), ("python", ["python"])):
-                rows[name].append(run(interp, args.seconds, args.rate,
-                                      [w.pid for w in workers]))
+            for agent, tree in agents:
+                for mode, interp in (("native", []), ("python", ["python"])):
+                    loads.append(os.getloadavg()[0])
+                    rows.setdefault((agent, mode), []).append(
+                        run(tree, interp, args.seconds, args.rate, [w.pid for w in workers]))
     finally:
-        if stats_before is not None:
-            BPF_STATS.write_text(stats_before)
+        os.close(stats_fd)
         for w in workers:
             w.kill()
             w.wait()
     print(f"CPython {Path(args.python).parent.parent.name}, {ncpu} CPU-bound processes, "
-          f"{args.rate} Hz, {args.seconds:g}s x {args.repeat}")
-    print("| interpreters | agent CPU %/CPU | BPF %/CPU | BPF µs/run | RSS MB | "
-          "Python samples merged |")
-    print("|---|---|---|---|---|---|")
-    mean: dict[str, dict[str, float]] = {}
-    for name, runs in rows.items():
-        m = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
-        mean[name] = m
+          f"{args.rate} Hz, {args.seconds:g}s x {args.repeat}, load average "
+          f"{min(loads):.1f}-{max(loads):.1f}")
+    print("| agent | interpreters | agent CPU %/CPU | BPF %/CPU | BPF µs/run | RSS MB | "
+          "code cache KiB/process | Python samples merged |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (agent, mode), runs in rows.items():
+        m = mean(runs)
         per_run = 1e6 * m["bpf_s"] / m["bpf_runs"] if m["bpf_runs"] else 0.0
         merged = f"{m['merged'] / m['python_samples']:.1%}" if m["python_samples"] else "-"
-        print(f"| {name} | {100 * m['agent_cpu_s'] / ncpu:.3f} | {100 * m['bpf_s'] / ncpu:.4f} "
-              f"| {per_run:.2f} | {m['rss_mb']:.0f} | {merged} |")
-    extra = (mean["python"]["agent_cpu_s"] + mean["python"]["bpf_s"]
-             - mean["native"]["agent_cpu_s"] - mean["native"]["bpf_s"]) / ncpu
-    print(f"\nPython frames cost {100 * extra:.3f}% of one core per profiled CPU above "
-          f"native-only (target <= 0.2%)")
+        print(f"| {agent} | {mode} | {100 * m['agent_cpu_s'] / ncpu:.3f} "
+              f"| {100 * m['bpf_s'] / ncpu:.4f} | {per_run:.2f} | {m['rss_mb']:.0f} "
+              f"| {m['code_bytes'] / 1024:.1f} | {merged} |")
+    print()
+    for agent, _ in agents:
+        py, nat = rows[(agent, "python")], rows[(agent, "native")]
+        each = [100 * (p["agent_cpu_s"] + p["bpf_s"] - n["agent_cpu_s"] - n["bpf_s"]) / ncpu
+                for p, n in zip(py, nat, strict=True)]
+        bpf = [100 * (p["bpf_s"] - n["bpf_s"]) / ncpu for p, n in zip(py, nat, strict=True)]
+        print(f"{agent}: Python frames cost {sum(each) / len(each):.3f}% of one core per "
+              f"profiled CPU above native-only (runs: {', '.join(f'{e:+.3f}' for e in each)}; "
+              f"BPF part {sum(bpf) / len(bpf):+.3f}; target <= 0.2%)")
     return 0
 
 

@@ -9,7 +9,7 @@
  * Thread state: CPython keeps pthread_self() in PyThreadState.thread_id
  * (every version), which on x86-64 (glibc, musl) is the thread pointer, the
  * task's user fsbase. Its offset in task_struct comes from the kernel's BTF
- * at run time (py_procs[PYC_SETTINGS]), never from headers. The thread
+ * at run time (in each process's entry: off.task_fsbase), never from headers. The thread
  * list of the runtime's first interpreter is searched (PY_MAX_THREADS
  * entries at most); the result is cached per tid and checked on every use.
  *
@@ -35,8 +35,7 @@
 /* py_frame.instr when the instruction pointer is not within 4 GiB after the code object */
 #define PY_INSTR_BAD 0xffffffff
 
-/* py_procs[0] (tgid 0 is never sampled) holds settings: .runtime is the
- * offset of thread.fsbase in task_struct (from BTF), 0 while unknown */
+/* tgid 0 is never sampled: py_procs[0] is not a process */
 #define PYC_SETTINGS 0
 
 enum py_stat {
@@ -115,12 +114,10 @@ static __always_inline u64 py_field(u8 *raw, u64 off)
 }
 
 /* The current task's thread pointer, or 0. */
-static __always_inline u64 py_fsbase(void)
+static __always_inline u64 py_fsbase(struct py_proc *p)
 {
-    u32 settings = PYC_SETTINGS;
-    struct py_proc *cfg = py_map_op(PYM_PROC_GET, &settings, 0);
-    u64 off = cfg ? cfg->runtime : 0;
-    if (off == 0 || off > 65536) {
+    u64 off = p->off.task_fsbase;
+    if (off == 0) {
         py_stat(PYS_NO_FSBASE);
         return 0;
     }
@@ -133,7 +130,7 @@ static __always_inline u64 py_fsbase(void)
 
 static __always_inline u64 py_thread_state(struct py_proc *p, u32 tid)
 {
-    u64 fsbase = py_fsbase();
+    u64 fsbase = py_fsbase(p);
     if (!fsbase)
         return 0;
     u64 id_off = p->off.tstate_thread_id;

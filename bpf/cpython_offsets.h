@@ -24,7 +24,9 @@ struct py_offsets {
     u16 frame_instr;              /* <3.11 f_lasti (int); 3.11/3.12 prev_instr; 3.13+ instr_ptr */
     u16 frame_owner;              /* 3.11 is_entry (bool); 3.12+ owner (char), else PY_NONE */
     u16 code_adaptive;            /* offsetof(PyCodeObject, co_code_adaptive) 3.11+, else PY_NONE */
-    u16 pad[3];
+    u16 task_fsbase;              /* offsetof(struct task_struct, thread.fsbase), from the
+                                   * kernel's BTF (not CPython's: the same in every entry) */
+    u16 pad[2];
 };
 
 struct py_proc {

@@ -15,7 +15,12 @@ PEP 657). Names before 3.11 are ``co_name`` (no ``co_qualname`` then).
 
 A code object's address is reused once it is freed, so every look-up reads
 the object's head again (one ``process_vm_readv``) and the cache entry must
-match it (type, name and file pointers, first line, line table pointer).
+match it (type, name and file pointers, first line, line table pointer); the
+lines of a code object are cached in its entry, so a new object at the same
+address never inherits them. Callers that name many frames at once (the
+receiver, once per window) check each code object once with :meth:`code` and
+name its frames with :meth:`line_in`: the entry is the same object as long
+as the code object is the same.
 Everything read is the process's: sizes capped, garbage refused and
 counted, never a crash or a loop that is not bounded by the bytes read.
 """
@@ -36,7 +41,9 @@ from telegen.untrusted.text import printable
 MAX_NAME = 1024              # bytes of a name or file name
 MAX_LINETABLE = 64 << 10     # bytes of a line table
 HEAD = 256                   # bytes of a code object read per look-up
-CODES = 4096                 # code objects cached per process
+CODE_BYTES = 2 << 20         # bytes of code objects (names, files, line tables) cached per process
+CODE_ENTRY = 512             # bytes counted per cached code object besides its strings and table
+LINES_PER_CODE = 64          # instruction -> line results kept per code object
 MAX_LINE = 1 << 31           # a line beyond this is garbage
 
 
@@ -47,45 +54,59 @@ class PyLine(NamedTuple):
     start_line: int    # co_firstlineno
 
 
-class _Code(NamedTuple):
+class CodeEntry(NamedTuple):
+    """One code object as read (the same object while the code object is)."""
+
     head: tuple[int, int, int, int, int]   # what must still match
     name: str
     file: str
     first_line: int
     table: bytes
+    lines: dict[int, int]                  # instr -> line, at most LINES_PER_CODE
+
+
+def _entry_size(code: CodeEntry) -> int:
+    return CODE_ENTRY + len(code.table) + len(code.name) + len(code.file)
 
 
 class CodeReader:
     """Names and lines of one CPython process's frames; a bounded cache."""
 
     def __init__(self, process: CPythonProcess, *, refusals: Refusals | None = None,
-                 size: int = CODES) -> None:
+                 size: int = CODE_BYTES) -> None:
         self.process = process
         self._off = process.offsets
         self._refusals = refusals
-        self._codes: LRUCache[int, _Code] = LRUCache(size)
-        self._lines: LRUCache[tuple[int, int], int] = LRUCache(size * 4)
+        self._codes: LRUCache[int, CodeEntry] = LRUCache(size, getsizeof=_entry_size)
 
     def line(self, code_addr: int, instr: int) -> PyLine | None:
         """The frame's function, file and line; None when ``code_addr`` is not
         (or no longer) a code object of this process (counted)."""
+        code = self.code(code_addr)
+        return None if code is None else self.line_in(code, code_addr, instr)
+
+    def code(self, code_addr: int) -> CodeEntry | None:
+        """The code object at ``code_addr`` as it is now (one read of its head);
+        None when it is not (or no longer) a code object (counted)."""
         try:
-            code = self._code(code_addr)
+            return self._code(code_addr)
         except Refused as exc:
             if self._refusals is not None:
                 self._refusals.note_exc(SOURCE, exc)
             return None
-        if code is None:
-            return None
-        key = (code_addr, instr)
-        line = self._lines.get(key)
+
+    def line_in(self, code: CodeEntry, code_addr: int, instr: int) -> PyLine:
+        """The frame at ``instr`` of ``code`` (read by :meth:`code` at ``code_addr``)."""
+        line = code.lines.get(instr)
         if line is None:
             line = self._line_of(code, code_addr, instr)
-            self._lines[key] = line
+            if len(code.lines) >= LINES_PER_CODE:
+                code.lines.clear()
+            code.lines[instr] = line
         return PyLine(code.name, code.file, line, code.first_line)
 
     # -- the code object --------------------------------------------------------------
-    def _code(self, addr: int) -> _Code | None:
+    def _code(self, addr: int) -> CodeEntry | None:
         raw = read_memory(self.process.pid, addr, HEAD)
         if raw is None:
             return None
@@ -100,8 +121,8 @@ class CodeReader:
         if cached is not None and cached.head == head:
             return cached
         _, name_ptr, file_ptr, first_line, table_ptr = head
-        code = _Code(head, self._unicode(name_ptr), self._unicode(file_ptr), first_line,
-                     self._bytes(table_ptr))
+        code = CodeEntry(head, self._unicode(name_ptr), self._unicode(file_ptr), first_line,
+                         self._bytes(table_ptr), {})
         self._codes[addr] = code
         return code
 
@@ -137,7 +158,7 @@ class CodeReader:
         return data
 
     # -- lines ------------------------------------------------------------------------
-    def _line_of(self, code: _Code, code_addr: int, instr: int) -> int:
+    def _line_of(self, code: CodeEntry, code_addr: int, instr: int) -> int:
         version = self.process.version
         if version >= 311:
             base = code_addr + (self._off["code_adaptive"] or 0)

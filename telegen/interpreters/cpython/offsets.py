@@ -36,7 +36,8 @@ class CPyOffsets(ctypes.Structure):
 
     _fields_ = ([("version", ctypes.c_uint16)]
                 + [(name, ctypes.c_uint16) for name in BPF_FIELDS]
-                + [("pad", ctypes.c_uint16 * 3)])
+                + [("task_fsbase", ctypes.c_uint16)]
+                + [("pad", ctypes.c_uint16 * 2)])
 
 
 class CPyProc(ctypes.Structure):

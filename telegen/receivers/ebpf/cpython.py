@@ -6,8 +6,8 @@ for a worker thread that asks :func:`telegen.interpreters.cpython.detect`
 whether it runs CPython; if so its ``struct py_proc`` goes into
 ``py_procs`` and a :class:`~telegen.interpreters.cpython.CodeReader` is kept
 for it. ``exited(pid)`` removes both; ``exec(pid)`` starts over.
-``py_procs[0]`` holds the walker's settings (the task_struct offset of the
-thread pointer, from BTF).
+Each entry carries the task_struct offset of the thread pointer (from the
+kernel's BTF) beside the process's own offsets.
 
 Merging (``merge``): a sample's ``py_stack`` id names its Python frames in
 ``py_stacks``, leaf first. They are cut into one run per C-level call of
@@ -20,6 +20,15 @@ over (the native unwinding stopped inside libpython) go to the root end.
 A frame whose code object cannot be read (not CPython after all, torn or
 reused memory) drops all Python frames of the sample: native frames only,
 counted in ``ebpf_python_samples{outcome}`` per sample.
+
+Cost: a ``py_stacks`` id is decoded once and kept while it is used (this
+window and the one before). In each window its entry is read again (the id
+must still hold the same frames: ``hash``) and each code object it names is
+checked once (one read of its head, shared by every stack): the names and
+lines stay those of the code objects as they are now, at one read per code
+object per window instead of one per frame. Merging splices the runs into
+the native frames at the positions of the eval frames (one pass over the
+native stack, memoized per native stack object and ``py_stack`` id).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from telegen.interpreters.cpython import CodeReader, detect
+from telegen.interpreters.cpython import CodeEntry, CodeReader, detect
 from telegen.interpreters.cpython.offsets import FRAME_OWNED_BY_CSTACK
 from telegen.pdata import Frame, FrameKind, Line
 from telegen.receivers.ebpf.frames import TRUNCATED
@@ -47,13 +56,11 @@ PY_MAX_FRAMES = 64
 PY_MAX_PROCS = 4096
 PY_TRUNCATED, PY_FAULT = 1, 2
 PY_INSTR_BAD = 0xFFFFFFFF
-SETTINGS_KEY = 0
 STAT_NAMES = ("samples", "stacks", "no_thread", "no_frame", "truncated", "fault",
               "collision", "full", "cache_hit", "no_fsbase")
 QUEUE_SIZE = 1024           # pending registrations; beyond, a process is skipped (counted)
 RETRY_AFTER_S = (0.5, 2.0)  # a process not (yet) seen as CPython is looked at again
 RETRY_TICK_S = 0.25
-DECODED_WINDOWS = 3         # windows whose decoded py_stacks entries are kept
 
 
 class CPyFrame(ctypes.Structure):
@@ -74,6 +81,18 @@ class CPyStack(ctypes.Structure):
 class PyRuns(NamedTuple):
     runs: tuple[tuple[Frame, ...], ...]    # leaf first; one per eval call, each leaf first
     outcome: str                           # "" or why the frames are not usable
+
+
+class Decoded(NamedTuple):
+    """A ``py_stacks`` entry named: valid while the entry holds the same frames
+    (``hash``) and every code object it names is still the same one."""
+
+    hash: int
+    codes: tuple[tuple[int, CodeEntry], ...]   # (address, entry it was named from)
+    runs: PyRuns
+
+
+EXPIRED = Decoded(0, (), PyRuns((), "expired"))     # the id no longer holds this pid's frames
 
 
 def split_runs(version: int, frames: list[tuple[Frame | None, int]]) -> list[list[Frame]]:
@@ -100,22 +119,38 @@ def merge_runs(native: tuple[Frame, ...], runs: tuple[tuple[Frame, ...], ...],
                in_eval: Callable[[int], bool]) -> tuple[tuple[Frame, ...], bool]:
     """Native frames with eval frames replaced by the runs; True when every
     run met one eval frame and no eval frame was left."""
+    return splice_runs(native, runs, [i for i, f in enumerate(native)
+                                      if f.kind is FrameKind.NATIVE and in_eval(f.address)])
+
+
+def eval_positions(native: tuple[Frame, ...], ranges: tuple[tuple[int, int], ...]) -> list[int]:
+    """Indexes of the native frames inside ``_PyEval_EvalFrameDefault``."""
+    found: list[int] = []
+    for lo, hi in ranges:               # the function and its .cold part: one pass each
+        found += [i for i, f in enumerate(native)
+                  if lo <= f.address < hi and f.kind is FrameKind.NATIVE]
+    if len(ranges) > 1:
+        found.sort()
+    return found
+
+
+def splice_runs(native: tuple[Frame, ...], runs: tuple[tuple[Frame, ...], ...],
+                positions: list[int]) -> tuple[tuple[Frame, ...], bool]:
+    """The i-th run replaces the native frame at ``positions[i]``; eval frames
+    without a run stay, runs without an eval frame go to the root end (before
+    a final [truncated] marker)."""
     out: list[Frame] = []
-    used, exact = 0, True
-    for frame in native:
-        if frame.kind is FrameKind.NATIVE and in_eval(frame.address):
-            if used < len(runs):
-                out.extend(runs[used])
-                used += 1
-                continue
-            exact = False
-        out.append(frame)
-    if used < len(runs):
-        exact = False
-        rest = [f for run in runs[used:] for f in run]
+    start = 0
+    for at, run in zip(positions, runs, strict=False):   # the shorter decides
+        out.extend(native[start:at])
+        out.extend(run)
+        start = at + 1
+    out.extend(native[start:])
+    if len(runs) > len(positions):
+        rest = [f for run in runs[len(positions):] for f in run]
         at = len(out) - 1 if out and out[-1] is TRUNCATED else len(out)
         out[at:at] = rest
-    return tuple(out), exact
+    return tuple(out), len(runs) == len(positions)
 
 
 class PythonFrames:
@@ -135,18 +170,21 @@ class PythonFrames:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ebpf-cpython", daemon=True)
         self._retry: dict[int, tuple[float, int]] = {}        # pid -> (due, attempt)
-        self._decoded: dict[int, dict[int, PyRuns]] = {}      # stack_seq -> id -> runs
-        self._merged: dict[tuple[Any, ...], tuple[tuple[Frame, ...], str]] = {}
-        # (pid, code, instr) -> frame, this window: most stacks differ only in a
-        # leaf's instruction, so each frame is read once per window, not per
-        # stack (names are as of the window's read either way)
-        self._frames: dict[tuple[int, int, int], Frame | None] = {}
+        # (pid, py_stack id) -> decoded, used this window / the one before
+        self._decoded: dict[tuple[int, int], Decoded] = {}
+        self._decoded_before: dict[tuple[int, int], Decoded] = {}
+        # (pid, code address) -> the code object as checked this window (None: not one)
+        self._checked: dict[tuple[int, int], CodeEntry | None] = {}
+        # (pid, code address, instr) -> (code entry, frame), this window and the one before
+        self._frames: dict[tuple[int, int, int], tuple[CodeEntry, Frame]] = {}
+        self._frames_before: dict[tuple[int, int, int], tuple[CodeEntry, Frame]] = {}
+        # (id of the native stack, py_stack id) -> (native stack, merged, outcome), this
+        # window (the builder's memo holds each native stack object for the window)
+        self._merged: dict[tuple[int, int], tuple[tuple[Frame, ...], tuple[Frame, ...], str]] = {}
         self._outcomes: dict[str, int] = {}       # samples per merge outcome, this window
         self._stats = StatDeltas(lambda: table("py_stats"), STAT_NAMES)
-        settings = self._procs_map.Leaf()
-        ctypes.memset(ctypes.addressof(settings), 0, ctypes.sizeof(settings))
-        settings.runtime = fsbase_offset
-        self._procs_map[self._procs_map.Key(SETTINGS_KEY)] = settings
+        # a u16 in struct py_offsets; 0 (unknown) makes every walk stop at once, counted
+        self._fsbase_offset = fsbase_offset if 0 < fsbase_offset < 0xFFFF else 0
 
     # -- lifecycle (event thread) -------------------------------------------------------
     def start(self) -> None:
@@ -215,7 +253,9 @@ class PythonFrames:
         if len(self._readers) >= PY_MAX_PROCS - 1:
             self._count("ebpf_python_processes", result="too_many")
             return
-        value = self._procs_map.Leaf.from_buffer_copy(bytes(found.proc_struct()))
+        proc = found.proc_struct()
+        proc.off.task_fsbase = self._fsbase_offset
+        value = self._procs_map.Leaf.from_buffer_copy(bytes(proc))
         with self._lock:
             self._readers[pid] = CodeReader(found, refusals=self._refusals)
         self._procs_map[self._procs_map.Key(pid)] = value
@@ -239,12 +279,12 @@ class PythonFrames:
     # -- frames (window thread) -----------------------------------------------------------
     def merge(self, key: RawKey, native: tuple[Frame, ...], samples: int) -> tuple[Frame, ...]:
         """``native`` with the sample's Python frames merged in (memoized)."""
-        memo = (key.pid, key.stack_seq, key.py_stack, native)
+        memo = (id(native), key.py_stack)
         hit = self._merged.get(memo)
-        if hit is None:
-            hit = self._merge(key, native)
+        if hit is None or hit[0] is not native:
+            hit = (native, *self._merge(key, native))
             self._merged[memo] = hit
-        frames, outcome = hit
+        _, frames, outcome = hit
         self._outcomes[outcome] = self._outcomes.get(outcome, 0) + samples
         return frames
 
@@ -256,54 +296,81 @@ class PythonFrames:
         runs = self._runs(key, reader)
         if runs.outcome:
             return native, runs.outcome
-        merged, exact = merge_runs(native, runs.runs, reader.process.in_eval)
+        merged, exact = splice_runs(native, runs.runs,
+                                    eval_positions(native, reader.process.eval_ranges))
         return merged, "merged" if exact else "partial"
 
     def _runs(self, key: RawKey, reader: CodeReader) -> PyRuns:
-        bucket = self._decoded.setdefault(key.stack_seq, {})
-        hit = bucket.get(key.py_stack)
-        if hit is None:
-            hit = bucket[key.py_stack] = self._decode(key, reader)
-        return hit
+        memo = (key.pid, key.py_stack)
+        hit = self._decoded.get(memo)
+        if hit is not None:
+            return hit.runs
+        stack = self._read_stack(key.py_stack)
+        if stack is None or stack.pid != key.pid or not 0 < stack.depth <= PY_MAX_FRAMES:
+            hit = EXPIRED
+        else:
+            old = self._decoded_before.get(memo)
+            if old is not None and not old.runs.outcome and old.hash == stack.hash and all(
+                    self._check(key.pid, reader, addr) is code for addr, code in old.codes):
+                hit = old
+            else:
+                hit = self._decode(key.pid, stack, reader)
+        self._decoded[memo] = hit
+        return hit.runs
 
-    def _decode(self, key: RawKey, reader: CodeReader) -> PyRuns:
+    def _read_stack(self, stack_id: int) -> CPyStack | None:
         try:
-            raw = self._stacks_map[self._stacks_map.Key(key.py_stack)]
+            raw = self._stacks_map[self._stacks_map.Key(stack_id)]
         except KeyError:
-            return PyRuns((), "expired")
-        stack = CPyStack.from_buffer(raw) if ctypes.sizeof(raw) == ctypes.sizeof(CPyStack) \
-            else CPyStack.from_buffer_copy(bytes(raw))
-        if stack.pid != key.pid or not 0 < stack.depth <= PY_MAX_FRAMES:
-            return PyRuns((), "expired")
+            return None
+        if ctypes.sizeof(raw) == ctypes.sizeof(CPyStack):
+            return CPyStack.from_buffer(raw)
+        return CPyStack.from_buffer_copy(bytes(raw))
+
+    def _check(self, pid: int, reader: CodeReader, addr: int) -> CodeEntry | None:
+        """The code object at ``addr``, read once per window."""
+        memo = (pid, addr)
+        if memo in self._checked:
+            return self._checked[memo]
+        code = self._checked[memo] = reader.code(addr)
+        return code
+
+    def _decode(self, pid: int, stack: CPyStack, reader: CodeReader) -> Decoded:
         version = reader.process.version
         frames: list[tuple[Frame | None, int]] = []
+        codes: dict[int, CodeEntry] = {}
         for i in range(stack.depth):
             f = stack.frames[i]
             if version >= 312 and f.owner == FRAME_OWNED_BY_CSTACK:
                 frames.append((None, f.owner))
                 continue
+            code = self._check(pid, reader, f.code)
+            if code is None:
+                return Decoded(stack.hash, (), PyRuns((), "unresolved"))
+            codes[f.code] = code
             if version >= 311:
                 instr = 0 if f.instr == PY_INSTR_BAD else f.code + f.instr
             else:
                 instr = f.instr
-            memo = (key.pid, f.code, instr)
-            if memo in self._frames:
-                frame = self._frames[memo]
-            else:
-                line = reader.line(f.code, instr)
-                frame = None if line is None else Frame(FrameKind.PYTHON, lines=(
-                    Line(line.function, line.file, line.line, start_line=line.start_line),))
-                self._frames[memo] = frame
-            if frame is None:
-                return PyRuns((), "unresolved")
-            frames.append((frame, f.owner))
+            frames.append((self._frame(pid, reader, code, f.code, instr), f.owner))
         runs = tuple(tuple(r) for r in split_runs(version, frames))
         if not runs:
-            return PyRuns((), "unresolved")
+            return Decoded(stack.hash, (), PyRuns((), "unresolved"))
         if stack.status & (PY_TRUNCATED | PY_FAULT):
             self._count("ebpf_python_stacks_incomplete", 1,
                         reason="truncated" if stack.status & PY_TRUNCATED else "fault")
-        return PyRuns(runs, "")
+        return Decoded(stack.hash, tuple(codes.items()), PyRuns(runs, ""))
+
+    def _frame(self, pid: int, reader: CodeReader, code: CodeEntry, addr: int,
+               instr: int) -> Frame:
+        memo = (pid, addr, instr)
+        hit = self._frames.get(memo) or self._frames_before.get(memo)
+        if hit is None or hit[0] is not code:
+            line = reader.line_in(code, addr, instr)
+            hit = (code, Frame(FrameKind.PYTHON, lines=(
+                Line(line.function, line.file, line.line, start_line=line.start_line),)))
+        self._frames[memo] = hit
+        return hit[1]
 
     # -- per window ---------------------------------------------------------------------
     def window(self) -> dict[str, int]:
@@ -314,10 +381,10 @@ class PythonFrames:
                 self._count("ebpf_python_walks", n, result=name)
         if stats.get("stacks"):
             self._count("ebpf_python_walks", stats["stacks"], result="frames")
-        for seq in sorted(self._decoded)[:-DECODED_WINDOWS]:
-            del self._decoded[seq]
+        self._decoded_before, self._decoded = self._decoded, {}
+        self._frames_before, self._frames = self._frames, {}
+        self._checked.clear()
         self._merged.clear()
-        self._frames.clear()
         outcomes, self._outcomes = self._outcomes, {}
         for outcome, n in outcomes.items():
             self._count("ebpf_python_samples", n, outcome=outcome)
