@@ -9,14 +9,16 @@ reader and the frame builder only ever ask ``addresses(seq, stack_id)``.
 
 Stack ids stay in their map across windows: the kernel gives the same stack
 the same id (its hash bucket) and never overwrites a bucket (no
-``BPF_F_REUSE_STACKID``), so an id's addresses are read once and kept
-(:data:`KEEP_WINDOWS`) — a steady workload costs no map reads or clears per
-window. Every :data:`SWEEP_EVERY` windows of a generation, or when its known
-ids fill 1/8 of the map (more would make new stacks collide), the ids unused
-for :data:`KEEP_WINDOWS` windows (and ids nobody asked for) are deleted — except those still referenced by
-blocked threads (pending off-CPU records), entries already counted in the
-next window or live allocations (``still_needed``), so a later reference to
-an id never finds another stack in its bucket.
+``BPF_F_REUSE_STACKID``), so an id's addresses are read once and kept while
+it is used (:data:`KEEP_WINDOWS` windows of its generation). Each generation
+is swept when its window is done: ids nobody read —
+most are switch-outs shorter than ``off_cpu_threshold``, thousands per window
+on a busy host — and ids unused for :data:`KEEP_WINDOWS` windows are deleted,
+except those still referenced by blocked threads (pending off-CPU records),
+entries already counted in the next window or live allocations
+(``still_needed``), so a later reference to an id never finds another stack
+in its bucket. Swept less often, those unread ids filled a quarter of the map
+and pushed one new stack in ten into the overflow map (measured).
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ OVERFLOW_BIT = 1 << 30       # id lives in the generation's overflow map (bpf/te
 TRUNCATED_MARK = 0
 
 
-KEEP_WINDOWS = 6     # windows of a generation an unused id is kept
-SWEEP_EVERY = 6      # windows of a generation between two sweeps of its maps
+KEEP_WINDOWS = 3     # windows of a generation an unused id is kept
 
 NeededRefs = Callable[[], set[StackRef]]
 
@@ -63,7 +64,6 @@ class FramePointerStacks:
         self._seq = -1
         # per generation: stack id -> [addresses, last window it was used in]
         self._known: tuple[dict[int, list[Any]], dict[int, list[Any]]] = ({}, {})
-        self._swept = [0, 0]
         self.deleted = 0      # ids deleted from the maps by sweeps
 
     def begin(self, seq: int) -> None:
@@ -102,12 +102,6 @@ class FramePointerStacks:
     def end(self, seq: int, still_needed: NeededRefs) -> None:
         g = seq & 1
         known = self._known[g]
-        # a kept id's bucket is taken: above 1/8 of the map, more than 1 new
-        # stack in 8 would collide into the overflow map
-        room = getattr(self._maps[g], "max_entries", 1 << 30) // 8
-        if seq - self._swept[g] < 2 * SWEEP_EVERY and len(known) < room:
-            return
-        self._swept[g] = seq
         try:
             needed = {sid for s, sid in still_needed() if s & 1 == g}
             for table, bit in ((self._maps[g], 0), (self._overflow[g], OVERFLOW_BIT)):

@@ -105,8 +105,8 @@ class MapReader:
         return data
 
     def finish(self, closed: int) -> None:
-        """Let the stack source drop what no pending record needs (asked only
-        when it sweeps: the scan reads every blocked thread's record)."""
+        """Let the stack source drop what no pending record needs (the scan of
+        every blocked thread's record runs only if the source asks)."""
         self._stacks.end(closed, lambda: self._still_needed(closed))
 
     def _still_needed(self, closed: int) -> set[StackRef]:

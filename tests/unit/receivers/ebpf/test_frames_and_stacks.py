@@ -5,7 +5,7 @@ import errno
 from telegen.pdata import FrameKind, Mapping
 from telegen.receivers.ebpf.frames import KERNEL_MAPPING, build_stack
 from telegen.receivers.ebpf.keys import KEY_USER_MODE, RawKey
-from telegen.receivers.ebpf.stacks import OVERFLOW_BIT, SWEEP_EVERY, FramePointerStacks
+from telegen.receivers.ebpf.stacks import KEEP_WINDOWS, OVERFLOW_BIT, FramePointerStacks
 
 APP = Mapping(start=0x1000, limit=0x2000, offset=0x1000, file="/app")
 
@@ -88,33 +88,18 @@ def test_ids_are_read_once_and_swept_when_unused_and_unneeded() -> None:
     assert s.addresses(0, 5 | OVERFLOW_BIT) == (0x50,)
     assert s.addresses(0, 99) is None and s.addresses(0, -errno.EEXIST) is None
     needed.add((0, 2))                        # a thread still blocked with stack 2
-    for seq in range(0, 2 * SWEEP_EVERY, 2):  # id 1 used every window of generation 0
+    s.end(0, still_needed)                    # 3 was never read: gone; 1, 2, 5 kept
+    assert set(gen0.stacks) == {1, 2} and set(ovf0.stacks) == {5} and asked == 1
+    for seq in range(2, 2 * KEEP_WINDOWS + 4, 2):   # id 1 used every window of generation 0
         s.begin(seq)
         assert s.addresses(seq, 1) == (0x10, 0x20)
         s.end(seq, still_needed)
         s.begin(seq + 1)
         s.end(seq + 1, still_needed)
-    assert gen0.reads == 3 and ovf0.reads == 1 and asked == 0   # read once, no sweep yet
-    seq = 2 * SWEEP_EVERY
-    s.begin(seq)
-    assert s.addresses(seq, 1) == (0x10, 0x20)
-    s.end(seq, still_needed)                  # the sweep: 3 never read, 5 unused, 2 needed
-    assert asked == 1
-    assert set(gen0.stacks) == {1, 2} and ovf0.stacks == {}
+    assert gen0.reads == 3 and ovf0.reads == 1     # each id read once
+    assert set(gen0.stacks) == {1, 2} and ovf0.stacks == {}   # 5 unused: swept; 2 needed
     assert s.addresses(0, 2) == (0x30,)       # the blocked thread's stack still resolves
     assert s.deleted == 2
-
-
-def test_a_filling_map_is_swept_at_once() -> None:
-    """Known ids above 1/8 of the map: swept in the same window (new stacks
-    would collide into the overflow map); recent ids stay."""
-    gen0 = FakeStackMap({i: (0x100 + i,) for i in range(40)}, max_entries=64)
-    s = FramePointerStacks((gen0, FakeStackMap({})), (FakeStackMap({}), FakeStackMap({})))
-    s.begin(0)
-    for i in range(10):
-        s.addresses(0, i)
-    s.end(0, set)                             # 10 known > 64/8: the 30 never read go
-    assert sorted(gen0.stacks) == list(range(10)) and s.deleted == 30 and s.kept == 10
 
 
 def test_raw_key_user_mode_flag() -> None:
