@@ -138,6 +138,7 @@ class ProcessCache:
         self._cache: LRUCache[int, ProcessInfo] = LRUCache(maxsize)
         self._lock = threading.Lock()
         self._exited_new: set[int] = set()
+        self._execed: set[int] = set()      # replaced their image since the last release
         self._exited_old: set[int] = set()
         self._refresh_interval_ns = int(refresh_interval_s * 1e9)
         self._listeners: list[Callable[[list[int]], None]] = []
@@ -184,9 +185,13 @@ class ProcessCache:
         return m
 
     def invalidate(self, pid: int) -> None:
-        """The process replaced its image (exec): forget what we knew."""
+        """The process replaced its image (exec): forget what we knew; the
+        ``on_release`` listeners hear of it at the next :meth:`release_exited`
+        (their per-process state is of the old image; they run in the thread
+        that releases, never in the caller's)."""
         with self._lock:
-            self._cache.pop(pid, None)
+            if self._cache.pop(pid, None) is not None:
+                self._execed.add(pid)
 
     def mark_exited(self, pid: int) -> None:
         with self._lock:
@@ -207,20 +212,24 @@ class ProcessCache:
                     del self._cache[pid]
                     gone.append(pid)
             self._exited_old, self._exited_new = self._exited_new, set()
+            execed, self._execed = [p for p in self._execed if p not in gone], set()
             unmarked = [pid for pid in self._cache.keys()
                         if pid not in self._exited_old]
         for pid in unmarked:           # exits whose event we never saw
             if not alive(pid, self._proc):
                 self.mark_exited(pid)
         self.released += len(gone)
-        if gone:
-            for callback in self._listeners:
-                try:
-                    callback(gone)
-                except Exception as exc:     # one listener failing does not stop the others
-                    log.warning("releasing %d exited processes: %s: %s", len(gone),
-                                type(exc).__name__, exc)
+        if gone or execed:
+            self._notify(gone + execed)
         return len(gone)
+
+    def _notify(self, gone: list[int]) -> None:
+        for callback in self._listeners:
+            try:
+                callback(gone)
+            except Exception as exc:     # one listener failing does not stop the others
+                log.warning("releasing %d processes: %s: %s", len(gone),
+                            type(exc).__name__, exc)
 
     def pids(self) -> list[int]:
         with self._lock:

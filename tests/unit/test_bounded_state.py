@@ -83,6 +83,24 @@ def test_release_listeners_hear_marked_exits_and_one_failing_does_not_stop_other
     assert len(cache) == 0
 
 
+def test_exec_is_heard_by_listeners_at_the_next_release() -> None:
+    """A process that replaced its image: listeners drop its per-process
+    state (of the old image) at the next release, in the releasing thread."""
+    cache = ProcessCache(maxsize=64)
+    heard: list[list[int]] = []
+    cache.on_release(heard.append)
+    me = os.getpid()
+    assert cache.capture(me) is not None
+    cache.invalidate(me)
+    assert heard == [] and me not in cache          # not in the caller's thread
+    assert cache.release_exited() == 0 and heard == [[me]]
+    cache.release_exited()
+    assert heard == [[me]]                          # told once
+    cache.invalidate(me)                            # unknown now: nothing to tell
+    cache.release_exited()
+    assert heard == [[me]]
+
+
 def test_filter_forgets_frames_of_processes_no_longer_seen() -> None:
     """Each short process maps the same binary at its own address: its frames
     are new objects; the filter keeps those of the last two batches only."""

@@ -48,7 +48,11 @@ class ProfileBuilder:
                                tuple[tuple[Frame, ...], str, str]] = {}
         # CFI: every copy has its own snapshot id, but most resolve to a stack
         # seen before; frames are built once per distinct address list
+        # (pid, addresses...) -> frames: kept over two windows (a steady
+        # workload's stacks come back every window); a process's entries go
+        # when it exits (forget)
         self._frames_memo: dict[tuple, tuple[Frame, ...]] = {}   # type: ignore[type-arg]
+        self._frames_old: dict[tuple, tuple[Frame, ...]] = {}   # type: ignore[type-arg]
         self._label_memo: dict[tuple[int, int, str], tuple] = {}   # type: ignore[type-arg]
         # Go (#26): a sample's go_labels id -> its goroutine's pprof labels
         self.go_labels: Callable[[int], tuple[tuple[str, str], ...]] | None = None
@@ -101,13 +105,14 @@ class ProfileBuilder:
     def forget(self, pids: list[int]) -> None:
         """Drop the labels of processes that exited (ProcessCache.on_release)."""
         gone = set(pids)
-        for key in [k for k in self._label_memo if k[0] in gone]:
-            self._label_memo.pop(key, None)
+        for memo in (self._label_memo, self._frames_memo, self._frames_old):
+            for key in [k for k in memo if k[0] in gone]:
+                memo.pop(key, None)
 
     def reset(self) -> None:
         """Forget per-window memos (stack ids are reused across windows)."""
         self._stack_memo.clear()
-        self._frames_memo.clear()
+        self._frames_old, self._frames_memo = self._frames_memo, {}
         if len(self._label_memo) > 65536:
             self._label_memo.clear()
 
@@ -163,6 +168,10 @@ class ProfileBuilder:
         memo_key = (pid, tuple(kernel), None if user is None else tuple(user),
                     key.user_mode, truncated)
         stack = self._frames_memo.get(memo_key)
+        if stack is None:
+            stack = self._frames_old.get(memo_key)
+            if stack is not None:
+                self._frames_memo[memo_key] = stack
         if stack is None:
             procs = self._procs
 
