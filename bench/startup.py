@@ -191,6 +191,9 @@ def main() -> None:
                     for mode in ("cold", "warm"):
                         r = start_once(label, src, cache, mode, args.timeout)
                         runs.append(r)
+                        if mode == "warm" and "cache miss" in r.loader:
+                            print("    (this warm start missed the cache: a BPF source "
+                                  "changed since the cold one)", flush=True)
                         print(f"run {i + 1} {label} {mode}: first sample {fmt(r.first_sample_s)}"
                               f" (CPU {fmt(r.first_sample_cpu_s)}), ready {fmt(r.ready_s)}, "
                               f"load {r.load}\n    {r.loader}",
