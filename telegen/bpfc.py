@@ -41,6 +41,7 @@ def compile_and_load(request: dict[str, Any]) -> tuple[list[int], dict[str, Any]
     """Compile with BCC, then load and attach what it produced through
     :mod:`telegen.bpf.loader` (the agent's own path on a cache hit) on BCC's
     maps. The manifest carries the compiled object for the agent's cache."""
+    from telegen.bpf.compiled import ObjectError
     from telegen.bpf.loader import LoadError, load_object
     from telegen.receivers.ebpf.bpf_loader import BpfOptions
 
@@ -53,19 +54,83 @@ def compile_and_load(request: dict[str, Any]) -> tuple[list[int], dict[str, Any]
         raise SystemExit(f"cannot import bcc ({exc}); doctor check 'bcc' fails: install "
                          "python3-bpfcc and link it into the venv (make install)") from exc
     t1 = marks["bcc_imported"] = time.monotonic()
-    obj, map_fds = compile_object(options)
-    t2 = marks["compiled"] = time.monotonic()
     try:
+        if request.get("loader") == "bcc":
+            raise ObjectError("BCC's own loader asked for")
+        obj, map_fds = compile_object(options)
+        t2 = marks["compiled"] = time.monotonic()
         fds, manifest = load_object(obj, self_tgid=options.self_tgid,
                                     sample_rate=options.sample_rate, map_fds=map_fds)
-    except LoadError as exc:
-        raise SystemExit(f"BPF load failed: {exc}; run `telegen doctor` (checks 'bpf "
-                         "syscall', 'perf_event access', 'capabilities')") from exc
+    except (ObjectError, LoadError) as exc:
+        # what telegen.bpf.loader cannot load (a relocation it does not know, a
+        # program the kernel wants with its BTF) BCC loads itself: compiled
+        # again with the agent's pid, not cacheable, never lost
+        fds, manifest = bcc_compile_and_load(options)
+        manifest["fallback"] = str(exc)[:4000]
+        return fds, manifest
     manifest["timings"] = {"import_s": t1 - t0, "compile_s": t2 - t1,
                            **manifest["timings"]}
     manifest["marks"] = {**marks, **manifest["marks"]}
     manifest["object"] = obj
     return fds, manifest
+
+
+def bcc_compile_and_load(options: Any) -> tuple[list[int], dict[str, Any]]:
+    """BCC compiles, loads and attaches by itself (its autoload, load_func,
+    attach_perf_event); the manifest of what it holds."""
+    from bcc import BPF, PerfSWConfig, PerfType
+    from bcc.libbcc import lib
+
+    t1 = time.monotonic()
+    try:
+        bpf = BPF(text=options.source().encode(), cflags=options.cflags())
+    except Exception as exc:
+        raise SystemExit(f"BPF compile/load failed: {exc}; run `telegen doctor` (checks "
+                         "'kernel headers', 'bpf syscall', 'capabilities')") from exc
+    t2 = time.monotonic()
+    for name, kind in options.programs().items():
+        bpf.load_func(name.encode(), PROG_TYPES[kind])
+    if options.cpu:
+        try:
+            bpf.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
+                                  fn_name=b"on_cpu_sample", sample_freq=options.sample_rate,
+                                  cpu=-1)
+        except Exception as exc:
+            raise SystemExit(f"attaching the cpu-clock perf event failed: {exc}; doctor "
+                             "check 'perf_event access' / 'capabilities'") from exc
+    from telegen.bpf import layout
+    from telegen.bpf.syscall import map_info, prog_info
+
+    _declare(lib)
+    fds: list[int] = []
+
+    def index(fd: int) -> int:
+        fds.append(fd)
+        return len(fds) - 1
+
+    maps: dict[str, Any] = {}
+    for i in range(lib.bpf_num_tables(bpf.module)):
+        name = lib.bpf_table_name(bpf.module, i)
+        fd = lib.bpf_table_fd(bpf.module, name)
+        info = map_info(fd)
+        key = _decode(lib.bpf_table_key_desc(bpf.module, name))
+        leaf = _decode(lib.bpf_table_leaf_desc(bpf.module, name))
+        maps[name.decode()] = {
+            "fd": index(fd), "type": info.type, "max_entries": info.max_entries,
+            "key_size": info.key_size, "value_size": info.value_size,
+            "key": layout.describe(key) if key is not None else None,
+            "leaf": layout.describe(leaf) if leaf is not None else None}
+    programs = {fn.name.decode(): {"fd": index(fn.fd), "type": prog_info(fn.fd).type}
+                for fn in bpf.funcs.values()}
+    links = [{"fd": index(fd), "what": f"tracepoint {tp.decode()}"}
+             for tp, fd in bpf.tracepoint_fds.items()]
+    links += [{"fd": index(fd), "what": f"raw_tracepoint {tp.decode()}"}
+              for tp, fd in bpf.raw_tracepoint_fds.items()]
+    for (ev_type, ev_config), per_cpu in bpf.open_perf_events.items():
+        links += [{"fd": index(fd), "what": f"perf_event {ev_type}:{ev_config} cpu {cpu}"}
+                  for cpu, fd in per_cpu.items()]
+    return fds, {"maps": maps, "programs": programs, "links": links, "loader": "bcc",
+                 "timings": {"compile_s": t2 - t1, "load_s": time.monotonic() - t2}}
 
 
 def wanted_programs(options: Any, names: list[str]) -> dict[str, tuple[int, Any]]:
@@ -81,7 +146,10 @@ def wanted_programs(options: Any, names: list[str]) -> dict[str, tuple[int, Any]
             out[name] = (PROG_TYPES["raw_tracepoint"],
                          {"kind": "raw_tracepoint", "target": name[len("raw_tracepoint__"):]})
         elif name.startswith(("kprobe__", "kretprobe__", "kfunc__", "kretfunc__", "lsm__")):
-            raise SystemExit(f"BPF function {name}: this loader does not attach its kind")
+            from telegen.bpf.compiled import ObjectError
+
+            raise ObjectError(f"BPF function {name}: telegen.bpf.loader does not attach "
+                              "its kind")
     if options.cpu:
         out["on_cpu_sample"] = (PROG_TYPES["perf_event"], {"kind": "cpu_clock"})
     for name, kind in options.programs().items():
@@ -142,8 +210,8 @@ def compile_object(options: Any) -> tuple[dict[str, Any], dict[str, int]]:
         programs[name] = {"type": prog_type, "attach": attach, "maps": relocs,
                           "self_tgid": tgid, "insns": base64.b64encode(insns).decode()}
     if sites == 0 and not options.self_profile:
-        raise SystemExit("SELF_TGID: the sentinel is in no instruction (the agent would "
-                         "profile itself)")
+        raise compiled.ObjectError("SELF_TGID: the sentinel is in no instruction (the "
+                                   "agent would profile itself)")
     obj = {"format": compiled.FORMAT, "maps": maps, "programs": programs,
            "license": lib.bpf_module_license(bpf.module).decode(),
            "kern_version": lib.bpf_module_kern_version(bpf.module)}

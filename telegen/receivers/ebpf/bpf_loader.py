@@ -58,6 +58,7 @@ COMPILE_TIMEOUT_S = 120.0    # the child's compile + load + hand-over (2-6 s her
 REAP_TIMEOUT_S = 10.0        # after a complete hand-over the child only exits
 FAILED_REAP_TIMEOUT_S = 2.0
 NARROW_KALLSYMS = True       # the child's BCC sees the probe-read helpers only (bpf/kallsyms.py)
+CHILD_LOADER = "telegen"     # "bcc": the child loads with BCC itself (its fallback; tests)
 # memory profiling's uprobe programs: loaded by the child, attached per process here
 MEMORY_PROGRAMS = ("mem_malloc", "mem_calloc", "mem_realloc", "mem_posix_memalign",
                    "mem_aligned")
@@ -162,6 +163,8 @@ class LoadedBpf:
             fds, manifest = _run_compiler(options, timeout_s)
             obj = manifest.pop("object", None)
             self.kallsyms = str(manifest.get("kallsyms", ""))
+            if manifest.get("fallback"):    # loaded by BCC itself: works, not cacheable
+                self._refusals.note("bpf_loader", "bcc_fallback", str(manifest["fallback"]))
             try:
                 self.bpf = BpfObjects(fds, manifest)
             except Exception as exc:
@@ -250,7 +253,7 @@ def _run_compiler(options: BpfOptions, timeout_s: float) -> tuple[list[int], dic
     with its stderr. The child is always reaped (killed past ``timeout_s``)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     request = json.dumps({"options": dataclasses.asdict(options),
-                          "narrow_kallsyms": NARROW_KALLSYMS,
+                          "narrow_kallsyms": NARROW_KALLSYMS, "loader": CHILD_LOADER,
                           "child_start": time.monotonic()}).encode()
     with ours, tempfile.TemporaryFile() as errors:
         try:

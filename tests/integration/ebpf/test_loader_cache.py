@@ -200,3 +200,36 @@ def test_the_narrowed_kallsyms_compiles_the_same_programs_and_stays_in_the_child
     full, how = _child_object(monkeypatch, False)
     assert how == "full"
     assert narrowed == full                        # every instruction, map and attachment
+
+
+def test_what_telegens_loader_cannot_load_bcc_loads_itself_counted_not_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's fallback (asked for here; in life a relocation or a kernel
+    demand telegen.bpf.loader does not meet): every map, program and
+    attachment as BCC makes them, the agent still excluded, nothing cached."""
+    monkeypatch.setenv("TELEGEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(bpf_loader, "CHILD_LOADER", "bcc")
+    registry, refusals = _registry_refusals()
+    busy = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+    try:
+        loaded = LoadedBpf(ALL_TYPES, refusals=refusals)
+        try:
+            assert loaded.cache_outcome == "miss"
+            tables, funcs, links = _shape(loaded)
+            assert {b"cpu_counts0", b"off_counts0", b"mem_counts0", b"lock_counts0"} <= \
+                set(tables)
+            assert (b"on_cpu_sample", 7) in funcs and (b"mem_malloc", 2) in funcs
+            assert links >= 5
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                sum(range(10000))
+            pids = _pids_sampled(loaded)
+            assert busy.pid in pids and os.getpid() not in pids
+        finally:
+            loaded.close()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert sum_series(registry.snapshot(), "refused_inputs", source="bpf_loader",
+                      reason="bcc_fallback") == 1
+    assert not list((tmp_path / "bpf").glob("*" + objcache.SUFFIX))
