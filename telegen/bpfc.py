@@ -1,18 +1,22 @@
 """``python -m telegen.bpfc SOCKET_FD AGENT_PID``: the short-lived BPF compiler child.
 
 The only module that imports ``bcc``. Reads ``{"options": BpfOptions fields}``
-as JSON on stdin, compiles the ``bpf/*.bpf.c`` set once (BCC/LLVM), loads
-the programs, makes the attachments BCC makes at load (TRACEPOINT_PROBE,
-RAW_TRACEPOINT_PROBE) plus the per-CPU cpu-clock perf events, loads the
-programs the agent attaches itself later (memory uprobes), and sends every
-descriptor with a manifest over the socketpair end ``SOCKET_FD``
-(:mod:`telegen.bpf.handover`); ``/proc/kallsyms`` is narrowed for it first
-(:mod:`telegen.bpf.kallsyms`). Then it exits at once (``os._exit``: BCC's
-atexit clean-up would disable the perf events the agent now holds), and
-libbcc/LLVM leave with it. Dies with the agent (PR_SET_PDEATHSIG).
-A failure is printed on stderr, exit status 2.
+as JSON on stdin, narrows ``/proc/kallsyms`` for itself
+(:mod:`telegen.bpf.kallsyms`), compiles the ``bpf/*.bpf.c`` set once with
+BCC/LLVM (SELF_TGID as a sentinel) and takes what BCC produced as a compiled
+object (:mod:`telegen.bpf.compiled`: instructions, map relocations, map
+definitions, attachments). It loads that object through
+:mod:`telegen.bpf.loader` on BCC's maps — the same path the agent takes on
+a start-up cache hit: the cpu-clock sampler first, then the tracepoints and
+the programs the agent attaches itself (memory uprobes) — and sends every
+descriptor and a manifest carrying the object (for the agent's cache) over
+the socketpair end ``SOCKET_FD`` (:mod:`telegen.bpf.handover`). What that
+loader cannot load, BCC compiles again and loads itself (not cacheable).
+Then it exits at once (``os._exit``: BCC's atexit clean-up would disable
+the perf events the agent now holds), and libbcc/LLVM leave with it. Dies
+with the agent (PR_SET_PDEATHSIG). A failure is printed on stderr, exit
+status 2.
 """
-
 from __future__ import annotations
 
 import base64

@@ -5,7 +5,9 @@ Options become ``-D`` cflags; the program text is the selected
 maps (stack maps, filters, the event ring). BCC compiles and loads them in
 a short-lived child (:mod:`telegen.bpfc`, the only module importing
 ``bcc``) that hands the descriptors over and exits; this process talks to
-the kernel through :mod:`telegen.bpf`.
+the kernel through :mod:`telegen.bpf`. What the child compiled is kept in
+the start-up cache (:mod:`telegen.bpf.objcache`): a restart loads it here
+with ``bpf()`` syscalls, no child, the verifier's time only.
 """
 
 from __future__ import annotations
@@ -141,10 +143,14 @@ class BpfOptions:
 
 
 class LoadedBpf:
-    """The loaded programs and maps, compiled by the short-lived child
-    ``python -m telegen.bpfc`` and held here by descriptor (``bpf`` offers
-    BCC's table API, :class:`telegen.bpf.objects.BpfObjects`); ``close()``
-    detaches everything. No libbcc/LLVM is ever mapped in this process."""
+    """The loaded programs and maps, from the start-up cache (``cache``) or
+    compiled by the short-lived child ``python -m telegen.bpfc``, held here
+    by descriptor (``bpf`` offers BCC's table API,
+    :class:`telegen.bpf.objects.BpfObjects`); ``close()`` detaches
+    everything. No libbcc/LLVM is ever mapped in this process. A cache file
+    refused or not loadable is counted in ``refusals`` (source
+    ``bpf_cache``), removed and compiled again; ``cache_outcome`` says
+    which way it went."""
 
     def __init__(self, options: BpfOptions, *, timeout_s: float = COMPILE_TIMEOUT_S,
                  cache: bool = True, refusals: Refusals | None = None) -> None:
