@@ -78,6 +78,7 @@ struct go_ctx {
     u64 m;
     u64 goroutine;        /* on g0 for a goroutine (m.curg): that goroutine */
     u64 vdso;             /* a vDSO call of the running goroutine (m.vdsoSP set) */
+    u64 on_goroutine;     /* running a goroutine (g == m.curg), not on g0 / gsignal */
 };
 
 struct go_label {
@@ -311,6 +312,25 @@ static __always_inline void go_context(u32 pid, struct go_ctx *c)
         c->goroutine = curg;
     else if (p->m_vdso_sp && g == curg && go_read_ptr(m + p->m_vdso_sp))
         c->vdso = 1;
+    else if (g == curg)
+        c->on_goroutine = 1;
+}
+
+/* Bytes of a goroutine's stack from sp to its top (g.stack.hi), when the
+ * sample is on that stack: nothing above it belongs to the goroutine, so a
+ * copy needs no more (a goroutine's stack is often < 1 KiB, a copy is up to
+ * 16 KiB: the ring holds that many more copies). 0: not known, copy it all. */
+static __always_inline u64 go_stack_left(struct go_ctx *c, u64 sp)
+{
+    struct go_proc *p = c->p;
+    if (!p || !c->on_goroutine || p->g_stack_hi != 8)
+        return 0;
+    u64 bounds[2] = {};        /* g.stack: lo, hi */
+    if (bpf_probe_read_user(bounds, sizeof(bounds), (void *)c->g))
+        return 0;
+    if (sp < bounds[0] || sp >= bounds[1])
+        return 0;
+    return bounds[1] - sp;
 }
 
 static __always_inline u64 go_mix(u64 h, u64 v)

@@ -433,7 +433,15 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags,
         return -EBUSY;
     }
     u32 len = USTACK_MAX;
-    if (bpf_probe_read_user(rec->data, USTACK_MAX, (void *)sp) != 0) {
+    u64 left = go_stack_left(go, sp);         /* Go (#26): a goroutine's stack ends there */
+    if (left >= 8 && left < USTACK_MAX) {
+        len = left;
+        if (len > USTACK_MAX)
+            return -EINVAL;
+        if (bpf_probe_read_user(rec->data, len, (void *)sp) != 0)
+            len = USTACK_MAX;
+    }
+    if (len == USTACK_MAX && bpf_probe_read_user(rec->data, USTACK_MAX, (void *)sp) != 0) {
         /* the stack's top is nearer than USTACK_MAX: read up to a page boundary */
         u32 to_page = 4096 - (sp & 4095);
         len = 0;

@@ -109,7 +109,8 @@ class CfiStacks:
         self._thread: threading.Thread | None = None
         self._refreshed: LRUCache[int, int] = LRUCache(SPACES)
         # copies unwound while a table they needed was being built: (copy, first seen)
-        self._retry: list[tuple[bytes, float]] = []
+        # (with the goroutine behind a g0 copy: go_gstacks may have evicted it by then)
+        self._retry: list[tuple[bytes, float, SwitchContext | None]] = []
         self._retry_generation = -1
         self._building = False       # set by _table_for while a space is made
         self._telemetry = telemetry
@@ -149,6 +150,13 @@ class CfiStacks:
                 self._forget_key(raw)
         except Exception as exc:   # never raise into libbcc
             self._on_error(exc)
+
+    def _not_reusable(self, raw: bytes, since: float | None) -> None:
+        """A copy that could not be unwound at all (its process's maps not
+        captured yet, an error): later samples of its stack make a new copy
+        rather than reuse this one's id, which has no stack."""
+        if since is None:
+            self._forget_key(raw)
 
     def _forget_key(self, raw: bytes) -> None:
         """Remove a copy's dedupe key from BPF's ``usnap_seen``."""
@@ -200,13 +208,13 @@ class CfiStacks:
                 batch, self._pending = self._pending, []
                 self._pending_bytes = 0
             retried = self._retry_ready()
-            for raw, since in retried:
-                self._unwind_one(raw, since=since)
+            for raw, since, goroutine in retried:
+                self._unwind_one(raw, since=since, goroutine=goroutine)
             for raw in batch:
                 self._unwind_one(raw)
             return len(batch)
 
-    def _retry_ready(self) -> list[tuple[bytes, float]]:
+    def _retry_ready(self) -> list[tuple[bytes, float, SwitchContext | None]]:
         """The waiting copies to unwind again: all of them once a table was
         built since they waited (those still waiting for another table go
         back in line); none otherwise. Copies wait at most RETRY_S."""
@@ -215,11 +223,12 @@ class CfiStacks:
             return []
         self._retry_generation = generation
         now = time.monotonic()
-        ready = [(raw, since) for raw, since in self._retry if now - since < RETRY_S]
+        ready = [r for r in self._retry if now - r[1] < RETRY_S]
         self._retry = []
         return ready
 
-    def _unwind_one(self, raw: bytes, *, since: float | None = None) -> None:
+    def _unwind_one(self, raw: bytes, *, since: float | None = None,
+                    goroutine: SwitchContext | None = None) -> None:
         snap_id, pid, _tid, length, ip, sp, bp = _HDR.unpack_from(raw, 0)
         end = _HDR.size + length
         key_hash = _U64.unpack_from(raw, end)[0] if len(raw) >= end + 8 else 0
@@ -234,9 +243,11 @@ class CfiStacks:
             if space is None:
                 self._result(snap_id, ((), ERROR))
                 self.errors += 1
+                self._not_reusable(raw, since)
                 return
             fp = self._frame_pointers
-            goroutine = self.goroutine_context(snap_id)        # Go (#26)
+            if since is None:                                  # Go (#26)
+                goroutine = self.goroutine_context(snap_id)
             res = unwind(space, ip, sp, bp, stack, frame_pointers=fp, goroutine=goroutine)
             if res.reason == UNMAPPED and self._refresh(pid):
                 space = self._space(pid)   # maps read at exec, before the libraries
@@ -247,18 +258,22 @@ class CfiStacks:
             self.errors += 1
             self._result(snap_id, ((), ERROR))
             log.debug("unwinding snapshot %x of pid %d failed: %s", snap_id, pid, exc)
+            self._not_reusable(raw, since)
             return
         self.unwound += 1
-        if key_hash and not key_hash & HASH_RAW and since is None and not explained_by_chain(
-                res.addresses, ip, sp, bp, stack, key_hash, goroutine):
+        if key_hash and not key_hash & HASH_RAW and (
+                not res.complete or not explained_by_chain(
+                    res.addresses, ip, sp, bp, stack, key_hash, goroutine)):
             # a Go chain key whose stack needed more than the key covers (a
-            # prologue, a signal frame): the next sample there is copied again
+            # prologue, a signal frame), or that did not come out whole: one
+            # such key stands for every sample in that call path (a hot loop:
+            # thousands), so the next sample there is copied and unwound again
             self.go_keys_dropped += 1
             self._forget_key(raw)
         if self._pending_tables(pid) and len(self._retry) < RETRY_COPIES:
             if since is None:         # counted once, on its first unwind
                 self.table_pending_copies += 1
-            self._retry.append((raw, time.monotonic() if since is None else since))
+            self._retry.append((raw, time.monotonic() if since is None else since, goroutine))
         if res.complete:
             self._result(snap_id, (res.addresses, FULL))
         else:
