@@ -8,10 +8,12 @@ build info gets a ``go_procs`` entry — the g/m offsets, the TLS slot of g,
 the label layout, and ``g.labels``' offset read from the binary's own
 ``runtime/pprof.runtime_setProfLabel`` (``MOV reg, disp32(R14)``: the store
 ``getg().labels = labels``), so a version not seen here still works.
-``exited(pid)`` removes it. Offsets of g.m, g.sched, g.stack, m.g0 and
-m.curg are those of Go 1.18–1.25 (checked against the DWARF of Go 1.19 and
-1.24 binaries: unchanged). Go older than 1.18 is not registered (no label
-reading; its stacks still unwind).
+``exited(pid)`` removes it. The entry also holds the run-time range of the
+executable's Go code (the pclntab's functions), so that BPF keys the copies
+of stacks whose leaf is Go code on their frame-pointer chain. Offsets of
+g.m, g.sched, g.stack, m.g0 and m.curg are those of Go 1.18–1.25 (checked
+against the DWARF of Go 1.19 and 1.24 binaries: unchanged). Go older than
+1.18 is not registered (no label reading; its stacks still unwind).
 
 ``labels(pid, set_id)`` turns a sample's ``go_labels`` id into label pairs
 (read once per id, then cached); ``goroutine_context(snapshot_id)`` hands

@@ -9,6 +9,13 @@ into a bounded list; a named thread (every 200 ms) and the window reader
 :mod:`telegen.unwind` and keep ``snapshot id -> addresses`` in a bounded
 LRU, because BPF reuses an id for an identical stack seen later (dedupe).
 
+A copy's dedupe key (its hash follows the copied bytes) is taken out of
+BPF's ``usnap_seen`` when reusing the copy would spread a bad stack: the copy
+was dropped (unwinding fell behind) or could not be unwound, its id was taken
+again after the per-CPU counter wrapped, or — a Go stack keyed on its
+frame-pointer chain (bpf/golabels.h) — it did not come out whole or holds
+return addresses the key did not cover (``explained_by_chain``).
+
 Frame-pointer stack ids (no USNAP_BIT: the copy failed, or a kernel stack)
 go to the wrapped :class:`FramePointerStacks`. ``auto`` lets frame pointers
 stand in for a frame without CFI; ``dwarf`` stops the stack there.
