@@ -4,19 +4,21 @@ CPU-bound CPython (one process per CPU, a pure-Python loop 30 frames deep,
 pyenv 3.12 by default) is profiled by the ebpf receiver (those pids, cpu +
 off_cpu, unwinding auto, 99 Hz; targeted, so that other work on the host
 does not blur the difference) with ``interpreters: [python]`` and with
-``interpreters: []`` (native only), alternately, each for SECONDS. Per run:
-the BPF programs' run time (run_time_ns of the programs the agent holds;
-run-time stats held on by a BPF_ENABLE_STATS descriptor for the whole
-bench, so another bench switching kernel.bpf_stats_enabled off does not
-zero them) and the receiver's own CPU (user+system of the process running
-it; its main thread only sleeps). The difference, per second and per CPU,
-is the cost of the walker + naming + merging in % of one core. Also: RSS
-and the code objects cached per Python process.
+``interpreters: []`` (native only). Per run: the BPF programs' run time
+(run_time_ns of the programs the agent holds; run-time stats held on by a
+BPF_ENABLE_STATS descriptor for the whole bench, so another bench switching
+kernel.bpf_stats_enabled off does not zero them) and the receiver's own CPU
+(user+system of the process running it; its main thread only sleeps). The
+difference, per second and per CPU, is the cost of the walker + naming +
+merging in % of one core. Also: RSS and the code objects cached per Python
+process.
 
-Each agent checkout given (``--agents before=/path/to/old,after=.``) runs in
-its own child process (PYTHONPATH = the checkout, its own bpf/ sources), in
-turns within each repeat, on the same workload processes: before and after
-side by side in one run.
+Every receiver runs in its own child process (PYTHONPATH = its checkout,
+its own bpf/ sources), and all of them at once — native and python, of each
+checkout given (``--agents before=/path/to/old,after=.``) — on the same
+workload processes: each measured interval starts in every child at the same
+moment, so the load of a shared host (other work, the other receivers) is
+the same for all and the differences are not the host's drift between runs.
 
     python -m bench.cpython_overhead [--seconds 20] [--python PATH] [--repeat 2]
                                      [--agents before=../old,after=.]
@@ -46,8 +48,9 @@ def deep(n):
 deep(30)
 """
 
-# One measurement, run by the child with the checkout's telegen (APIs every
-# #22 checkout has); prints one JSON line.
+# One receiver, run by a child with its checkout's telegen (APIs every #22
+# checkout has): "ready" once warm, then one JSON line per interval (each
+# started by a line on stdin).
 CHILD = r"""
 import json, logging, os, resource, sys, time
 from bench.overhead import bpf_run_time, rss_mb
@@ -76,38 +79,47 @@ cfg = EbpfConfig(sample_rate=args["rate"], duration=2.0, interpreters=args["inte
 cfg.validate()
 receiver = EbpfReceiver(settings, cfg, Discard())
 receiver.start(None)
-code_bytes = []
 try:
     time.sleep(args["warmup"])           # registration, unwind tables, first windows
-    c0, (b0, n0), t0 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
-    time.sleep(args["seconds"])
-    c1, (b1, n1), t1 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
-    rss = rss_mb(os.getpid())
-    python = getattr(receiver, "_python", None)
-    for reader in getattr(python, "_readers", {}).values():
-        codes = reader._codes
-        code_bytes.append(sum(len(c.table) + len(c.name) + len(c.file) for c in codes.values()))
+    print("ready", flush=True)
+    for _ in range(args["repeat"]):
+        sys.stdin.readline()             # every receiver starts an interval at once
+        c0, (b0, n0), t0 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
+        time.sleep(args["seconds"])
+        c1, (b1, n1), t1 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
+        python = getattr(receiver, "_python", None)
+        code_bytes = [sum(len(c.table) + len(c.name) + len(c.file) for c in r._codes.values())
+                      for r in getattr(python, "_readers", {}).values()]
+        snap = registry.snapshot()
+        print(json.dumps({
+            "agent_cpu_s": (c1 - c0) / (t1 - t0), "bpf_s": (b1 - b0) / 1e9 / (t1 - t0),
+            "bpf_runs": (n1 - n0) / (t1 - t0), "rss_mb": rss_mb(os.getpid()),
+            "code_bytes": max(code_bytes) if code_bytes else 0,
+            "python_samples": sum_series(snap, "ebpf_python_samples"),
+            "merged": sum_series(snap, "ebpf_python_samples", outcome="merged")
+            + sum_series(snap, "ebpf_python_samples", outcome="partial")}), flush=True)
 finally:
     receiver.shutdown()
-snap = registry.snapshot()
-print(json.dumps({
-    "agent_cpu_s": (c1 - c0) / (t1 - t0), "bpf_s": (b1 - b0) / 1e9 / (t1 - t0),
-    "bpf_runs": (n1 - n0) / (t1 - t0), "rss_mb": rss,
-    "code_bytes": max(code_bytes) if code_bytes else 0,
-    "python_samples": sum_series(snap, "ebpf_python_samples"),
-    "merged": sum_series(snap, "ebpf_python_samples", outcome="merged")
-    + sum_series(snap, "ebpf_python_samples", outcome="partial")}))
 """
 
 
-def run(tree: Path, interpreters: list[str], seconds: float, rate: int,
-        pids: list[int]) -> dict[str, float]:
+def start(tree: Path, interpreters: list[str], args: argparse.Namespace,
+          pids: list[int]) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(tree))
-    args = {"interpreters": interpreters, "seconds": seconds, "rate": rate, "pids": pids,
-            "warmup": 4.0}
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], cwd=tree, env=env,
-                         capture_output=True, text=True, check=True).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
+    child = {"interpreters": interpreters, "seconds": args.seconds, "rate": args.rate,
+             "pids": pids, "warmup": 4.0, "repeat": args.repeat}
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(child)], cwd=tree, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def expect(child: subprocess.Popen[str], what: str) -> str:
+    assert child.stdout is not None
+    while True:
+        line = child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a receiver child exited (rc {child.wait()}) before {what}")
+        if what == "ready" and line.strip() == "ready" or what == "result" and line[:1] == "{":
+            return line
 
 
 def mean(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -129,21 +141,36 @@ def main() -> int:
     stats_fd = enable_stats()
     rows: dict[tuple[str, str], list[dict[str, float]]] = {}
     loads: list[float] = []
+    children: dict[tuple[str, str], subprocess.Popen[str]] = {}
     try:
+        for agent, tree in agents:
+            for mode, interp in (("native", []), ("python", ["python"])):
+                children[(agent, mode)] = start(tree, interp, args, [w.pid for w in workers])
+        for child in children.values():
+            expect(child, "ready")
         for _ in range(args.repeat):
-            for agent, tree in agents:
-                for mode, interp in (("native", []), ("python", ["python"])):
-                    loads.append(os.getloadavg()[0])
-                    rows.setdefault((agent, mode), []).append(
-                        run(tree, interp, args.seconds, args.rate, [w.pid for w in workers]))
+            loads.append(os.getloadavg()[0])
+            for child in children.values():
+                assert child.stdin is not None
+                child.stdin.write("go\n")
+                child.stdin.flush()
+            for name, child in children.items():
+                rows.setdefault(name, []).append(json.loads(expect(child, "result")))
     finally:
         os.close(stats_fd)
+        for child in children.values():
+            if child.stdin is not None:
+                child.stdin.close()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
         for w in workers:
             w.kill()
             w.wait()
     print(f"CPython {Path(args.python).parent.parent.name}, {ncpu} CPU-bound processes, "
-          f"{args.rate} Hz, {args.seconds:g}s x {args.repeat}, load average "
-          f"{min(loads):.1f}-{max(loads):.1f}")
+          f"{args.rate} Hz, {args.seconds:g}s x {args.repeat}, every receiver at once, "
+          f"load average {min(loads):.1f}-{max(loads):.1f}")
     print("| agent | interpreters | agent CPU %/CPU | BPF %/CPU | BPF µs/run | RSS MB | "
           "code cache KiB/process | Python samples merged |")
     print("|---|---|---|---|---|---|---|---|")

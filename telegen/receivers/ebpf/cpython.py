@@ -289,8 +289,7 @@ class PythonFrames:
         return frames
 
     def _merge(self, key: RawKey, native: tuple[Frame, ...]) -> tuple[tuple[Frame, ...], str]:
-        with self._lock:
-            reader = self._readers.get(key.pid)
+        reader = self._readers.get(key.pid)     # one dict look-up: atomic, no lock needed
         if reader is None:
             return native, "not_registered"
         runs = self._runs(key, reader)

@@ -28,6 +28,7 @@ from telegen.component import ComponentID, CreateSettings, Kind
 from telegen.interpreters.cpython.tables import TABLES
 from telegen.pdata import FrameKind, Sample
 from telegen.receivers.ebpf.config import EbpfConfig
+from telegen.receivers.ebpf.frames import TRUNCATED
 from telegen.receivers.ebpf.receiver import EbpfReceiver
 from telegen.receivers.python.config import PythonReceiverConfig
 from telegen.receivers.python.receiver import PythonReceiver
@@ -138,7 +139,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
             while time.monotonic() < deadline and sum_series(
                     registry.snapshot(), "ebpf_python_processes", result="registered") < len(runs):
                 time.sleep(0.2)
-            print(f"\nregistered after {time.monotonic() - deadline + 60:.1f}s")
+            registered = sum_series(registry.snapshot(), "ebpf_python_processes",
+                                    result="registered")
+            print(f"\nregistered {registered} of {len(runs)} after "
+                  f"{time.monotonic() - deadline + 60:.1f}s")
             for fake in fakes:
                 assert fake.stdin is not None
                 fake.stdin.write("go\n")
@@ -278,10 +282,6 @@ def test_walker_counters(session: tuple[dict[str, Run], Registry]) -> None:
     assert (merged + outcomes["partial"]) / (every - fake) >= 0.95
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q", "-s"]))
-
-
 def test_not_cpython_falls_back_to_native(session: tuple[dict[str, Run], Registry]) -> None:
     """A process that looks like CPython 3.11 (its libpython3.11.so exports what
     CPython's does, a thread state matches the thread) but whose frames loop
@@ -289,17 +289,34 @@ def test_not_cpython_falls_back_to_native(session: tuple[dict[str, Run], Registr
     counted; the walk stops at its bound."""
     runs, registry = session
     snap = registry.snapshot()
+    # a sample without native frames is [truncated] only: its user stack was not
+    # unwound (copy dropped or failed, stack gone). That is the unwinder's doing,
+    # counted per sample, and grows with the load (a loaded CI run: > 5% of the
+    # fakes' samples); the Python side must never be the cause.
+    unwinder_failed = sum_series(snap, "ebpf_unwind_errors", process="fakepy") + \
+        sum_series(snap, "ebpf_stack_errors", stack="user")
+    without_native = 0
     for mode in FAKE_MODES:
         run = runs[f"fake-{mode}"]
         n = sum(s.values[0] for s in run.cpu)
         assert n > 100, f"{mode}: {n} samples ({[(r.version, len(r.cpu)) for r in runs.values()]})"
         assert not any(python_names(s) for s in run.cpu)
-        native = sum(s.values[0] for s in run.cpu
-                     if any(f.kind == FrameKind.NATIVE for f in s.stack))
-        assert native / n >= 0.95      # the rest: user stack unreadable ([truncated] only)
+        bare = [s for s in run.cpu if not any(f.kind == FrameKind.NATIVE for f in s.stack)]
+        assert all(s.stack[-1] == TRUNCATED and all(f.kind == FrameKind.KERNEL
+                                                    for f in s.stack[:-1]) for s in bare)
+        without_native += sum(s.values[0] for s in bare)
+        print(f"\n{mode}: {n} samples, {1 - sum(s.values[0] for s in bare) / n:.1%} with "
+              "native frames")
+    print(f"fakes: {without_native} samples without native frames; unwinder failures "
+          f"counted: {unwinder_failed} (fakepy's unwinding errors + user stack errors)")
+    assert without_native <= unwinder_failed, (without_native, unwinder_failed)
     unresolved = sum_series(snap, "ebpf_python_samples", outcome="unresolved")
     truncated = sum_series(snap, "ebpf_python_walks", result="truncated")
     print(f"\nfake processes: unresolved samples {unresolved}, truncated walks {truncated}, "
           f"faults {sum_series(snap, 'ebpf_python_walks', result='fault')}")
     assert unresolved >= 200 and truncated > 0
     assert sum_series(snap, "ebpf_errors") == 0
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-s"]))
