@@ -21,7 +21,8 @@ import ctypes
 import os
 import tempfile
 
-KALLSYMS = "/proc/kallsyms"
+from telegen.procinfo.procfs import KALLSYMS
+
 CLONE_NEWNS = 0x00020000
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 HELPERS = (b"bpf_probe_read", b"bpf_probe_read_str", b"bpf_probe_read_kernel",
