@@ -21,7 +21,7 @@ moment, so the load of a shared host (other work, the other receivers) is
 the same for all and the differences are not the host's drift between runs.
 
     python -m bench.cpython_overhead [--seconds 20] [--python PATH] [--repeat 2]
-                                     [--agents before=../old,after=.]
+                                     [--agents before=../old,after=.] [--cpu-only]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ settings = CreateSettings(ComponentID("ebpf", "bench"), Kind.RECEIVER,
                           registry.for_component("receiver", "ebpf/bench"),
                           logging.getLogger("bench.ebpf"))
 cfg = EbpfConfig(sample_rate=args["rate"], duration=2.0, interpreters=args["interpreters"],
-                 pids=args["pids"])
+                 pids=args["pids"], off_cpu=args["off_cpu"])
 cfg.validate()
 receiver = EbpfReceiver(settings, cfg, Discard())
 receiver.start(None)
@@ -107,7 +107,7 @@ def start(tree: Path, interpreters: list[str], args: argparse.Namespace,
           pids: list[int]) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     child = {"interpreters": interpreters, "seconds": args.seconds, "rate": args.rate,
-             "pids": pids, "warmup": 4.0, "repeat": args.repeat}
+             "pids": pids, "warmup": 4.0, "repeat": args.repeat, "off_cpu": not args.cpu_only}
     return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(child)], cwd=tree, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -133,6 +133,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--python", default="/root/.pyenv/versions/3.12.1/bin/python3")
     ap.add_argument("--agents", default=f"this={HERE.parent}")
+    ap.add_argument("--cpu-only", action="store_true",
+                    help="no off_cpu profile: the 99 Hz samples alone (on a loaded host the "
+                         "busy processes' preemptions add off-CPU samples, each walked too)")
     args = ap.parse_args()
     agents = [(a.split("=", 1)[0], Path(a.split("=", 1)[1]).resolve())
               for a in args.agents.split(",")]
@@ -169,7 +172,8 @@ def main() -> int:
             w.kill()
             w.wait()
     print(f"CPython {Path(args.python).parent.parent.name}, {ncpu} CPU-bound processes, "
-          f"{args.rate} Hz, {args.seconds:g}s x {args.repeat}, every receiver at once, "
+          f"{args.rate} Hz, {'cpu' if args.cpu_only else 'cpu + off_cpu'}, "
+          f"{args.seconds:g}s x {args.repeat}, every receiver at once, "
           f"load average {min(loads):.1f}-{max(loads):.1f}")
     print("| agent | interpreters | agent CPU %/CPU | BPF %/CPU | BPF µs/run | RSS MB | "
           "code cache KiB/process | Python samples merged |")
