@@ -42,8 +42,8 @@ MAX_NAME = 1024              # bytes of a name or file name
 MAX_LINETABLE = 64 << 10     # bytes of a line table
 HEAD = 256                   # bytes of a code object read per look-up
 CODE_BYTES = 2 << 20         # bytes of code objects (names, files, line tables) cached per process
-CODE_ENTRY = 512             # bytes counted per cached code object besides its strings and table
-LINES_PER_CODE = 64          # instruction -> line results kept per code object
+CODE_ENTRY = 2048            # bytes counted per code object besides strings and table (lines)
+LINES_PER_CODE = 16          # instruction -> line results kept per code object (in CODE_ENTRY)
 MAX_LINE = 1 << 31           # a line beyond this is garbage
 
 
