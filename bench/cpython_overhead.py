@@ -9,9 +9,10 @@ does not blur the difference) with ``interpreters: [python]`` and with
 BPF_ENABLE_STATS descriptor for the whole bench, so another bench switching
 kernel.bpf_stats_enabled off does not zero them) and the receiver's own CPU
 (user+system of the process running it; its main thread only sleeps). The
-difference, per second and per CPU, is the cost of the walker + naming +
-merging in % of one core. Also: RSS and the code objects cached per Python
-process.
+difference, per second and per busy CPU, is the cost of the walker + naming +
+merging in % of one core. Per busy CPU: the workloads' CPU samples / rate
+(on a shared host they get less than every CPU, and the agent's work follows
+their samples). Also: RSS and the code objects cached per Python process.
 
 Every receiver runs in its own child process (PYTHONPATH = its checkout,
 its own bpf/ sources), and all of them at once — native and python, of each
@@ -84,9 +85,11 @@ try:
     print("ready", flush=True)
     for _ in range(args["repeat"]):
         sys.stdin.readline()             # every receiver starts an interval at once
+        s0 = sum_series(registry.snapshot(), "receiver_accepted_samples", profile="cpu")
         c0, (b0, n0), t0 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
         time.sleep(args["seconds"])
         c1, (b1, n1), t1 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
+        s1 = sum_series(registry.snapshot(), "receiver_accepted_samples", profile="cpu")
         python = getattr(receiver, "_python", None)
         code_bytes = [sum(len(c.table) + len(c.name) + len(c.file) for c in r._codes.values())
                       for r in getattr(python, "_readers", {}).values()]
@@ -94,6 +97,7 @@ try:
         print(json.dumps({
             "agent_cpu_s": (c1 - c0) / (t1 - t0), "bpf_s": (b1 - b0) / 1e9 / (t1 - t0),
             "bpf_runs": (n1 - n0) / (t1 - t0), "rss_mb": rss_mb(os.getpid()),
+            "cpu_samples": (s1 - s0) / (t1 - t0),
             "code_bytes": max(code_bytes) if code_bytes else 0,
             "python_samples": sum_series(snap, "ebpf_python_samples"),
             "merged": sum_series(snap, "ebpf_python_samples", outcome="merged")
@@ -120,6 +124,18 @@ def expect(child: subprocess.Popen[str], what: str) -> str:
             raise RuntimeError(f"a receiver child exited (rc {child.wait()}) before {what}")
         if what == "ready" and line.strip() == "ready" or what == "result" and line[:1] == "{":
             return line
+
+
+def busy_cpus(r: dict[str, float], rate: int) -> float:
+    """CPUs the workloads kept busy in an interval (their CPU samples / rate):
+    on a shared host they get less than every CPU, and the agent's work
+    follows their samples, so costs are per busy CPU, not per CPU present."""
+    return max(r["cpu_samples"] / rate, 0.01)
+
+
+def cost(r: dict[str, float], rate: int) -> float:
+    """Agent CPU + BPF run time per busy CPU, in cores."""
+    return (r["agent_cpu_s"] + r["bpf_s"]) / busy_cpus(r, rate)
 
 
 def mean(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -175,22 +191,26 @@ def main() -> int:
           f"{args.rate} Hz, {'cpu' if args.cpu_only else 'cpu + off_cpu'}, "
           f"{args.seconds:g}s x {args.repeat}, every receiver at once, "
           f"load average {min(loads):.1f}-{max(loads):.1f}")
-    print("| agent | interpreters | agent CPU %/CPU | BPF %/CPU | BPF µs/run | RSS MB | "
-          "code cache KiB/process | Python samples merged |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| agent | interpreters | busy CPUs | agent CPU %/busy CPU | BPF %/busy CPU | "
+          "BPF µs/run | RSS MB | code cache KiB/process | Python samples merged |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (agent, mode), runs in rows.items():
         m = mean(runs)
         per_run = 1e6 * m["bpf_s"] / m["bpf_runs"] if m["bpf_runs"] else 0.0
         merged = f"{m['merged'] / m['python_samples']:.1%}" if m["python_samples"] else "-"
-        print(f"| {agent} | {mode} | {100 * m['agent_cpu_s'] / ncpu:.3f} "
-              f"| {100 * m['bpf_s'] / ncpu:.4f} | {per_run:.2f} | {m['rss_mb']:.0f} "
+        busy = [busy_cpus(r, args.rate) for r in runs]
+        agent_cpu = sum(100 * r["agent_cpu_s"] / b for r, b in zip(runs, busy, strict=True))
+        bpf_cpu = sum(100 * r["bpf_s"] / b for r, b in zip(runs, busy, strict=True))
+        print(f"| {agent} | {mode} | {sum(busy) / len(runs):.2f} | {agent_cpu / len(runs):.3f} "
+              f"| {bpf_cpu / len(runs):.4f} | {per_run:.2f} | {m['rss_mb']:.0f} "
               f"| {m['code_bytes'] / 1024:.1f} | {merged} |")
     print()
     for agent, _ in agents:
         py, nat = rows[(agent, "python")], rows[(agent, "native")]
-        each = [100 * (p["agent_cpu_s"] + p["bpf_s"] - n["agent_cpu_s"] - n["bpf_s"]) / ncpu
+        each = [100 * (cost(p, args.rate) - cost(n, args.rate))
                 for p, n in zip(py, nat, strict=True)]
-        bpf = [100 * (p["bpf_s"] - n["bpf_s"]) / ncpu for p, n in zip(py, nat, strict=True)]
+        bpf = [100 * (p["bpf_s"] / busy_cpus(p, args.rate) - n["bpf_s"] / busy_cpus(n, args.rate))
+               for p, n in zip(py, nat, strict=True)]
         print(f"{agent}: Python frames cost {sum(each) / len(each):.3f}% of one core per "
               f"profiled CPU above native-only (runs: {', '.join(f'{e:+.3f}' for e in each)}; "
               f"BPF part {sum(bpf) / len(bpf):+.3f}; target <= 0.2%)")
