@@ -19,11 +19,15 @@ def _group_key(p: Profile) -> tuple[object, ...]:
 
 
 def merge_by_type(profiles: Iterable[Profile]) -> list[Profile]:
-    """One profile per (name, sample types, period), in first-seen order."""
+    """One profile per (name, sample types, period), in first-seen order. A
+    profile alone of its type is returned itself, not copied (every caller
+    only reads the result; copying every sample was half of the batch
+    thread's CPU behind a pprof file exporter)."""
     groups: dict[tuple[object, ...], list[Profile]] = {}
     for p in profiles:
         groups.setdefault(_group_key(p), []).append(p)
-    return [merge_group(members) for members in groups.values()]
+    return [members[0] if len(members) == 1 else merge_group(members)
+            for members in groups.values()]
 
 
 def merge_group(members: list[Profile]) -> Profile:
