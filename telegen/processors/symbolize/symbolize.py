@@ -104,6 +104,10 @@ class SymbolizeProcessor:
         # dict kept them all until its limit, ~112 MB on a churning host)
         self._memo: dict[tuple[int, Frame], tuple[Frame | None, str]] = {}
         self._memo_old: dict[tuple[int, Frame], tuple[Frame | None, str]] = {}
+        # (pid, whole stack) -> (symbolized stack, frames per source): a steady
+        # workload's stacks come back every window; two generations like _memo
+        self._stacks: dict[tuple[int, tuple[Frame, ...]], _StackHit] = {}
+        self._stacks_old: dict[tuple[int, tuple[Frame, ...]], _StackHit] = {}
         self._mappings: dict[tuple[Mapping, bool, bool, bool, bool], Mapping] = {}
         self._pushed_build_ids: set[str] = set()
         self._demangler_seen: dict[str, int] = {}
@@ -129,6 +133,7 @@ class SymbolizeProcessor:
     def consume(self, profiles: Profiles) -> None:
         counts: dict[str, int] = {}
         self._memo_old, self._memo = self._memo, {}
+        self._stacks_old, self._stacks = self._stacks, {}
         for profile in profiles:
             self._symbolize(profile, counts)
         for source, n in counts.items():
@@ -158,27 +163,51 @@ class SymbolizeProcessor:
         # the process: on the resource (one profile per process) or, in a
         # whole-host profile, on each sample
         default_pid = profile.resource.get(PROCESS_PID, 0)
+        stacks, stacks_old = self._stacks, self._stacks_old
         samples: list[Sample] = []
         for s in profile:
             pid = _PUSHED_PID if pushed else _pid(
                 next((v for k, v in s.labels if k == PROCESS_PID), default_pid))
-            out: list[Frame] = []
-            for f in s.stack:
-                hit = memo.get((pid, f))
-                if hit is None:
-                    hit = old.get((pid, f))
-                    if hit is not None:
-                        memo[(pid, f)] = hit
-                if hit is None:
-                    hit = self._pushed_frame(f) if pushed else self._frame(f, pid)
-                new, source = hit
-                if source:
-                    counts[source] = counts.get(source, 0) + 1
-                if new is not None:
-                    out.append(new)
-            s.stack = tuple(out)
+            key = (pid, s.stack)
+            known = stacks.get(key)
+            if known is None:
+                known = stacks_old.get(key)
+                if known is not None:
+                    stacks[key] = known
+            if known is None:
+                known = self._stack(pid, s.stack, pushed, memo, old)
+                if known[2] and len(stacks) < _MEMO_LIMIT:
+                    stacks[key] = known
+            s.stack = known[0]
+            for source, n in known[1]:
+                counts[source] = counts.get(source, 0) + n
             samples.append(s)
         profile.replace_samples(samples)   # frames that became equal merge
+
+    def _stack(self, pid: int, stack: tuple[Frame, ...], pushed: bool,
+               memo: dict[tuple[int, Frame], tuple[Frame | None, str]],
+               old: dict[tuple[int, Frame], tuple[Frame | None, str]]) -> _StackHit:
+        """The symbolized stack, its frames per source, and whether every
+        frame's answer is final (remembered: no DWARF index pending, no JIT
+        frame a perf map may name later)."""
+        out: list[Frame] = []
+        tally: dict[str, int] = {}
+        final = True
+        for f in stack:
+            hit = memo.get((pid, f))
+            if hit is None:
+                hit = old.get((pid, f))
+                if hit is not None:
+                    memo[(pid, f)] = hit
+            if hit is None:
+                hit = self._pushed_frame(f) if pushed else self._frame(f, pid)
+                final = final and (pid, f) in memo
+            new, source = hit
+            if source:
+                tally[source] = tally.get(source, 0) + 1
+            if new is not None:
+                out.append(new)
+        return tuple(out), tuple(tally.items()), final
 
     def _frame(self, frame: Frame, pid: int) -> tuple[Frame | None, str]:
         """Symbolize one frame and remember it. Source '' = not ours to count."""
@@ -291,6 +320,9 @@ class SymbolizeProcessor:
         if not res.lines and mapping == frame.mapping:
             return frame
         return Frame(frame.kind, frame.address, mapping, tuple(Line(*ln) for ln in res.lines))
+
+
+_StackHit = tuple[tuple[Frame, ...], tuple[tuple[str, int], ...], bool]
 
 
 def _pid(value: object) -> int:
