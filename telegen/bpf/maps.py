@@ -92,7 +92,8 @@ class Table:
         return sum(1 for _ in self)
 
     def keys(self) -> list[Any]:
-        return list(self)
+        # not list(self): list() asks __len__ first, which walks every key too
+        return [k for k in self]  # noqa: C416
 
     def items(self) -> list[tuple[Any, Any]]:
         out = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import struct
 from typing import Any, NamedTuple
 
 KEY_USER_MODE = 1
@@ -44,9 +45,13 @@ class RawKey(NamedTuple):
         return bool(self.flags & KEY_USER_MODE)
 
 
+_KEY_BYTES = struct.Struct(f"=IIiiII{TASK_COMM_LEN}sII")
+if _KEY_BYTES.size != ctypes.sizeof(CSampleKey):
+    raise ImportError("struct sample_key and its unpacking disagree")
+
+
 def raw_key(k: Any) -> RawKey:
-    raw = k.comm
-    comm = (raw if isinstance(raw, bytes) else bytes(raw)).split(b"\0", 1)[0]
-    return RawKey(int(k.pid), int(k.tid), int(k.user_stack), int(k.kernel_stack),
-                  int(k.stack_seq), int(k.flags), comm.decode("utf-8", "replace"),
-                  int(k.py_stack), int(k.go_labels))
+    """From a ``CSampleKey`` (its bytes: one unpack, not nine ctypes field reads)."""
+    pid, tid, user, kernel, seq, flags, comm, py, go = _KEY_BYTES.unpack(bytes(k))
+    return RawKey(pid, tid, user, kernel, seq, flags,
+                  comm.split(b"\0", 1)[0].decode("utf-8", "replace"), py, go)
