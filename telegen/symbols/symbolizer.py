@@ -8,7 +8,8 @@ Memory: ``cache_size`` is a budget in bytes for everything kept (floor
   (:mod:`telegen.symbols.fileid`: a file that copies another's build-id never
   shares its entry; the mismatch is counted), each weighed by its symbol
   tables (flat arrays) and the *resident* pages of its mmapped DWARF index
-  (:mod:`telegen.symbols.symindex`), re-weighed every :data:`SWEEP_S`;
+  (:mod:`telegen.symbols.symindex`, measured from smaps every :data:`RESIDENT_S`),
+  re-weighed every :data:`SWEEP_S`;
   before re-weighing, the indexes past the most recently used half of the
   share give their resident pages back (``madvise``: a later look-up faults
   them in from the page cache), so mapped indexes never push objects out
@@ -67,6 +68,7 @@ PERF_MAPS_BYTES = 2 * MAX_PERF_MAP_BYTES
 DEFAULT_CACHE_BYTES = 32 << 20
 MIN_CACHE_BYTES = 4 << 20
 SWEEP_S = 5.0
+RESIDENT_S = 30.0     # how often mapped indexes' resident pages are measured (smaps)
 NO_PERFMAP_S = 10.0         # a process without a perf map is looked at again after this
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,7 @@ class Symbolizer:
         self._wait_left = opts.index_wait_s
         self._wait_at = time.monotonic()
         self._swept = time.monotonic()
+        self._measured = 0.0
         self._kernel: KernelSymbols | None = None
         self._kernel_loaded = False
         self._lock = threading.RLock()
@@ -216,10 +219,12 @@ class Symbolizer:
             return
         self._swept = now
         by_use = sorted(self._objects.items(), key=lambda kv: kv[1].used_at)
-        resident = resident_by_mapping()
-        for _, obj in by_use:
-            obj.measure(resident)
-        self._trim_indexes([obj for _, obj in reversed(by_use)])
+        if now - self._measured >= RESIDENT_S:      # smaps: ~1 ms per 100 mappings
+            self._measured = now
+            resident = resident_by_mapping()
+            for _, obj in by_use:
+                obj.measure(resident)
+            self._trim_indexes([obj for _, obj in reversed(by_use)])
         for key, obj in by_use:        # re-weighed, least recently used first
             if key in self._objects:
                 self._objects[key] = obj

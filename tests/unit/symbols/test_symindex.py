@@ -330,7 +330,7 @@ def test_resident_indexes_give_pages_back_instead_of_reopening(tmp_path: Path) -
                 res = sym.native(off + 1 + rnd, file=path, start=0, offset=0)
                 assert not res.pending, (path, res)
                 sources[res.source] = sources.get(res.source, 0) + 1
-            sym._swept = 0.0              # the next (uncached) look-up sweeps
+            sym._swept = sym._measured = 0.0    # the next (uncached) look-up sweeps
             sym.native(spots[path][0] + 64 + rnd, file=path, start=0, offset=0)
             rss = resident_by_mapping()
             kept = [o for o in sym._objects.values()]
