@@ -2,7 +2,9 @@
 process with a consumer that drops profiles. Prints ``ready <startup_s>``
 once sampling runs; shuts down (emitting the last window) on stdin EOF,
 then prints ``telemetry <json>``: the receiver's counters (CFI copies,
-unwind outcomes per process, drops)."""
+unwind outcomes per process, drops). ``--process-names REGEX`` limits it to
+the workload's processes (``bench.overhead --only-workload``: on a shared
+machine, the agent's CPU and copies are then the workload's, not the host's)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=99)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--unwinding", default="auto", choices=("auto", "frame_pointer", "dwarf"))
+    ap.add_argument("--process-names", help="profile only processes matching this regex")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     reg = Registry()
@@ -40,9 +43,10 @@ def main() -> int:
                               reg.for_component("receiver", "ebpf/bench"),
                               logging.getLogger("bench.ebpf"))
     sink = Discard()
-    receiver = EbpfReceiver(settings, EbpfConfig(sample_rate=args.rate,
-                                                 duration=args.duration,
-                                                 unwinding=args.unwinding), sink)
+    cfg = EbpfConfig(sample_rate=args.rate, duration=args.duration, unwinding=args.unwinding,
+                     process_names=[args.process_names] if args.process_names else [])
+    cfg.validate()
+    receiver = EbpfReceiver(settings, cfg, sink)
     receiver.start(None)  # type: ignore[arg-type]
     print(f"ready {receiver.startup_s:.3f}", flush=True)
     sys.stdin.read()

@@ -129,14 +129,14 @@ def run_workload(binary: Path, seconds: float, threads: int) -> float:
     return float(parse_report(out)["iters_per_s"])
 
 
-AGENT = "bench.agent"       # --only-workload: bench.workload_agent (process_names)
+ONLY_WORKLOAD = False       # --only-workload: bench.agent --process-names <the binary>
 
 
 def agent_args(binary: Path) -> list[str]:
     """The agent's command; with --only-workload it profiles this binary only
     (by its path: another bench_work on the host is not ours)."""
-    only = ["--process-names", f"^{re.escape(str(binary))}$"] if AGENT != "bench.agent" else []
-    return [sys.executable, "-m", AGENT, *only]
+    only = ["--process-names", f"^{re.escape(str(binary))}$"] if ONLY_WORKLOAD else []
+    return [sys.executable, "-m", "bench.agent", *only]
 
 
 def warm_up(binary: Path, rate: int, threads: int, unwinding: str,
@@ -264,8 +264,8 @@ def main() -> int:
                          "whole host: on a shared machine, the agent's cost for the workload")
     args = ap.parse_args()
     if args.only_workload:
-        global AGENT
-        AGENT = "bench.workload_agent"
+        global ONLY_WORKLOAD
+        ONLY_WORKLOAD = True
     ncpu = os.cpu_count() or 1
     stats_before = BPF_STATS.read_text().strip() if BPF_STATS.exists() else None
     try:

@@ -72,14 +72,7 @@ def attach_uprobe(prog_fd: int, path: str, offset: int, *, pid: int = -1,
     attr = PerfEventAttr(type=pmu, size=128, sample_period=1, wakeup_events=1,
                          config=(1 << bit) if retprobe else 0,
                          config1=ctypes.addressof(name), config2=offset)
-    fd = perf_event_open(attr, pid, 0 if pid < 0 else -1)
-    try:
-        fcntl.ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
-        fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+    return _set_bpf(perf_event_open(attr, pid, 0 if pid < 0 else -1), prog_fd)
 
 
 def _set_bpf(fd: int, prog_fd: int) -> int:
