@@ -152,6 +152,10 @@ class GoFunctions:
         entry = self._ftab.unpack_from(self._data, self.tab.pcln[0] + i * self._ftab.size)[0]
         return entry + self.tab.text_start if self.version != "1.16" else entry
 
+    def text_range(self) -> tuple[int, int]:
+        """[first function's entry, the functab's end): the Go code's addresses."""
+        return self._entry_at(0), self._entry_at(self.tab.nfunc)
+
     def _index(self, vaddr: int) -> int:
         """Index of the function holding ``vaddr`` in the functab, -1 if none."""
         lo, hi = 0, self.tab.nfunc

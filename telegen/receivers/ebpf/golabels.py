@@ -165,7 +165,7 @@ def go_text(funcs: GoFunctions) -> tuple[int, int]:
     (a cgo build's C code lies outside it); (0, 0) without functions."""
     if funcs.nfunc <= 0:
         return (0, 0)
-    return (funcs._entry_at(0), funcs._entry_at(funcs.nfunc))  # noqa: SLF001
+    return funcs.text_range()
 
 
 def run_time_text(facts: GoFacts, exe: Mapping) -> tuple[int, int]:
