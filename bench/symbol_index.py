@@ -68,6 +68,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from telegen.procinfo.agent import resident_by_mapping  # noqa: E402
 from telegen.symbols import Symbolizer, SymbolizerOptions  # noqa: E402
 from telegen.symbols.elf import ElfFile  # noqa: E402
 
@@ -129,8 +130,8 @@ def first_sight(path: str, count: int, index_dir: str) -> None:
         for v in vaddrs:
             job.index.lookup(v)
         mapped = (f", uncached index look-ups {len(vaddrs) / (time.monotonic() - t0):,.0f}/s, "
-                  f"index {job.index.size / 2**20:.1f} MB ({job.index.resident_bytes() / 2**20:.1f}"
-                  " MB resident)")
+                  f"index {job.index.size / 2**20:.1f} MB "
+                  f"({resident_by_mapping().get(job.index.address, 0) / 2**20:.1f} MB resident)")
     account = sum(sym._objects.getsizeof(o) for o in sym._objects.values()) / 2**20
     print(f"{os.path.basename(path)}: first answer {first:.2f} s wall "
           f"({res.source}: {res.lines[0].function if res.lines else '-'}), CPU agent "
