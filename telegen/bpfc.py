@@ -86,11 +86,7 @@ def bcc_compile_and_load(options: Any) -> tuple[list[int], dict[str, Any]]:
     from bcc.libbcc import lib
 
     t1 = time.monotonic()
-    try:
-        bpf = BPF(text=options.source().encode(), cflags=options.cflags())
-    except Exception as exc:
-        raise SystemExit(f"BPF compile/load failed: {exc}; run `telegen doctor` (checks "
-                         "'kernel headers', 'bpf syscall', 'capabilities')") from exc
+    bpf = _compile(BPF, options, options.cflags())
     t2 = time.monotonic()
     for name, kind in options.programs().items():
         bpf.load_func(name.encode(), PROG_TYPES[kind])
@@ -102,28 +98,17 @@ def bcc_compile_and_load(options: Any) -> tuple[list[int], dict[str, Any]]:
         except Exception as exc:
             raise SystemExit(f"attaching the cpu-clock perf event failed: {exc}; doctor "
                              "check 'perf_event access' / 'capabilities'") from exc
-    from telegen.bpf import layout
-    from telegen.bpf.syscall import map_info, prog_info
+    from telegen.bpf.compiled import manifest_map
+    from telegen.bpf.syscall import prog_info
 
-    _declare(lib)
     fds: list[int] = []
 
     def index(fd: int) -> int:
         fds.append(fd)
         return len(fds) - 1
 
-    maps: dict[str, Any] = {}
-    for i in range(lib.bpf_num_tables(bpf.module)):
-        name = lib.bpf_table_name(bpf.module, i)
-        fd = lib.bpf_table_fd(bpf.module, name)
-        info = map_info(fd)
-        key = _decode(lib.bpf_table_key_desc(bpf.module, name))
-        leaf = _decode(lib.bpf_table_leaf_desc(bpf.module, name))
-        maps[name.decode()] = {
-            "fd": index(fd), "type": info.type, "max_entries": info.max_entries,
-            "key_size": info.key_size, "value_size": info.value_size,
-            "key": layout.describe(key) if key is not None else None,
-            "leaf": layout.describe(leaf) if leaf is not None else None}
+    definitions, map_fds = _maps(bpf, lib)
+    maps = {name: manifest_map(d, index(map_fds[name])) for name, d in definitions.items()}
     programs = {fn.name.decode(): {"fd": index(fn.fd), "type": prog_info(fn.fd).type}
                 for fn in bpf.funcs.values()}
     links = [{"fd": index(fd), "what": f"tracepoint {tp.decode()}"}
@@ -168,8 +153,7 @@ def compile_object(options: Any) -> tuple[dict[str, Any], dict[str, int]]:
     from bcc import BPF
     from bcc.libbcc import lib
 
-    from telegen.bpf import compiled, layout
-    from telegen.bpf.syscall import map_info
+    from telegen.bpf import compiled
 
     class Compiler(BPF):  # type: ignore[misc]
         def _trace_autoload(self) -> None:     # loaded and attached by telegen.bpf.loader
@@ -177,29 +161,8 @@ def compile_object(options: Any) -> tuple[dict[str, Any], dict[str, int]]:
 
     cflags = [f"-DSELF_TGID={compiled.SELF_TGID_SENTINEL}" if f.startswith("-DSELF_TGID=")
               else f for f in options.cflags()]
-    try:
-        bpf = Compiler(text=options.source().encode(), cflags=cflags)
-    except Exception as exc:
-        raise SystemExit(f"BPF compile/load failed: {exc}; run `telegen doctor` (checks "
-                         "'kernel headers', 'bpf syscall', 'capabilities')") from exc
-    _declare(lib)
-    maps: dict[str, Any] = {}
-    map_fds: dict[str, int] = {}
-    for i in range(lib.bpf_num_tables(bpf.module)):
-        raw = lib.bpf_table_name(bpf.module, i)
-        name = raw.decode()
-        fd = lib.bpf_table_fd(bpf.module, raw)
-        info = map_info(fd)
-        # BCC's own type decoding, without its Table classes (which refuse
-        # e.g. a per-CPU array of structs whose size is not a multiple of 8)
-        key = _decode(lib.bpf_table_key_desc(bpf.module, raw))
-        leaf = _decode(lib.bpf_table_leaf_desc(bpf.module, raw))
-        map_fds[name] = fd
-        maps[name] = {"kname": info.name or name[:15], "type": info.type,
-                      "key_size": info.key_size, "value_size": info.value_size,
-                      "max_entries": info.max_entries, "flags": info.flags,
-                      "key": layout.describe(key) if key is not None else None,
-                      "leaf": layout.describe(leaf) if leaf is not None else None}
+    bpf = _compile(Compiler, options, cflags)
+    maps, map_fds = _maps(bpf, lib)
     fd_names = {fd: name for name, fd in map_fds.items()}
     names = [lib.bpf_function_name(bpf.module, i).decode()
              for i in range(lib.bpf_num_functions(bpf.module))]
@@ -222,11 +185,42 @@ def compile_object(options: Any) -> tuple[dict[str, Any], dict[str, int]]:
     return compiled.check(obj), map_fds
 
 
-def _declare(lib: Any) -> None:
+def _compile(cls: Any, options: Any, cflags: list[str]) -> Any:
+    try:
+        return cls(text=options.source().encode(), cflags=cflags)
+    except Exception as exc:
+        raise SystemExit(f"BPF compile/load failed: {exc}; run `telegen doctor` (checks "
+                         "'kernel headers', 'bpf syscall', 'capabilities')") from exc
+
+
+def _maps(bpf: Any, lib: Any) -> tuple[dict[str, Any], dict[str, int]]:
+    """BCC's maps: name -> definition (as a compiled object holds it:
+    :mod:`telegen.bpf.compiled`), name -> its fd here."""
+    from telegen.bpf import layout
+    from telegen.bpf.syscall import map_info
+
     lib.bpf_num_tables.restype = ctypes.c_size_t
     lib.bpf_num_tables.argtypes = [ctypes.c_void_p]
     lib.bpf_table_name.restype = ctypes.c_char_p
     lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    maps: dict[str, Any] = {}
+    map_fds: dict[str, int] = {}
+    for i in range(lib.bpf_num_tables(bpf.module)):
+        raw = lib.bpf_table_name(bpf.module, i)
+        name = raw.decode()
+        fd = lib.bpf_table_fd(bpf.module, raw)
+        info = map_info(fd)
+        # BCC's own type decoding, without its Table classes (which refuse
+        # e.g. a per-CPU array of structs whose size is not a multiple of 8)
+        key = _decode(lib.bpf_table_key_desc(bpf.module, raw))
+        leaf = _decode(lib.bpf_table_leaf_desc(bpf.module, raw))
+        map_fds[name] = fd
+        maps[name] = {"kname": info.name or name[:15], "type": info.type,
+                      "key_size": info.key_size, "value_size": info.value_size,
+                      "max_entries": info.max_entries, "flags": info.flags,
+                      "key": layout.describe(key) if key is not None else None,
+                      "leaf": layout.describe(leaf) if leaf is not None else None}
+    return maps, map_fds
 
 
 def _decode(desc: bytes | None) -> Any:

@@ -8,22 +8,21 @@ at start so ``telegen run`` fails fast with the same message.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from telegen.bpf import syscall as sc
+from telegen.bpf.perf import TRACEFS
 from telegen.procinfo.agent import cap_eff
 from telegen.procinfo.kernel import PERF_EVENT_PARANOID, mount_points, perf_event_paranoid
 
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
-SYS_BPF = {"x86_64": 321, "aarch64": 280}
-BPF_PROG_LOAD = 5
-TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
 @dataclass(frozen=True)
@@ -81,23 +80,12 @@ def check_perf_event() -> Check:
 
 def check_bpf_syscall() -> Check:
     """Load the smallest valid program (r0 = 0; exit) through bpf(BPF_PROG_LOAD)."""
-    nr = SYS_BPF.get(platform.machine())
-    if nr is None:
+    if platform.machine() not in sc.SYS_BPF:
         return Check("bpf syscall", False, f"unknown architecture {platform.machine()}")
-    insns = (ctypes.c_uint64 * 2)(0x00000000000000B7, 0x0000000000000095)
-    license_ = ctypes.create_string_buffer(b"GPL")
-
-    class Attr(ctypes.Structure):
-        _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
-                    ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
-                    ("pad", ctypes.c_uint8 * 96)]
-
-    attr = Attr(1, 2, ctypes.addressof(insns), ctypes.addressof(license_))  # SOCKET_FILTER
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(nr, BPF_PROG_LOAD, ctypes.byref(attr), ctypes.sizeof(attr))
+    insns = struct.pack("<QQ", 0x00000000000000B7, 0x0000000000000095)
+    fd, _ = sc.prog_load(1, insns, b"GPL", 0, b"")      # SOCKET_FILTER
     if fd < 0:
-        err = ctypes.get_errno()
-        return Check("bpf syscall", False, f"BPF_PROG_LOAD failed: {os.strerror(err)}",
+        return Check("bpf syscall", False, f"BPF_PROG_LOAD failed: {os.strerror(-fd)}",
                      "needs CAP_BPF/CAP_SYS_ADMIN; check kernel.unprivileged_bpf_disabled, "
                      "seccomp/AppArmor profiles of the container, CONFIG_BPF_SYSCALL")
     os.close(fd)

@@ -46,6 +46,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _TARGET = re.compile(r"[A-Za-z0-9_]{1,64}(:[A-Za-z0-9_]{1,64})?")
 
 
+# what a hand-over manifest says of each map (telegen.bpf.objects checks it)
+MANIFEST_MAP_FIELDS = ("type", "max_entries", "key_size", "value_size", "key", "leaf")
+
+
 class ObjectError(ValueError):
     """A compiled object that is malformed or cannot be relocated."""
 
@@ -83,6 +87,11 @@ def extract_relocations(insns: bytes, fd_names: dict[int, str]) -> tuple[bytes, 
             sites.append(i)
         i += 1
     return bytes(out), relocs, sites
+
+
+def manifest_map(definition: dict[str, Any], fd_index: int) -> dict[str, Any]:
+    """A map of a compiled object as the hand-over manifest names it."""
+    return {"fd": fd_index, **{k: definition[k] for k in MANIFEST_MAP_FIELDS}}
 
 
 def relocate(program: dict[str, Any], map_fds: dict[str, int], self_tgid: int) -> bytes:

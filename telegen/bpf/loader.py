@@ -68,9 +68,7 @@ def load_object(obj: dict[str, Any], *, self_tgid: int, sample_rate: int,
                     raise LoadError(f"creating map {name} failed: {exc}") from exc
                 owned.append(fd)
             by_name[name] = fd
-            maps[name] = {"fd": index(fd), "type": m["type"], "max_entries": m["max_entries"],
-                          "key_size": m["key_size"], "value_size": m["value_size"],
-                          "key": m["key"], "leaf": m["leaf"]}
+            maps[name] = compiled.manifest_map(m, index(fd))
         marks["maps"] = time.monotonic()
         programs: dict[str, Any] = {}
         links: list[dict[str, Any]] = []

@@ -15,6 +15,8 @@ import os
 import platform
 from functools import cache
 
+from telegen.bpf import syscall as sc
+
 SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 PERF_EVENT_IOC_ENABLE = 0x2400
@@ -103,22 +105,12 @@ def attach_tracepoint(prog_fd: int, category: str, event: str) -> int:
     return _set_bpf(perf_event_open(attr, -1, 0), prog_fd)
 
 
-def online_cpus() -> list[int]:
-    with open("/sys/devices/system/cpu/online") as f:
-        text = f.read().strip()
-    cpus: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus += range(int(lo), int(hi or lo) + 1)
-    return cpus
-
-
 def attach_cpu_clock(prog_fd: int, sample_freq: int) -> list[tuple[int, int]]:
     """``prog_fd`` on a cpu-clock event of ``sample_freq`` Hz on each online
     CPU (every process); returns (cpu, perf event fd) pairs."""
     fds: list[tuple[int, int]] = []
     try:
-        for cpu in online_cpus():
+        for cpu in sc.cpu_list("online"):
             attr = PerfEventAttr(type=PERF_TYPE_SOFTWARE, size=128,
                                  config=PERF_COUNT_SW_CPU_CLOCK, sample_period=sample_freq,
                                  flags=ATTR_FREQ)

@@ -160,13 +160,19 @@ def addressof_buf(buf: ctypes.Array[ctypes.c_char]) -> int:
     return ctypes.addressof(buf)
 
 
+def cpu_list(which: str) -> list[int]:
+    """The CPUs of ``/sys/devices/system/cpu/<which>`` (``possible``,
+    ``online``), a kernel cpulist such as ``0-3,6``."""
+    with open(f"/sys/devices/system/cpu/{which}") as f:
+        text = f.read().strip()
+    cpus: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus += range(int(lo), int(hi or lo) + 1)
+    return cpus
+
+
 @cache
 def possible_cpus() -> int:
     """Number of possible CPUs (the per-CPU value count of per-CPU maps)."""
-    with open("/sys/devices/system/cpu/possible") as f:
-        text = f.read().strip()
-    n = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        n = max(n, int(hi or lo) + 1)
-    return n
+    return max(cpu_list("possible")) + 1
