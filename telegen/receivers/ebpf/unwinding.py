@@ -99,8 +99,6 @@ class CfiStacks:
         self.goroutine_context: Callable[[int], SwitchContext | None] = lambda snap_id: None
         self._seen: Any = None            # usnap_seen (BPF), to drop a Go chain key
         self.go_keys_dropped = 0
-        self._reported_keys_dropped = 0
-        self._reported_dropped = 0
         self._keys: LRUCache[int, bytes] = LRUCache(RESULTS)     # snapshot id -> its key
         self.ids_reused = 0
         self._pending: list[bytes] = []
@@ -123,7 +121,7 @@ class CfiStacks:
         self._telemetry = telemetry
         self._max_wait_s = max_wait_s
         self.table_pending_copies = 0
-        self._reported_pending_copies = 0
+        self._reported: dict[str, int] = {}   # counter name -> value already added
         self.dropped = 0          # copies dropped because unwinding fell behind
         processes.on_release(self.forget)
         self.unwound = 0
@@ -346,15 +344,11 @@ class CfiStacks:
             self._on_error(exc)
         if self._telemetry is not None:
             self._telemetry.gauge("unwind_tables_pending").set(self._tables.pending)
-            counter = self._telemetry.counter("unwind_table_pending_copies")
-            counter.add(self.table_pending_copies - self._reported_pending_copies)
-            self._reported_pending_copies = self.table_pending_copies
-            dropped = self._telemetry.counter("unwind_go_dedupe_keys_dropped")
-            dropped.add(self.go_keys_dropped - self._reported_keys_dropped)
-            self._reported_keys_dropped = self.go_keys_dropped
-            behind = self._telemetry.counter("unwind_copies_dropped")
-            behind.add(self.dropped - self._reported_dropped)
-            self._reported_dropped = self.dropped
+            for name, total in (("unwind_table_pending_copies", self.table_pending_copies),
+                                ("unwind_go_dedupe_keys_dropped", self.go_keys_dropped),
+                                ("unwind_copies_dropped", self.dropped)):
+                self._telemetry.counter(name).add(total - self._reported.get(name, 0))
+                self._reported[name] = total
         self._fp.begin(seq)
 
     def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
