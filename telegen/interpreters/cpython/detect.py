@@ -51,9 +51,6 @@ class CPythonProcess:
         """The ``struct py_proc`` value for the BPF ``py_procs`` map."""
         return CPyProc(runtime=self.runtime, off=self.offsets.bpf())
 
-    def in_eval(self, address: int) -> bool:
-        return any(lo <= address < hi for lo, hi in self.eval_ranges)
-
 
 def detect(pid: int, *, proc: str = PROC, refusals: Refusals | None = None) \
         -> CPythonProcess | None:

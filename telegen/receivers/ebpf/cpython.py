@@ -115,14 +115,6 @@ def split_runs(version: int, frames: list[tuple[Frame | None, int]]) -> list[lis
     return runs
 
 
-def merge_runs(native: tuple[Frame, ...], runs: tuple[tuple[Frame, ...], ...],
-               in_eval: Callable[[int], bool]) -> tuple[tuple[Frame, ...], bool]:
-    """Native frames with eval frames replaced by the runs; True when every
-    run met one eval frame and no eval frame was left."""
-    return splice_runs(native, runs, [i for i, f in enumerate(native)
-                                      if f.kind is FrameKind.NATIVE and in_eval(f.address)])
-
-
 def eval_positions(native: tuple[Frame, ...], ranges: tuple[tuple[int, int], ...]) -> list[int]:
     """Indexes of the native frames inside ``_PyEval_EvalFrameDefault``."""
     found: list[int] = []

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from telegen.pdata import Frame, FrameKind, Line
-from telegen.receivers.ebpf.cpython import merge_runs, split_runs
+from telegen.receivers.ebpf.cpython import eval_positions, splice_runs, split_runs
 from telegen.receivers.ebpf.frames import TRUNCATED
 
-EVAL = range(0x1000, 0x2000)
+EVAL = ((0x1000, 0x2000),)        # _PyEval_EvalFrameDefault's [start, end)
 
 
 def py(name: str) -> Frame:
@@ -15,6 +15,11 @@ def py(name: str) -> Frame:
 
 def native(addr: int) -> Frame:
     return Frame(FrameKind.NATIVE, addr)
+
+
+def merge_runs(stack: tuple[Frame, ...],
+               runs: tuple[tuple[Frame, ...], ...]) -> tuple[tuple[Frame, ...], bool]:
+    return splice_runs(stack, runs, eval_positions(stack, EVAL))
 
 
 def names(frames: tuple[Frame, ...]) -> list[str]:
@@ -37,7 +42,7 @@ def test_c_under_its_python_caller_and_python_called_back_above_c() -> None:
     stack = (native(0x9000), native(0x8000), native(0x1100), native(0x7000), native(0x1200),
              native(0x500))
     runs = ((py("py_hash"), py("main")), (py("<module>"),))
-    merged, exact = merge_runs(stack, runs, lambda addr: addr in EVAL)
+    merged, exact = merge_runs(stack, runs)
     assert exact
     assert names(merged) == ["0x9000", "0x8000", "py_hash", "main", "0x7000", "<module>",
                              "0x500"]
@@ -46,7 +51,7 @@ def test_c_under_its_python_caller_and_python_called_back_above_c() -> None:
 def test_native_unwinding_stopped_early_puts_left_over_runs_at_the_root() -> None:
     stack = (native(0x9000), native(0x1100), TRUNCATED)
     runs = ((py("leaf"),), (py("outer"),))
-    merged, exact = merge_runs(stack, runs, lambda addr: addr in EVAL)
+    merged, exact = merge_runs(stack, runs)
     assert not exact
     assert names(merged) == ["0x9000", "leaf", "outer", "0x0"]
     assert merged[-1] is TRUNCATED
@@ -54,5 +59,5 @@ def test_native_unwinding_stopped_early_puts_left_over_runs_at_the_root() -> Non
 
 def test_more_eval_frames_than_runs_keeps_the_rest_native() -> None:
     stack = (native(0x1100), native(0x1200))
-    merged, exact = merge_runs(stack, ((py("only"),),), lambda addr: addr in EVAL)
+    merged, exact = merge_runs(stack, ((py("only"),),))
     assert not exact and names(merged) == ["only", "0x1200"]
