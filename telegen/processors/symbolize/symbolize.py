@@ -108,6 +108,11 @@ class SymbolizeProcessor:
         # workload's stacks come back every window; two generations like _memo
         self._stacks: dict[tuple[int, tuple[Frame, ...]], _StackHit] = {}
         self._stacks_old: dict[tuple[int, tuple[Frame, ...]], _StackHit] = {}
+        # the same stacks by identity: a receiver hands the same tuple for the same
+        # stack window after window (its own memos), and hashing a tuple of frames
+        # costs ~0.2 µs a frame; the entry holds the tuple, so its id is not reused
+        self._by_id: dict[int, tuple[tuple[Frame, ...], int, _StackHit]] = {}
+        self._by_id_old: dict[int, tuple[tuple[Frame, ...], int, _StackHit]] = {}
         self._mappings: dict[tuple[Mapping, bool, bool, bool, bool], Mapping] = {}
         self._pushed_build_ids: set[str] = set()
         self._demangler_seen: dict[str, int] = {}
@@ -134,6 +139,7 @@ class SymbolizeProcessor:
         counts: dict[str, int] = {}
         self._memo_old, self._memo = self._memo, {}
         self._stacks_old, self._stacks = self._stacks, {}
+        self._by_id_old, self._by_id = self._by_id, {}
         for profile in profiles:
             self._symbolize(profile, counts)
         for source, n in counts.items():
@@ -164,20 +170,29 @@ class SymbolizeProcessor:
         # whole-host profile, on each sample
         default_pid = profile.resource.get(PROCESS_PID, 0)
         stacks, stacks_old = self._stacks, self._stacks_old
+        by_id, by_id_old = self._by_id, self._by_id_old
         samples: list[Sample] = []
         for s in profile:
             pid = _PUSHED_PID if pushed else _pid(
                 next((v for k, v in s.labels if k == PROCESS_PID), default_pid))
-            key = (pid, s.stack)
-            known = stacks.get(key)
-            if known is None:
-                known = stacks_old.get(key)
-                if known is not None:
-                    stacks[key] = known
-            if known is None:
-                known = self._stack(pid, s.stack, pushed, memo, old)
-                if known[2] and len(stacks) < _MEMO_LIMIT:
-                    stacks[key] = known
+            stack = s.stack
+            same = by_id.get(id(stack)) or by_id_old.get(id(stack))
+            if same is not None and same[0] is stack and same[1] == pid:
+                known = same[2]
+                by_id[id(stack)] = same
+            else:
+                key = (pid, stack)
+                known = stacks.get(key)
+                if known is None:
+                    known = stacks_old.get(key)
+                    if known is not None:
+                        stacks[key] = known
+                if known is None:
+                    known = self._stack(pid, stack, pushed, memo, old)
+                    if known[2] and len(stacks) < _MEMO_LIMIT:
+                        stacks[key] = known
+                if known[2] and len(by_id) < _MEMO_LIMIT:
+                    by_id[id(stack)] = (stack, pid, known)
             s.stack = known[0]
             for source, n in known[1]:
                 counts[source] = counts.get(source, 0) + n

@@ -174,9 +174,12 @@ class ProfileBuilder:
                 self._frames_memo[memo_key] = stack
         if stack is None:
             procs = self._procs
+            info = procs.get(pid)     # once per stack: the cache's lock, not once a frame
 
             def find(addr: int):   # type: ignore[no-untyped-def]
-                return procs.find_mapping(pid, addr)
+                m = info.find_mapping(addr) if info is not None else None
+                # not in the maps read so far (dlopen, JIT): the cache re-reads them
+                return m if m is not None else procs.find_mapping(pid, addr)
 
             stack = build_stack(kernel=kernel, user=user, user_mode=key.user_mode,
                                 find_mapping=find, truncated=truncated)
