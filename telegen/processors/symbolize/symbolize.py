@@ -182,12 +182,10 @@ class SymbolizeProcessor:
                 by_id[id(stack)] = same
             else:
                 key = (pid, stack)
-                known = stacks.get(key)
-                if known is None:
-                    known = stacks_old.get(key)
-                    if known is not None:
-                        stacks[key] = known
-                if known is None:
+                found = stacks.get(key) or stacks_old.get(key)
+                if found is not None:
+                    known = stacks[key] = found
+                else:
                     known = self._stack(pid, stack, pushed, memo, old)
                     if known[2] and len(stacks) < _MEMO_LIMIT:
                         stacks[key] = known
