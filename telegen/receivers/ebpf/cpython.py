@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from telegen.bpf import syscall as sc
 from telegen.interpreters.cpython import CodeEntry, CodeReader, detect
 from telegen.interpreters.cpython.offsets import FRAME_OWNED_BY_CSTACK
 from telegen.pdata import Frame, FrameKind, Line
@@ -116,14 +117,21 @@ def split_runs(version: int, frames: list[tuple[Frame | None, int]]) -> list[lis
 
 
 def eval_positions(native: tuple[Frame, ...], ranges: tuple[tuple[int, int], ...]) -> list[int]:
-    """Indexes of the native frames inside ``_PyEval_EvalFrameDefault``."""
-    found: list[int] = []
-    for lo, hi in ranges:               # the function and its .cold part: one pass each
-        found += [i for i, f in enumerate(native)
-                  if lo <= f.address < hi and f.kind is FrameKind.NATIVE]
-    if len(ranges) > 1:
-        found.sort()
-    return found
+    """Indexes of the native frames inside ``_PyEval_EvalFrameDefault`` (its
+    range and, when the binary has one, its ``.cold`` part): one pass. Only
+    native frames have a user-space address; markers are at 0, kernel frames
+    far above any user range, so a range that starts above 0 needs no kind test."""
+    if len(ranges) == 1:
+        (lo, hi), = ranges
+        if lo > 0:
+            return [i for i, f in enumerate(native) if lo <= f.address < hi]
+    elif len(ranges) == 2:
+        (lo, hi), (lo2, hi2) = ranges
+        if lo > 0 and lo2 > 0:
+            return [i for i, f in enumerate(native)
+                    if lo <= (a := f.address) < hi or lo2 <= a < hi2]
+    return [i for i, f in enumerate(native) if f.kind is FrameKind.NATIVE
+            and any(lo <= f.address < hi for lo, hi in ranges)]
 
 
 def splice_runs(native: tuple[Frame, ...], runs: tuple[tuple[Frame, ...], ...],
@@ -131,6 +139,9 @@ def splice_runs(native: tuple[Frame, ...], runs: tuple[tuple[Frame, ...], ...],
     """The i-th run replaces the native frame at ``positions[i]``; eval frames
     without a run stay, runs without an eval frame go to the root end (before
     a final [truncated] marker)."""
+    if len(positions) == 1 and len(runs) == 1:          # one eval call: most stacks
+        at = positions[0]
+        return native[:at] + runs[0] + native[at + 1:], True
     out: list[Frame] = []
     start = 0
     for at, run in zip(positions, runs, strict=False):   # the shorter decides
@@ -152,7 +163,13 @@ class PythonFrames:
                  telemetry: Any, refusals: Refusals | None = None,
                  detector: Callable[..., Any] = detect) -> None:
         self._procs_map = table("py_procs")
-        self._stacks_map = table("py_stacks")
+        stacks = table("py_stacks")
+        self._stacks_fd: int = stacks.map_fd
+        self._stack_key = ctypes.c_uint32()
+        # as large as the map's values (the kernel writes all of it), seen as a py_stack
+        self._stack_buf = (ctypes.c_char * max(ctypes.sizeof(stacks.Leaf),
+                                               ctypes.sizeof(CPyStack)))()
+        self._stack_view = CPyStack.from_buffer(self._stack_buf)
         self._telemetry = telemetry
         self._refusals = refusals
         self._detect = detector
@@ -310,13 +327,16 @@ class PythonFrames:
         return hit.runs
 
     def _read_stack(self, stack_id: int) -> CPyStack | None:
+        """The entry of ``stack_id`` (a view of one buffer, valid until the next
+        read: window thread only), or None. One bpf() call into buffers made once
+        (through the table's lookup: a key and a 1 KiB value made per read)."""
+        self._stack_key.value = stack_id
         try:
-            raw = self._stacks_map[self._stacks_map.Key(stack_id)]
-        except KeyError:
+            sc.lookup(self._stacks_fd, ctypes.addressof(self._stack_key),
+                      ctypes.addressof(self._stack_buf))
+        except OSError:
             return None
-        if ctypes.sizeof(raw) == ctypes.sizeof(CPyStack):
-            return CPyStack.from_buffer(raw)
-        return CPyStack.from_buffer_copy(bytes(raw))
+        return self._stack_view
 
     def _check(self, pid: int, reader: CodeReader, addr: int) -> CodeEntry | None:
         """The code object at ``addr``, read once per window."""

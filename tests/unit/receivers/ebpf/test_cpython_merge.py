@@ -61,3 +61,18 @@ def test_more_eval_frames_than_runs_keeps_the_rest_native() -> None:
     stack = (native(0x1100), native(0x1200))
     merged, exact = merge_runs(stack, ((py("only"),),))
     assert not exact and names(merged) == ["only", "0x1200"]
+
+
+def test_eval_frames_in_the_cold_part_count_and_markers_never_do() -> None:
+    cold = ((0x1000, 0x2000), (0x5000, 0x5100))     # the function and its .cold part
+    kernel = Frame(FrameKind.KERNEL, 0xFFFFFFFF81000000)
+    stack = (kernel, native(0x5010), native(0x3000), native(0x1800), native(0x2000), TRUNCATED)
+    assert eval_positions(stack, cold) == [1, 3]
+    assert eval_positions(stack, EVAL) == [3]
+    # a range from 0 (a process's odd symbols) must not take the [truncated] marker
+    assert eval_positions(stack, ((0, 0x1900),)) == [3]
+    merged, exact = splice_runs(stack, ((py("leaf"),), (py("outer"), py("main"))),
+                                eval_positions(stack, cold))
+    assert exact
+    assert names(merged) == [hex(kernel.address), "leaf", "0x3000", "outer", "main", "0x2000",
+                             "0x0"]
