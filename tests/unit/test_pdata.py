@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import pickle
 
 import pytest
@@ -48,8 +49,11 @@ def test_value_count_mismatch_is_rejected() -> None:
 def test_frame_equality_hash_and_immutability() -> None:
     a = Frame(FrameKind.NATIVE, 0x7F0000001234, LIBC)
     b = Frame(FrameKind.NATIVE, 0x7F0000001234, LIBC)
-    assert a == b and hash(a) == hash(b) and a is not b
-    assert pickle.loads(pickle.dumps(a)) == a
+    assert a == b and hash(a) == hash(b) and a is b      # interned: one object per content
+    assert pickle.loads(pickle.dumps(a)) is a
+    assert copy.copy(a) is a and copy.deepcopy((a,)) == (a,)
+    assert Frame(FrameKind.NATIVE, 0x7F0000001234, None) != a
+    assert Frame(FrameKind.JIT, 0x7F0000001234, LIBC) != a
     with pytest.raises(AttributeError):
         a.address = 1  # type: ignore[misc]
     assert a.name == "libc.so.6+0x29234"
@@ -90,3 +94,30 @@ def test_value_index_and_profile_name_inference() -> None:
     with pytest.raises(KeyError):
         p.value_index("alloc_space")
     assert infer_profile_name(CPU) == "cpu"
+
+
+def test_frames_are_interned_once_across_threads_and_forgotten_when_dead() -> None:
+    import gc
+    import threading
+
+    from telegen import pdata
+    made: list[list[Frame]] = [[] for _ in range(8)]
+    go = threading.Barrier(8)
+
+    def make(i: int) -> None:
+        go.wait()
+        made[i] = [Frame(FrameKind.NATIVE, 0xDEAD0000 + n, LIBC) for n in range(2000)]
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n in range(2000):          # every thread got the same object for the same content
+        assert len({id(m[n]) for m in made}) == 1
+    before = len(pdata._FRAMES)
+    made.clear()
+    gc.collect()
+    assert len(pdata._FRAMES) <= before - 2000     # the table does not keep dead frames
+    again = Frame(FrameKind.NATIVE, 0xDEAD0000, LIBC)
+    assert again == Frame(FrameKind.NATIVE, 0xDEAD0000, LIBC)
