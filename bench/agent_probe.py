@@ -3,9 +3,12 @@
 Runs ``telegen.cli.main(ARGS)`` (e.g. ``run``) in this process, and a daemon
 thread appends one JSON line to ``--out`` every ``--every`` seconds:
 
-- ``rss_mb`` (statm) and, with ``--tracemalloc``, the bytes Python allocated
-  (``traced_mb``) and the 25 source lines that grew most since the first
-  record (``grown``: ``file:line`` → bytes);
+- ``rss_mb`` (statm), ``smaps_mb`` (resident MB per kind of mapping: heap,
+  anonymous, BPF rings, unwind tables, symbol indexes, libraries) and
+  ``malloc_mb`` (glibc's arenas: in use, free, mmapped) and, with
+  ``--tracemalloc``, the bytes Python allocated (``traced_mb``) and the 25
+  source lines that grew most since the first record (``grown``:
+  ``file:line`` → bytes);
 - ``containers``: for every live object of a ``telegen`` class, the length of
   each container attribute (dict, set, list, deque, cachetools caches),
   summed per ``Class.attribute`` — the per-process and per-binary caches
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import gc
 import json
 import os
@@ -46,6 +50,54 @@ CONTAINERS = (dict, set, frozenset, list, collections.deque, collections.Ordered
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE / 1e6
+
+
+def _kind(name: str) -> str:
+    """What a mapping of the agent holds, by its smaps name."""
+    if name.endswith(".unw"):
+        return "unwind tables"
+    if name.endswith(".symc"):
+        return "symbol indexes"
+    if name.startswith("anon_inode:bpf"):
+        return "bpf maps (rings)"
+    if name in ("[heap]", "[anon]", "[stack]"):
+        return name
+    if "/.venv/" in name or "/site-packages/" in name:
+        return "python packages (.so)"
+    return "other files" if name.startswith("/") else name
+
+
+def smaps_mb() -> dict[str, float]:
+    """Resident MB of the agent's mappings by kind (:func:`_kind`)."""
+    kb: dict[str, int] = collections.Counter()
+    name = ""
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and ":" not in head[0]:
+                name = _kind(head[5] if len(head) > 5 else "[anon]")
+            elif head[0] == "Rss:":
+                kb[name] += int(head[1])
+    return {k: round(v / 1e3, 1) for k, v in sorted(kb.items(), key=lambda kv: -kv[1])}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                               "usmblks", "fsmblks", "uordblks", "fordblks",
+                                               "keepcost")]
+
+
+def malloc_mb() -> dict[str, float]:
+    """glibc's view of the C heap (``mallinfo2``): bytes in the arenas, in use
+    there, free there, and in mmapped chunks. Empty where it is not glibc."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    fn.restype = _MallInfo2
+    info = fn()
+    return {"arenas": info.arena / 1e6, "in_use": info.uordblks / 1e6,
+            "free": info.fordblks / 1e6, "mmapped": info.hblkhd / 1e6}
 
 
 def _module(cls: type) -> str:
@@ -143,7 +195,9 @@ def probe(out: str, every: float, traced: bool) -> None:
     first: tracemalloc.Snapshot | None = None
     while True:
         time.sleep(every)
-        record: dict[str, Any] = {"t": round(time.monotonic() - started, 1), "rss_mb": rss_mb()}
+        record: dict[str, Any] = {"t": round(time.monotonic() - started, 1), "rss_mb": rss_mb(),
+                                  "smaps_mb": smaps_mb(), "malloc_mb": malloc_mb(),
+                                  "threads": threading.active_count()}
         try:
             sizes, nbytes, types = container_sizes()
             record["telemetry"] = registry_facts()

@@ -14,11 +14,15 @@ run, with an EMPTY cache directory each (``TELEGEN_CACHE_DIR``):
 Reported per agent: the agent's CPU (its process tree: user+system of the
 agent and of its children, reaped or alive) as % of one core over the C
 program's run; the program's throughput relative to a run without any agent
-(measured first, same run); the tree's RSS at 5 s, 20 s, 50 s and the end,
+(measured first, same run); the tree's RSS (each process's own: a ``vfork``
+child before its exec is its parent's memory, a fork's copy-on-write pages are
+its parent's; :func:`resident_kb`) at 5 s, 20 s, 50 s, 300 s, 600 s and the end,
 its peak, and its growth over the last half (mean of its last 30 s over mean
 of its first 30 s); whether libLLVM/libbcc are
 mapped in the agent at the end; seconds from start to the first sample
-(``ready`` in its log). Prints a markdown table.
+(``ready`` in its log). Prints a markdown table, then each process of the
+tree (agent, CFI builder and its workers, symbol-index children, bpfc…) at
+those marks and at the peak: resident anonymous / file / shmem MB.
 
     python -m bench.fresh_host [--agents today=../old,new=.] [--seconds 60] [--churn]
         [--no-baseline] [--timeline PATH] [--probe PATH [--tracemalloc]]
@@ -30,6 +34,7 @@ every ``--probe-every`` seconds), to find what grows.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import signal
@@ -63,6 +68,11 @@ while True:
 
 def tree(pid: int) -> list[int]:
     """``pid`` and its descendants."""
+    return [p for p, _parent in tree_parents(pid)]
+
+
+def tree_parents(pid: int) -> list[tuple[int, int]]:
+    """(pid, its parent) for ``pid`` (parent 0) and its descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -72,11 +82,11 @@ def tree(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
+    out, todo = [], [(pid, 0)]
     while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
+        p, parent = todo.pop()
+        out.append((p, parent))
+        todo.extend((c, p) for c in children.get(p, []))
     return out
 
 
@@ -93,15 +103,93 @@ def cpu_s(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total * PAGE / 1e6
+_kcmp = ctypes.CDLL(None, use_errno=True).syscall
+SYS_KCMP, KCMP_VM = 312, 1     # x86-64
+
+
+def _same_memory(a: int, b: int) -> bool:
+    """Whether ``a`` and ``b`` share one address space (a ``vfork`` child
+    before its ``exec``): kcmp(2)."""
+    return _kcmp(SYS_KCMP, a, b, KCMP_VM, 0, 0) == 0
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def resident_kb(pid: int, parent: int) -> int:
+    """Resident kB of ``pid`` that is its own: 0 for a ``vfork`` child not yet
+    exec'd (its parent's address space: Python's subprocess spawns so), the
+    private pages of a fork that did not exec (the CFI builder's workers share
+    their parent's pages copy-on-write), else its RSS. Counting every
+    process's RSS counted the agent twice whenever a sample fell into a spawn."""
+    try:
+        if parent and _same_memory(pid, parent):
+            return 0
+        if parent and _cmdline(pid) == _cmdline(parent):
+            private = 0
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                        private += int(line.split()[1])
+            return private
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE // 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def rss_mb(members: list[tuple[int, int]]) -> float:
+    """The tree's resident MB (:func:`resident_kb` of each (pid, parent))."""
+    return sum(resident_kb(p, parent) for p, parent in members) / 1e3
+
+
+def _status_kb(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                    out[line.split(":")[0][3:].lower()] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def role(pid: int, agent: int) -> str:
+    """What a process of the agent's tree is: agent, cfi-builder (and its
+    workers), symbol-index, bpfc, or its command's name."""
+    if pid == agent:
+        return "agent"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
+    for needle, name in (("unwind.builder", "cfi-builder"), ("symcache_child", "symbol-index"),
+                         ("telegen.bpfc", "bpfc")):
+        if needle in cmd:
+            return name
+    return cmd.split(" ", 1)[0].rsplit("/", 1)[-1][:20] or "?"
+
+
+def breakdown(agent: int) -> list[dict[str, object]]:
+    """Per process of the agent's tree: role, pid, anonymous / file / shmem
+    resident MB (``/proc/PID/status``: RssShmem holds the BPF ring buffers'
+    mappings)."""
+    rows: list[dict[str, object]] = []
+    for p, parent in tree_parents(agent):
+        kb = _status_kb(p)
+        if parent and _same_memory(p, parent):
+            continue                    # a vfork child: its parent's memory
+        if kb:
+            rows.append({"role": role(p, agent), "pid": p,
+                         **{k: round(v / 1e3, 1) for k, v in kb.items()}})
+    return rows
 
 
 def llvm_mapped(pid: int) -> bool:
@@ -146,11 +234,21 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
             churner.start()
         rss: dict[str, float] = {}
         samples: list[tuple[float, float]] = []
+        parts: dict[str, list[dict[str, object]]] = {}   # mark -> per-process breakdown
+        peak_parts: list[dict[str, object]] = []
 
         def watch() -> None:
+            marks = [m for m in MARKS] + [float("inf")]
+            peak = 0.0
             while not stop.is_set():
                 t = time.monotonic() - started
-                samples.append((t, rss_mb(tree(agent.pid))))
+                total = rss_mb(tree_parents(agent.pid))
+                samples.append((t, total))
+                if t >= marks[0]:
+                    parts[f"{marks.pop(0)}s"] = breakdown(agent.pid)
+                if total > peak:
+                    peak = total
+                    peak_parts[:] = [{"t": round(t)}, *breakdown(agent.pid)]
                 stop.wait(1.0)
 
         watcher = threading.Thread(target=watch, daemon=True)
@@ -163,6 +261,7 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
             cpu1 = cpu_s(tree(agent.pid))
             t1 = time.monotonic()
             mapped = llvm_mapped(agent.pid)
+            parts["end"] = breakdown(agent.pid)
         finally:
             stop.set()
             os.killpg(agent.pid, signal.SIGTERM)
@@ -191,7 +290,8 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
                 "rss_end": samples[-1][1] if samples else 0.0,
                 "rss_peak": max((r for _, r in samples), default=0.0),
                 "growth_last_half_pct": 100 * (tail_mb - head_mb) / head_mb if head_mb else 0,
-                "llvm_mapped": mapped, "ready": ready[:120]}
+                "llvm_mapped": mapped, "ready": ready[:120], "parts": parts,
+                "peak_parts": peak_parts}
 
 
 def _interrupted(signum: int, frame: object) -> None:
@@ -247,6 +347,19 @@ def main() -> int:
         print(f"| {r['agent']} | {r['cpu_pct']:.1f} | {r['throughput']:.3f} | "
               f"{timeline} / {r['rss_end']:.0f} | "
               f"{r['rss_peak']:.0f} | {r['growth_last_half_pct']:.1f}% | {r['llvm_mapped']} |")
+    print("\nPer process of the tree (MB resident: anonymous / file / shmem):\n")
+    print("| agent | when | process | anon | file | shmem |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        parts = r["parts"]
+        assert isinstance(parts, dict)
+        peak = r["peak_parts"]
+        assert isinstance(peak, list)
+        when = [*parts.items()] + ([(f"peak ({peak[0]['t']} s)", peak[1:])] if peak else [])
+        for mark, procs in when:
+            for p in procs:
+                print(f"| {r['agent']} | {mark} | {p['role']} | {p.get('anon', 0)} | "
+                      f"{p.get('file', 0)} | {p.get('shmem', 0)} |")
     return 0
 
 

@@ -16,8 +16,12 @@ peak RSS from ``wait4``.
 So a huge or hostile binary costs at most its budget of one core at the
 lowest priority, and a decoder crash (a mapped file truncated under it:
 SIGBUS) ends one worker, never the agent. The child holds no state between
-requests; it exits when the agent's end of the socket closes, or after
-:data:`IDLE_EXIT_S` without a request (steady state costs no process).
+requests; it exits when the agent's end of the socket closes. The agent
+closes it after :data:`IDLE_EXIT_S` without a request
+(:meth:`BuilderChild.close_if_idle`, from the cache's background thread) and
+reaps it at once: steady state costs no process, not even a zombie. The child
+also leaves on its own after :data:`CHILD_IDLE_EXIT_S` without a request (an
+agent that stopped asking); the agent then reaps it at its next idle check.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +61,8 @@ main(int(sys.argv[1]))
 """
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])   # the directory holding telegen/
 MAX_MESSAGE = 1 << 16
-IDLE_EXIT_S = 30.0        # the child exits after this long without a request
+IDLE_EXIT_S = 30.0        # the agent ends the child after this long without a request
+CHILD_IDLE_EXIT_S = 4 * IDLE_EXIT_S   # the child's own limit, should the agent not
 _EXIT_BUILT, _EXIT_MEMORY, _EXIT_REFUSED, _EXIT_ERROR, _EXIT_MISMATCH = 0, 3, 4, 5, 6
 _WALL_FACTOR, _WALL_EXTRA_S = 4, 30.0
 
@@ -74,13 +80,16 @@ class BuilderChild:
     :meth:`build` blocks the calling thread (the cache's background thread,
     never the pipeline) until the table file is written or refused."""
 
-    def __init__(self, *, cpu_s: float, memory_bytes: int) -> None:
+    def __init__(self, *, cpu_s: float, memory_bytes: int, idle_s: float = IDLE_EXIT_S) -> None:
         self.cpu_s = max(1, int(cpu_s + 0.999))
         self.memory_bytes = memory_bytes
+        self.idle_s = idle_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self.started = 0          # children started (1 unless one died)
+        self.idle_exits = 0       # children ended for being idle
+        self._last_used = time.monotonic()
 
     def _ensure(self) -> socket.socket:
         if self._sock is not None and self._proc is not None and self._proc.poll() is None:
@@ -119,6 +128,7 @@ class BuilderChild:
                 self._close()
                 if not idle_exit:
                     return BuildResult("failed", "builder child exited")
+            self._last_used = time.monotonic()
             if not reply:
                 return BuildResult("failed", "builder child exited")
             got = json.loads(reply)
@@ -130,6 +140,21 @@ class BuilderChild:
         agent's priority; then it lowers itself)."""
         with self._lock:
             self._ensure()
+            self._last_used = time.monotonic()
+
+    def close_if_idle(self) -> bool:
+        """End the child (closing its socket: it exits at once) and reap it
+        when it has served nothing for :attr:`idle_s`, or reap it when it left by
+        itself. True when a child was ended or reaped; the next
+        :meth:`build` starts another."""
+        with self._lock:
+            if self._proc is None:
+                return False
+            if self._proc.poll() is None and time.monotonic() - self._last_used < self.idle_s:
+                return False
+            self._close()
+            self.idle_exits += 1
+            return True
 
     def boost(self, on: bool) -> bool:
         """While the pipeline waits for a table (at most one window), the child
@@ -185,7 +210,7 @@ def main(sock_fd: int) -> None:
     buf = b""
     fds: list[int] = []
     while True:
-        if not buf and not select.select([sock], [], [], IDLE_EXIT_S)[0]:
+        if not buf and not select.select([sock], [], [], CHILD_IDLE_EXIT_S)[0]:
             return                                  # idle: the agent restarts us when needed
         msg, got_fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
         if not msg:

@@ -30,6 +30,7 @@ Two ways in:
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import queue
 import shutil
@@ -50,7 +51,7 @@ from telegen.symbols.fileid import ContentKeys, Identity
 from telegen.symbols.types import CounterLike
 from telegen.untrusted import Refusals, Refused
 from telegen.unwind.build import build_table, cfi_limits
-from telegen.unwind.builder import BuilderChild
+from telegen.unwind.builder import IDLE_EXIT_S, BuilderChild
 from telegen.unwind.table import UnwindTable
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ INLINE_FILE_BYTES = 16 << 20   # hashed whole (SHA-256) first: ~25 ms
 # ... but at most this long per window (new_window()): a whole host seen for the
 # first time has hundreds of small binaries; past it, they go to the child too
 INLINE_S_PER_WINDOW = 0.5
+# A table's pages resident in the agent are those its look-ups touched since the
+# last trim (a touch maps a whole page-cache folio: up to 2 MB on ext4, kernel
+# 6.18); they are given back about every window (the unwinder memoizes rules per
+# pc: a steady workload faults a few folios back in, from the page cache)
+TRIM_EVERY_S = 10.0
 
 
 def default_cache_dir() -> Path:
@@ -84,8 +90,12 @@ class TableCache:
                  refusals: Refusals | None = None,
                  rejected_counter: Callable[[str], CounterLike] | None = None,
                  max_disk_bytes: int = DEFAULT_DISK_BYTES,
-                 inline_cfi_bytes: int = INLINE_CFI_BYTES) -> None:
+                 inline_cfi_bytes: int = INLINE_CFI_BYTES,
+                 builder_idle_s: float = IDLE_EXIT_S) -> None:
         self._mem: LRUCache[str, UnwindTable] = LRUCache(maxsize)
+        self._maps: dict[str, mmap.mmap] = {}   # key -> the file mapping its table uses
+        self.trim_every_s = TRIM_EVERY_S
+        self._trimmed_at = time.monotonic()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -93,6 +103,7 @@ class TableCache:
         self._limits = limits or cfi_limits()
         self.max_disk_bytes = max_disk_bytes
         self.inline_cfi_bytes = inline_cfi_bytes
+        self.builder_idle_s = builder_idle_s   # the builder child ends after this long idle
         self.inline_s_per_window = INLINE_S_PER_WINDOW
         self._inline_s = 0.0    # spent on inline builds since new_window()
         self.refusals = refusals or Refusals(None, log)
@@ -182,11 +193,29 @@ class TableCache:
             mapped = map_file(path)
         except (OSError, ValueError):
             return None
+        _small_pages(mapped)
         try:
-            return UnwindTable.from_bytes(mapped, key=key, build_id=build_id)
+            table = UnwindTable.from_bytes(mapped, key=key, build_id=build_id)
         except ValueError as exc:
             log.debug("ignoring bad cached unwind table %s: %s", path, exc)
             return None
+        _drop_resident(mapped)     # the check read every rule index: none is needed yet
+        with self._lock:
+            self._maps[key] = mapped
+        return table
+
+    def trim(self) -> int:
+        """Give the resident pages of every mapped table back (``MADV_DONTNEED``
+        on read-only file mappings: a later look-up faults the few pages it
+        needs back in from the page cache). Returns the number of tables trimmed."""
+        with self._lock:
+            for key in [k for k in self._maps if k not in self._mem]:
+                del self._maps[key]         # evicted: the table's views keep it alive
+            maps = list(self._maps.values())
+        for mapped in maps:
+            _drop_resident(mapped)
+        self._trimmed_at = time.monotonic()
+        return len(maps)
 
     def _build(self, file: MappedFile, build_id: str, key: str) -> UnwindTable:
         try:
@@ -246,8 +275,12 @@ class TableCache:
         return None
 
     def new_window(self) -> None:
-        """A new window: inline builds may take INLINE_S_PER_WINDOW again."""
+        """A new window: inline builds may take INLINE_S_PER_WINDOW again;
+        every :attr:`trim_every_s`, the mapped tables' pages are given back
+        (:meth:`trim`)."""
         self._inline_s = 0.0
+        if time.monotonic() - self._trimmed_at >= self.trim_every_s:
+            self.trim()
 
     def _small(self, file: MappedFile) -> bool:
         """Whether the file's CFI is small enough to decode in the caller's
@@ -297,13 +330,22 @@ class TableCache:
     def _start(self) -> None:
         if self._thread is None:
             self._child = BuilderChild(cpu_s=self._limits.object_cpu_s,
-                                       memory_bytes=BUILD_MEMORY_BYTES)
+                                       memory_bytes=BUILD_MEMORY_BYTES,
+                                       idle_s=self.builder_idle_s)
             self._thread = threading.Thread(target=self._run, name="unwind-tables",
                                             daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.01, self.builder_idle_s / 3))
+            except queue.Empty:                     # nothing to build: an idle child goes
+                if self._child is not None:
+                    self._child.close_if_idle()
+                continue
+            if item is None:
+                return
             if isinstance(item, str):               # "start"
                 try:
                     if self._child is not None:
@@ -386,6 +428,23 @@ class TableCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._mem)
+
+
+def _small_pages(mapped: mmap.mmap) -> None:
+    """No PMD (huge page) mappings of the file: ext4 and tmpfs keep page cache
+    in large folios, mapped whole by one touch (6.18 still maps a large
+    folio's pages on a fault, but not as one 2 MB entry)."""
+    try:
+        mapped.madvise(mmap.MADV_NOHUGEPAGE)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+def _drop_resident(mapped: mmap.mmap) -> None:
+    try:
+        mapped.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):       # closed, or refused: it stays resident
+        pass
 
 
 def _empty_table(build_id: str) -> UnwindTable:

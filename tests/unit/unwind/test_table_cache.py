@@ -188,3 +188,83 @@ def test_inline_builds_stop_at_their_share_of_a_window(tmp_path: Path) -> None:
             assert tables.lookup(libm, "") is not None and tables.built_inline == 1
     finally:
         tables.close()
+
+
+def process_state(pid: int) -> str:
+    """``R``/``S``/… from /proc/PID/stat; ``Z`` for a zombie; "" when reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
+def test_an_idle_builder_child_is_ended_and_reaped_then_started_again(tmp_path: Path) -> None:
+    """Steady state costs no process: after ``builder_idle_s`` without a
+    request the cache's thread ends the child and reaps it (no zombie left
+    until the next table); the next table starts a new one."""
+    tables = TableCache(cache_dir=tmp_path, inline_cfi_bytes=0, builder_idle_s=0.6)
+    try:
+        with host(LIBC) as libc:
+            assert tables.lookup(libc, "") is None
+            wait_ready(tables)
+        first = tables.builder_pid
+        assert first is not None and process_state(first) not in ("", "Z")
+        deadline = time.monotonic() + 10
+        while process_state(first) != "" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process_state(first) == "", "the idle child is still there (or a zombie)"
+        assert tables.builder_pid is None
+        with host("/usr/lib/x86_64-linux-gnu/libm.so.6") as libm:
+            assert tables.lookup(libm, "") is None
+            wait_ready(tables)
+            table = tables.lookup(libm, "")
+        assert table is not None and table.has_cfi
+        assert tables.builder_pid not in (None, first)
+    finally:
+        tables.close()
+
+
+def resident_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and ":" not in head[0]:
+                inside = len(head) > 5 and head[5] == str(path)
+            elif inside and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+def test_a_mapped_table_holds_only_the_pages_its_lookups_touch(tmp_path: Path) -> None:
+    """libjvm's table (191k rows, ~2.3 MB) read from the disk cache: loading
+    it checks every rule index, yet leaves nothing resident; look-ups map
+    what they touch (on 6.18 with ext4 that is whole large folios, up to 2 MB
+    a touch); ``trim`` gives it all back, and the answers stay the same."""
+    libjvm = "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"   # setup-host
+    builder = TableCache(cache_dir=tmp_path, inline_cfi_bytes=0)
+    try:
+        with host(libjvm) as jvm:
+            assert builder.lookup(jvm, "") is None
+            wait_ready(builder)
+    finally:
+        builder.close()
+    [path] = tmp_path.glob("*.unw")
+    assert path.stat().st_size > 2 << 20
+    tables = TableCache(cache_dir=tmp_path)
+    try:
+        with host(libjvm) as jvm:
+            table = tables.get(jvm, "")
+        assert isinstance(table.starts, memoryview) and len(table) > 100_000
+        assert resident_kb(path) <= 64, "the load left the checked pages resident"
+        pcs = [table.starts[i] + 1 for i in range(0, len(table), len(table) // 200)]
+        rules = [table.rule(pc) for pc in pcs]
+        assert resident_kb(path) > 0
+        assert tables.trim() == 1 and resident_kb(path) == 0
+        table._memo.clear()                       # look the pcs up in the file again
+        assert [table.rule(pc) for pc in pcs] == rules
+        reference = build_table(libjvm)
+        assert rules == [reference.rule(pc) for pc in pcs]
+    finally:
+        tables.close()
