@@ -76,7 +76,11 @@ struct py_scratch_t {
     u8 raw[PY_FRAME_READ];
 };
 BPF_PERCPU_ARRAY(py_scratch, struct py_scratch_t, 1);
-BPF_PERCPU_ARRAY(py_stats, u64, PYS_N);
+/* every counter in one entry: user space reads them with one lookup per window */
+struct py_stats_t {
+    u64 n[PYS_N];
+};
+BPF_PERCPU_ARRAY(py_stats, struct py_stats_t, 1);
 
 /* BCC rewrites map calls (`m.lookup()`) in its main text only, not in included
  * files: this header reaches its maps through py_map_op(), defined in
@@ -90,9 +94,10 @@ static __always_inline void *py_map_op(int op, void *key, void *value);
 
 static __always_inline void py_stat(u32 slot)
 {
-    u64 *v = py_map_op(PYM_STAT_GET, &slot, 0);
-    if (v)
-        *v += 1;
+    u32 zero = 0;
+    struct py_stats_t *v = py_map_op(PYM_STAT_GET, &zero, 0);
+    if (v && slot < PYS_N)
+        v->n[slot] += 1;
 }
 
 static __always_inline u64 py_read_ptr(u64 addr)

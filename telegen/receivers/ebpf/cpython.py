@@ -33,7 +33,6 @@ native stack, memoized per native stack object and ``py_stack`` id).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import queue
 import threading
@@ -41,42 +40,29 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from telegen.bpf import syscall as sc
 from telegen.interpreters.cpython import CodeEntry, CodeReader, detect
 from telegen.interpreters.cpython.offsets import FRAME_OWNED_BY_CSTACK
 from telegen.pdata import Frame, FrameKind, Line
+from telegen.receivers.ebpf.cpython_maps import (
+    PY_FAULT,
+    PY_INSTR_BAD,
+    PY_MAX_FRAMES,
+    PY_TRUNCATED,
+    CPyStack,
+    StackReader,
+    WalkerStats,
+)
 from telegen.receivers.ebpf.frames import TRUNCATED
 from telegen.receivers.ebpf.keys import RawKey
-from telegen.receivers.ebpf.stats import StatDeltas
 from telegen.untrusted import Refusals
 
 log = logging.getLogger(__name__)
 
 # bpf/cpython.h
-PY_MAX_FRAMES = 64
 PY_MAX_PROCS = 4096
-PY_TRUNCATED, PY_FAULT = 1, 2
-PY_INSTR_BAD = 0xFFFFFFFF
-STAT_NAMES = ("samples", "stacks", "no_thread", "no_frame", "truncated", "fault",
-              "collision", "full", "cache_hit", "no_fsbase")
 QUEUE_SIZE = 1024           # pending registrations; beyond, a process is skipped (counted)
 RETRY_AFTER_S = (0.5, 2.0)  # a process not (yet) seen as CPython is looked at again
-RETRY_TICK_S = 0.25
-
-
-class CPyFrame(ctypes.Structure):
-    """Mirror of ``struct py_frame``."""
-
-    _fields_ = [("code", ctypes.c_uint64), ("instr", ctypes.c_uint32),
-                ("owner", ctypes.c_uint32)]
-
-
-class CPyStack(ctypes.Structure):
-    """Mirror of ``struct py_stack``."""
-
-    _fields_ = [("hash", ctypes.c_uint64), ("pid", ctypes.c_uint32),
-                ("depth", ctypes.c_uint16), ("status", ctypes.c_uint16),
-                ("frames", CPyFrame * PY_MAX_FRAMES)]
+IDLE_WAIT_S = 5.0           # with no retry due, the registration thread sleeps until an event
 
 
 class PyRuns(NamedTuple):
@@ -163,13 +149,7 @@ class PythonFrames:
                  telemetry: Any, refusals: Refusals | None = None,
                  detector: Callable[..., Any] = detect) -> None:
         self._procs_map = table("py_procs")
-        stacks = table("py_stacks")
-        self._stacks_fd: int = stacks.map_fd
-        self._stack_key = ctypes.c_uint32()
-        # as large as the map's values (the kernel writes all of it), seen as a py_stack
-        self._stack_buf = (ctypes.c_char * max(ctypes.sizeof(stacks.Leaf),
-                                               ctypes.sizeof(CPyStack)))()
-        self._stack_view = CPyStack.from_buffer(self._stack_buf)
+        self._stacks = StackReader(table("py_stacks"))
         self._telemetry = telemetry
         self._refusals = refusals
         self._detect = detector
@@ -191,7 +171,7 @@ class PythonFrames:
         # window (the builder's memo holds each native stack object for the window)
         self._merged: dict[tuple[int, int], tuple[tuple[Frame, ...], tuple[Frame, ...], str]] = {}
         self._outcomes: dict[str, int] = {}       # samples per merge outcome, this window
-        self._stats = StatDeltas(lambda: table("py_stats"), STAT_NAMES)
+        self._stats = WalkerStats(table("py_stats"))
         # a u16 in struct py_offsets; 0 (unknown) makes every walk stop at once, counted
         self._fsbase_offset = fsbase_offset if 0 < fsbase_offset < 0xFFFF else 0
 
@@ -228,7 +208,7 @@ class PythonFrames:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                what, pid = self._queue.get(timeout=RETRY_TICK_S)
+                what, pid = self._queue.get(timeout=self._wait_s())
             except queue.Empty:
                 what, pid = "", 0
             try:
@@ -241,6 +221,14 @@ class PythonFrames:
             except Exception:           # one odd process must not stop registration
                 log.exception("cpython: handling %s of %d failed", what, pid)
                 self._count("ebpf_python_processes", result="error")
+
+    def _wait_s(self) -> float:
+        """Until the next retry is due (an idle agent's thread does not wake
+        4 times a second for nothing: that was ~0.05% of a core here)."""
+        if not self._retry:
+            return IDLE_WAIT_S
+        due = min(d for d, _ in self._retry.values())
+        return min(IDLE_WAIT_S, max(0.01, due - time.monotonic()))
 
     def _retry_due(self) -> None:
         now = time.monotonic()
@@ -313,7 +301,7 @@ class PythonFrames:
         hit = self._decoded.get(memo)
         if hit is not None:
             return hit.runs
-        stack = self._read_stack(key.py_stack)
+        stack = self._stacks.read(key.py_stack)
         if stack is None or stack.pid != key.pid or not 0 < stack.depth <= PY_MAX_FRAMES:
             hit = EXPIRED
         else:
@@ -325,18 +313,6 @@ class PythonFrames:
                 hit = self._decode(key.pid, stack, reader)
         self._decoded[memo] = hit
         return hit.runs
-
-    def _read_stack(self, stack_id: int) -> CPyStack | None:
-        """The entry of ``stack_id`` (a view of one buffer, valid until the next
-        read: window thread only), or None. One bpf() call into buffers made once
-        (through the table's lookup: a key and a 1 KiB value made per read)."""
-        self._stack_key.value = stack_id
-        try:
-            sc.lookup(self._stacks_fd, ctypes.addressof(self._stack_key),
-                      ctypes.addressof(self._stack_buf))
-        except OSError:
-            return None
-        return self._stack_view
 
     def _check(self, pid: int, reader: CodeReader, addr: int) -> CodeEntry | None:
         """The code object at ``addr``, read once per window."""
