@@ -10,7 +10,9 @@ BPF_ENABLE_STATS descriptor for the whole bench, so another bench switching
 kernel.bpf_stats_enabled off does not zero them) and the receiver's own CPU
 (user+system of the process running it; its main thread only sleeps). The
 difference, per second and per busy CPU, is the cost of the walker + naming +
-merging in % of one core. Per busy CPU: the workloads' CPU samples / rate
+merging in % of one core. Each interval runs from the end of one of the
+receiver's windows (2 s) to the end of another: whole windows only, since a
+window's work comes at its end. Per busy CPU: the workloads' CPU samples / rate
 (on a shared host they get less than every CPU, and the agent's work follows
 their samples). Also: RSS and the code objects cached per Python process.
 
@@ -53,7 +55,7 @@ deep(30)
 # checkout has): "ready" once warm, then one JSON line per interval (each
 # started by a line on stdin).
 CHILD = r"""
-import json, logging, os, resource, sys, time
+import json, logging, os, resource, sys, threading, time
 from bench.overhead import bpf_run_time, rss_mb
 from telegen.component import ComponentID, CreateSettings, Kind
 from telegen.receivers.ebpf.config import EbpfConfig
@@ -79,15 +81,29 @@ cfg = EbpfConfig(sample_rate=args["rate"], duration=2.0, interpreters=args["inte
                  pids=args["pids"], off_cpu=args["off_cpu"])
 cfg.validate()
 receiver = EbpfReceiver(settings, cfg, Discard())
+# intervals from one window's end to another's: whole windows only (a 20 s
+# interval held 10 or 11 windows' work, +-10% of the receiver's CPU, by phase)
+windows, ended, window = [0], threading.Condition(), receiver._window
+def counted_window():
+    window()
+    with ended:
+        windows[0] += 1
+        ended.notify_all()
+def after_windows(n):
+    with ended:
+        target = windows[0] + n
+        ended.wait_for(lambda: windows[0] >= target, timeout=n * cfg.duration + 30)
+receiver._window = counted_window
 receiver.start(None)
 try:
     time.sleep(args["warmup"])           # registration, unwind tables, first windows
     print("ready", flush=True)
     for _ in range(args["repeat"]):
         sys.stdin.readline()             # every receiver starts an interval at once
+        after_windows(1)
         s0 = sum_series(registry.snapshot(), "receiver_accepted_samples", profile="cpu")
         c0, (b0, n0), t0 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
-        time.sleep(args["seconds"])
+        after_windows(max(1, round(args["seconds"] / cfg.duration)))
         c1, (b1, n1), t1 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
         s1 = sum_series(registry.snapshot(), "receiver_accepted_samples", profile="cpu")
         python = getattr(receiver, "_python", None)
