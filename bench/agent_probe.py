@@ -5,7 +5,8 @@ thread appends one JSON line to ``--out`` every ``--every`` seconds:
 
 - ``rss_mb`` (statm), ``smaps_mb`` (resident MB per kind of mapping: heap,
   anonymous, BPF rings, unwind tables, symbol indexes, libraries) and
-  ``malloc_mb`` (glibc's arenas: in use, free, mmapped) and, with
+  ``malloc_mb`` (glibc's arenas: in use, free, mmapped), ``pymalloc``
+  (Python's arenas, bytes in use and free inside them) and, with
   ``--tracemalloc``, the bytes Python allocated (``traced_mb``) and the 25
   source lines that grew most since the first record (``grown``:
   ``file:line`` → bytes);
@@ -38,6 +39,7 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -146,6 +148,32 @@ def _estimate(value: Any, n: int) -> int:
     return int(per * n + sys.getsizeof(value, 64))
 
 
+def pymalloc_mb() -> dict[str, float]:
+    """Python's small-object allocator (``sys._debugmallocstats``, written to
+    fd 2: redirected for the call): arenas (1 MiB each on 3.10+), bytes in
+    live blocks, and free in their pools and arenas — the fragmentation."""
+    stats: dict[str, float] = {}
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    names = {"# arenas allocated current": "arenas", "# bytes in allocated blocks": "in_use_mb",
+             "# bytes in available blocks": "free_in_pools_mb"}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        name = names.get(key.strip())
+        if name:
+            number = int(value.strip().replace(",", ""))
+            stats[name] = number if name == "arenas" else round(number / 1e6, 1)
+    return stats
+
+
 def container_sizes() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """``Class.attribute`` → summed length and estimated bytes; type name →
     count of objects."""
@@ -197,6 +225,7 @@ def probe(out: str, every: float, traced: bool) -> None:
         time.sleep(every)
         record: dict[str, Any] = {"t": round(time.monotonic() - started, 1), "rss_mb": rss_mb(),
                                   "smaps_mb": smaps_mb(), "malloc_mb": malloc_mb(),
+                                  "pymalloc": pymalloc_mb(),
                                   "threads": threading.active_count()}
         try:
             sizes, nbytes, types = container_sizes()

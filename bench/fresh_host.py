@@ -25,6 +25,7 @@ tree (agent, CFI builder and its workers, symbol-index children, bpfc…) at
 those marks and at the peak: resident anonymous / file / shmem MB.
 
     python -m bench.fresh_host [--agents today=../old,new=.] [--seconds 60] [--churn]
+        [--process-names REGEX ...]
         [--no-baseline] [--timeline PATH] [--probe PATH [--tracemalloc]]
 
 ``--probe`` runs each agent under :mod:`bench.agent_probe` (what it keeps,
@@ -64,6 +65,28 @@ while True:
         handle(i)
     time.sleep(0.01)
 '''
+
+
+# The embedded default's pipeline (agent::profiling translated), with the ebpf
+# receiver limited to the workload's processes (--process-names)
+TARGETED_CONFIG = """
+receivers:
+  ebpf/agent:
+    process_names: {names}
+processors:
+  symbolize/agent: {{}}
+  batch/agent: {{}}
+exporters:
+  pprof_file/agent:
+    directory: ./profiles
+  console/agent: {{}}
+service:
+  pipelines:
+    profiles/agent:
+      receivers: [ebpf/agent]
+      processors: [symbolize/agent, batch/agent]
+      exporters: [pprof_file/agent, console/agent]
+"""
 
 
 def tree(pid: int) -> list[int]:
@@ -221,10 +244,14 @@ def measure(label: str, src: Path, work: Path, args: argparse.Namespace,
         started = time.monotonic()
         with open(log, "wb") as logf:
             command = ["-m", "telegen", "run"]
+            if args.process_names:       # the default pipeline, limited to the workloads
+                config = Path(out) / "targeted.yaml"
+                config.write_text(TARGETED_CONFIG.format(names=json.dumps(args.process_names)))
+                command += ["-c", str(config)]
             if args.probe:    # the same agent, with bench.agent_probe's records of what it keeps
                 command = ["-m", "bench.agent_probe", "--out", f"{args.probe}.{label}.jsonl",
                            "--every", str(args.probe_every)] + \
-                    (["--tracemalloc"] if args.tracemalloc else []) + ["--", "run"]
+                    (["--tracemalloc"] if args.tracemalloc else []) + ["--"] + command[2:]
             agent = subprocess.Popen([sys.executable, *command], cwd=out, env=env,
                                      stdout=logf, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -305,6 +332,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--delay", type=float, default=20.0)
     ap.add_argument("--churn", action="store_true")
+    ap.add_argument("--process-names", action="append", default=[],
+                    help="limit the agent to processes matching this regex (repeatable), e.g. "
+                    "the workloads: '^python3\\.12$' '^bench_work$' '^sh$' (on a shared "
+                    "host, the agent's memory is then the workloads', not the host's)")
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the program's run without an agent (throughput not reported)")
     ap.add_argument("--timeline", help="write each agent's RSS timeline to TIMELINE.<label>.json")
