@@ -67,6 +67,7 @@ enum telegen_stat {
     ST_LOST_OFFCPU, ST_LOST_OFFCPU_VALUE,
     ST_LOST_LOCK, ST_LOST_LOCK_VALUE,
     ST_LOST_MEM, ST_LOST_MEM_VALUE,
+    ST_USNAP_SKIPPED,    /* preempted, no earlier copy: no user stack (not frame pointers) */
     ST_NSTATS,
 };
 
@@ -532,7 +533,13 @@ static __always_inline void walk_stacks_ex(void *ctx, struct sample_key *key, u3
     go_context(key->pid, &go);          /* Go (#26): bpf/golabels.h */
 #ifdef USER_STACKS
     uid = capture_user_stack(key->pid, key->tid, capture, &go, &fresh);
-    if (uid < 0) {
+    if (uid == -EAGAIN) {
+        /* a preempted thread whose stack was not copied before: no frame-pointer
+         * walk either (this process needs CFI: the walk fails or is garbage, and
+         * costs a stack-map slot per preemption). User space shows [truncated]
+         * (with the thread's Python frames, when it runs CPython). */
+        stat_add(ST_USNAP_SKIPPED, 1);
+    } else if (uid < 0) {
         int err = uid;
         uid = stack_id(ctx, seq, BPF_F_USER_STACK);
         if (err != -EFAULT || uid >= 0)
@@ -545,7 +552,7 @@ static __always_inline void walk_stacks_ex(void *ctx, struct sample_key *key, u3
     if (!user_mode)
         kid = stack_id(ctx, seq, 0);
 #endif
-    if (user_mode || uid != -EFAULT)
+    if ((user_mode || uid != -EFAULT) && uid != -EAGAIN)    /* EAGAIN: counted above */
         count_stack_error(uid, ST_USTACK_EFAULT, ST_USTACK_EEXIST, ST_USTACK_ENOMEM,
                           ST_USTACK_OTHER);
     if (!user_mode)

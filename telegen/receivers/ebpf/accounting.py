@@ -48,7 +48,7 @@ class Accounting:
 
     def window_stats(self, stats: dict[str, int]) -> None:
         for stat in ("usnap_emitted", "usnap_deduped", "usnap_throttled", "usnap_lost",
-                     "usnap_fault"):
+                     "usnap_fault", "usnap_skipped"):
             if stats.get(stat):
                 self._t.counter("ebpf_unwind_copies", result=stat[6:]).add(stats[stat])
         for stat, (stack, kind) in _STACK_ERRORS.items():

@@ -33,7 +33,7 @@ STAT_NAMES = (
     "usnap_emitted", "usnap_deduped", "usnap_throttled", "usnap_lost", "usnap_fault",
     "offcpu_unpaired", "spilled",
     "lost_cpu", "lost_cpu_value", "lost_offcpu", "lost_offcpu_value",
-    "lost_lock", "lost_lock_value", "lost_mem", "lost_mem_value",
+    "lost_lock", "lost_lock_value", "lost_mem", "lost_mem_value", "usnap_skipped",
 )
 
 
@@ -137,10 +137,13 @@ class MapReader:
 
     def user_stack(self, key: RawKey) -> tuple[tuple[int, ...] | None, str]:
         """The user addresses of a sample and, when they are missing, why
-        ("" when fine, "none" for kernel threads, "expired", "failed")."""
+        ("" when fine, "none" for kernel threads, "expired", "failed",
+        "not_copied" for a preempted thread: bpf/telegen.h walk_stacks_ex)."""
         sid = key.user_stack
         if sid == -errno.EFAULT and not key.user_mode:
             return (), "none"
+        if sid == -errno.EAGAIN:
+            return None, "not_copied"
         if sid < 0:
             return None, "failed"
         addrs = self._stacks.addresses(key.stack_seq, sid)
