@@ -2,13 +2,17 @@
 
 The only module that imports ``bcc``. Reads ``{"options": BpfOptions fields}``
 as JSON on stdin, narrows ``/proc/kallsyms`` for itself
-(:mod:`telegen.bpf.kallsyms`), compiles the ``bpf/*.bpf.c`` set once with
+(:mod:`telegen.bpf.kallsyms`), compiles the ``bpf/*.bpf.c`` set with
 BCC/LLVM (SELF_TGID as a sentinel) and takes what BCC produced as a compiled
 object (:mod:`telegen.bpf.compiled`: instructions, map relocations, map
 definitions, attachments). It loads that object through
 :mod:`telegen.bpf.loader` on BCC's maps — the same path the agent takes on
 a start-up cache hit: the cpu-clock sampler first, then the tracepoints and
-the programs the agent attaches itself (memory uprobes) — and sends every
+the programs the agent attaches itself (memory uprobes). With memory or
+mutex profiling the compile is split (``BpfOptions.phases``): the sampler is
+compiled alone, loaded and sampling while the rest compiles, whose programs
+then refer to the maps the first phase made (the same kernel objects; BCC's
+second copies are left unused and go with the child). It sends every
 descriptor and a manifest carrying the object (for the agent's cache) over
 the socketpair end ``SOCKET_FD`` (:mod:`telegen.bpf.handover`). What that
 loader cannot load, BCC compiles again and loads itself (not cacheable).
@@ -44,9 +48,12 @@ def _die_with_parent(agent_pid: int) -> None:
 def compile_and_load(request: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
     """Compile with BCC, then load and attach what it produced through
     :mod:`telegen.bpf.loader` (the agent's own path on a cache hit) on BCC's
-    maps. The manifest carries the compiled object for the agent's cache."""
-    from telegen.bpf.compiled import ObjectError
-    from telegen.bpf.loader import LoadError, load_object
+    maps, phase by phase (:meth:`BpfOptions.phases`: the cpu sampler
+    sampling while the rest compiles; a later phase's programs refer to the
+    maps the earlier ones made). The manifest carries the compiled object
+    (the phases merged) for the agent's cache."""
+    from telegen.bpf import compiled
+    from telegen.bpf.loader import LoadError, Loading
     from telegen.receivers.ebpf.bpf_loader import BpfOptions
 
     options = BpfOptions(**request["options"])
@@ -58,25 +65,45 @@ def compile_and_load(request: dict[str, Any]) -> tuple[list[int], dict[str, Any]
         raise SystemExit(f"cannot import bcc ({exc}); doctor check 'bcc' fails: install "
                          "python3-bpfcc and link it into the venv (make install)") from exc
     t1 = marks["bcc_imported"] = time.monotonic()
+    loading = Loading(self_tgid=options.self_tgid, sample_rate=options.sample_rate)
+    compile_s = 0.0
+    obj: dict[str, Any] | None = None
     try:
         if request.get("loader") == "bcc":
-            raise ObjectError("BCC's own loader asked for")
-        obj, map_fds = compile_object(options)
-        t2 = marks["compiled"] = time.monotonic()
-        fds, manifest = load_object(obj, self_tgid=options.self_tgid,
-                                    sample_rate=options.sample_rate, map_fds=map_fds)
-    except (ObjectError, LoadError) as exc:
+            raise compiled.ObjectError("BCC's own loader asked for")
+        for n, files in enumerate(options.phases()):
+            start = time.monotonic()
+            part, map_fds = compile_object(options, files)
+            marks["compiled" if n == 0 else f"compiled_{n + 1}"] = done = time.monotonic()
+            compile_s += done - start
+            obj = part if obj is None else compiled.merge(obj, part)
+            loading.add(part, map_fds)
+        assert obj is not None
+        check_self_tgid(obj, options)
+    except (compiled.ObjectError, LoadError) as exc:
         # what telegen.bpf.loader cannot load (a relocation it does not know, a
         # program the kernel wants with its BTF) BCC loads itself: compiled
         # again with the agent's pid, not cacheable, never lost
+        loading.abort()
         fds, manifest = bcc_compile_and_load(options)
         manifest["fallback"] = str(exc)[:4000]
         return fds, manifest
-    manifest["timings"] = {"import_s": t1 - t0, "compile_s": t2 - t1,
-                           **manifest["timings"]}
+    except BaseException:
+        loading.abort()
+        raise
+    fds, manifest = loading.finish()
+    manifest["timings"] = {"import_s": t1 - t0, "compile_s": compile_s, **manifest["timings"]}
     manifest["marks"] = {**marks, **manifest["marks"]}
     manifest["object"] = obj
     return fds, manifest
+
+
+def check_self_tgid(obj: dict[str, Any], options: Any) -> None:
+    from telegen.bpf.compiled import ObjectError
+
+    if not options.self_profile and not any(p["self_tgid"] for p in obj["programs"].values()):
+        raise ObjectError("SELF_TGID: the sentinel is in no instruction (the agent would "
+                          "profile itself)")
 
 
 def bcc_compile_and_load(options: Any) -> tuple[list[int], dict[str, Any]]:
@@ -122,10 +149,13 @@ def bcc_compile_and_load(options: Any) -> tuple[list[int], dict[str, Any]]:
                  "timings": {"compile_s": t2 - t1, "load_s": time.monotonic() - t2}}
 
 
-def wanted_programs(options: Any, names: list[str]) -> dict[str, tuple[int, Any]]:
-    """The functions to load: name -> (program type, attachment), as BCC's
-    autoload (TRACEPOINT_PROBE, RAW_TRACEPOINT_PROBE) plus the sampler and
-    the programs the agent attaches itself."""
+def wanted_programs(options: Any, names: list[str],
+                    files: list[str] | None = None) -> dict[str, tuple[int, Any]]:
+    """The functions to load of a compile of ``files`` (default: all):
+    name -> (program type, attachment), as BCC's autoload
+    (TRACEPOINT_PROBE, RAW_TRACEPOINT_PROBE) plus the sampler and the
+    programs the agent attaches itself."""
+    files = options.source_files() if files is None else files
     out: dict[str, tuple[int, Any]] = {}
     for name in names:
         if name.startswith("tracepoint__"):
@@ -139,17 +169,20 @@ def wanted_programs(options: Any, names: list[str]) -> dict[str, tuple[int, Any]
 
             raise ObjectError(f"BPF function {name}: telegen.bpf.loader does not attach "
                               "its kind")
-    if options.cpu:
+    if options.cpu and "cpu.bpf.c" in files:
         out["on_cpu_sample"] = (PROG_TYPES["perf_event"], {"kind": "cpu_clock"})
-    for name, kind in options.programs().items():
-        out[name] = (PROG_TYPES[kind], None)
+    if "memory.bpf.c" in files:
+        for name, kind in options.programs().items():
+            out[name] = (PROG_TYPES[kind], None)
     return out
 
 
-def compile_object(options: Any) -> tuple[dict[str, Any], dict[str, int]]:
-    """BCC's compile of ``options`` as a compiled object
-    (:mod:`telegen.bpf.compiled`), SELF_TGID as the sentinel, and the fds of
-    the maps BCC created for it (name -> fd)."""
+def compile_object(options: Any, files: list[str] | None = None
+                   ) -> tuple[dict[str, Any], dict[str, int]]:
+    """BCC's compile of ``files`` (default: every selected one) with
+    ``options``' flags as a compiled object (:mod:`telegen.bpf.compiled`),
+    SELF_TGID as the sentinel, and the fds of the maps BCC created for it
+    (name -> fd; they live as long as this process)."""
     from bcc import BPF
     from bcc.libbcc import lib
 
@@ -161,33 +194,28 @@ def compile_object(options: Any) -> tuple[dict[str, Any], dict[str, int]]:
 
     cflags = [f"-DSELF_TGID={compiled.SELF_TGID_SENTINEL}" if f.startswith("-DSELF_TGID=")
               else f for f in options.cflags()]
-    bpf = _compile(Compiler, options, cflags)
+    bpf = _compile(Compiler, options, cflags, files)
     maps, map_fds = _maps(bpf, lib)
     fd_names = {fd: name for name, fd in map_fds.items()}
     names = [lib.bpf_function_name(bpf.module, i).decode()
              for i in range(lib.bpf_num_functions(bpf.module))]
     programs: dict[str, Any] = {}
-    sites = 0
-    for name, (prog_type, attach) in wanted_programs(options, names).items():
+    for name, (prog_type, attach) in wanted_programs(options, names, files).items():
         if name not in names:
             raise SystemExit(f"BPF function {name} is not in the compiled programs")
         insns, relocs, tgid = compiled.extract_relocations(bpf.dump_func(name.encode()),
                                                            fd_names)
-        sites += len(tgid)
         programs[name] = {"type": prog_type, "attach": attach, "maps": relocs,
                           "self_tgid": tgid, "insns": base64.b64encode(insns).decode()}
-    if sites == 0 and not options.self_profile:
-        raise compiled.ObjectError("SELF_TGID: the sentinel is in no instruction (the "
-                                   "agent would profile itself)")
     obj = {"format": compiled.FORMAT, "maps": maps, "programs": programs,
            "license": lib.bpf_module_license(bpf.module).decode(),
            "kern_version": lib.bpf_module_kern_version(bpf.module)}
     return compiled.check(obj), map_fds
 
 
-def _compile(cls: Any, options: Any, cflags: list[str]) -> Any:
+def _compile(cls: Any, options: Any, cflags: list[str], files: list[str] | None = None) -> Any:
     try:
-        return cls(text=options.source().encode(), cflags=cflags)
+        return cls(text=options.source(files).encode(), cflags=cflags)
     except Exception as exc:
         raise SystemExit(f"BPF compile/load failed: {exc}; run `telegen doctor` (checks "
                          "'kernel headers', 'bpf syscall', 'capabilities')") from exc

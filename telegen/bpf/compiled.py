@@ -89,6 +89,32 @@ def extract_relocations(insns: bytes, fd_names: dict[int, str]) -> tuple[bytes, 
     return bytes(out), relocs, sites
 
 
+def map_definition(m: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two maps of the same name the same kernel object's shape."""
+    return tuple(m[k] for k in ("type", "key_size", "value_size", "max_entries", "flags",
+                                "key", "leaf"))
+
+
+def merge(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """One object of two compiled from the same header with the same flags
+    (the compiler child's phases): the maps of both (one of each name,
+    ObjectError when two of a name differ) and the programs of both
+    (ObjectError when both have one of a name)."""
+    if (first["license"], first["kern_version"]) != (second["license"],
+                                                     second["kern_version"]):
+        raise ObjectError("objects of different licenses or kernel versions")
+    maps = dict(first["maps"])
+    for name, m in second["maps"].items():
+        if name in maps and map_definition(maps[name]) != map_definition(m):
+            raise ObjectError(f"map {name}: two definitions")
+        maps.setdefault(name, m)
+    both = set(first["programs"]) & set(second["programs"])
+    if both:
+        raise ObjectError(f"programs in both objects: {sorted(both)}")
+    return check({**first, "maps": maps,
+                  "programs": {**first["programs"], **second["programs"]}})
+
+
 def manifest_map(definition: dict[str, Any], fd_index: int) -> dict[str, Any]:
     """A map of a compiled object as the hand-over manifest names it."""
     return {"fd": fd_index, **{k: definition[k] for k in MANIFEST_MAP_FIELDS}}

@@ -114,3 +114,32 @@ def test_relocate_refuses_a_site_without_the_sentinel() -> None:
     with pytest.raises(ObjectError):
         compiled.relocate(p, {"counts": 3}, 1)
     assert struct.calcsize("<BBhi") == 8
+
+
+def _second(map_name: str = "counts", max_entries: int = 16) -> dict[str, Any]:
+    """Another phase's object: its own program on the shared map (and one of its own)."""
+    obj = copy.deepcopy(_good())
+    obj["maps"][map_name] = dict(obj["maps"]["counts"], max_entries=max_entries)
+    obj["maps"]["starts"] = dict(obj["maps"]["counts"], kname="starts")
+    p = obj["programs"].pop("on_cpu_sample")
+    obj["programs"]["tracepoint__sched__sched_switch"] = dict(
+        p, type=5, attach={"kind": "tracepoint", "target": "sched:sched_switch"})
+    return obj
+
+
+def test_two_phases_merge_into_one_object_with_one_map_of_each_name() -> None:
+    merged = compiled.merge(_good(), _second())
+    assert set(merged["maps"]) == {"counts", "starts"}
+    assert set(merged["programs"]) == {"on_cpu_sample", "tracepoint__sched__sched_switch"}
+    assert merged["maps"]["counts"] == _good()["maps"]["counts"]
+
+
+def test_a_merge_refuses_two_definitions_of_a_map_and_a_program_twice() -> None:
+    with pytest.raises(ObjectError, match="two definitions"):
+        compiled.merge(_good(), _second(max_entries=32))
+    with pytest.raises(ObjectError, match="in both objects"):
+        compiled.merge(_good(), _good())
+    other = _second()
+    other["license"] = "Dual BSD/GPL"
+    with pytest.raises(ObjectError, match="licenses"):
+        compiled.merge(_good(), other)
