@@ -376,10 +376,24 @@ struct usnap_budget {
     u64 used;
 };
 
+/* Where a process's code is (its executable mappings, merged into at most
+ * CODE_RANGES ranges; written by user space: receivers/ebpf/code_ranges.py).
+ * With it, the dedupe hash takes only the words at sp that point into code —
+ * return addresses, at their offsets — not the frames' locals, which change
+ * from sample to sample in an interpreter's loop (a busy CPython service:
+ * 2370 copies, 1022 distinct unwound stacks, 1123 distinct code-word keys). */
+#define CODE_RANGES 8
+struct code_ranges {
+    u64 n;
+    u64 lo[CODE_RANGES];
+    u64 hi[CODE_RANGES];
+};
+
 BPF_PERCPU_ARRAY(ustack_scratch, struct ustack_rec, 1);
 BPF_PERCPU_ARRAY(ustack_ctr, u32, 1);
 BPF_PERCPU_ARRAY(usnap_budget, struct usnap_budget, 1);
 BPF_TABLE("lru_hash", struct usnap_key, u32, usnap_seen, USNAP_ENTRIES);
+BPF_HASH(usnap_ranges, u32, struct code_ranges, MAX_PROCS);
 BPF_RINGBUF_OUTPUT(ustacks, USTACK_PAGES);
 
 static __always_inline int user_regs(u64 *ip, u64 *sp, u64 *bp)
@@ -434,9 +448,24 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags,
     if (!k.hash && bpf_probe_read_user(rec->data, USNAP_HASH_WORDS * 8, (void *)sp) == 0) {
         u64 h = 0xcbf29ce484222325ULL;
         u64 *w = (u64 *)rec->data;
-        for (int i = 0; i < USNAP_HASH_WORDS; i++)
-            h = (h ^ w[i]) * 0x100000001b3ULL;
-        k.hash = h | 1;
+        struct code_ranges *code = usnap_ranges.lookup(&tgid);
+        if (code) {            /* the code words and their offsets: USNAP_CODE_KEY */
+            u64 n = code->n;
+            for (int i = 0; i < USNAP_HASH_WORDS; i++) {
+                u64 x = w[i];
+                for (int j = 0; j < CODE_RANGES; j++) {
+                    if (j < n && x >= code->lo[j] && x < code->hi[j]) {
+                        h = (h ^ x ^ ((u64)i << 56)) * 0x100000001b3ULL;
+                        break;
+                    }
+                }
+            }
+            k.hash = h | 3;
+        } else {               /* every word */
+            for (int i = 0; i < USNAP_HASH_WORDS; i++)
+                h = (h ^ w[i]) * 0x100000001b3ULL;
+            k.hash = (h & ~2ULL) | 1;
+        }
     }
     if (k.hash) {
         u32 *known = usnap_seen.lookup(&k);

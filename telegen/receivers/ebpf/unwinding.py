@@ -49,6 +49,7 @@ from telegen.pdata import Mapping
 from telegen.procinfo import ProcessCache, open_mapped
 from telegen.procinfo.process import ProcessInfo
 from telegen.receivers.ebpf.bpf_loader import USNAP_ENTRIES
+from telegen.receivers.ebpf.code_ranges import HASH_CODE, CodeRanges
 from telegen.receivers.ebpf.stacks import (
     TRUNCATED_MARK,
     FramePointerStacks,
@@ -79,6 +80,8 @@ RETRY_S = 30.0                            # copies unwound without a pending tab
 RETRY_COPIES = 1024                       # ... at most this many kept (<= 16 KiB each)
 
 
+_CODE_KEY = HASH_RAW | HASH_CODE    # usnap_key.hash low bits of a code-word key
+
 class CfiStacks:
     def __init__(self, fp: FramePointerStacks, processes: ProcessCache, *, name: str,
                  tables: TableCache | None = None,
@@ -99,6 +102,8 @@ class CfiStacks:
         self.goroutine_context: Callable[[int], SwitchContext | None] = lambda snap_id: None
         self._seen: Any = None            # usnap_seen (BPF), to drop a Go chain key
         self.go_keys_dropped = 0
+        self._code: CodeRanges | None = None    # usnap_ranges (BPF): code-word keys
+        self.code_keys_dropped = 0
         self._keys: LRUCache[int, bytes] = LRUCache(RESULTS)     # snapshot id -> its key
         self.ids_reused = 0
         self._pending: list[bytes] = []
@@ -133,12 +138,15 @@ class CfiStacks:
             for pid in pids:
                 self._spaces.pop(pid, None)
                 self._refreshed.pop(pid, None)
+        if self._code is not None:
+            self._code.forget(pids)
 
     # -- the ring ---------------------------------------------------------------------
     def attach(self, bpf: Any) -> None:
         """Open the ``ustacks`` ring (before the event thread starts polling)."""
         bpf[b"ustacks"].open_ring_buffer(self._on_copy)
         self._seen = bpf[b"usnap_seen"]
+        self._code = CodeRanges(bpf[b"usnap_ranges"])
 
     def _on_copy(self, _ctx: object, data: int, size: int) -> None:
         try:
@@ -275,6 +283,17 @@ class CfiStacks:
             # thousands), so the next sample there is copied and unwound again
             self.go_keys_dropped += 1
             self._forget_key(raw)
+        elif key_hash & _CODE_KEY == _CODE_KEY and (
+                self._code is None or not self._code.covers(pid, res.addresses[1:])):
+            # keyed on the code words, but a return address lies outside the code
+            # ranges BPF hashed with (a library loaded since, a garbage unwind)
+            self.code_keys_dropped += 1
+            self._forget_key(raw)
+            self._refresh(pid)     # maps read again (rate-limited): new ranges written
+        elif key_hash and not res.complete and self._pending_tables(pid):
+            # cut short because a table is still being built: the key would hand
+            # the cut stack to every later sample with the same words (a hot loop)
+            self._forget_key(raw)
         if self._pending_tables(pid) and len(self._retry) < RETRY_COPIES:
             if since is None:         # counted once, on its first unwind
                 self.table_pending_copies += 1
@@ -299,6 +318,8 @@ class CfiStacks:
         generation = self._tables.generation
         space = AddressSpace(info.mappings, lambda m: self._table_for(pid, m),
                              lambda m: self.go_binaries.for_mapping(pid, m))   # Go (#26)
+        if self._code is not None:
+            self._code.write(pid, info.mappings)
         # made while a table was pending: made again once a table is ready
         self._spaces[pid] = (info, space, generation if self._building else -1)
         return space
@@ -346,6 +367,7 @@ class CfiStacks:
             self._telemetry.gauge("unwind_tables_pending").set(self._tables.pending)
             for name, total in (("unwind_table_pending_copies", self.table_pending_copies),
                                 ("unwind_go_dedupe_keys_dropped", self.go_keys_dropped),
+                                ("unwind_code_keys_dropped", self.code_keys_dropped),
                                 ("unwind_copies_dropped", self.dropped)):
                 self._telemetry.counter(name).add(total - self._reported.get(name, 0))
                 self._reported[name] = total
