@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.startup import enable_stats
 
@@ -73,6 +74,19 @@ def cpu_s():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
+def thread_cpu():                       # run time (ns, the scheduler's) per thread name
+    names = {t.native_id: t.name.split("[")[0] for t in threading.enumerate()}
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0) + ns
+    return out
+
 registry = Registry()
 settings = CreateSettings(ComponentID("ebpf", "bench"), Kind.RECEIVER,
                           registry.for_component("receiver", "ebpf/bench"),
@@ -103,8 +117,10 @@ try:
         after_windows(1)
         s0 = sum_series(registry.snapshot(), "receiver_accepted_samples", profile="cpu")
         c0, (b0, n0), t0 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
+        th0 = thread_cpu()
         after_windows(max(1, round(args["seconds"] / cfg.duration)))
         c1, (b1, n1), t1 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
+        th1 = thread_cpu()
         s1 = sum_series(registry.snapshot(), "receiver_accepted_samples", profile="cpu")
         python = getattr(receiver, "_python", None)
         code_bytes = [sum(len(c.table) + len(c.name) + len(c.file) for c in r._codes.values())
@@ -114,6 +130,7 @@ try:
             "agent_cpu_s": (c1 - c0) / (t1 - t0), "bpf_s": (b1 - b0) / 1e9 / (t1 - t0),
             "bpf_runs": (n1 - n0) / (t1 - t0), "rss_mb": rss_mb(os.getpid()),
             "cpu_samples": (s1 - s0) / (t1 - t0),
+            "threads": {n: (ns - th0.get(n, 0)) / 1e9 / (t1 - t0) for n, ns in th1.items()},
             "code_bytes": max(code_bytes) if code_bytes else 0,
             "python_samples": sum_series(snap, "ebpf_python_samples"),
             "merged": sum_series(snap, "ebpf_python_samples", outcome="merged")
@@ -155,7 +172,16 @@ def cost(r: dict[str, float], rate: int) -> float:
 
 
 def mean(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
+    return {k: sum(r[k] for r in runs) / len(runs) for k in runs[0] if k != "threads"}
+
+
+def thread_costs(runs: list[dict[str, Any]], rate: int) -> dict[str, float]:
+    """Mean CPU per busy CPU of each receiver thread, in % of one core."""
+    out: dict[str, float] = {}
+    for r in runs:
+        for name, cpu in r.get("threads", {}).items():
+            out[name] = out.get(name, 0.0) + 100 * cpu / busy_cpus(r, rate) / len(runs)
+    return out
 
 
 def main() -> int:
@@ -227,6 +253,10 @@ def main() -> int:
                 for p, n in zip(py, nat, strict=True)]
         bpf = [100 * (p["bpf_s"] / busy_cpus(p, args.rate) - n["bpf_s"] / busy_cpus(n, args.rate))
                for p, n in zip(py, nat, strict=True)]
+        nat_threads, py_threads = thread_costs(nat, args.rate), thread_costs(py, args.rate)
+        by_thread = ", ".join(f"{n} {py_threads.get(n, 0) - nat_threads.get(n, 0):+.3f}"
+                              for n in sorted(set(py_threads) | set(nat_threads)))
+        print(f"{agent}: per thread, python - native, % per busy CPU: {by_thread}")
         print(f"{agent}: Python frames cost {sum(each) / len(each):.3f}% of one core per "
               f"profiled CPU above native-only (runs: {', '.join(f'{e:+.3f}' for e in each)}; "
               f"BPF part {sum(bpf) / len(bpf):+.3f}; target <= 0.2%)")

@@ -28,7 +28,9 @@ checked once (one read of its head, shared by every stack): the names and
 lines stay those of the code objects as they are now, at one read per code
 object per window instead of one per frame. Merging splices the runs into
 the native frames at the positions of the eval frames (one pass over the
-native stack, memoized per native stack object and ``py_stack`` id).
+native stack), memoized by content (pid, id, native frames) for two windows
+while the id's runs are the ones checked. The maps are read with one bpf()
+call each (cpython_maps.py).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class Decoded(NamedTuple):
     codes: tuple[tuple[int, CodeEntry], ...]   # (address, entry it was named from)
     runs: PyRuns
 
+
+Merged = tuple[PyRuns, tuple[Frame, ...], str]     # the runs merged, the frames, the outcome
 
 EXPIRED = Decoded(0, (), PyRuns((), "expired"))     # the id no longer holds this pid's frames
 
@@ -167,9 +171,10 @@ class PythonFrames:
         # (pid, code address, instr) -> (code entry, frame), this window and the one before
         self._frames: dict[tuple[int, int, int], tuple[CodeEntry, Frame]] = {}
         self._frames_before: dict[tuple[int, int, int], tuple[CodeEntry, Frame]] = {}
-        # (id of the native stack, py_stack id) -> (native stack, merged, outcome), this
-        # window (the builder's memo holds each native stack object for the window)
-        self._merged: dict[tuple[int, int], tuple[tuple[Frame, ...], tuple[Frame, ...], str]] = {}
+        # (pid, py_stack id, native frames) -> (the id's runs, merged, outcome): this
+        # window and the one before
+        self._merged: dict[tuple[int, int, tuple[Frame, ...]], Merged] = {}
+        self._merged_before: dict[tuple[int, int, tuple[Frame, ...]], Merged] = {}
         self._outcomes: dict[str, int] = {}       # samples per merge outcome, this window
         self._stats = WalkerStats(table("py_stats"))
         # a u16 in struct py_offsets; 0 (unknown) makes every walk stop at once, counted
@@ -275,26 +280,31 @@ class PythonFrames:
 
     # -- frames (window thread) -----------------------------------------------------------
     def merge(self, key: RawKey, native: tuple[Frame, ...], samples: int) -> tuple[Frame, ...]:
-        """``native`` with the sample's Python frames merged in (memoized)."""
-        memo = (id(native), key.py_stack)
-        hit = self._merged.get(memo)
-        if hit is None or hit[0] is not native:
-            hit = (native, *self._merge(key, native))
-            self._merged[memo] = hit
-        _, frames, outcome = hit
-        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + samples
-        return frames
-
-    def _merge(self, key: RawKey, native: tuple[Frame, ...]) -> tuple[tuple[Frame, ...], str]:
+        """``native`` with the sample's Python frames merged in. Memoized by
+        content (pid, ``py_stack`` id, native frames: frames are interned, so a
+        stack hashes and compares by identity) for two windows, while the id's
+        decoded runs stay the same object (checked each window): a steady
+        workload's samples come back to merges made before."""
         reader = self._readers.get(key.pid)     # one dict look-up: atomic, no lock needed
         if reader is None:
-            return native, "not_registered"
-        runs = self._runs(key, reader)
-        if runs.outcome:
-            return native, runs.outcome
-        merged, exact = splice_runs(native, runs.runs,
-                                    eval_positions(native, reader.process.eval_ranges))
-        return merged, "merged" if exact else "partial"
+            frames, outcome = native, "not_registered"
+        else:
+            runs = self._runs(key, reader)
+            if runs.outcome:
+                frames, outcome = native, runs.outcome
+            else:
+                memo = (key.pid, key.py_stack, native)
+                hit = self._merged.get(memo)
+                if hit is None or hit[0] is not runs:
+                    hit = self._merged_before.get(memo)
+                    if hit is None or hit[0] is not runs:
+                        merged, exact = splice_runs(
+                            native, runs.runs, eval_positions(native, reader.process.eval_ranges))
+                        hit = (runs, merged, "merged" if exact else "partial")
+                    self._merged[memo] = hit
+                _, frames, outcome = hit
+        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + samples
+        return frames
 
     def _runs(self, key: RawKey, reader: CodeReader) -> PyRuns:
         memo = (key.pid, key.py_stack)
@@ -371,7 +381,7 @@ class PythonFrames:
         self._decoded_before, self._decoded = self._decoded, {}
         self._frames_before, self._frames = self._frames, {}
         self._checked.clear()
-        self._merged.clear()
+        self._merged_before, self._merged = self._merged, {}
         outcomes, self._outcomes = self._outcomes, {}
         for outcome, n in outcomes.items():
             self._count("ebpf_python_samples", n, outcome=outcome)

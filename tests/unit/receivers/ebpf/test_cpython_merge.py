@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+
+from telegen.bpf import syscall as sc
+from telegen.interpreters.cpython import CodeReader
 from telegen.pdata import Frame, FrameKind, Line
-from telegen.receivers.ebpf.cpython import eval_positions, splice_runs, split_runs
+from telegen.receivers.ebpf.cpython import (
+    Decoded,
+    PyRuns,
+    PythonFrames,
+    eval_positions,
+    splice_runs,
+    split_runs,
+)
+from telegen.receivers.ebpf.cpython_maps import CPyStack
 from telegen.receivers.ebpf.frames import TRUNCATED
+from telegen.receivers.ebpf.keys import RawKey
 
 EVAL = ((0x1000, 0x2000),)        # _PyEval_EvalFrameDefault's [start, end)
 
@@ -76,3 +94,41 @@ def test_eval_frames_in_the_cold_part_count_and_markers_never_do() -> None:
     assert exact
     assert names(merged) == [hex(kernel.address), "leaf", "0x3000", "outer", "main", "0x2000",
                              "0x0"]
+
+
+def test_merges_are_kept_by_content_while_the_id_holds_the_same_runs() -> None:
+    """merge() memo: equal native frames (other tuples) find the merge made
+    before, in this window and the next (after the id's entry was read again
+    and found unchanged); a re-decoded id is merged again."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (a bpf map): run the unit tests as root")
+    fd = sc.map_create(sc.MAP_LRU_HASH, 4, ctypes.sizeof(CPyStack), 16, 0, b"test_py_memo")
+    stats_fd = sc.map_create(sc.MAP_PERCPU_ARRAY, 4, 80, 1, 0, b"test_py_memo_st")
+    try:
+        key_id, pid = ctypes.c_uint32(9), 4242
+        entry = CPyStack(hash=77, pid=pid, depth=1, status=0)
+        sc.update(fd, ctypes.addressof(key_id), ctypes.addressof(entry))
+        tables = {"py_stacks": SimpleNamespace(map_fd=fd, Leaf=CPyStack),
+                  "py_stats": SimpleNamespace(map_fd=stats_fd, sLeaf=ctypes.c_uint64 * 10),
+                  "py_procs": SimpleNamespace()}
+        frames = PythonFrames(tables.__getitem__, fsbase_offset=100, telemetry=None)
+        frames._readers[pid] = cast(CodeReader, SimpleNamespace(
+            process=SimpleNamespace(eval_ranges=EVAL)))
+        first = PyRuns(((py("leaf"), py("main")),), "")
+        frames._decoded[(pid, 9)] = Decoded(77, (), first)
+        key = RawKey(pid, pid, 1, -2, 0, 1, "python", 9, 0)
+
+        def stack() -> tuple[Frame, ...]:     # equal content, a new tuple each time
+            return tuple(native(a) for a in (0x9000, 0x1100, 0x500))
+
+        merged = frames.merge(key, stack(), 1)
+        assert names(merged) == ["0x9000", "leaf", "main", "0x500"]
+        assert frames.merge(key, stack(), 1) is merged
+        frames.window()                       # the next window: the entry is read again
+        assert frames.merge(key, stack(), 1) is merged
+        again = PyRuns(((py("other"),),), "")
+        frames._decoded[(pid, 9)] = Decoded(77, (), again)   # as if decoded anew
+        assert names(frames.merge(key, stack(), 1)) == ["0x9000", "other", "0x500"]
+    finally:
+        os.close(fd)
+        os.close(stats_fd)
