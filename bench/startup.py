@@ -2,9 +2,10 @@
 
 For each agent checkout given (``--agents before=/work/startup-before,after=.``),
 ``--runs`` times, interleaved: ``python -m telegen run`` on the embedded
-default (whole host, cpu + off_cpu at 99 Hz) with an EMPTY cache directory
-(``TELEGEN_CACHE_DIR``: cold, a fresh host), then again with the directory
-the first run left (warm, a restart).
+default (whole host, cpu + off_cpu at 99 Hz; ``--types memory,mutex`` adds
+those profile types through a config of ``agent: profiling:`` switches) with
+an EMPTY cache directory (``TELEGEN_CACHE_DIR``: cold, a fresh host), then
+again with the directory the first run left (warm, a restart).
 
 Measured from outside, from the instant before ``exec``:
 
@@ -14,6 +15,9 @@ Measured from outside, from the instant before ``exec``:
   ``BPF_ENABLE_STATS`` descriptor), polled every 5 ms;
 - **ready**: the receiver's "ebpf receiver started" log line (every profile
   type attached, the pipeline running);
+- **sampling (log)**: what ``make run`` shows: the loader's log line says
+  when, after its start, the sampler was attached ("sampling from"); that
+  instant from the exec (log timestamps have millisecond resolution);
 - **CPU to the first sample**: user + system time of the agent's process
   tree (live processes and reaped children) at that instant — what the wall
   time would be on an idle machine (the agent waits for its child), and far
@@ -23,6 +27,7 @@ Also the loader's own timeline (its "BPF ... in" log line) and the load
 average. Prints a markdown table (median of the runs, and every run).
 
     python -m bench.startup [--agents before=/work/startup-before,after=.] [--runs 3]
+                            [--types memory,mutex]
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class Run:
     first_sample_s: float | None = None
     first_sample_cpu_s: float | None = None
     ready_s: float | None = None
+    sampling_log_s: float | None = None
     loader: str = ""
     load: str = field(default_factory=lambda: os.getloadavg().__repr__())
 
@@ -128,14 +134,38 @@ def log_instant(line: str) -> float | None:
     return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def start_once(label: str, src: Path, cache: Path, mode: str, timeout_s: float) -> Run:
+def sampling_from_log(line: str, wall0: float) -> float | None:
+    """Exec -> the sampler attached, from the loader's line: its log instant
+    minus its total ("in N s") plus its "sampling from" mark."""
+    instant = log_instant(line)
+    total = re.search(r" in ([0-9.]+)s \(", line)
+    sampling = re.search(r"sampling from ([0-9.]+)s", line)
+    if instant is None or total is None or sampling is None:
+        return None
+    return instant - float(total.group(1)) + float(sampling.group(1)) - wall0
+
+
+def types_config(types: list[str], directory: Path) -> list[str]:
+    """``-c FILE`` for the default agent with ``types`` switched on too."""
+    if not types:
+        return []
+    path = directory / "types.yaml"
+    path.write_text("agent:\n  profiling:\n    enabled: true\n" +
+                    "".join(f"    {t}: true\n" for t in types))
+    return ["-c", str(path)]
+
+
+def start_once(label: str, src: Path, cache: Path, mode: str, timeout_s: float,
+               types: list[str] | None = None) -> Run:
     run = Run(label, mode)
     work = Path(tempfile.mkdtemp(prefix="startup-"))
     log = work / "agent.log"
     env = dict(os.environ, TELEGEN_CACHE_DIR=str(cache), PYTHONPATH=str(src))
+    config = types_config(types or [], work)
     with open(log, "wb") as out:
         wall0, t0 = time.time(), time.monotonic()
-        agent = subprocess.Popen([sys.executable, "-m", "telegen", "run"], cwd=work, env=env,
+        agent = subprocess.Popen([sys.executable, "-m", "telegen", "run", *config], cwd=work,
+                                 env=env,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         while time.monotonic() - t0 < timeout_s and agent.poll() is None:
@@ -148,9 +178,11 @@ def start_once(label: str, src: Path, cache: Path, mode: str, timeout_s: float) 
             if ready and run.first_sample_s is not None:
                 instant = log_instant(ready)
                 run.ready_s = instant - wall0 if instant else None
-                run.loader = next((line.split(": ", 1)[1] for line in text.splitlines()
-                                   if "telegen.receivers.ebpf.bpf_loader" in line
-                                   and "BPF " in line), "")
+                line = next((line for line in text.splitlines()
+                             if "telegen.receivers.ebpf.bpf_loader" in line
+                             and "BPF " in line), "")
+                run.loader = line.split(": ", 1)[1] if line else ""
+                run.sampling_log_s = sampling_from_log(line, wall0) if line else None
                 break
             time.sleep(POLL_S)
     finally:
@@ -177,6 +209,7 @@ def main() -> None:
     ap.add_argument("--agents", default="after=.")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=180.0)
+    ap.add_argument("--types", default="", help="more profile types: memory,mutex")
     args = ap.parse_args()
     agents = [(a.split("=", 1)[0], Path(a.split("=", 1)[1]).resolve())
               for a in args.agents.split(",")]
@@ -189,13 +222,15 @@ def main() -> None:
                 cache = Path(tempfile.mkdtemp(prefix="startup-cache-"))
                 try:
                     for mode in ("cold", "warm"):
-                        r = start_once(label, src, cache, mode, args.timeout)
+                        r = start_once(label, src, cache, mode, args.timeout,
+                                       [t for t in args.types.split(",") if t])
                         runs.append(r)
                         if mode == "warm" and "cache miss" in r.loader:
                             print("    (this warm start missed the cache: a BPF source "
                                   "changed since the cold one)", flush=True)
                         print(f"run {i + 1} {label} {mode}: first sample {fmt(r.first_sample_s)}"
-                              f" (CPU {fmt(r.first_sample_cpu_s)}), ready {fmt(r.ready_s)}, "
+                              f" (CPU {fmt(r.first_sample_cpu_s)}), sampling (log) "
+                              f"{fmt(r.sampling_log_s)}, ready {fmt(r.ready_s)}, "
                               f"load {r.load}\n    {r.loader}",
                               flush=True)
                 finally:
@@ -203,16 +238,19 @@ def main() -> None:
     finally:
         os.close(stats_fd)
     print(f"load after: {os.getloadavg()}\n")
-    print("| agent | start | first sample (median) | its CPU (median) | ready (median) | "
-          "first sample, each run |")
-    print("|---|---|---:|---:|---:|---|")
+    print(f"types: cpu, off_cpu{''.join(', ' + t for t in args.types.split(',') if t)}\n")
+    print("| agent | start | first sample (median) | its CPU (median) | sampling (log, median) "
+          "| ready (median) | first sample, each run | its CPU, each run |")
+    print("|---|---|---:|---:|---:|---:|---|---|")
     for label, _ in agents:
         for mode in ("cold", "warm"):
             mine = [r for r in runs if r.agent == label and r.mode == mode]
             print(f"| {label} | {mode} | {fmt(median([r.first_sample_s for r in mine]))} | "
                   f"{fmt(median([r.first_sample_cpu_s for r in mine]))} | "
+                  f"{fmt(median([r.sampling_log_s for r in mine]))} | "
                   f"{fmt(median([r.ready_s for r in mine]))} | "
-                  f"{', '.join(fmt(r.first_sample_s) for r in mine)} |")
+                  f"{', '.join(fmt(r.first_sample_s) for r in mine)} | "
+                  f"{', '.join(fmt(r.first_sample_cpu_s) for r in mine)} |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """A cheaper first start (#21): the compiler child compiles the cpu sampler
 alone first when memory or mutex profiling is on, and samples while the
 rest compiles; the rest's programs use the maps the sampler's compile made.
-Neither that split nor telegen.h declaring what it used of two kernel
-headers changes a single instruction: the objects are compared with a
-single compile and with a compile against the kernel headers."""
+Neither that split, nor telegen.h declaring what it used of two kernel
+headers, nor compiling without debug information changes a single
+instruction: the object is compared with one compile as before (kernel
+headers, BCC's -g)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from telegen.bpf import compiled
 from telegen.receivers.ebpf import bpf_loader
 request = json.loads(sys.argv[1])
 bpf_loader.BPF_DIR = Path(request["bpf_dir"])
+if request["debug_info"]:
+    bpfc.NO_DEBUG_INFO = []
 options = bpf_loader.BpfOptions(**request["options"])
 if request["split"]:
     obj = None
@@ -46,33 +49,37 @@ os._exit(0)
 """
 
 
-def _compiled(bpf_dir: Path, options: BpfOptions, split: bool) -> str:
+def _compiled(bpf_dir: Path, options: BpfOptions, *, split: bool,
+              debug_info: bool = False) -> str:
     request = {"bpf_dir": str(bpf_dir), "options": {**options.__dict__, "self_tgid": 1},
-               "split": split}
+               "split": split, "debug_info": debug_info}
     done = subprocess.run([sys.executable, "-c", COMPILE, json.dumps(request)],
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
-def test_the_split_compile_and_the_declared_headers_change_no_instruction(
+def test_the_split_the_declared_headers_and_no_debug_info_change_no_instruction(
         tmp_path: Path) -> None:
     assert ALL_TYPES.phases() == [["cpu.bpf.c"],
                                   ["offcpu.bpf.c", "memory.bpf.c", "lock.bpf.c", "proc.bpf.c"]]
     assert len(BpfOptions(user_stacks=True).phases()) == 1      # the default: one compile
-    single = _compiled(bpf_loader.BPF_DIR, ALL_TYPES, split=False)
-    assert _compiled(bpf_loader.BPF_DIR, ALL_TYPES, split=True) == single
-    # telegen.h with the two kernel headers it declares the used parts of
-    headers = tmp_path / "bpf"
-    headers.mkdir()
-    for f in bpf_loader.BPF_DIR.iterdir():
-        (headers / f.name).write_bytes(f.read_bytes())
-    text = (headers / "telegen.h").read_text()
+    # copies, both taken now: nothing edited under the two compiles
+    declared, included = tmp_path / "declared", tmp_path / "included"
+    for d in (declared, included):
+        d.mkdir()
+        for f in bpf_loader.BPF_DIR.iterdir():
+            if f.is_file():
+                (d / f.name).write_bytes(f.read_bytes())
+    # as before: one compile, BCC's debug information, telegen.h including the
+    # two kernel headers it now declares the used parts of
+    text = (included / "telegen.h").read_text()
     start = text.index("#ifdef __x86_64__\n")
     end = text.index("#endif\n", start) + len("#endif\n")
     assert "struct bpf_perf_event_data {" in text[start:end]
-    (headers / "telegen.h").write_text(text[:start] + KERNEL_HEADERS + text[end:])
-    assert _compiled(headers, ALL_TYPES, split=False) == single
+    (included / "telegen.h").write_text(text[:start] + KERNEL_HEADERS + text[end:])
+    now = _compiled(declared, ALL_TYPES, split=True)
+    assert _compiled(included, ALL_TYPES, split=False, debug_info=True) == now
 
 
 def _stat(loaded: LoadedBpf, table: str, slot: int) -> int:
