@@ -186,7 +186,10 @@ def start_once(label: str, src: Path, cache: Path, mode: str, timeout_s: float,
                 break
             time.sleep(POLL_S)
     finally:
-        os.killpg(agent.pid, signal.SIGKILL)
+        try:
+            os.killpg(agent.pid, signal.SIGKILL)
+        except ProcessLookupError:      # it exited by itself (a start-up error): logged below
+            pass
         agent.wait()
         if run.ready_s is None:
             print(f"{label} {mode}: no ready line; log tail:\n"
