@@ -51,7 +51,7 @@ from telegen.symbols.fileid import ContentKeys, Identity
 from telegen.symbols.types import CounterLike
 from telegen.untrusted import Refusals, Refused
 from telegen.unwind.build import build_table, cfi_limits
-from telegen.unwind.builder import IDLE_EXIT_S, BuilderChild
+from telegen.unwind.builder import IDLE_EXIT_S, BuilderChild, drop_page_cache
 from telegen.unwind.table import UnwindTable
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ INLINE_FILE_BYTES = 16 << 20   # hashed whole (SHA-256) first: ~25 ms
 INLINE_S_PER_WINDOW = 0.5
 # A table's pages resident in the agent are those its look-ups touched since the
 # last trim (a touch maps a whole page-cache folio: up to 2 MB on ext4, kernel
-# 6.18); they are given back about every window (the unwinder memoizes rules per
-# pc: a steady workload faults a few folios back in, from the page cache)
+# 6.18, for a file just written — hence drop_page_cache after each write); they
+# are given back about every window (the unwinder memoizes rules per pc: a steady
+# workload faults a few pages back in, from the page cache)
 TRIM_EVERY_S = 10.0
 
 
@@ -200,6 +201,10 @@ class TableCache:
             log.debug("ignoring bad cached unwind table %s: %s", path, exc)
             return None
         _drop_resident(mapped)     # the check read every rule index: none is needed yet
+        try:
+            mapped.madvise(mmap.MADV_RANDOM)    # a look-up's touch: one page, no readahead
+        except (OSError, ValueError):
+            pass
         with self._lock:
             self._maps[key] = mapped
         return table
@@ -231,7 +236,7 @@ class TableCache:
         # a build-id mismatch means the file changed since the maps were read
         if self._disk and (not build_id or table.build_id == build_id):
             try:
-                write_atomic(self._dir, f"{key}{SUFFIX}", table.to_bytes(key))
+                drop_page_cache(write_atomic(self._dir, f"{key}{SUFFIX}", table.to_bytes(key)))
                 self._cap()
             except OSError as exc:
                 log.debug("cannot store unwind table for %s: %s", key, exc)
