@@ -21,8 +21,8 @@ A frame whose code object cannot be read (not CPython after all, torn or
 reused memory) drops all Python frames of the sample: native frames only,
 counted in ``ebpf_python_samples{outcome}`` per sample.
 
-Cost: a ``py_stacks`` id is decoded once and kept while it is used (this
-window and the one before). In each window its entry is read again (the id
+Cost: a ``py_stacks`` id is decoded once and kept until it has not been
+used for KEEP_WINDOWS windows. In each window it is used its entry is read again (the id
 must still hold the same frames: ``hash``) and each code object it names is
 checked once (one read of its head, shared by every stack): the names and
 lines stay those of the code objects as they are now, at one read per code
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 PY_MAX_PROCS = 4096
 QUEUE_SIZE = 1024           # pending registrations; beyond, a process is skipped (counted)
 RETRY_AFTER_S = (0.5, 2.0)  # a process not (yet) seen as CPython is looked at again
+PY_STACK_ENTRIES = 4096     # py_stacks: ids that can be live at once
+KEEP_WINDOWS = 8            # a decoded id unused this long is forgotten
 IDLE_WAIT_S = 5.0           # with no retry due, the registration thread sleeps until an event
 
 
@@ -163,9 +165,13 @@ class PythonFrames:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ebpf-cpython", daemon=True)
         self._retry: dict[int, tuple[float, int]] = {}        # pid -> (due, attempt)
-        # (pid, py_stack id) -> decoded, used this window / the one before
+        # (pid, py_stack id) -> decoded, checked this window
         self._decoded: dict[tuple[int, int], Decoded] = {}
-        self._decoded_before: dict[tuple[int, int], Decoded] = {}
+        # ... and each one's (decoded, window it was last used in), for KEEP_WINDOWS:
+        # an id seen now and then is checked again (one map read, its code
+        # objects' heads), not decoded again (its frames named, interned)
+        self._kept: dict[tuple[int, int], tuple[Decoded, int]] = {}
+        self._window_no = 0
         # (pid, code address) -> the code object as checked this window (None: not one)
         self._checked: dict[tuple[int, int], CodeEntry | None] = {}
         # (pid, code address, instr) -> (code entry, frame), this window and the one before
@@ -315,12 +321,17 @@ class PythonFrames:
         if stack is None or stack.pid != key.pid or not 0 < stack.depth <= PY_MAX_FRAMES:
             hit = EXPIRED
         else:
-            old = self._decoded_before.get(memo)
-            if old is not None and not old.runs.outcome and old.hash == stack.hash and all(
+            kept = self._kept.get(memo)
+            old = kept[0] if kept is not None else None
+            if old is not None and old.hash == stack.hash and all(
                     self._check(key.pid, reader, addr) is code for addr, code in old.codes):
                 hit = old
             else:
                 hit = self._decode(key.pid, stack, reader)
+            if not hit.runs.outcome:
+                if len(self._kept) >= PY_STACK_ENTRIES and memo not in self._kept:
+                    self._kept.clear()          # more than the map holds: start over
+                self._kept[memo] = (hit, self._window_no)
         self._decoded[memo] = hit
         return hit.runs
 
@@ -378,7 +389,11 @@ class PythonFrames:
                 self._count("ebpf_python_walks", n, result=name)
         if stats.get("stacks"):
             self._count("ebpf_python_walks", stats["stacks"], result="frames")
-        self._decoded_before, self._decoded = self._decoded, {}
+        self._decoded = {}
+        self._window_no += 1
+        if self._window_no % KEEP_WINDOWS == 0:     # kept KEEP_WINDOWS to 2x that
+            oldest = self._window_no - KEEP_WINDOWS
+            self._kept = {k: v for k, v in self._kept.items() if v[1] >= oldest}
         self._frames_before, self._frames = self._frames, {}
         self._checked.clear()
         self._merged_before, self._merged = self._merged, {}

@@ -13,6 +13,7 @@ from telegen.bpf import syscall as sc
 from telegen.interpreters.cpython import CodeReader
 from telegen.pdata import Frame, FrameKind, Line
 from telegen.receivers.ebpf.cpython import (
+    KEEP_WINDOWS,
     Decoded,
     PyRuns,
     PythonFrames,
@@ -115,7 +116,8 @@ def test_merges_are_kept_by_content_while_the_id_holds_the_same_runs() -> None:
         frames._readers[pid] = cast(CodeReader, SimpleNamespace(
             process=SimpleNamespace(eval_ranges=EVAL)))
         first = PyRuns(((py("leaf"), py("main")),), "")
-        frames._decoded[(pid, 9)] = Decoded(77, (), first)
+        decoded = Decoded(77, (), first)           # as _runs keeps what it decoded
+        frames._decoded[(pid, 9)], frames._kept[(pid, 9)] = decoded, (decoded, 0)
         key = RawKey(pid, pid, 1, -2, 0, 1, "python", 9, 0)
 
         def stack() -> tuple[Frame, ...]:     # equal content, a new tuple each time
@@ -124,11 +126,15 @@ def test_merges_are_kept_by_content_while_the_id_holds_the_same_runs() -> None:
         merged = frames.merge(key, stack(), 1)
         assert names(merged) == ["0x9000", "leaf", "main", "0x500"]
         assert frames.merge(key, stack(), 1) is merged
-        frames.window()                       # the next window: the entry is read again
-        assert frames.merge(key, stack(), 1) is merged
+        for _ in range(3):                    # windows later: the entry is read again
+            frames.window()                   # and found the same: same runs, same merge
+            assert frames.merge(key, stack(), 1) is merged
         again = PyRuns(((py("other"),),), "")
         frames._decoded[(pid, 9)] = Decoded(77, (), again)   # as if decoded anew
         assert names(frames.merge(key, stack(), 1)) == ["0x9000", "other", "0x500"]
+        for _ in range(2 * KEEP_WINDOWS):     # unused that long: forgotten
+            frames.window()
+        assert not frames._kept
     finally:
         os.close(fd)
         os.close(stats_fd)
