@@ -1,9 +1,12 @@
 """Facts about the agent's own process (``/proc/self``): its capabilities,
-resident memory, descriptors and the kernel's vDSO image it maps."""
+resident memory, descriptors, the kernel's vDSO image it maps, and the child
+processes it runs for its own work."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 
 from telegen.procinfo.maps import read_maps
 from telegen.procinfo.procfs import PROC, SELF, process_file, read_file
@@ -90,3 +93,56 @@ def read_own_memory(address: int, size: int, proc: str = PROC) -> bytes:
     with open(process_file(SELF, "mem", proc), "rb") as mem:
         mem.seek(address)
         return mem.read(size)
+
+
+# -- the agent's own child processes ----------------------------------------------------
+# Index builders, c++filt, the BPF compiler: the agent's work, not the host's. Profiled,
+# each would be first sight of a Python, LLVM or symbolic binary (tables and indexes
+# built for the agent's own tools, by more children) and their samples unwound and
+# symbolized by the agent. Spawners say when a child starts and ends; the ebpf receiver
+# keeps them in its BPF ``excluded`` map.
+
+_children: set[int] = set()
+_child_listeners: list[Callable[[int, bool], None]] = []
+_children_lock = threading.Lock()
+
+
+def child_started(pid: int) -> None:
+    """``pid`` is a child the agent started for its own work."""
+    with _children_lock:
+        _children.add(pid)
+        listeners = list(_child_listeners)
+    for listener in listeners:
+        listener(pid, True)
+
+
+def child_ended(pid: int) -> None:
+    """The child ``pid`` exited (and was reaped: the pid may be reused)."""
+    with _children_lock:
+        if pid not in _children:
+            return
+        _children.discard(pid)
+        listeners = list(_child_listeners)
+    for listener in listeners:
+        listener(pid, False)
+
+
+def own_children() -> set[int]:
+    with _children_lock:
+        return set(_children)
+
+
+def on_children(listener: Callable[[int, bool], None]) -> Callable[[], None]:
+    """Call ``listener(pid, started)`` for every child from now on (and once for
+    each running now); returns the function that stops it."""
+    with _children_lock:
+        _child_listeners.append(listener)
+        running = list(_children)
+    for pid in running:
+        listener(pid, True)
+
+    def stop() -> None:
+        with _children_lock:
+            if listener in _child_listeners:
+                _child_listeners.remove(listener)
+    return stop

@@ -39,6 +39,8 @@ import subprocess
 import threading
 import time
 
+from telegen.procinfo import agent
+
 log = logging.getLogger(__name__)
 
 MAX_NAME = 4096          # longer names stay mangled (libiberty's cost grows with length)
@@ -156,10 +158,13 @@ class Demangler:
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             assert self._tool is not None
+            if self._proc is not None:                # it died (and was reaped by poll)
+                agent.child_ended(self._proc.pid)
             self._pending = b""
             self._proc = subprocess.Popen(
                 [self._tool], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, bufsize=0)
+            agent.child_started(self._proc.pid)      # the agent's tool: not profiled
         return self._proc
 
     def _stop(self, *, kill: bool = False) -> None:
@@ -177,5 +182,6 @@ class Demangler:
             proc.kill()
             proc.wait()
         finally:
+            agent.child_ended(proc.pid)
             if proc.stdout:
                 proc.stdout.close()

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from telegen.procinfo import agent
 from telegen.procinfo.elfheaders import valid_build_id
 from telegen.procinfo.procfs import fd_path
 from telegen.symbols.budget import ParseLimits
@@ -234,12 +235,15 @@ class IndexBuilder:
         proc = subprocess.Popen(cmd, pass_fds=(job.fd,), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 close_fds=True, env={"RUST_BACKTRACE": "0", "LC_ALL": "C"})
+        agent.child_started(proc.pid)        # the agent's own work: not profiled
         deadline = max(60.0, limits.object_cpu_s * 10)   # nice 19 on a busy host is slow
         try:
             _out, err = proc.communicate(timeout=deadline)
         except subprocess.TimeoutExpired:
             proc.kill()
             _out, err = proc.communicate()
+        finally:
+            agent.child_ended(proc.pid)
         after = os.times()
         job.cpu_s = (after.children_user - before.children_user
                      + after.children_system - before.children_system)

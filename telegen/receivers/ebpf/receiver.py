@@ -9,11 +9,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from telegen.component import ComponentID, Consumer, CreateSettings, Host
 from telegen.helpers import heap
 from telegen.pdata import Profile, Profiles
-from telegen.procinfo import ProcessCache
+from telegen.procinfo import ProcessCache, agent
 from telegen.receivers.ebpf.accounting import Accounting
 from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
 from telegen.receivers.ebpf.config import EbpfConfig
@@ -50,6 +51,7 @@ class EbpfReceiver:
         self._stop = threading.Event()
         self._started = False
         self._shut = False
+        self._children_off: Callable[[], None] = lambda: None
         self._bpf: LoadedBpf | None = None
         self._events: EventReader | None = None
         self._reader: MapReader | None = None
@@ -91,6 +93,8 @@ class EbpfReceiver:
         try:
             bpf = self._bpf
             self._targets.install(bpf.table("targets"), bpf.table("excluded"))
+            # the agent's own children (index builders, c++filt) are not profiled
+            self._children_off = agent.on_children(self._targets.own_child)
             fp = FramePointerStacks((bpf.table("stacks0"), bpf.table("stacks1")),
                                     (bpf.table("overflow0"), bpf.table("overflow1")))
             stacks: FramePointerStacks | CfiStacks = fp
@@ -192,6 +196,7 @@ class EbpfReceiver:
                 return
             self._shut = True
         self._stop.set()
+        self._children_off()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
         if self._started:

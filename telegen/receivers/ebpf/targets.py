@@ -54,6 +54,8 @@ class Targets:
         self.self_profile = self_profile
         self.proc = proc
         self._targets: Any = None
+        self._excluded_map: Any = None
+        self._children: set[int] = set()         # the agent's own (procinfo.agent)
         self._decided: dict[int, bool] = {}      # pid -> wanted, for name targeting
         # Decisions about exited processes are kept until the windows that may
         # still hold their samples have been read (as ProcessCache does).
@@ -66,6 +68,7 @@ class Targets:
 
     def install(self, targets_map: Any, excluded_map: Any) -> None:
         """Fill the BPF maps at start."""
+        self._excluded_map = excluded_map
         for pid in self.exclude:
             excluded_map[excluded_map.Key(pid)] = excluded_map.Leaf(1)
         if not self.filtering:
@@ -75,7 +78,28 @@ class Targets:
             self._write(pid, True)
 
     def _excluded(self, pid: int) -> bool:
-        return pid in self.exclude or (pid == self.self_pid and not self.self_profile)
+        return pid in self.exclude or (not self.self_profile and (
+            pid == self.self_pid or pid in self._children))
+
+    def own_child(self, pid: int, started: bool) -> None:
+        """A child the agent runs for its own work (procinfo.agent.child_started):
+        not profiled, unless the agent profiles itself (``self_profile``)."""
+        if self.self_profile or pid in self.exclude:
+            return
+        m = self._excluded_map
+        try:
+            if started:
+                self._children.add(pid)
+                if m is not None:
+                    m[m.Key(pid)] = m.Leaf(1)
+            else:
+                self._children.discard(pid)
+                if m is not None:
+                    del m[m.Key(pid)]
+        except KeyError:
+            pass
+        except Exception as exc:       # a full map: the child is profiled, nothing else
+            log.debug("cannot mark the agent's child %d: %s", pid, exc)
 
     def wanted(self, pid: int) -> bool:
         """Whether samples of ``pid`` belong in the profile (read-time filter)."""
