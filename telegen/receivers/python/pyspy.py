@@ -27,6 +27,7 @@ import sys
 import tempfile
 from typing import Any
 
+from telegen.procinfo import agent
 from telegen.receivers.python.engine import (
     EngineError,
     EngineOptions,
@@ -83,6 +84,7 @@ class PySpyRecording:
                 self._proc = None
                 self._cleanup()
                 raise EngineError("py-spy cannot start", str(exc)) from exc
+        agent.child_started(self._proc.pid)      # the agent's tool: not profiled by ebpf
 
     def done(self) -> bool:
         return self._proc is None or self._proc.poll() is not None
@@ -113,6 +115,7 @@ class PySpyRecording:
                 raise EngineError(*_failure(self._err_path, rc))
             return parse_speedscope(data)
         finally:
+            agent.child_ended(proc.pid)
             self._proc = None
             self._cleanup()
 
@@ -125,6 +128,7 @@ class PySpyRecording:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+            agent.child_ended(proc.pid)
         self._cleanup()
 
     def _cleanup(self) -> None:
