@@ -95,7 +95,9 @@ def read_process(pid: int, *, proc: str = PROC,
     container = container_id_from_cgroup(read_file(pid, "cgroup", proc) or "")
     ids = read_ids(pid, proc)
     vpid = ids.nspid if ids else 0
-    cache = build_ids or BuildIdCache(64)
+    # not ``build_ids or``: an empty cache is falsy (len 0), and a throwaway one
+    # made every capture read each mapped file's ELF headers again
+    cache = build_ids if build_ids is not None else BuildIdCache(64)
     mappings = tuple(_mapping(e, pid, proc, cache) for e in entries if e.executable)
     return ProcessInfo(pid=pid, comm=command.comm if command else "",
                        exe=command.exe if command else "",
@@ -134,7 +136,7 @@ class ProcessCache:
                  build_ids: BuildIdCache | None = None,
                  refresh_interval_s: float = 5.0) -> None:
         self._proc = proc
-        self._build_ids = build_ids or BuildIdCache()
+        self._build_ids = build_ids if build_ids is not None else BuildIdCache()
         self._cache: LRUCache[int, ProcessInfo] = LRUCache(maxsize)
         self._lock = threading.Lock()
         self._exited_new: set[int] = set()

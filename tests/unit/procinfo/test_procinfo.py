@@ -117,3 +117,25 @@ def test_cache_is_bounded() -> None:
     cache.capture(1)
     cache.capture(os.getppid())
     assert len(cache) == 2
+
+
+def test_capture_reads_each_mapped_files_build_id_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache a ProcessCache makes is the one it uses: an empty cache is falsy,
+    and ``build_ids or BuildIdCache()`` read every file's headers at every capture."""
+    from telegen.procinfo import buildid
+    from telegen.procinfo.process import ProcessCache
+
+    reads: list[int] = []
+    real = buildid.read_build_id_fd
+    monkeypatch.setattr(buildid, "read_build_id_fd", lambda fd: reads.append(fd) or real(fd))
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        cache = ProcessCache()
+        for _ in range(20):
+            while cache.capture(child.pid) is None or not cache.get(child.pid).mappings:
+                pass
+        files = {m.file for m in cache.get(child.pid).mappings if m.file.startswith("/")}
+    finally:
+        child.kill()
+        child.wait()
+    assert len(files) >= 2 and len(reads) == len(files)     # once per file, not 20 times
