@@ -9,7 +9,8 @@ starts before the verifier has seen the others (the sched_switch program
 alone takes it longer than the sampler). Used by the compiler child right
 after each of BCC's compiles (on BCC's own maps; one :class:`Loading`
 across its phases, so a later phase's programs use the maps the first one
-made) and by the agent on a start-up cache hit (no child, no LLVM). Returns the descriptors and the manifest
+made) and by the agent on a start-up cache hit (no child, no LLVM).
+Returns the descriptors and the manifest
 :class:`telegen.bpf.objects.BpfObjects` takes.
 """
 

@@ -1,6 +1,7 @@
 """The start-up cache: BCC's compiled objects (:mod:`telegen.bpf.compiled`)
 kept on disk, so a restart loads the programs with ``bpf()`` syscalls (the
-verifier's time only) instead of compiling them again (2-6 s of LLVM).
+verifier's time only) instead of compiling them again (1-3 s of LLVM idle,
+more under load).
 
 Key: SHA-256 of everything the compile depends on — the object format, the
 BPF sources (every ``bpf/*.c``/``*.h``), the cflags (SELF_TGID as the
