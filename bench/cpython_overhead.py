@@ -56,7 +56,7 @@ deep(30)
 # checkout has): "ready" once warm, then one JSON line per interval (each
 # started by a line on stdin).
 CHILD = r"""
-import json, logging, os, resource, sys, threading, time
+import gc, json, logging, os, resource, sys, threading, time
 from bench.overhead import bpf_run_time, rss_mb
 from telegen.component import ComponentID, CreateSettings, Kind
 from telegen.receivers.ebpf.config import EbpfConfig
@@ -73,6 +73,14 @@ class Discard:
 def cpu_s():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+gc_ns = [0, 0]                          # total in collections, start of the current one
+def on_gc(phase, info):
+    if phase == "start":
+        gc_ns[1] = time.thread_time_ns()
+    else:
+        gc_ns[0] += time.thread_time_ns() - gc_ns[1]
+gc.callbacks.append(on_gc)
 
 def thread_cpu():                       # run time (ns, the scheduler's) per thread name
     names = {t.native_id: t.name.split("[")[0] for t in threading.enumerate()}
@@ -117,10 +125,10 @@ try:
         after_windows(1)
         s0 = sum_series(registry.snapshot(), "receiver_accepted_samples", profile="cpu")
         c0, (b0, n0), t0 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
-        th0 = thread_cpu()
+        th0, g0 = thread_cpu(), gc_ns[0]
         after_windows(max(1, round(args["seconds"] / cfg.duration)))
         c1, (b1, n1), t1 = cpu_s(), bpf_run_time(os.getpid()), time.monotonic()
-        th1 = thread_cpu()
+        th1, g1 = thread_cpu(), gc_ns[0]
         s1 = sum_series(registry.snapshot(), "receiver_accepted_samples", profile="cpu")
         python = getattr(receiver, "_python", None)
         code_bytes = [sum(len(c.table) + len(c.name) + len(c.file) for c in r._codes.values())
@@ -130,7 +138,8 @@ try:
             "agent_cpu_s": (c1 - c0) / (t1 - t0), "bpf_s": (b1 - b0) / 1e9 / (t1 - t0),
             "bpf_runs": (n1 - n0) / (t1 - t0), "rss_mb": rss_mb(os.getpid()),
             "cpu_samples": (s1 - s0) / (t1 - t0),
-            "threads": {n: (ns - th0.get(n, 0)) / 1e9 / (t1 - t0) for n, ns in th1.items()},
+            "threads": {**{n: (ns - th0.get(n, 0)) / 1e9 / (t1 - t0) for n, ns in th1.items()},
+                        "(gc, any thread)": (g1 - g0) / 1e9 / (t1 - t0)},
             "code_bytes": max(code_bytes) if code_bytes else 0,
             "python_samples": sum_series(snap, "ebpf_python_samples"),
             "merged": sum_series(snap, "ebpf_python_samples", outcome="merged")
