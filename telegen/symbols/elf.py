@@ -15,6 +15,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_right
+from operator import itemgetter
 from typing import BinaryIO, NamedTuple
 
 from elftools.dwarf.dwarfinfo import DWARFInfo
@@ -46,6 +47,17 @@ class Segment(NamedTuple):
     memsz: int
 
 
+_ADDRESS = itemgetter(0)
+# st_info -> 1 when its type (low 4 bits) is STT_FUNC or STT_GNU_IFUNC, else 0
+_FUNCTION_INFO = bytes(1 if (b & 0xF) in (_STT_FUNC, _STT_GNU_IFUNC) else 0 for b in range(256))
+
+
+def _alias_rank(e: tuple[int, int, str, int]) -> tuple[bool, int, int, int]:
+    """Of aliases at one address, the lowest is kept (SymbolTable)."""
+    name = e[2]
+    return (e[1] == 0, len(name) - len(name.lstrip("_")), _BIND_RANK.get(e[3], 3), len(name))
+
+
 class SymbolTable:
     """Function symbols of one table, sorted by address. ``lookup`` is a bisect.
 
@@ -59,16 +71,26 @@ class SymbolTable:
     __slots__ = ("starts", "ends", "_text", "_offsets")
 
     def __init__(self, entries: list[tuple[int, int, str, int]]) -> None:
-        # entries: (address, size, name, bind)
-        entries.sort(key=lambda e: (e[0], e[1] == 0, len(e[2]) - len(e[2].lstrip("_")),
-                                    _BIND_RANK.get(e[3], 3), len(e[2])))
+        # entries: (address, size, name, bind). Sorted by address alone (a C-level
+        # key: a Python key per symbol was most of a table's first-sight cost, 174k
+        # calls for a changing host's minute); the alias rank only where an address
+        # repeats, the first of equals winning as in a stable sort on the full key.
+        entries.sort(key=_ADDRESS)
         starts: list[int] = []
         sizes: list[int] = []
         names: list[str] = []
-        for addr, size, name, _bind in entries:
+        best: tuple[int, int, str, int] | None = None    # the kept alias at starts[-1]
+        for entry in entries:
+            addr, size, name, _bind = entry
             if starts and starts[-1] == addr:
-                sizes[-1] = max(sizes[-1], size)
+                if size > sizes[-1]:
+                    sizes[-1] = size
+                assert best is not None
+                if _alias_rank(entry) < _alias_rank(best):
+                    best = entry
+                    names[-1] = name
                 continue
+            best = entry
             starts.append(addr)
             sizes.append(size)
             names.append(name)
@@ -280,21 +302,26 @@ class ElfFile:
         else:
             fmt, order = endian + "IIIBBH", (0, 3, 5, 1, 2)
         entsize = struct.calcsize(fmt)
-        usable = len(data) - len(data) % entsize
+        count = len(data) // entsize
         n_name, n_info, n_shndx, n_value, n_size = order
+        # the st_info bytes of every entry in one slice, mapped to 1 for functions:
+        # only those are unpacked (a table's objects, files and sections are not)
+        info_at = 4 if self.elf.elfclass == 64 else 12
+        functions = bytes(data[info_at:count * entsize:entsize]).translate(_FUNCTION_INFO)
+        unpack = struct.Struct(fmt).unpack_from
         entries: list[tuple[int, int, str, int]] = []
-        for ent in struct.iter_unpack(fmt, memoryview(data)[:usable]):
-            info = ent[n_info]
-            if (info & 0xF) not in (_STT_FUNC, _STT_GNU_IFUNC) or ent[n_shndx] == _SHN_UNDEF:
-                continue
+        i = functions.find(1)
+        while i >= 0:
+            ent = unpack(data, i * entsize)
+            i = functions.find(1, i + 1)
             value = ent[n_value]
-            if not value:
+            if not value or ent[n_shndx] == _SHN_UNDEF:
                 continue
             off = ent[n_name]
             end = strtab.find(b"\0", off)
             sym = strtab[off:end if end >= 0 else len(strtab)].decode("utf-8", "replace")
             at = sym.find("@")  # versioned names in some tables: memcpy@@GLIBC_2.14
-            entries.append((value, ent[n_size], sym[:at] if at > 0 else sym, info >> 4))
+            entries.append((value, ent[n_size], sym[:at] if at > 0 else sym, ent[n_info] >> 4))
         return SymbolTable(entries) if entries else None
 
 
