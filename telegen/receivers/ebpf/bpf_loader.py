@@ -7,29 +7,30 @@ a short-lived child (:mod:`telegen.bpfc`, the only module importing
 ``bcc``) that hands the descriptors over and exits; this process talks to
 the kernel through :mod:`telegen.bpf`. What the child compiled is kept in
 the start-up cache (:mod:`telegen.bpf.objcache`): a restart loads it here
-with ``bpf()`` syscalls, no child, the verifier's time only.
+with ``bpf()`` syscalls, no child, the verifier's time only. On a first
+start, :func:`compile_early_for` (``telegen run``, once its config is
+parsed) starts the child before the pipeline is built, so the compile
+overlaps the agent's own start; the load takes that child over.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telegen.bpf import handover, objcache
+from telegen.bpf import objcache
 from telegen.bpf.compiled import ObjectError
 from telegen.bpf.loader import LoadError, load_object
 from telegen.bpf.objects import BpfObjects, ManifestError
 from telegen.procinfo.agent import fd_info
+from telegen.receivers.ebpf import bpf_child
+from telegen.receivers.ebpf.bpf_child import BpfLoadError
 from telegen.untrusted import Refusals, Refused
 
 log = logging.getLogger(__name__)
@@ -57,19 +58,11 @@ USNAP_BUDGET = 100           # new off-CPU stack copies per CPU per second
 MAX_LIVE = 65536             # inuse memory: sampled live allocations tracked (bpf/memory.bpf.c)
 MAX_SPILL = 4096             # per-thread counts when a counts map is full (bpf/telegen.h)
 COMPILE_TIMEOUT_S = 120.0    # the child's compile + load + hand-over (1-3 s here, idle)
-REAP_TIMEOUT_S = 10.0        # after a complete hand-over the child only exits
-FAILED_REAP_TIMEOUT_S = 2.0
-NARROW_KALLSYMS = True       # the child's BCC sees the probe-read helpers only (bpf/kallsyms.py)
-CHILD_LOADER = "telegen"     # "bcc": the child loads with BCC itself (its fallback; tests)
 SPLIT_COMPILE = True         # the cpu sampler compiled (and sampling) first: BpfOptions.phases
 # memory profiling's uprobe programs: loaded by the child, attached per process here
 MEMORY_PROGRAMS = ("mem_malloc", "mem_calloc", "mem_realloc", "mem_posix_memalign",
                    "mem_aligned")
 MEMORY_INUSE_PROGRAMS = ("mem_free", "mem_return")
-
-
-class BpfLoadError(RuntimeError):
-    """Compiling, loading or attaching failed; the message says what to run."""
 
 
 @dataclass
@@ -183,7 +176,7 @@ class LoadedBpf:
         if cache:
             self.bpf = self._from_cache(directory, key)
         if self.bpf is None:
-            fds, manifest = _run_compiler(options, timeout_s)
+            fds, manifest = _run_compiler(options, timeout_s, key)
             obj = manifest.pop("object", None)
             self.kallsyms = str(manifest.get("kallsyms", ""))
             if manifest.get("fallback"):    # loaded by BCC itself: works, not cacheable
@@ -271,56 +264,73 @@ class LoadedBpf:
                 log.exception("BPF cleanup failed")
 
 
-def _run_compiler(options: BpfOptions, timeout_s: float) -> tuple[list[int], dict[str, Any]]:
-    """Run the compiler child; its descriptors and manifest, or BpfLoadError
-    with its stderr. The child is always reaped (killed past ``timeout_s``)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    request = json.dumps({"options": dataclasses.asdict(options),
-                          "narrow_kallsyms": NARROW_KALLSYMS, "loader": CHILD_LOADER,
-                          "child_start": time.monotonic()}).encode()
-    with ours, tempfile.TemporaryFile() as errors:
-        try:
-            # -P and cwd "/": `-m` would otherwise put the agent's working
-            # directory (maybe a tenant's) first on the child's sys.path
-            child = subprocess.Popen(
-                [sys.executable, "-P", "-m", "telegen.bpfc", str(theirs.fileno()),
-                 str(os.getpid())], cwd="/",
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
-                pass_fds=(theirs.fileno(),), close_fds=True)
-        finally:
-            theirs.close()
-        try:
-            assert child.stdin is not None
-            child.stdin.write(request)
-            child.stdin.close()
-            fds, manifest = handover.receive(ours, time.monotonic() + timeout_s)
-        except (handover.HandoverError, OSError, ValueError) as exc:
-            _reap(child, FAILED_REAP_TIMEOUT_S)       # a failed child exits by itself
-            raise BpfLoadError(f"BPF compile/load in telegen.bpfc failed "
-                               f"(exit {child.returncode}): {_tail(errors) or exc}") from exc
-        except BaseException:
-            _reap(child, 0.0)
-            raise
-        if _reap(child) != 0:
-            for fd in fds:
-                os.close(fd)
-            raise BpfLoadError(f"telegen.bpfc exited {child.returncode}: {_tail(errors)}")
-    return fds, manifest
+def options_for(c: Any, *, filtering: bool) -> BpfOptions:
+    """The BPF options of an ``ebpf`` receiver's config (``EbpfConfig``);
+    ``filtering``: its targets are pids or process names. The receiver's
+    start and :func:`compile_early_for` must build the same options."""
+    return BpfOptions(
+        cpu=c.cpu, off_cpu=c.off_cpu, sample_rate=c.sample_rate, max_stacks=c.max_stacks,
+        max_counts=c.max_stacks, include_kernel=c.include_kernel, timestamps=c.timestamps,
+        filter_targets=filtering, watch_exec=bool(c.process_names),
+        self_profile=c.self_profile, off_cpu_threshold_ns=int(c.off_cpu_threshold * 1e9),
+        user_stacks=c.unwinding != "frame_pointer",
+        memory=c.memory, memory_inuse=c.memory_mode == "inuse",
+        sample_every_bytes=c.sample_every_bytes, mutex=c.mutex,
+        mutex_threshold_ns=int(c.mutex_threshold * 1e9))
 
 
-def _reap(child: subprocess.Popen[bytes], timeout_s: float = REAP_TIMEOUT_S) -> int:
-    """Wait for the child to exit, killing it past ``timeout_s``."""
+def compile_early_for(config: Any) -> int:
+    """:func:`compile_early` for every ``ebpf`` receiver of a parsed config
+    (``telegen.config.Config``) that a pipeline uses (only those start); how
+    many children were started. Never raises: whatever fails here fails
+    again, reported, at the receiver's start."""
+    from telegen.component import Kind
+
+    used = {cid for p in config.pipelines.values() for cid in p.receivers}
+    started = 0
+    for cid, c in config.components.get(Kind.RECEIVER, {}).items():
+        if cid.type != "ebpf" or cid not in used:
+            continue
+        try:
+            started += compile_early(options_for(c, filtering=bool(c.pids or c.name_pattern())))
+        except Exception as exc:          # noqa: BLE001 - the receiver's start reports it
+            log.debug("early BPF compile for %s not started: %s", cid, exc)
+    return started
+
+
+# compiler children started by compile_early, by start-up cache key
+_EARLY: dict[str, bpf_child.Child] = {}
+
+
+def compile_early(options: BpfOptions) -> bool:
+    """Start the compiler child for ``options`` now when the start-up cache
+    holds no object for them, so BCC's compile overlaps the rest of the
+    agent's start (``telegen run`` calls this once its config is parsed,
+    before it builds and starts the pipeline). ``LoadedBpf(options)`` takes
+    the child over; one that no LoadedBpf takes is killed at the next one,
+    or dies with the agent (PR_SET_PDEATHSIG). Whether a child was started."""
+    key = objcache.cache_key(BPF_DIR, options.cflags(), dataclasses.asdict(options))
+    if key in _EARLY or os.path.exists(os.path.join(objcache.default_dir(),
+                                                    key + objcache.SUFFIX)):
+        return False
+    _EARLY[key] = bpf_child.spawn(dataclasses.asdict(options))
+    return True
+
+
+def _run_compiler(options: BpfOptions, timeout_s: float,
+                  key: str = "") -> tuple[list[int], dict[str, Any]]:
+    """Run the compiler child (the one compile_early started for ``key``,
+    else a new one; any other early one is ended); its descriptors and
+    manifest, or BpfLoadError with its stderr. The child is always reaped
+    (killed past ``timeout_s``)."""
+    child = _EARLY.pop(key, None) if key else None
+    for other in list(_EARLY):
+        bpf_child.end(_EARLY.pop(other))
+    child = child or bpf_child.spawn(dataclasses.asdict(options))
     try:
-        return child.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        return child.wait()
-
-
-def _tail(f: Any, limit: int = 8192) -> str:
-    f.seek(0, os.SEEK_END)
-    f.seek(max(0, f.tell() - limit))
-    return f.read().decode("utf-8", "replace").strip()
+        return bpf_child.receive(child, timeout_s)
+    finally:
+        child.close()
 
 
 def _prog_id(fd: int) -> int | None:

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from telegen.receivers.ebpf import bpf_loader
+from telegen.receivers.ebpf import bpf_child, bpf_loader
 from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
 
 pytestmark = pytest.mark.timeout(900)     # BCC's compile takes minutes on a loaded machine
@@ -28,9 +29,10 @@ KERNEL_HEADERS = "#include <uapi/linux/bpf_perf_event.h>\n#include <linux/sched.
 COMPILE = r"""
 import json, os, sys
 from pathlib import Path
+from typing import Any
 from telegen import bpfc
 from telegen.bpf import compiled
-from telegen.receivers.ebpf import bpf_loader
+from telegen.receivers.ebpf import bpf_child, bpf_loader
 request = json.loads(sys.argv[1])
 bpf_loader.BPF_DIR = Path(request["bpf_dir"])
 if request["debug_info"]:
@@ -118,3 +120,36 @@ def test_sampling_starts_before_the_rest_is_compiled_on_maps_every_program_share
         for p in (busy, sleeper):
             p.kill()
             p.wait()
+
+
+def test_an_early_compile_is_taken_over_by_the_load_and_a_stray_one_ended(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile_early (called by `telegen run` once its config is parsed)
+    starts the child at once; LoadedBpf with the same options takes it over
+    (no second child) and its compile began before the load did. An early
+    child for other options is killed and reaped by that load; with the
+    object cached, nothing is started early."""
+    monkeypatch.setenv("TELEGEN_CACHE_DIR", str(tmp_path))
+    spawned: list[Any] = []
+    spawn = bpf_child.spawn
+
+    def counted(options: dict[str, Any]) -> Any:
+        spawned.append(spawn(options))
+        return spawned[-1]
+    monkeypatch.setattr(bpf_child, "spawn", counted)
+    options = BpfOptions(user_stacks=True)
+    stray = BpfOptions(user_stacks=True, sample_rate=49, include_kernel=True)
+    assert bpf_loader.compile_early(options) and bpf_loader.compile_early(stray)
+    assert not bpf_loader.compile_early(options)          # one child per options
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    loaded = LoadedBpf(options)
+    try:
+        assert loaded.cache_outcome == "miss" and len(spawned) == 2
+        assert loaded.bpf is not None and loaded.bpf.marks["child_start"] < t0
+        assert spawned[1].process.poll() is not None       # the stray one: ended, reaped
+        assert not bpf_loader._EARLY
+    finally:
+        loaded.close()
+    assert not bpf_loader.compile_early(options)           # cached now: no child
+    assert len(spawned) == 2

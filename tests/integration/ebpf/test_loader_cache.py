@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from telegen.bpf import objcache
-from telegen.receivers.ebpf import bpf_loader
+from telegen.receivers.ebpf import bpf_child, bpf_loader
 from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
 from telegen.telemetry import Registry, sum_series
 from telegen.untrusted import Refusals
@@ -184,7 +184,7 @@ def test_an_object_the_kernel_refuses_falls_back_and_leaves_nothing_behind(
 
 
 def _child_object(monkeypatch: pytest.MonkeyPatch, narrow: bool) -> tuple[dict[str, Any], str]:
-    monkeypatch.setattr(bpf_loader, "NARROW_KALLSYMS", narrow)
+    monkeypatch.setattr(bpf_child, "NARROW_KALLSYMS", narrow)
     fds, manifest = bpf_loader._run_compiler(ALL_TYPES, bpf_loader.COMPILE_TIMEOUT_S)
     for fd in fds:
         os.close(fd)
@@ -208,7 +208,7 @@ def test_what_telegens_loader_cannot_load_bcc_loads_itself_counted_not_cached(
     demand telegen.bpf.loader does not meet): every map, program and
     attachment as BCC makes them, the agent still excluded, nothing cached."""
     monkeypatch.setenv("TELEGEN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(bpf_loader, "CHILD_LOADER", "bcc")
+    monkeypatch.setattr(bpf_child, "CHILD_LOADER", "bcc")
     registry, refusals = _registry_refusals()
     busy = subprocess.Popen(["sh", "-c", "while :; do :; done"])
     try:
