@@ -450,11 +450,13 @@ static __always_inline int capture_user_stack(u32 tgid, u32 tid, int flags,
         u64 *w = (u64 *)rec->data;
         struct code_ranges *code = usnap_ranges.lookup(&tgid);
         if (code) {            /* the code words and their offsets: USNAP_CODE_KEY */
-            u64 n = code->n;
+            /* every slot is tested (unused ones are [0, 0): empty), never `j < n`:
+             * a bound on n the verifier learns at each test would keep apart the
+             * states it otherwise prunes (0.3 s more verifying per program) */
             for (int i = 0; i < USNAP_HASH_WORDS; i++) {
                 u64 x = w[i];
                 for (int j = 0; j < CODE_RANGES; j++) {
-                    if (j < n && x >= code->lo[j] && x < code->hi[j]) {
+                    if (x >= code->lo[j] && x < code->hi[j]) {
                         h = (h ^ x ^ ((u64)i << 56)) * 0x100000001b3ULL;
                         break;
                     }
