@@ -34,7 +34,6 @@ def _load(path: str | None):  # type: ignore[no-untyped-def]
 
 def cmd_run(args: argparse.Namespace) -> int:
     from telegen.helpers import heap
-    from telegen.service import Service, StartError
 
     heap.tune()            # before the threads: each would get its own malloc arena
 
@@ -48,6 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("telegen.config").warning("%s", warning)
     if not args.config:
         logging.getLogger("telegen").info("no -c given: running the embedded default config")
+    # (#21) a first start's BPF compile begins now, in its child, and overlaps the
+    # pipeline's imports, build and start (nothing is started on a start-up cache hit)
+    from telegen.receivers.ebpf.bpf_loader import compile_early_for
+    compile_early_for(cfg)
+    from telegen.service import Service, StartError
     try:
         service = Service(cfg)
         service.run(args.duration)

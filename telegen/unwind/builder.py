@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telegen.index.header import write_atomic
-from telegen.procinfo.agent import address_space_bytes
+from telegen.procinfo.agent import address_space_bytes, child_ended, child_started
 from telegen.untrusted import Refused
 from telegen.unwind.build import table_from_fd
 from telegen.unwind.cfi import CfiBomb
@@ -101,6 +101,7 @@ class BuilderChild:
                 [sys.executable, "-c", CHILD_BOOT, str(theirs.fileno()), _PACKAGE_ROOT],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, close_fds=True, process_group=0, cwd="/")
+            child_started(self._proc.pid)    # the agent's own work: not profiled
         finally:
             theirs.close()
         self._sock = ours
@@ -184,6 +185,7 @@ class BuilderChild:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+            child_ended(self._proc.pid)
             self._proc = None
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegen.bpf import handover
+from telegen.procinfo import agent
 
 REAP_TIMEOUT_S = 10.0        # after a complete hand-over the child only exits
 FAILED_REAP_TIMEOUT_S = 2.0
@@ -61,6 +62,7 @@ def spawn(options: dict[str, Any]) -> Child:
         raise
     finally:
         theirs.close()
+    agent.child_started(process.pid)      # the agent's own work: not profiled
     child = Child(process, ours, errors)
     try:
         assert process.stdin is not None
@@ -104,6 +106,8 @@ def reap(process: subprocess.Popen[bytes], timeout_s: float = REAP_TIMEOUT_S) ->
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
+    finally:
+        agent.child_ended(process.pid)
 
 
 def tail(f: Any, limit: int = 8192) -> str:

@@ -16,7 +16,7 @@ from telegen.helpers import heap
 from telegen.pdata import Profile, Profiles
 from telegen.procinfo import ProcessCache, agent
 from telegen.receivers.ebpf.accounting import Accounting
-from telegen.receivers.ebpf.bpf_loader import BpfOptions, LoadedBpf
+from telegen.receivers.ebpf.bpf_loader import LoadedBpf, options_for
 from telegen.receivers.ebpf.config import EbpfConfig
 from telegen.receivers.ebpf.cpython import PythonFrames
 from telegen.receivers.ebpf.events import EventReader
@@ -80,16 +80,9 @@ class EbpfReceiver:
         # libbcc/LLVM into the agent for good); its failure says the same fix
         doctor.require(tuple(c for c in doctor.EBPF_PROFILING if c != "bcc"))
         c = self._config
-        self._bpf = LoadedBpf(BpfOptions(
-            cpu=c.cpu, off_cpu=c.off_cpu, sample_rate=c.sample_rate, max_stacks=c.max_stacks,
-            max_counts=c.max_stacks, include_kernel=c.include_kernel, timestamps=c.timestamps,
-            filter_targets=self._targets.filtering, watch_exec=bool(c.process_names),
-            self_profile=c.self_profile, off_cpu_threshold_ns=int(c.off_cpu_threshold * 1e9),
-            user_stacks=c.unwinding != "frame_pointer",
-            memory=c.memory, memory_inuse=c.memory_mode == "inuse",
-            sample_every_bytes=c.sample_every_bytes, mutex=c.mutex,
-            mutex_threshold_ns=int(c.mutex_threshold * 1e9)),
-            refusals=Refusals(self._settings.telemetry, self._log))   # start-up cache (#21)
+        # options_for: the same options the early compile (cli.cmd_run) was started with
+        self._bpf = LoadedBpf(options_for(c, filtering=self._targets.filtering),
+                              refusals=Refusals(self._settings.telemetry, self._log))
         try:
             bpf = self._bpf
             self._targets.install(bpf.table("targets"), bpf.table("excluded"))
