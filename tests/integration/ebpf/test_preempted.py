@@ -4,10 +4,11 @@ A busy thread that is preempted waits on a run queue: an off-CPU interval
 whose stack is the one the CPU profile shows. In code without frame pointers
 the agent takes it from an earlier copy of the same stack when there is one;
 when there is none it keeps the interval's time with no user stack
-(``[truncated]``) instead of a frame-pointer walk, which in such code is
-garbage and a new stack id per preemption (measured on this VM under load:
-~85% of the off-CPU keys of a busy CPython service were such walks, each a
-key the agent processed, with the stack maps' collisions rising).
+(``[truncated]``, with the thread's Python frames), counted
+``ebpf_unwind_copies{result="skipped"}``, instead of a frame-pointer walk:
+in code without frame pointers that walk is garbage (measured with it: 15.28
+of these programs' 15.50 s of preempted time came with partial garbage
+stacks). A registered Go process (frame pointers always) walks them.
 
 Truth: the kernel's own run-queue delay of each thread
 (``/proc/PID/schedstat``, second field), read when the process has exited
@@ -94,6 +95,8 @@ def test_preempted_threads_keep_their_time_without_garbage_stacks(tmp_path: Path
     sink, registry, delays = _run(commands, f"tg_preempted|{Path(python).name}")
 
     waited = sum(delays.values())
+    python_pids = set(list(delays)[COPIES:])        # spawned after the C programs
+    python_not_copied = 0
     recorded = not_copied = whole = partial = in_py_spin = 0
     not_copied_stacks: set[tuple[object, ...]] = set()
     for profile in sink.profiles("off_cpu"):
@@ -107,6 +110,8 @@ def test_preempted_threads_keep_their_time_without_garbage_stacks(tmp_path: Path
             if not native_frames and truncated:
                 not_copied += ns
                 not_copied_stacks.add(s.stack)
+                if dict(s.labels).get("process.pid") in python_pids:
+                    python_not_copied += ns
                 if any(f.kind is FrameKind.PYTHON and f.name == "py_spin" for f in s.stack):
                     in_py_spin += ns
             elif truncated:
@@ -129,4 +134,4 @@ def test_preempted_threads_keep_their_time_without_garbage_stacks(tmp_path: Path
     # no stack per preemption: the stacks without user frames are few
     assert len(not_copied_stacks) <= 60
     # a preempted CPython thread is still charged to the Python function it ran
-    assert in_py_spin >= 0.3 * not_copied
+    assert in_py_spin >= 0.8 * python_not_copied
