@@ -4,8 +4,8 @@ A tick runs with the application's caches cold: on the VM this was built on,
 the sampler's code took ~40 us at a tick against ~2 us run again at once,
 its cost set by how many distinct objects it touches, not by how much it
 computes. So a tick only copies what will change -- per thread
-``(thread, frames, span link)``, per visited task ``(task, frames, span link)``,
-``frames`` a flat list ``[code, f_lasti, code, f_lasti, ...]`` (a thread's
+``(thread, frames, span link)``, per visited task ``((loop, task name),
+frames, span link)``, ``frames`` a flat list ``[code, f_lasti, code, f_lasti, ...]`` (a thread's
 leaf first, a task's await chain outermost first) -- and everything else
 (naming code objects, frame keys, thread and task names, counting) happens
 here, a few times a second in the sampler thread, in one warm pass. A frame
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from telegen.sdk.stats import Stats
 
     # (threading.Thread -- or its ident if threading does not know it -- or
-    # asyncio task, frames, span link)
+    # an asyncio task's (loop, name), frames, span link)
     Capture = tuple[Any, list[Any], SpanCtx | None]
     # captures of one tick: (weight, of tasks?, captures)
     Pending = list[tuple[int, bool, list[Capture]]]
@@ -64,12 +64,12 @@ class Folder:
                     if stack is None:
                         stack = keys[id(frames)] = self.key(frames, names, of_tasks)
                     if of_tasks:
-                        loop = owner.get_loop()
+                        loop, task_name = owner
                         place = where.get(id(loop))
                         if place is None:
                             place = where[id(loop)] = _thread(
                                 getattr(loop, "_thread_id", None) or 0, threads)
-                        samples.append((place[0], place[1], owner.get_name(), stack, link))
+                        samples.append((place[0], place[1], task_name, stack, link))
                     else:
                         place = where.get(id(owner))
                         if place is None:

