@@ -8,7 +8,9 @@ passed over the unix socket (``SCM_RIGHTS``) — it forks a worker that sets
 later) and ``RLIMIT_AS`` (its address space now plus the memory budget),
 maps the CFI section, decodes it (:func:`telegen.unwind.build.table_from_fd`)
 and writes the table file into the cache directory (temporary file +
-rename), then exits. The child replies with a JSON line: ``built``,
+rename), then exits. The child names the worker first (``{"worker": pid}``:
+the agent's own work, which the ebpf receiver does not profile,
+:mod:`telegen.procinfo.agent`), then replies with a JSON line: ``built``,
 ``rejected`` (``cpu_time``, ``memory``, ``wall_time``, ``crashed``) or
 ``failed`` (not an ELF file, no readable CFI), plus the worker's CPU time and
 peak RSS from ``wait4``.
@@ -119,7 +121,7 @@ class BuilderChild:
                 try:
                     sock = self._ensure()
                     socket.send_fds(sock, [request], [fd])
-                    reply = _read_line(sock)
+                    reply = _read_reply(sock)
                 except OSError as exc:
                     self._close()
                     return BuildResult("failed", f"builder child: {exc}")
@@ -213,16 +215,30 @@ def drop_page_cache(path: Path) -> None:
         os.close(fd)
 
 
-def _read_line(sock: socket.socket) -> bytes:
+def _read_reply(sock: socket.socket) -> bytes:
+    """The child's reply line to one request (b"" if it exited). Before it,
+    the child names the worker it forked (``{"worker": pid}``): the agent's
+    own work, not profiled while it runs (procinfo.agent)."""
     buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            return b""
-        buf += chunk
-        if len(buf) > MAX_MESSAGE:
-            raise OSError("reply too long")
-    return buf
+    worker = 0
+    try:
+        while True:
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if not line.startswith(b'{"worker":'):
+                    return line + b"\n"
+                if not worker:
+                    worker = int(json.loads(line)["worker"])
+                    child_started(worker)
+            chunk = sock.recv(4096)
+            if not chunk:
+                return b""
+            buf += chunk
+            if len(buf) > MAX_MESSAGE:
+                raise OSError("reply too long")
+    finally:
+        if worker:
+            child_ended(worker)
 
 
 # -- the child ----------------------------------------------------------------------
@@ -243,7 +259,7 @@ def main(sock_fd: int) -> None:
             line, buf = buf.split(b"\n", 1)
             fd = fds.pop(0) if fds else -1
             try:
-                reply = _serve(json.loads(line), fd) if fd >= 0 else \
+                reply = _serve(json.loads(line), fd, sock) if fd >= 0 else \
                     {"status": "failed", "reason": "no descriptor"}
             finally:
                 if fd >= 0:
@@ -254,7 +270,7 @@ def main(sock_fd: int) -> None:
                 return
 
 
-def _serve(req: dict[str, object], fd: int) -> dict[str, object]:
+def _serve(req: dict[str, object], fd: int, sock: socket.socket) -> dict[str, object]:
     cpu_s, memory = int(str(req["cpu_s"])), int(str(req["memory"]))
     pid = os.fork()
     if pid == 0:                                    # the worker
@@ -265,6 +281,10 @@ def _serve(req: dict[str, object], fd: int) -> dict[str, object]:
             os._exit(code)
     pidfd = os.pidfd_open(pid)
     try:
+        try:
+            sock.sendall(json.dumps({"worker": pid}).encode() + b"\n")
+        except OSError:                             # the agent has gone: the reply fails too
+            pass
         ready, _, _ = select.select([pidfd], [], [], cpu_s * _WALL_FACTOR + _WALL_EXTRA_S)
         if not ready:                               # blocked (not using CPU): wall time
             os.kill(pid, signal.SIGKILL)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from telegen.procinfo import agent
 from telegen.procinfo.maps import MappedFile, open_host_file
 from telegen.symbols.budget import ParseLimits
 from telegen.testing import native
@@ -79,6 +80,39 @@ def test_lookup_never_waits_and_the_child_builds(tmp_path: Path) -> None:
         assert len(list(tmp_path.glob("*.unw"))) == 1
     finally:
         tables.close()
+
+
+def test_the_builders_worker_is_the_agents_own_child_while_it_runs(tmp_path: Path) -> None:
+    """The child forks a worker per table: it is announced before it works
+    (so the ebpf receiver excludes it, procinfo.agent) and ended after."""
+    events: list[tuple[int, bool, str]] = []
+
+    def seen(pid: int, started: bool) -> None:
+        events.append((pid, started, process_parent(pid) if started else ""))
+
+    stop = agent.on_children(seen)
+    tables = TableCache(cache_dir=tmp_path, inline_cfi_bytes=0)
+    try:
+        with host(LIBC) as libc, host("/usr/lib/x86_64-linux-gnu/libm.so.6") as libm:
+            assert tables.lookup(libc, "") is None and tables.lookup(libm, "") is None
+            wait_ready(tables)
+        builder = tables.builder_pid
+    finally:
+        stop()
+        tables.close()
+    workers = [(pid, parent) for pid, started, parent in events
+               if started and pid != builder]
+    assert len(workers) == 2 and all(parent == str(builder) for _, parent in workers), events
+    for pid, _ in workers:                  # each ended, after it started
+        assert events.index((pid, False, "")) > events.index((pid, True, str(builder)))
+    assert not set(agent.own_children()) & {pid for pid, _ in workers}
+
+
+def process_parent(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+    except FileNotFoundError:
+        return ""
 
 
 def nop_cfi(count: int) -> bytes:
