@@ -55,6 +55,7 @@ from telegen.receivers.ebpf.stacks import (
     FramePointerStacks,
     NeededRefs,
 )
+from telegen.receivers.ebpf.unwound import ERROR, FULL, TRUNCATED, Recent, UnwoundStacks
 from telegen.unwind import AddressSpace, TableCache, UnwindTable, unwind
 from telegen.unwind.golang import HASH_RAW, GoBinaries, explained_by_chain  # Go (#26)
 from telegen.unwind.unwinder import UNMAPPED, SwitchContext
@@ -74,8 +75,7 @@ SPACES = 1024                             # per-process address spaces kept
 REFRESH_NS = 200_000_000                  # maps older than this may be re-read on a miss,
 REFRESH_EVERY_NS = 5_000_000_000          # but at most this often per process (JIT code)
 
-# outcome of one unwound stack, as counted per sample
-FULL, TRUNCATED, ERROR = "full", "truncated", "error"
+# outcome of one unwound stack, as counted per sample: FULL, TRUNCATED, ERROR (unwound.py)
 RETRY_S = 30.0                            # copies unwound without a pending table: retried
 RETRY_COPIES = 1024                       # ... at most this many kept (<= 16 KiB each)
 
@@ -104,16 +104,15 @@ class CfiStacks:
         self.go_keys_dropped = 0
         self._code: CodeRanges | None = None    # usnap_ranges (BPF): code-word keys
         self.code_keys_dropped = 0
-        self._keys: LRUCache[int, bytes] = LRUCache(RESULTS)     # snapshot id -> its key
+        self._keys: Recent[int, bytes] = Recent(RESULTS)     # snapshot id -> its key
         self.ids_reused = 0
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._pending_lock = threading.Lock()
         self._work_lock = threading.Lock()
-        # written by the unwinder thread, read by the window thread: a cachetools
-        # LRUCache reorders itself on every get, so both go through _results_lock
-        self._results: LRUCache[int, tuple[tuple[int, ...], str]] = LRUCache(RESULTS)
-        self._results_lock = threading.Lock()
+        # written by the unwinder thread, read by the window thread (its own lock);
+        # the addresses packed (#21): ~290 bytes a 30-frame stack, not ~1.5 kB
+        self._results = UnwoundStacks(RESULTS)
         self._spaces: LRUCache[int, tuple[ProcessInfo, AddressSpace, int]] = LRUCache(SPACES)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,7 +192,7 @@ class CfiStacks:
             self.ids_reused += 1
             self._forget(old)
         if key is not None:
-            self._keys[snap_id] = key
+            self._keys.set(snap_id, key)
 
     # -- the unwinder thread ----------------------------------------------------------
     def start(self) -> None:
@@ -304,8 +303,7 @@ class CfiStacks:
             self._result(snap_id, ((*res.addresses, TRUNCATED_MARK), TRUNCATED))
 
     def _result(self, snap_id: int, result: tuple[tuple[int, ...], str]) -> None:
-        with self._results_lock:
-            self._results[snap_id] = result
+        self._results.put(snap_id, *result)
 
     def _space(self, pid: int) -> AddressSpace | None:
         info = self._procs.get(pid)
@@ -375,8 +373,7 @@ class CfiStacks:
 
     def addresses(self, seq: int, stack_id: int) -> tuple[int, ...] | None:
         if stack_id >= 0 and stack_id & USNAP_BIT:
-            with self._results_lock:
-                hit = self._results.get(stack_id)
+            hit = self._results.get(stack_id)
             if hit is None or hit[1] == ERROR:
                 return None
             return hit[0]
@@ -386,9 +383,8 @@ class CfiStacks:
         """full / truncated / error for a snapshot id ("" for other ids)."""
         if stack_id < 0 or not stack_id & USNAP_BIT:
             return ""
-        with self._results_lock:
-            hit = self._results.get(stack_id)
-        return ERROR if hit is None else hit[1]
+        outcome = self._results.outcome(stack_id)
+        return ERROR if outcome is None else outcome
 
     def end(self, seq: int, still_needed: NeededRefs) -> None:
         self._fp.end(seq, lambda: {r for r in still_needed() if not r[1] & USNAP_BIT})
