@@ -60,3 +60,26 @@ def samples_by_pid(out: Path, key: Callable[[tuple[Frame, ...]], str] = leaf_nam
     for pid, stack, n in pprof_samples(out):
         by_pid.setdefault(pid, Counter())[key(stack)] += n
     return by_pid
+
+
+def python_receiver_config(path: Path, process_name: str, rate: int, out: Path,
+                           metrics_port: int) -> Path:
+    """Write an agent configuration at ``path``: the ``python`` receiver on
+    ``process_name`` at ``rate`` Hz (2 s windows, a scan every 0.5 s) into
+    pprof files in ``out``, basic metrics on ``metrics_port``."""
+    path.write_text(f"""
+receivers:
+  python:
+    process_names: [{process_name}]
+    sample_rate: {rate}
+    duration: 2s
+    scan_interval: 0.5s
+exporters:
+  pprof_file: {{directory: {out}}}
+service:
+  telemetry:
+    metrics: {{level: basic, address: "127.0.0.1:{metrics_port}"}}
+  pipelines:
+    profiles: {{receivers: [python], exporters: [pprof_file]}}
+""")
+    return path

@@ -14,7 +14,7 @@ import pytest
 
 from telegen.testing import containers
 from telegen.testing.agent import free_port, scrape, start_telegen, wait_until
-from telegen.testing.pyprog import samples_by_pid
+from telegen.testing.pyprog import python_receiver_config, samples_by_pid
 
 pytestmark = pytest.mark.slow
 
@@ -44,22 +44,8 @@ def test_cpython_in_container_sampled_by_python_receiver(tmp_path: Path,
     (app / "twohot_in_container.py").chmod(0o644)
     out = tmp_path / "out"
     metrics = free_port()
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(f"""
-receivers:
-  python:
-    process_names: [twohot_in_container.py]
-    sample_rate: {RATE}
-    duration: 2s
-    scan_interval: 0.5s
-exporters:
-  pprof_file: {{directory: {out}}}
-service:
-  telemetry:
-    metrics: {{level: basic, address: "127.0.0.1:{metrics}"}}
-  pipelines:
-    profiles: {{receivers: [python], exporters: [pprof_file]}}
-""")
+    cfg = python_receiver_config(tmp_path / "agent.yaml", "twohot_in_container.py", RATE,
+                                 out, metrics)
     command = ["python3", SCRIPT, REPORT, "300"]
     with containers.running(python_image, command, user="1000:1000",
                             copy_in=[(app, "/app")]) as c:

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from telegen.testing.agent import free_port, scrape, start_telegen, wait_until
-from telegen.testing.pyprog import pyenv_python, require_pythons, samples_by_pid
+from telegen.testing.pyprog import (
+    pyenv_python,
+    python_receiver_config,
+    require_pythons,
+    samples_by_pid,
+)
 
 TWOHOT = Path(__file__).resolve().parents[1] / "testdata" / "python" / "twohot.py"
 VERSIONS = ("3.11", "3.12", "3.13")
@@ -28,22 +33,7 @@ def _pythons() -> None:
 def test_two_to_one_split_on_311_312_313_and_late_start(tmp_path: Path) -> None:
     out = tmp_path / "out"
     metrics = free_port()
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(f"""
-receivers:
-  python:
-    process_names: [twohot.py]
-    sample_rate: {RATE}
-    duration: 2s
-    scan_interval: 0.5s
-exporters:
-  pprof_file: {{directory: {out}}}
-service:
-  telemetry:
-    metrics: {{level: basic, address: "127.0.0.1:{metrics}"}}
-  pipelines:
-    profiles: {{receivers: [python], exporters: [pprof_file]}}
-""")
+    cfg = python_receiver_config(tmp_path / "agent.yaml", "twohot.py", RATE, out, metrics)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     reports = {v: tmp_path / f"report-{v}.json" for v in VERSIONS}
 
