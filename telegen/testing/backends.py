@@ -31,6 +31,26 @@ from telegen.testing.pyroscope_otlp import ExportRefused, Series
 from telegen.testing.pyroscope_otlp import convert as pyroscope_convert
 
 
+def serve_grpc(add_servicer: Callable[[grpc.Server], object], port: int, name: str,
+               workers: int = 8) -> tuple[grpc.Server, int]:
+    """A started gRPC server on 127.0.0.1:``port`` (0: any) with the servicer
+    ``add_servicer`` registers, and its port; the port is not shared
+    (``so_reuseport`` off), so a backend restarted on it gets it back."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         options=[("grpc.so_reuseport", 0)])
+    add_servicer(server)
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    if not port:
+        raise OSError(f"{name}: cannot bind")
+    server.start()
+    return server, port
+
+
+def stop_grpc(server: grpc.Server | None) -> None:
+    if server is not None:
+        server.stop(grace=0).wait(5)
+
+
 @dataclass
 class Failure:
     """Answer the next ``times`` calls with ``code`` (and RetryInfo ``delay_s``)."""
@@ -69,20 +89,14 @@ class OtlpBackend(svc_grpc.ProfilesServiceServicer):  # type: ignore[misc]
         self._server: grpc.Server | None = None
 
     def start(self) -> OtlpBackend:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                             options=[("grpc.so_reuseport", 0)])
-        svc_grpc.add_ProfilesServiceServicer_to_server(self, server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
-        if not self.port:
-            raise OSError("OtlpBackend: cannot bind")
-        server.start()
-        self._server = server
+        self._server, self.port = serve_grpc(
+            lambda server: svc_grpc.add_ProfilesServiceServicer_to_server(self, server),
+            self.port, "OtlpBackend")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=0).wait(5)
-            self._server = None
+        stop_grpc(self._server)
+        self._server = None
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         with self._lock:

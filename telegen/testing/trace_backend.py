@@ -5,7 +5,6 @@ parsed message and its serialized bytes)."""
 from __future__ import annotations
 
 import threading
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -16,6 +15,8 @@ from opentelemetry.proto.collector.trace.v1 import (  # type: ignore[import-unty
     trace_service_pb2_grpc as trace_grpc,
 )
 
+from telegen.testing.backends import serve_grpc, stop_grpc
+
 
 class TraceBackend(trace_grpc.TraceServiceServicer):  # type: ignore[misc]
     def __init__(self) -> None:
@@ -25,19 +26,14 @@ class TraceBackend(trace_grpc.TraceServiceServicer):  # type: ignore[misc]
         self._server: grpc.Server | None = None
 
     def start(self) -> TraceBackend:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_grpc.add_TraceServiceServicer_to_server(self, server)
-        self.port = server.add_insecure_port("127.0.0.1:0")
-        if not self.port:
-            raise OSError("TraceBackend: cannot bind")
-        server.start()
-        self._server = server
+        self._server, self.port = serve_grpc(
+            lambda server: trace_grpc.add_TraceServiceServicer_to_server(self, server),
+            0, "TraceBackend", workers=4)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=0).wait(5)
-            self._server = None
+        stop_grpc(self._server)
+        self._server = None
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         with self._lock:
