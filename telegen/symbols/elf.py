@@ -1,9 +1,13 @@
 """ELF reading: build-id, PT_LOAD segments, .gnu_debuglink and function symbol
 tables (.symtab / .dynsym) as sorted arrays for bisect look-ups.
 
-pyelftools reads headers, sections and notes; the symbol entries themselves are
-unpacked with ``struct.iter_unpack`` because going through pyelftools' per-symbol
-objects is ~20x slower (libc's .dynsym cold load would otherwise cost ~100 ms).
+Headers and notes are read by :mod:`telegen.procinfo.elfheaders`, sections
+straight from the file; the symbol entries are unpacked with ``struct``
+because going through pyelftools' per-symbol objects is ~20x slower (libc's
+.dynsym cold load would otherwise cost ~100 ms). pyelftools is imported only
+for DWARF and compressed sections (:attr:`ElfFile.elf`): the long-lived agent
+reads symbol tables only, and pyelftools costs ~5 MB resident once imported
+(#21; DWARF indexes are built in a child, :mod:`telegen.symbols.symindex`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,7 @@ import zlib
 from array import array
 from bisect import bisect_right
 from operator import itemgetter
-from typing import BinaryIO, NamedTuple
-
-from elftools.dwarf.dwarfinfo import DWARFInfo
-from elftools.elf.elffile import ELFFile
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from telegen.procinfo.elfheaders import (
     PT_LOAD,
@@ -32,6 +33,10 @@ from telegen.procinfo.elfheaders import (
 from telegen.procinfo.maps import open_host_file
 from telegen.symbols.budget import DEFAULT_LIMITS, ParseLimits
 from telegen.untrusted import Refused
+
+if TYPE_CHECKING:          # imported where used (#21): ~5 MB resident once imported
+    from elftools.dwarf.dwarfinfo import DWARFInfo
+    from elftools.elf.elffile import ELFFile
 
 _STT_FUNC, _STT_GNU_IFUNC = 2, 10
 _SHN_UNDEF = 0
@@ -162,11 +167,7 @@ class ElfFile:
         except BaseException:
             os.close(fd)
             raise
-        try:
-            self.elf = ELFFile(self._fh)
-        except BaseException:
-            self._fh.close()
-            raise
+        self._elf: ELFFile | None = None
         self.segments = [Segment(p.vaddr, p.offset, p.filesz, p.memsz)
                          for p in self.headers.segments if p.type == PT_LOAD]
         self._tables: dict[str, SymbolTable | None] = {}
@@ -174,6 +175,15 @@ class ElfFile:
     @property
     def fd(self) -> int:
         return self._fh.fileno()
+
+    @property
+    def elf(self) -> ELFFile:
+        """pyelftools' view of the file, made (and pyelftools imported) on
+        first use: for DWARF and compressed sections only."""
+        if self._elf is None:
+            from elftools.elf.elffile import ELFFile
+            self._elf = ELFFile(self._fh)
+        return self._elf
 
     def close(self) -> None:
         self._fh.close()
@@ -210,7 +220,9 @@ class ElfFile:
         if hdr.data_size > cap:
             self.skipped.append(f"{hdr.name}: {hdr.data_size} bytes > {cap}")
             return None
-        return self.elf.get_section(index).data()
+        if hdr.compressed:
+            return self.elf.get_section(index).data()
+        return _read_at(self.fd, hdr.size, hdr.offset)
 
     @property
     def has_dwarf(self) -> bool:
@@ -279,7 +291,7 @@ class ElfFile:
         crc_at = (end + 4) & ~3
         if len(data) < crc_at + 4:
             return None
-        fmt = "<I" if self.elf.little_endian else ">I"
+        fmt = "<I" if self.headers.little else ">I"
         return data[:end].decode("utf-8", "replace"), struct.unpack_from(fmt, data, crc_at)[0]
 
     def symbols(self, section: str) -> SymbolTable | None:
@@ -296,8 +308,8 @@ class ElfFile:
         strtab = self._data(self.headers.sections[index].link)
         if strtab is None:
             return None
-        endian = "<" if self.elf.little_endian else ">"
-        if self.elf.elfclass == 64:
+        endian = "<" if self.headers.little else ">"
+        if self.headers.is64:
             fmt, order = endian + "IBBHQQ", (0, 1, 3, 4, 5)
         else:
             fmt, order = endian + "IIIBBH", (0, 3, 5, 1, 2)
@@ -306,7 +318,7 @@ class ElfFile:
         n_name, n_info, n_shndx, n_value, n_size = order
         # the st_info bytes of every entry in one slice, mapped to 1 for functions:
         # only those are unpacked (a table's objects, files and sections are not)
-        info_at = 4 if self.elf.elfclass == 64 else 12
+        info_at = 4 if self.headers.is64 else 12
         functions = bytes(data[info_at:count * entsize:entsize]).translate(_FUNCTION_INFO)
         unpack = struct.Struct(fmt).unpack_from
         entries: list[tuple[int, int, str, int]] = []
@@ -323,6 +335,19 @@ class ElfFile:
             at = sym.find("@")  # versioned names in some tables: memcpy@@GLIBC_2.14
             entries.append((value, ent[n_size], sym[:at] if at > 0 else sym, ent[n_info] >> 4))
         return SymbolTable(entries) if entries else None
+
+
+def _read_at(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` (fewer at the end of the file)."""
+    parts: list[bytes] = []
+    while size > 0:
+        part = os.pread(fd, size, offset)
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+        offset += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def read_build_id(path: str) -> str:

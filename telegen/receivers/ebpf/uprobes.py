@@ -37,9 +37,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
-
 from telegen.procinfo.elfheaders import ProgramHeader, read_headers
 from telegen.procinfo.maps import executable_files, open_host_file
 from telegen.procinfo.procfs import PROC, fd_path, process_root
@@ -77,6 +74,11 @@ def allocator_symbols(fd: int, *, inuse: bool) -> dict[str, int]:
     else .symtab), as file offsets (what a uprobe is placed at). The file is a
     tenant's: header tables are checked with ``struct`` first and symbol
     tables over ``MAX_SYMBOL_TABLE`` skipped."""
+    # imported here (#21): only the memory profiler needs it, and it is ~5 MB
+    # resident once imported
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
     wanted = [name for name, _ in ALLOC_ENTRIES] + ([FREE_ENTRY[0]] if inuse else [])
     found: dict[str, int] = {}
     headers = read_headers(fd)
