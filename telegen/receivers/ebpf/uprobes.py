@@ -92,8 +92,10 @@ def allocator_symbols(fd: int, *, inuse: bool) -> dict[str, int]:
             if not isinstance(table, SymbolTableSection):
                 continue
             for sym in table.iter_symbols():
+                # functions only: an IFUNC symbol (pyelftools says STT_LOOS)
+                # is its resolver, run once at relocation, not the allocator
                 if (sym.name in wanted and sym.name not in found
-                        and sym["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC")
+                        and sym["st_info"]["type"] == "STT_FUNC"
                         and sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]):
                     found[sym.name] = int(sym["st_value"])
     if "malloc" not in found:
