@@ -60,7 +60,7 @@ class CodeRanges:
         self._lock = threading.Lock()
         # pid -> (range starts, range ends) as written
         self._written: dict[int, tuple[list[int], list[int]]] = {}
-        self.errors = 0
+        self.errors = 0               # map writes/deletes refused: unwind_code_ranges_errors
 
     def write(self, pid: int, mappings: Sequence[Mapping]) -> None:
         """Tell BPF where ``pid``'s code is (nothing when already so)."""

@@ -366,6 +366,8 @@ class CfiStacks:
             for name, total in (("unwind_table_pending_copies", self.table_pending_copies),
                                 ("unwind_go_dedupe_keys_dropped", self.go_keys_dropped),
                                 ("unwind_code_keys_dropped", self.code_keys_dropped),
+                                ("unwind_code_ranges_errors",
+                                 self._code.errors if self._code is not None else 0),
                                 ("unwind_copies_dropped", self.dropped)):
                 self._telemetry.counter(name).add(total - self._reported.get(name, 0))
                 self._reported[name] = total

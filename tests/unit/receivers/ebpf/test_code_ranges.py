@@ -56,3 +56,18 @@ def test_written_once_checked_and_forgotten() -> None:
     assert not ranges.covers(8, [0x1800])              # nothing written for that pid
     ranges.forget([7, 8])
     assert 7 not in table and not ranges.covers(7, [0x1800])
+
+
+class _FullTable(_Table):
+    """A BPF map at max_entries: an update of a new key fails (E2BIG)."""
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        raise OSError(7, "Argument list too long")
+
+
+def test_a_full_map_is_counted_and_the_process_is_not_taken_as_written() -> None:
+    ranges = CodeRanges(_FullTable())
+    ranges.write(7, _maps((0x1000, 0x2000)))
+    ranges.write(7, _maps((0x1000, 0x2000)))           # tried again: not remembered
+    assert ranges.errors == 2
+    assert not ranges.covers(7, [0x1800])     # BPF hashes its 64 words; keys are dropped
