@@ -54,7 +54,8 @@ def test_two_to_one_split_on_311_312_313_and_late_start(tmp_path: Path) -> None:
 
         def enough() -> bool:
             got = samples_by_pid(out)
-            return all(sum(got.get(pid, Counter()).values()) >= 1500 for pid in want)
+            # 4000 each: the sampling error of a share is 0.0075, a quarter of 3 points
+            return all(sum(got.get(pid, Counter()).values()) >= 4000 for pid in want)
 
         assert wait_until(enough, 60, 0.5), log.read_text()
         measured = {v: json.loads(reports[v].read_text()) for v in VERSIONS}
