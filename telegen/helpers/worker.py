@@ -3,8 +3,10 @@ thread waits on, joined on shutdown (never from itself)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 
 class Worker:
@@ -27,3 +29,12 @@ class Worker:
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout_s)
+
+
+def guarded(log: logging.Logger, owner: str, fn: Callable[..., Any], *args: Any) -> None:
+    """``fn(*args)`` in a component's thread: an exception is logged with
+    ``owner`` and the step's name, never lets the step end the thread."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("%s: %s failed", owner, getattr(fn, "__name__", fn))

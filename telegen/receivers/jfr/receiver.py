@@ -22,12 +22,14 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.formats.jfr import Chunk, JfrError
 from telegen.formats.jfr.topdata import ProfileBuilder
 from telegen.helpers.emit import Emitter
-from telegen.helpers.worker import Worker
+from telegen.helpers.worker import Worker, guarded
 from telegen.procinfo.identity import IdentityCache, host_attributes
 from telegen.receivers.jfr.config import JfrReceiverConfig
 from telegen.receivers.jfr.discovery import JvmProcess, find_jvms
@@ -108,11 +110,8 @@ class JfrReceiver:
             wake = min(next_scan, next_dump, next_poll if self._files else next_dump)
             self._stop.wait(max(0.0, wake - time.monotonic()))
 
-    def _safe(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
-        try:
-            fn(*args)
-        except Exception:  # never let one step kill the thread
-            self._log.exception("%s: %s failed", self._name, getattr(fn, "__name__", fn))
+    def _safe(self, fn: Callable[..., Any], *args: Any) -> None:
+        guarded(self._log, self._name, fn, *args)
 
     # -- JVMs ------------------------------------------------------------------------
     def _scan(self) -> None:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from telegen.component import Consumer, CreateSettings, Host
 from telegen.helpers.emit import Emitter
-from telegen.helpers.worker import Worker
+from telegen.helpers.worker import Worker, guarded
 from telegen.pdata import Profile
 from telegen.procinfo import alive
 from telegen.procinfo.identity import IdentityCache, host_attributes
@@ -126,11 +128,8 @@ class PythonReceiver:
             self._safe(self._collect)
             self._stop.wait(_TICK_S)
 
-    def _safe(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
-        try:
-            fn(*args)
-        except Exception:  # never let one step kill the thread
-            self._log.exception("%s: %s failed", self._name, getattr(fn, "__name__", fn))
+    def _safe(self, fn: Callable[..., Any], *args: Any) -> None:
+        guarded(self._log, self._name, fn, *args)
 
     # -- targets ---------------------------------------------------------------------
     def _scan(self) -> None:
