@@ -228,8 +228,14 @@ def _read_reply(sock: socket.socket) -> bytes:
                 if not line.startswith(b'{"worker":'):
                     return line + b"\n"
                 if not worker:
-                    worker = int(json.loads(line)["worker"])
-                    child_started(worker)
+                    try:
+                        worker = int(json.loads(line)["worker"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    if worker > 1:
+                        child_started(worker)
+                    else:
+                        worker = 0
             chunk = sock.recv(4096)
             if not chunk:
                 return b""
@@ -276,6 +282,7 @@ def _serve(req: dict[str, object], fd: int, sock: socket.socket) -> dict[str, ob
     if pid == 0:                                    # the worker
         code = _EXIT_ERROR
         try:
+            sock.close()            # it reads a tenant's file: no line to the agent
             code = _work(req, fd, cpu_s, memory)
         finally:
             os._exit(code)
