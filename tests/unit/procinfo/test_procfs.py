@@ -4,7 +4,7 @@ namespaces, mappings, the agent's own process and the kernel's files."""
 
 from __future__ import annotations
 
-import ctypes
+import mmap
 import os
 import socket
 import subprocess
@@ -169,14 +169,18 @@ def test_agent_facts() -> None:
     image = read_own_memory(span[0], span[1] - span[0])
     assert image[:4] == b"\x7fELF"
     before, space = rss_bytes(), address_space_bytes()
-    block = ctypes.create_string_buffer(64 << 20)    # zeroed: every page touched
+    # a new mapping, every page written (malloc may reuse address space an
+    # earlier test in this process freed: VmSize would not move)
+    block = mmap.mmap(-1, 64 << 20)
+    for at in range(0, 64 << 20, mmap.PAGESIZE):
+        block[at] = 1
     assert rss_bytes() - before >= 60 << 20
     assert address_space_bytes() - space >= 60 << 20
     status = Path("/proc/self/status").read_text()   # the kernel's own words for both
     vm_size = next(int(line.split()[1]) for line in status.splitlines()
                    if line.startswith("VmSize:"))
     assert abs(address_space_bytes() - vm_size * 1024) < 8 << 20
-    del block
+    block.close()
     r, w = os.pipe()
     try:
         assert fd_info(r, "flags") is not None and fd_info(r, "prog_id") is None
