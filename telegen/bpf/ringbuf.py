@@ -100,14 +100,13 @@ class RingBuffer:
     def _contiguous(self, addr: int, size: int) -> int:
         """The record's data at one address: in the mapping, or copied if it
         wraps past the ``tail`` mapped twice."""
-        past = addr + size - (self._data + self._size + self._tail)
-        if past <= 0:
+        if addr + size <= self._data + self._size + self._tail:
             return addr
-        if len(self._copy) < size:
-            self._copy = ctypes.create_string_buffer(size)
-        first = self._data + self._size - addr    # bytes before the wrap (> 0)
+        first = self._data + self._size - addr    # bytes before the wrap
         if first <= 0:                            # the header wrapped: data at the start
             return addr - self._size
+        if len(self._copy) < size:
+            self._copy = ctypes.create_string_buffer(size)
         dst = ctypes.addressof(self._copy)
         ctypes.memmove(dst, addr, first)
         ctypes.memmove(dst + first, self._data, size - first)
